@@ -1,0 +1,426 @@
+//! Configuration: the TOML file and the command-line flags share one schema (coturn's
+//! option names), flags override the file, and the result is turned once into typed
+//! configuration. Unknown keys and bad values are errors that name the key.
+
+use crate::core::auth::Credentials;
+use crate::core::auth::credentials::Password;
+use crate::core::server::{IpRange, PeerPolicy, RelayAddress, ServerConfig};
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+/// Every option, as written in the file or on the command line. All are optional here;
+/// defaults are applied in [`Config::from_raw`].
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on (repeat for several). Default 0.0.0.0.
+    #[arg(long, value_name = "IP")]
+    #[serde(default)]
+    pub listening_ip: Vec<IpAddr>,
+    /// UDP port for STUN/TURN. Default 3478.
+    #[arg(long, value_name = "PORT")]
+    pub listening_port: Option<u16>,
+    /// Address relay sockets are bound to (one per family). Default: the listening IPs.
+    #[arg(long, value_name = "IP")]
+    #[serde(default)]
+    pub relay_ip: Vec<IpAddr>,
+    /// Public address announced for relays behind NAT: `PUBLIC` or `PUBLIC/PRIVATE`.
+    #[arg(long, value_name = "IP[/IP]")]
+    #[serde(default)]
+    pub external_ip: Vec<String>,
+    /// Lowest relay port. Default 49152.
+    #[arg(long, value_name = "PORT")]
+    pub min_port: Option<u16>,
+    /// Highest relay port. Default 65535.
+    #[arg(long, value_name = "PORT")]
+    pub max_port: Option<u16>,
+    /// The authentication realm. Default "ferroturn".
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// TURN REST shared secret (repeat for rotation: every one is accepted).
+    #[arg(long, value_name = "SECRET")]
+    #[serde(default)]
+    pub static_auth_secret: Vec<String>,
+    /// Static user `name:password` or `name:0x<md5 key hex>` (repeat for several).
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    #[serde(default)]
+    pub user: Vec<String>,
+    /// Separator between expiry and user in REST usernames. Default ':'.
+    #[arg(long, value_name = "CHAR")]
+    pub rest_api_separator: Option<char>,
+    /// Refuse REST usernames expiring more than this many seconds ahead (0: no limit).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_credential_ttl: Option<u64>,
+    /// Refuse expired REST usernames also for existing allocations. Default true.
+    #[arg(long, value_name = "BOOL")]
+    pub strict_credential_expiry: Option<bool>,
+    /// Nonce lifetime in seconds. Default 600.
+    #[arg(long, value_name = "SECONDS")]
+    pub stale_nonce: Option<u64>,
+    /// Allocation lifetime when the client asks for less or nothing. Default 600.
+    #[arg(long, value_name = "SECONDS")]
+    pub default_allocate_lifetime: Option<u64>,
+    /// Longest allocation lifetime granted. Default 3600.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_allocate_lifetime: Option<u64>,
+    /// Permission lifetime. Default 300 (RFC 8656).
+    #[arg(long, value_name = "SECONDS")]
+    pub permission_lifetime: Option<u64>,
+    /// Channel binding lifetime. Default 600 (RFC 8656).
+    #[arg(long, value_name = "SECONDS")]
+    pub channel_lifetime: Option<u64>,
+    /// Peer ranges to refuse on top of the default list (CIDR, IP or `start-end`).
+    #[arg(long, value_name = "RANGE")]
+    #[serde(default)]
+    pub denied_peer_ip: Vec<String>,
+    /// Peer ranges to allow even if denied (e.g. 127.0.0.1 for local tests).
+    #[arg(long, value_name = "RANGE")]
+    #[serde(default)]
+    pub allowed_peer_ip: Vec<String>,
+    /// Allocations per user (0: unlimited). Default 0.
+    #[arg(long, value_name = "N")]
+    pub user_quota: Option<u32>,
+    /// Allocations in total (0: unlimited). Default 0.
+    #[arg(long, value_name = "N")]
+    pub total_quota: Option<u32>,
+    /// Permissions per allocation. Default 128.
+    #[arg(long, value_name = "N")]
+    pub max_permissions: Option<usize>,
+    /// Channel bindings per allocation. Default 128.
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<usize>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive). Default info.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+macro_rules! overlay {
+    ($base:ident, $top:ident; opt: $($o:ident),*; list: $($l:ident),*) => {
+        $( if $top.$o.is_some() { $base.$o = $top.$o; } )*
+        $( if !$top.$l.is_empty() { $base.$l = $top.$l; } )*
+    };
+}
+
+impl RawConfig {
+    /// `top` (the command line) overrides `self` (the file), option by option; a list
+    /// given on the command line replaces the file's list.
+    pub fn overlay(mut self, top: RawConfig) -> RawConfig {
+        overlay!(self, top;
+            opt: listening_port, min_port, max_port, realm, rest_api_separator,
+                max_credential_ttl, strict_credential_expiry, stale_nonce,
+                default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
+                channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
+                log_level;
+            list: listening_ip, relay_ip, external_ip, static_auth_secret, user,
+                denied_peer_ip, allowed_peer_ip);
+        self
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("{}", e.to_string().trim_end())))
+    }
+
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml_str(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+}
+
+/// A configuration error, with the offending key in the message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(key: &str, msg: impl std::fmt::Display) -> Result<T, ConfigError> {
+    Err(ConfigError(format!("`{key}`: {msg}")))
+}
+
+/// The typed configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// UDP listener addresses.
+    pub listeners: Vec<SocketAddr>,
+    pub server: ServerConfig,
+    pub log_level: String,
+}
+
+impl Config {
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::from_raw(RawConfig::from_toml_str(text)?)
+    }
+
+    /// Applies defaults and checks every value.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let listening_ips = if raw.listening_ip.is_empty() {
+            vec![IpAddr::from([0, 0, 0, 0])]
+        } else {
+            raw.listening_ip.clone()
+        };
+        let port = raw.listening_port.unwrap_or(3478);
+        let listeners = listening_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, port))
+            .collect();
+
+        let min_port = raw.min_port.unwrap_or(49152);
+        let max_port = raw.max_port.unwrap_or(65535);
+        if min_port == 0 || min_port > max_port {
+            return err(
+                "min-port",
+                format!("must be between 1 and max-port ({max_port})"),
+            );
+        }
+
+        let (relay_v4, relay_v6) = relay_addresses(&raw, &listening_ips)?;
+
+        let realm = raw.realm.clone().unwrap_or_else(|| "ferroturn".into());
+        if realm.is_empty() || realm.len() > 763 {
+            return err("realm", "must be 1 to 763 bytes");
+        }
+        let mut users = Vec::new();
+        for u in &raw.user {
+            users.push(parse_user(u)?);
+        }
+        if raw.static_auth_secret.is_empty() && users.is_empty() {
+            return err(
+                "static-auth-secret",
+                "no credentials configured: set static-auth-secret or user",
+            );
+        }
+        if raw.static_auth_secret.iter().any(String::is_empty) {
+            return err("static-auth-secret", "must not be empty");
+        }
+        let separator = raw.rest_api_separator.unwrap_or(':');
+        let max_ttl = raw.max_credential_ttl.filter(|t| *t > 0);
+        let decoy = rand::random();
+        let credentials = Credentials::new(
+            realm,
+            raw.static_auth_secret.clone(),
+            users,
+            separator,
+            max_ttl,
+            decoy,
+        );
+
+        let secs = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            match v.unwrap_or(default) {
+                0 => err(key, "must be at least 1 second"),
+                s if s > u64::from(u32::MAX) => err(key, "is too large"),
+                s => Ok(Duration::from_secs(s)),
+            }
+        };
+        let default_lifetime = secs(
+            "default-allocate-lifetime",
+            raw.default_allocate_lifetime,
+            600,
+        )?;
+        let max_lifetime = secs("max-allocate-lifetime", raw.max_allocate_lifetime, 3600)?;
+        if default_lifetime > max_lifetime {
+            return err(
+                "default-allocate-lifetime",
+                "must not exceed max-allocate-lifetime",
+            );
+        }
+
+        let parse_ranges = |key: &str, list: &[String]| -> Result<Vec<IpRange>, ConfigError> {
+            list.iter()
+                .map(|r| r.parse::<IpRange>().or_else(|e| err(key, e)))
+                .collect()
+        };
+        let allowed = parse_ranges("allowed-peer-ip", &raw.allowed_peer_ip)?;
+        let denied =
+            PeerPolicy::default_denied(parse_ranges("denied-peer-ip", &raw.denied_peer_ip)?);
+        let mut own: Vec<IpAddr> = listening_ips
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        for r in [relay_v4, relay_v6].into_iter().flatten() {
+            own.push(r.local);
+            own.push(r.advertised);
+        }
+        let policy = PeerPolicy::new(allowed, denied, own);
+
+        let server = ServerConfig {
+            credentials,
+            nonce_lifetime: secs("stale-nonce", raw.stale_nonce, 600)?,
+            relay_v4,
+            relay_v6,
+            min_port,
+            max_port,
+            default_lifetime,
+            max_lifetime,
+            permission_lifetime: secs("permission-lifetime", raw.permission_lifetime, 300)?,
+            channel_lifetime: secs("channel-lifetime", raw.channel_lifetime, 600)?,
+            policy,
+            user_quota: raw.user_quota.unwrap_or(0),
+            total_quota: raw.total_quota.unwrap_or(0),
+            max_permissions: raw.max_permissions.unwrap_or(128),
+            max_channels: raw.max_channels.unwrap_or(128),
+            strict_expiry: raw.strict_credential_expiry.unwrap_or(true),
+        };
+        Ok(Config {
+            listeners,
+            server,
+            log_level: raw.log_level.clone().unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+/// `name:password`, or `name:0x<32 hex digits>` for a precomputed key (as coturn has).
+fn parse_user(entry: &str) -> Result<(String, Password), ConfigError> {
+    let Some((name, pw)) = entry.split_once(':') else {
+        return err("user", "expected `name:password`");
+    };
+    if name.is_empty() || pw.is_empty() {
+        return err("user", "expected `name:password` with both parts non-empty");
+    }
+    if let Some(hex) = pw.strip_prefix("0x") {
+        let mut key = [0u8; 16];
+        if hex.len() != 32 {
+            return err("user", format!("{name}: a 0x key has 32 hex digits"));
+        }
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .or_else(|_| err("user", format!("{name}: bad hex in key")))?;
+        }
+        return Ok((name.to_owned(), Password::Key(key)));
+    }
+    Ok((name.to_owned(), Password::Plain(pw.to_owned())))
+}
+
+/// Relay addresses per family: `relay-ip`, else the specific listening IPs; each mapped
+/// to its `external-ip` when one is given.
+fn relay_addresses(
+    raw: &RawConfig,
+    listening: &[IpAddr],
+) -> Result<(Option<RelayAddress>, Option<RelayAddress>), ConfigError> {
+    let locals: Vec<IpAddr> = if raw.relay_ip.is_empty() {
+        listening
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_unspecified())
+            .collect()
+    } else {
+        raw.relay_ip.clone()
+    };
+    if locals.iter().any(IpAddr::is_unspecified) {
+        return err("relay-ip", "must be a specific address, not 0.0.0.0 or ::");
+    }
+    let mut externals = Vec::new();
+    for e in &raw.external_ip {
+        let (public, private) = match e.split_once('/') {
+            Some((p, l)) => (p, Some(l)),
+            None => (e.as_str(), None),
+        };
+        let public: IpAddr = public
+            .parse()
+            .or_else(|_| err("external-ip", format!("`{e}` is not IP or IP/IP")))?;
+        let private: Option<IpAddr> = match private {
+            Some(l) => Some(
+                l.parse()
+                    .or_else(|_| err("external-ip", format!("`{e}` is not IP or IP/IP")))?,
+            ),
+            None => None,
+        };
+        externals.push((public, private));
+    }
+    let pick = |v4: bool| -> Option<RelayAddress> {
+        let local = *locals.iter().find(|ip| ip.is_ipv4() == v4)?;
+        let advertised = externals
+            .iter()
+            .find(|(p, l)| match l {
+                Some(l) => *l == local,
+                None => p.is_ipv4() == v4,
+            })
+            .map_or(local, |(p, _)| *p);
+        Some(RelayAddress { local, advertised })
+    };
+    let (v4, v6) = (pick(true), pick(false));
+    if v4.is_none() && v6.is_none() {
+        return err(
+            "relay-ip",
+            "no relay address: set relay-ip (listening on 0.0.0.0 or :: names no address to relay from)",
+        );
+    }
+    Ok((v4, v6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "listening-ip = [\"127.0.0.1\"]\nstatic-auth-secret = [\"s\"]\n";
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_toml_str(BASE).unwrap();
+        assert_eq!(c.listeners, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert_eq!(c.server.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.server.default_lifetime, Duration::from_secs(600));
+        assert_eq!(
+            c.server.relay_v4.unwrap().local,
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(c.server.relay_v6.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::from_toml_str(&format!("{BASE}no-such-option = 1\n")).unwrap_err();
+        assert!(e.0.contains("no-such-option"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}denied-peer-ip = [\"10.0.0.0/99\"]\n"))
+            .unwrap_err();
+        assert!(
+            e.0.contains("denied-peer-ip") && e.0.contains("10.0.0.0/99"),
+            "{e}"
+        );
+        let e = Config::from_toml_str(&format!("{BASE}min-port = 5000\nmax-port = 4000\n"))
+            .unwrap_err();
+        assert!(e.0.contains("min-port"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}listening-port = \"x\"\n")).unwrap_err();
+        assert!(e.0.contains("listening-port"), "{e}");
+        let e = Config::from_toml_str("listening-ip = [\"127.0.0.1\"]\n").unwrap_err();
+        assert!(e.0.contains("static-auth-secret"), "{e}");
+        let e = Config::from_toml_str("static-auth-secret = [\"s\"]\n").unwrap_err();
+        assert!(e.0.contains("relay-ip"), "{e}");
+    }
+
+    #[test]
+    fn external_ip_maps_the_relay() {
+        let c = Config::from_toml_str(&format!(
+            "{BASE}relay-ip = [\"10.0.0.5\"]\nexternal-ip = [\"203.0.113.5/10.0.0.5\"]\n"
+        ))
+        .unwrap();
+        let r = c.server.relay_v4.unwrap();
+        assert_eq!(r.local.to_string(), "10.0.0.5");
+        assert_eq!(r.advertised.to_string(), "203.0.113.5");
+    }
+
+    #[test]
+    fn command_line_overrides_file() {
+        let file = RawConfig::from_toml_str(&format!("{BASE}realm = \"file\"\nmin-port = 50000\n"))
+            .unwrap();
+        let cli = RawConfig {
+            realm: Some("cli".into()),
+            static_auth_secret: vec!["t".into()],
+            ..Default::default()
+        };
+        let merged = file.overlay(cli);
+        assert_eq!(merged.realm.as_deref(), Some("cli"));
+        assert_eq!(merged.min_port, Some(50000));
+        assert_eq!(merged.static_auth_secret, vec!["t".to_string()]);
+    }
+
+    #[test]
+    fn users_parse() {
+        assert!(parse_user("alice:pw").is_ok());
+        assert!(parse_user("alice:0x00112233445566778899aabbccddeeff").is_ok());
+        assert!(parse_user("alice:0x0011").is_err());
+        assert!(parse_user("alice").is_err());
+        assert!(parse_user(":pw").is_err());
+    }
+}

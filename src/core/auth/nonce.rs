@@ -1,0 +1,127 @@
+//! Stateless nonces: the server keeps nothing per unauthenticated source.
+//!
+//! A nonce is `base64url(expiry_be64 || HMAC-SHA256(key, expiry || client_ip)[..12])`.
+//! The key comes from the OS CSPRNG at start-up, so nonces cannot be predicted or forged,
+//! and a nonce issued to one client address is worthless from another.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::net::IpAddr;
+use subtle::ConstantTimeEq;
+
+const TAG_LEN: usize = 12;
+const RAW_LEN: usize = 8 + TAG_LEN;
+/// Length of every nonce this server issues (base64 of 20 bytes, no padding).
+pub const NONCE_LEN: usize = 27;
+
+/// Issues and checks nonces.
+#[derive(Clone)]
+pub struct Nonces {
+    key: [u8; 32],
+    lifetime_secs: u64,
+}
+
+/// The outcome of checking a client's NONCE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceCheck {
+    Valid,
+    /// Ours, but expired: 438 Stale Nonce.
+    Stale,
+    /// Not ours, or issued to another address: also 438 (RFC 8489 section 9.2.4).
+    Invalid,
+}
+
+impl Nonces {
+    pub fn new(key: [u8; 32], lifetime_secs: u64) -> Self {
+        Self { key, lifetime_secs }
+    }
+
+    fn tag(&self, expiry: u64, ip: IpAddr) -> [u8; TAG_LEN] {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(&expiry.to_be_bytes());
+        match ip {
+            IpAddr::V4(v4) => mac.update(&v4.octets()),
+            IpAddr::V6(v6) => mac.update(&v6.octets()),
+        }
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&full[..TAG_LEN]);
+        tag
+    }
+
+    /// A fresh nonce for `ip`, valid until `unix_now + lifetime`.
+    pub fn issue(&self, ip: IpAddr, unix_now: u64) -> String {
+        let expiry = unix_now.saturating_add(self.lifetime_secs);
+        let mut raw = [0u8; RAW_LEN];
+        raw[..8].copy_from_slice(&expiry.to_be_bytes());
+        raw[8..].copy_from_slice(&self.tag(expiry, ip));
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Checks a nonce presented by `ip`; the tag is compared in constant time.
+    pub fn check(&self, nonce: &str, ip: IpAddr, unix_now: u64) -> NonceCheck {
+        if nonce.len() != NONCE_LEN {
+            return NonceCheck::Invalid;
+        }
+        let mut raw = [0u8; RAW_LEN + 2];
+        match URL_SAFE_NO_PAD.decode_slice(nonce.as_bytes(), &mut raw) {
+            Ok(RAW_LEN) => {}
+            _ => return NonceCheck::Invalid,
+        }
+        let mut exp = [0u8; 8];
+        exp.copy_from_slice(&raw[..8]);
+        let expiry = u64::from_be_bytes(exp);
+        let good: bool = self.tag(expiry, ip).ct_eq(&raw[8..RAW_LEN]).into();
+        if !good {
+            NonceCheck::Invalid
+        } else if expiry < unix_now {
+            NonceCheck::Stale
+        } else {
+            NonceCheck::Valid
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_is_bound_to_address_key_and_time() {
+        let n = Nonces::new([1; 32], 600);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let nonce = n.issue(ip, 1000);
+        assert_eq!(nonce.len(), NONCE_LEN);
+        assert_eq!(n.check(&nonce, ip, 1000), NonceCheck::Valid);
+        assert_eq!(n.check(&nonce, ip, 1600), NonceCheck::Valid);
+        assert_eq!(n.check(&nonce, ip, 1601), NonceCheck::Stale);
+        assert_eq!(
+            n.check(&nonce, "192.0.2.2".parse().unwrap(), 1000),
+            NonceCheck::Invalid
+        );
+        assert_eq!(
+            Nonces::new([2; 32], 600).check(&nonce, ip, 1000),
+            NonceCheck::Invalid
+        );
+        assert_eq!(n.check("short", ip, 1000), NonceCheck::Invalid);
+        assert_eq!(
+            n.check(&"!".repeat(NONCE_LEN), ip, 1000),
+            NonceCheck::Invalid
+        );
+    }
+
+    #[test]
+    fn forged_expiry_is_rejected() {
+        let n = Nonces::new([1; 32], 600);
+        let ip: IpAddr = "::1".parse().unwrap();
+        let nonce = n.issue(ip, 1000);
+        let mut raw = URL_SAFE_NO_PAD.decode(&nonce).unwrap();
+        raw[7] ^= 0xFF;
+        let forged = URL_SAFE_NO_PAD.encode(raw);
+        assert_eq!(n.check(&forged, ip, 1000), NonceCheck::Invalid);
+    }
+}

@@ -1,0 +1,16 @@
+//! STUN/TURN wire formats.
+//!
+//! - [`scan`]: the cheap pre-scan every STUN message passes first (bounds, sizes,
+//!   FINGERPRINT, unknown attributes, where MESSAGE-INTEGRITY sits).
+//! - [`codec`]: control messages through stun-rs; no other module sees stun-rs types.
+//! - [`integrity`]: MESSAGE-INTEGRITY (constant time) and FINGERPRINT.
+//! - [`data`]: the zero-copy data path (ChannelData, Send and Data indications).
+
+pub mod codec;
+pub mod data;
+pub mod integrity;
+pub mod scan;
+pub mod wire;
+
+pub use codec::{Family, Request};
+pub use wire::Class;

@@ -1,0 +1,104 @@
+//! The long-term credential check of RFC 8489 section 9.2.4, in its order: no
+//! MESSAGE-INTEGRITY (401), missing USERNAME/REALM/NONCE (400), stale or foreign NONCE
+//! (438), unknown user or wrong integrity (401, the same shape either way).
+
+use super::Server;
+use super::allocation::FiveTuple;
+use super::error::RequestError;
+use crate::core::auth::NonceCheck;
+use crate::core::auth::credentials::{Key, Lookup};
+use crate::core::proto::Request;
+use crate::core::proto::integrity;
+use crate::core::proto::scan::Scan;
+use std::time::Instant;
+
+/// A request whose MESSAGE-INTEGRITY verified.
+pub(super) struct Authenticated {
+    pub key: Key,
+    pub username: String,
+    /// The quota owner.
+    pub user: String,
+}
+
+impl Server {
+    pub(super) fn authenticate(
+        &self,
+        now: Instant,
+        tuple: &FiveTuple,
+        buf: &[u8],
+        scan: &Scan,
+        req: &Request,
+    ) -> Result<Authenticated, RequestError> {
+        let Some(mi_at) = scan.integrity else {
+            return Err(RequestError::Unauthorized("no credentials"));
+        };
+        let (Some(username), Some(realm), Some(nonce)) = (&req.username, &req.realm, &req.nonce)
+        else {
+            return Err(RequestError::BadRequest);
+        };
+        let unix = self.unix(now);
+        if self.nonces.check(nonce, tuple.client.ip(), unix) != NonceCheck::Valid {
+            return Err(RequestError::StaleNonce);
+        }
+        // Lenient expiry: an existing allocation keeps authenticating with its own key.
+        if !self.cfg.strict_expiry {
+            if let Some(a) = self
+                .table
+                .id_by_tuple(tuple)
+                .and_then(|id| self.table.get(id))
+            {
+                if &a.username == username && realm == self.cfg.credentials.realm() {
+                    return if integrity::verify(buf, mi_at, &a.key) {
+                        Ok(Authenticated {
+                            key: a.key,
+                            username: a.username.clone(),
+                            user: a.user.clone(),
+                        })
+                    } else {
+                        self.reject(tuple, "wrong password")
+                    };
+                }
+            }
+        }
+        match self.cfg.credentials.lookup(username, unix) {
+            Lookup::Keys { keys, user, .. } => {
+                let realm_ok = realm == self.cfg.credentials.realm();
+                // Every key is tried, so the work does not depend on which one matches.
+                let mut found = None;
+                for key in keys {
+                    if integrity::verify(buf, mi_at, &key) && found.is_none() {
+                        found = Some(key);
+                    }
+                }
+                match found {
+                    Some(key) if realm_ok => Ok(Authenticated {
+                        key,
+                        username: username.clone(),
+                        user,
+                    }),
+                    _ => self.reject(
+                        tuple,
+                        if realm_ok {
+                            "wrong password"
+                        } else {
+                            "wrong realm"
+                        },
+                    ),
+                }
+            }
+            Lookup::Unknown { decoy, reason } => {
+                let _ = integrity::verify(buf, mi_at, &decoy);
+                self.reject(tuple, reason)
+            }
+        }
+    }
+
+    fn reject(
+        &self,
+        tuple: &FiveTuple,
+        reason: &'static str,
+    ) -> Result<Authenticated, RequestError> {
+        tracing::info!(client = %tuple.client, reason, "authentication failed");
+        Err(RequestError::Unauthorized(reason))
+    }
+}

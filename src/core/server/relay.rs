@@ -1,0 +1,142 @@
+//! The data path: ChannelData and Send indications from clients, datagrams from peers.
+//! No allocation, no copy, no lock: lookups are a slab index or one hash of the 5-tuple,
+//! and headers are written into the caller's buffer around the payload.
+
+use super::allocation::{FiveTuple, Transport};
+use super::{AllocId, DataTransmit, Path, Server};
+use crate::core::proto::data;
+use crate::core::proto::scan::Scan;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+impl Server {
+    /// RFC 8656 section 12.6: ChannelData on a bound channel goes to its peer; anything
+    /// else is dropped.
+    pub(super) fn relay_channel_data(
+        &mut self,
+        tuple: FiveTuple,
+        buf: &[u8],
+    ) -> Option<DataTransmit> {
+        let (number, payload) = data::parse_channel_data(buf)?;
+        let id = self.table.id_by_tuple(&tuple)?;
+        let a = self.table.get(id)?;
+        let channel = a.channel_by_number(number).filter(|c| c.bound)?;
+        let peer = channel.peer;
+        self.cfg
+            .policy
+            .check(peer, |addr| self.shared.is_relay(addr))
+            .ok()?;
+        Some(DataTransmit {
+            path: Path::Peer {
+                relay: id,
+                peer: self.to_wire(peer),
+            },
+            range: payload,
+        })
+    }
+
+    /// RFC 8656 section 11.2: a Send indication goes to its peer only with a permission for
+    /// the peer's IP; otherwise it is dropped.
+    pub(super) fn relay_send_indication(
+        &mut self,
+        tuple: FiveTuple,
+        buf: &[u8],
+        scan: &Scan,
+    ) -> Option<DataTransmit> {
+        let (peer, payload) = data::parse_send_indication(buf, scan)?;
+        let id = self.table.id_by_tuple(&tuple)?;
+        let a = self.table.get(id)?;
+        if a.pending.is_some()
+            || peer.is_ipv4() != a.relayed.is_ipv4()
+            || !a.has_permission(peer.ip())
+        {
+            return None;
+        }
+        self.cfg
+            .policy
+            .check(peer, |addr| self.shared.is_relay(addr))
+            .ok()?;
+        Some(DataTransmit {
+            path: Path::Peer {
+                relay: id,
+                peer: self.to_wire(peer),
+            },
+            range: payload,
+        })
+    }
+
+    /// A datagram from `from` on `relay`'s socket, its payload at `payload` in `buf` with
+    /// [`data::HEADROOM`] bytes free in front and [`data::TAILROOM`] behind. RFC 8656
+    /// section 11.3 / 12.7: relayed only with a permission, as ChannelData when a channel
+    /// is bound to the peer, else as a Data indication.
+    pub fn handle_peer_datagram(
+        &mut self,
+        _now: Instant,
+        relay: AllocId,
+        from: SocketAddr,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> Option<DataTransmit> {
+        let peer = self.from_wire(from);
+        let a = self.table.get(relay)?;
+        if !a.has_permission(peer.ip()) {
+            return None;
+        }
+        self.cfg
+            .policy
+            .check(peer, |addr| self.shared.is_relay(addr))
+            .ok()?;
+        let tuple = a.five_tuple;
+        let range = match a.channel_by_peer(peer).filter(|c| c.bound) {
+            Some(c) => {
+                data::frame_channel_data(buf, payload, c.number, tuple.transport != Transport::Udp)?
+            }
+            None => {
+                let txn = self.next_indication_txn();
+                data::frame_data_indication(buf, payload, peer, &txn)?
+            }
+        };
+        Some(DataTransmit {
+            path: Path::Client {
+                listener: tuple.listener,
+                client: tuple.client,
+                transport: tuple.transport,
+            },
+            range,
+        })
+    }
+
+    /// Transaction ids of Data indications: a counter over a random base, unique and
+    /// unguessable enough for an indication.
+    fn next_indication_txn(&mut self) -> [u8; 12] {
+        let mut counter = [0u8; 8];
+        counter.copy_from_slice(&self.indication_txn[..8]);
+        let next = u64::from_be_bytes(counter).wrapping_add(1);
+        self.indication_txn[..8].copy_from_slice(&next.to_be_bytes());
+        self.indication_txn
+    }
+
+    /// A peer named by a client as the socket address to send to: an advertised
+    /// (external) relay address of this server maps to the local one.
+    #[inline]
+    fn to_wire(&self, peer: SocketAddr) -> SocketAddr {
+        for r in [self.cfg.relay_v4, self.cfg.relay_v6].into_iter().flatten() {
+            if r.local != r.advertised && peer.ip() == r.advertised {
+                return SocketAddr::new(r.local, peer.port());
+            }
+        }
+        peer
+    }
+
+    /// The inverse of [`Server::to_wire`] for datagrams arriving at relay sockets.
+    #[inline]
+    fn from_wire(&self, from: SocketAddr) -> SocketAddr {
+        for r in [self.cfg.relay_v4, self.cfg.relay_v6].into_iter().flatten() {
+            if r.local != r.advertised && from.ip() == r.local {
+                return SocketAddr::new(r.advertised, from.port());
+            }
+        }
+        from
+    }
+}

@@ -1,0 +1,15 @@
+//! ferroturn: a STUN/TURN relay server.
+//!
+//! The protocol lives in [`core`] (sans-IO); [`net`] drives it with sockets; [`config`]
+//! turns the TOML file and command-line flags into typed configuration.
+
+pub mod config;
+pub mod core;
+pub mod net;
+
+pub use net::{ServerHandle, start};
+
+/// TURN REST credentials (for the `credentials` command and for tests).
+pub mod credentials {
+    pub use crate::core::auth::rest::{rest_credentials, rest_password};
+}

@@ -1,0 +1,470 @@
+//! Interoperability with coturn's client tools (Debian package `coturn`).
+//!
+//! `turnutils_uclient` allocates on ferroturn over UDP with TURN REST credentials (`-W`) and
+//! sends numbered messages, either to `turnutils_peer` (a UDP echo server on a port *and* the
+//! port after it) or, with `-y`, to the relayed address of a second allocation of its own. It
+//! then prints how many messages it sent and got back. On loopback every message must come
+//! back: the tests assert the exact count sent, the same count received, and nothing lost.
+//!
+//! What uclient (coturn 4.6) puts on the wire with the flags used here, to read failures by:
+//! - per client, a throw-away "probe" allocation (ALLOCATE + REFRESH, then the socket is closed
+//!   without deallocating), then the real allocation from a new socket;
+//! - ALLOCATE: REQUESTED-TRANSPORT=UDP, LIFETIME=777, REQUESTED-ADDRESS-FAMILY=IPv4 when a peer
+//!   is given, and in about half of the requests (at random, even with `-c`) EVEN-PORT with R=0;
+//! - channels: two CHANNEL-BINDs to peer port+1, then two to the peer port under another
+//!   number; numbers are drawn from 0x4000..=0x7FFF (RFC 5766's range, wider than RFC 8656's);
+//!   `-s`: CREATE-PERMISSION for both ports, then Send indications carrying FINGERPRINT;
+//!   `-y`: one CHANNEL-BIND (or CREATE-PERMISSION with `-s`) per allocation, toward the other's
+//!   relayed address, so the server relays from one of its relay sockets to another;
+//! - then, without waiting, REFRESH 600 + CREATE-PERMISSION (+ CHANNEL-BIND); data starts 1-6 s
+//!   later, 20 ms apart; each allocation ends with REFRESH LIFETIME=0;
+//! - every success response must carry a valid MESSAGE-INTEGRITY, else uclient gives up.
+//!
+//! `-c` is always passed: without it uclient also makes RTCP allocations through EVEN-PORT with
+//! R=1 and RESERVATION-TOKEN, a separate feature. Never pass `-h`: it means "hang on forever".
+
+mod common;
+
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const UCLIENT: &str = "turnutils_uclient";
+const PEER: &str = "turnutils_peer";
+const INSTALL_HINT: &str = "run scripts/install-test-deps.sh to install coturn's client tools";
+
+/// `-n`: messages each uclient session sends.
+const MESSAGES: u64 = 20;
+/// `-m`: sessions. Even, so `-y` makes exactly one pair of allocations talking to each other.
+const CLIENTS: u64 = 2;
+/// `-l`: payload bytes per message (a multiple of 4: no `ChannelData` padding question).
+const MESSAGE_LEN: u32 = 120;
+/// A clean run takes 2-8 s; with losses uclient waits 10 s more before giving up by itself.
+const UCLIENT_TIMEOUT: Duration = Duration::from_secs(90);
+/// Peers listen below Linux's ephemeral ports (32768+) and the server's relay ports
+/// (40000-60000), so no socket of the test run lands on them by chance.
+const PEER_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `ChannelBind`, then `ChannelData` both ways (uclient's default).
+    Channels,
+    /// `-s`: `CreatePermission`, then Send and Data indications.
+    SendIndications,
+    /// `-y`: two allocations relay to each other's relayed address; no external peer.
+    ClientToClient,
+}
+
+impl Mode {
+    fn needs_peer(self) -> bool {
+        self != Mode::ClientToClient
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_channels_echo_everything() {
+    run_uclient_against_ferroturn(Mode::Channels).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_send_indications_echo_everything() {
+    run_uclient_against_ferroturn(Mode::SendIndications).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_client_to_client_echo_everything() {
+    run_uclient_against_ferroturn(Mode::ClientToClient).await;
+}
+
+async fn run_uclient_against_ferroturn(mode: Mode) {
+    let server = common::start_server("").await;
+    let peer = if mode.needs_peer() {
+        Some(start_echo_peer().await)
+    } else {
+        None
+    };
+    let args = uclient_args(mode, server.addr, peer.as_ref().map(|p| p.addr));
+    let run = run_uclient(&args).await;
+    println!("$ {UCLIENT} {}\n{}", args.join(" "), run.stdout);
+    if !run.stderr.is_empty() {
+        println!("--- stderr\n{}", run.stderr);
+    }
+
+    let status = run.status.unwrap_or_else(|| {
+        panic!("{mode:?}: {UCLIENT} still running after {UCLIENT_TIMEOUT:?}; killed (output above)")
+    });
+    assert!(
+        status.success(),
+        "{mode:?}: {UCLIENT} failed with {status} (output above)"
+    );
+    let totals = parse_uclient_totals(&run.stdout)
+        .unwrap_or_else(|e| panic!("{mode:?}: {e} in {UCLIENT}'s output (above)"));
+    assert!(totals.sent > 0, "{mode:?}: nothing was sent: {totals:?}");
+    assert_eq!(
+        totals.sent,
+        MESSAGES * CLIENTS,
+        "{mode:?}: not every session sent: {totals:?}"
+    );
+    assert_eq!(
+        totals.received, totals.sent,
+        "{mode:?}: not everything came back: {totals:?}"
+    );
+    assert_eq!(
+        totals.lost, 0,
+        "{mode:?}: uclient counted losses: {totals:?}"
+    );
+    assert_eq!(
+        totals.send_dropped, 0,
+        "{mode:?}: uclient could not send: {totals:?}"
+    );
+    drop(peer);
+    drop(server);
+}
+
+/// The uclient command line: UDP, REST secret, no RTCP allocations, server address last.
+fn uclient_args(mode: Mode, server: SocketAddr, peer: Option<SocketAddr>) -> Vec<String> {
+    let mut args: Vec<String> = vec!["-c".into()];
+    match mode {
+        Mode::Channels => {}
+        Mode::SendIndications => args.push("-s".into()),
+        Mode::ClientToClient => args.push("-y".into()),
+    }
+    for (flag, value) in [
+        ("-n", MESSAGES.to_string()),
+        ("-m", CLIENTS.to_string()),
+        ("-l", MESSAGE_LEN.to_string()),
+        ("-W", common::SECRET.to_string()),
+        ("-u", "alice".to_string()),
+    ] {
+        args.extend([flag.to_string(), value]);
+    }
+    if let Some(peer) = peer {
+        args.extend([
+            "-e".into(),
+            peer.ip().to_string(),
+            "-r".into(),
+            peer.port().to_string(),
+        ]);
+    }
+    args.extend([
+        "-p".into(),
+        server.port().to_string(),
+        server.ip().to_string(),
+    ]);
+    args
+}
+
+/// The final counters uclient prints when it is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct UclientTotals {
+    sent: u64,
+    received: u64,
+    lost: u64,
+    send_dropped: u64,
+}
+
+/// Reads the summary at the end of uclient's stdout:
+/// `start_mclient: tot_send_msgs=40, tot_recv_msgs=40` (the once-a-second progress lines
+/// look alike but also carry `msz=`, and are ignored) and
+/// `Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)`.
+fn parse_uclient_totals(output: &str) -> Result<UclientTotals, String> {
+    let (sent, received) = output
+        .lines()
+        .rev()
+        .find_map(message_totals)
+        .ok_or("no final `tot_send_msgs=N, tot_recv_msgs=N` line")?;
+    let (lost, send_dropped) = output
+        .lines()
+        .rev()
+        .find_map(loss_totals)
+        .ok_or("no `Total lost packets N` line")?;
+    Ok(UclientTotals {
+        sent,
+        received,
+        lost,
+        send_dropped,
+    })
+}
+
+fn message_totals(line: &str) -> Option<(u64, u64)> {
+    if line.contains("msz=") {
+        return None;
+    }
+    Some((
+        number_after(line, "tot_send_msgs=")?,
+        number_after(line, "tot_recv_msgs=")?,
+    ))
+}
+
+fn loss_totals(line: &str) -> Option<(u64, u64)> {
+    let lost = number_after(line, "Total lost packets ")?;
+    // Older releases print no send-dropped part.
+    let dropped = number_after(line, "total send dropped ").unwrap_or(0);
+    Some((lost, dropped))
+}
+
+/// The decimal number right after the first `key` in `line`.
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves nothing behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_tool(program: &str, command: &mut Command) -> KillOnDrop {
+    match command.stdin(Stdio::null()).spawn() {
+        Ok(child) => KillOnDrop(child),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            panic!("{program} not found on PATH; {INSTALL_HINT}")
+        }
+        Err(e) => panic!("cannot start {program}: {e}; {INSTALL_HINT}"),
+    }
+}
+
+struct ToolRun {
+    /// `None` if the tool hit the timeout and was killed.
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs uclient to completion (or kills it at the timeout) without blocking the runtime the
+/// in-process server lives on.
+async fn run_uclient(args: &[String]) -> ToolRun {
+    let mut command = Command::new(UCLIENT);
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = spawn_tool(UCLIENT, &mut command);
+    let stdout = drain(child.0.stdout.take());
+    let stderr = drain(child.0.stderr.take());
+    let deadline = Instant::now() + UCLIENT_TIMEOUT;
+    let status = loop {
+        match child.0.try_wait().expect("waiting for turnutils_uclient") {
+            Some(status) => break Some(status),
+            None if Instant::now() >= deadline => break None,
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    drop(child); // kills it if it timed out, which closes the pipes the readers wait on
+    ToolRun {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// A running `turnutils_peer`: it echoes every datagram on `addr` and on the next port.
+struct EchoPeer {
+    addr: SocketAddr,
+    _process: KillOnDrop,
+}
+
+async fn start_echo_peer() -> EchoPeer {
+    for _ in 0..5 {
+        let port = free_port_pair();
+        let mut command = Command::new(PEER);
+        command
+            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = spawn_tool(PEER, &mut command);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let next = SocketAddr::from((Ipv4Addr::LOCALHOST, port + 1));
+        if echoes(addr).await && echoes(next).await {
+            return EchoPeer {
+                addr,
+                _process: process,
+            };
+        }
+    }
+    panic!("{PEER} never echoed on 127.0.0.1 (tried 5 port pairs)");
+}
+
+/// Whether something echoes a probe sent to `addr` within a few seconds.
+async fn echoes(addr: SocketAddr) -> bool {
+    const PROBE: &[u8] = b"ferroturn interop probe";
+    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind a probe socket on 127.0.0.1");
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let _ = socket.send_to(PROBE, addr).await;
+        let reply = tokio::time::timeout(Duration::from_millis(100), socket.recv_from(&mut buf));
+        match reply.await {
+            Ok(Ok((n, from))) if from == addr && &buf[..n] == PROBE => return true,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_elapsed) => {}
+        }
+    }
+    false
+}
+
+/// A port `p` in `PEER_PORTS` such that `p` and `p + 1` are both free on 127.0.0.1 right now.
+/// `turnutils_peer` binds with `SO_REUSEADDR` and does not fail on a busy port, so look first.
+fn free_port_pair() -> u16 {
+    static NEXT_PAIR: AtomicU32 = AtomicU32::new(0);
+    let pairs = (PEER_PORTS.end - PEER_PORTS.start) / 2;
+    let offset = std::process::id(); // parallel test processes start at different places
+    for _ in 0..pairs {
+        let pair = offset.wrapping_add(NEXT_PAIR.fetch_add(1, Ordering::Relaxed)) % pairs;
+        let port = u16::try_from(PEER_PORTS.start + 2 * pair).expect("PEER_PORTS fits in u16");
+        let bindable = |p: u16| StdUdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok();
+        if bindable(port) && bindable(port + 1) {
+            return port;
+        }
+    }
+    panic!("no free UDP port pair in {PEER_PORTS:?} on 127.0.0.1");
+}
+
+// ---- the parser, on output captured from coturn 4.6.1's turnutils_uclient ----------------
+
+/// `turnutils_uclient -c -n 20 -m 2 -l 120 -W test-secret -u alice -e 127.0.0.1 -r 3481
+/// -p 3479 127.0.0.1` against coturn's own `turnserver` and `turnutils_peer`.
+const CLEAN_RUN: &str = "\
+0: : Total connect time is 0
+0: : Total connect time is 0
+1: : start_mclient: msz=2, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+2: : start_mclient: msz=2, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+3: : start_mclient: msz=2, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+4: : start_mclient: msz=2, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+5: : start_mclient: msz=2, tot_send_msgs=9, tot_recv_msgs=9, tot_send_bytes ~ 1080, tot_recv_bytes ~ 1080
+6: : start_mclient: msz=2, tot_send_msgs=20, tot_recv_msgs=20, tot_send_bytes ~ 2400, tot_recv_bytes ~ 2400
+6: : start_mclient: tot_send_msgs=40, tot_recv_msgs=40
+6: : start_mclient: tot_send_bytes ~ 4800, tot_recv_bytes ~ 4800
+6: : Total transmit time is 6
+6: : Total lost packets 0 (0.000000%), total send dropped 0 (0.000000%)
+6: : Average round trip delay 0.000000 ms; min = 0 ms, max = 0 ms
+6: : Average jitter 0.850000 ms; min = 0 ms, max = 4 ms
+";
+
+/// Same tool, `-n 10 -m 1`, with a peer that dropped every fourth datagram.
+const LOSSY_RUN: &str = "\
+0: : Total connect time is 0
+0: : Total connect time is 0
+1: : start_mclient: msz=1, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+2: : start_mclient: msz=1, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+3: : start_mclient: msz=1, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+4: : start_mclient: msz=1, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+5: : start_mclient: msz=1, tot_send_msgs=0, tot_recv_msgs=0, tot_send_bytes ~ 0, tot_recv_bytes ~ 0
+6: : start_mclient: msz=1, tot_send_msgs=9, tot_recv_msgs=7, tot_send_bytes ~ 1080, tot_recv_bytes ~ 840
+7: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+8: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+9: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+10: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+11: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+12: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+13: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+14: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+15: : start_mclient: msz=1, tot_send_msgs=10, tot_recv_msgs=8, tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+16: : start_mclient: tot_send_msgs=10, tot_recv_msgs=8
+16: : start_mclient: tot_send_bytes ~ 1200, tot_recv_bytes ~ 960
+16: : Total transmit time is 16
+16: : Total lost packets 2 (20.000000%), total send dropped 0 (0.000000%)
+16: : Average round trip delay 0.000000 ms; min = 0 ms, max = 0 ms
+16: : Average jitter 0.125000 ms; min = 0 ms, max = 1 ms
+";
+
+/// Same tool with a wrong `-W` secret: it exits with status 255 before sending anything.
+const REJECTED_RUN: &str = "\
+0: : ERROR: Cannot complete Allocation
+0: : ERROR: Cannot complete Allocation
+";
+
+#[test]
+fn parses_the_totals_of_a_clean_run() {
+    let totals = parse_uclient_totals(CLEAN_RUN).unwrap();
+    assert_eq!(
+        totals,
+        UclientTotals {
+            sent: 40,
+            received: 40,
+            lost: 0,
+            send_dropped: 0
+        }
+    );
+}
+
+#[test]
+fn parses_the_totals_of_a_lossy_run() {
+    let totals = parse_uclient_totals(LOSSY_RUN).unwrap();
+    assert_eq!(
+        totals,
+        UclientTotals {
+            sent: 10,
+            received: 8,
+            lost: 2,
+            send_dropped: 0
+        }
+    );
+}
+
+#[test]
+fn progress_lines_are_not_totals() {
+    // A run killed mid-way has progress lines but no summary.
+    let cut = CLEAN_RUN
+        .split("6: : start_mclient: tot_send_msgs")
+        .next()
+        .unwrap();
+    assert!(parse_uclient_totals(cut).is_err());
+    assert!(parse_uclient_totals(REJECTED_RUN).is_err());
+    assert!(parse_uclient_totals("").is_err());
+}
+
+#[test]
+fn number_after_reads_only_the_digits() {
+    assert_eq!(
+        number_after("tot_send_msgs=40, tot_recv_msgs=39", "tot_recv_msgs="),
+        Some(39)
+    );
+    assert_eq!(
+        number_after("Total lost packets 5 (100.000000%)", "Total lost packets "),
+        Some(5)
+    );
+    assert_eq!(number_after("tot_send_msgs=, x", "tot_send_msgs="), None);
+    assert_eq!(number_after("nothing here", "tot_send_msgs="), None);
+}
+
+#[test]
+fn uclient_args_name_the_peer_only_when_there_is_one() {
+    let server: SocketAddr = "127.0.0.1:3479".parse().unwrap();
+    let peer: SocketAddr = "127.0.0.1:20000".parse().unwrap();
+    let with_peer = uclient_args(Mode::SendIndications, server, Some(peer)).join(" ");
+    assert_eq!(
+        with_peer,
+        format!(
+            "-c -s -n 20 -m 2 -l 120 -W {} -u alice -e 127.0.0.1 -r 20000 -p 3479 127.0.0.1",
+            common::SECRET
+        )
+    );
+    let c2c = uclient_args(Mode::ClientToClient, server, None);
+    assert!(c2c.starts_with(&["-c".to_string(), "-y".to_string()]));
+    assert!(!c2c.contains(&"-e".to_string()));
+    assert_eq!(c2c.last().map(String::as_str), Some("127.0.0.1"));
+}
