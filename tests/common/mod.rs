@@ -31,8 +31,12 @@ pub fn test_config_toml(extra: &str) -> String {
 
 /// Starts a server with the base configuration plus `extra` TOML keys.
 pub async fn start_server(extra: &str) -> TestServer {
-    let config = ferroturn::config::Config::from_toml_str(&test_config_toml(extra))
-        .expect("test configuration is valid");
+    start_server_raw(&test_config_toml(extra)).await
+}
+
+/// Starts a server with exactly this TOML configuration.
+pub async fn start_server_raw(toml: &str) -> TestServer {
+    let config = ferroturn::config::Config::from_toml_str(toml).expect("test configuration is valid");
     let handle = ferroturn::start(config).await.expect("server starts");
     let addr = handle.udp_addrs()[0];
     TestServer { addr, handle }
@@ -42,4 +46,34 @@ pub async fn start_server(extra: &str) -> TestServer {
 pub fn rest_credentials(secret: &str, user: &str, ttl: Duration) -> (String, String) {
     let expiry = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + ttl;
     ferroturn::credentials::rest_credentials(secret, user, expiry.as_secs(), ':')
+}
+
+/// A UDP echo peer on 127.0.0.1 that sends every datagram back; stops when dropped.
+pub struct EchoPeer {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn echo_peer() -> EchoPeer {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind echo peer");
+    let addr = socket.local_addr().expect("echo peer address");
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    EchoPeer { addr, task }
+}
+
+/// A TURN client with valid REST credentials for `user`.
+pub async fn client(server: &TestServer, user: &str) -> ferroturn::client::TurnClient {
+    let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
+    ferroturn::client::TurnClient::new(server.addr, &u, &p).await.expect("client socket")
 }

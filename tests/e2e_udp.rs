@@ -1,0 +1,213 @@
+//! End to end over real sockets: a server on 127.0.0.1:0, our TURN client, a UDP echo
+//! peer.
+
+mod common;
+
+use common::{client, echo_peer, rest_credentials, start_server, start_server_raw, SECRET};
+use ferroturn::client::{ClientError, Relayed, TurnClient};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(2);
+const SHORT: Duration = Duration::from_millis(300);
+
+fn error_code(r: Result<impl std::fmt::Debug, ClientError>) -> u16 {
+    match r {
+        Err(ClientError::Error(code)) => code,
+        other => panic!("expected an error response, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn binding_reflects_the_client_address() {
+    let server = start_server("").await;
+    let mut c = client(&server, "alice").await;
+    assert_eq!(c.binding().await.unwrap(), c.local_addr().unwrap());
+}
+
+#[tokio::test]
+async fn send_and_data_indications_round_trip_through_an_echo_peer() {
+    let server = start_server("").await;
+    let peer = echo_peer().await;
+    let mut c = client(&server, "alice").await;
+    let relayed = c.allocate().await.unwrap();
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+    c.create_permission(&[peer.addr]).await.unwrap();
+    for size in [1usize, 3, 200, 1200, 8000] {
+        let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+        c.send_indication(peer.addr, &payload).await.unwrap();
+        let got = c.recv_relayed(WAIT).await.unwrap();
+        assert_eq!(got, Some(Relayed::Indication { peer: peer.addr, data: payload }), "size {size}");
+    }
+}
+
+#[tokio::test]
+async fn channel_data_round_trips_through_an_echo_peer() {
+    let server = start_server("").await;
+    let peer = echo_peer().await;
+    let mut c = client(&server, "alice").await;
+    c.allocate().await.unwrap();
+    c.channel_bind(0x4001, peer.addr).await.unwrap();
+    for size in [0usize, 1, 5, 1200] {
+        let payload = vec![0x5A; size];
+        c.send_channel_data(0x4001, &payload).await.unwrap();
+        let got = c.recv_relayed(WAIT).await.unwrap();
+        assert_eq!(got, Some(Relayed::Channel { channel: 0x4001, data: payload }), "size {size}");
+    }
+    // ChannelData on an unbound channel is dropped.
+    c.send_channel_data(0x4002, b"lost").await.unwrap();
+    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn peers_without_permission_are_not_relayed() {
+    let server = start_server("").await;
+    let peer = echo_peer().await;
+    let mut c = client(&server, "alice").await;
+    let relayed = c.allocate().await.unwrap();
+    // Without a permission the Send indication is dropped...
+    c.send_indication(peer.addr, b"no permission").await.unwrap();
+    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+    // ...and so is a datagram a stranger sends to the relayed address.
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger.send_to(b"unsolicited", relayed).await.unwrap();
+    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+    // A permission for the stranger's IP lets it through (permissions ignore the port).
+    c.create_permission(&[stranger.local_addr().unwrap()]).await.unwrap();
+    stranger.send_to(b"now allowed", relayed).await.unwrap();
+    let got = c.recv_relayed(WAIT).await.unwrap();
+    assert_eq!(
+        got,
+        Some(Relayed::Indication { peer: stranger.local_addr().unwrap(), data: b"now allowed".to_vec() })
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_401() {
+    let server = start_server("user = [\"bob:hunter2\"]").await;
+    let (u, p) = rest_credentials(SECRET, "alice", Duration::from_secs(600));
+    let mut c = TurnClient::new(server.addr, &u, &format!("{p}x")).await.unwrap();
+    assert_eq!(error_code(c.allocate().await), 401);
+    let mut c = TurnClient::new(server.addr, "mallory", "pw").await.unwrap();
+    assert_eq!(error_code(c.allocate().await), 401);
+    let mut c = TurnClient::new(server.addr, "bob", "wrong").await.unwrap();
+    assert_eq!(error_code(c.allocate().await), 401);
+    // The static user and a REST user work side by side.
+    let mut c = TurnClient::new(server.addr, "bob", "hunter2").await.unwrap();
+    c.allocate().await.unwrap();
+    let mut c = TurnClient::new(server.addr, &u, &p).await.unwrap();
+    c.allocate().await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_rest_credentials_are_refused() {
+    let server = start_server("").await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (u, p) = ferroturn::credentials::rest_credentials(SECRET, "alice", now - 10, ':');
+    let mut c = TurnClient::new(server.addr, &u, &p).await.unwrap();
+    assert_eq!(error_code(c.allocate().await), 401);
+    let (u, p) = ferroturn::credentials::rest_credentials("other-secret", "alice", now + 600, ':');
+    let mut c = TurnClient::new(server.addr, &u, &p).await.unwrap();
+    assert_eq!(error_code(c.allocate().await), 401);
+}
+
+#[tokio::test]
+async fn a_second_user_on_the_same_five_tuple_gets_441_and_changes_nothing() {
+    let server = start_server("").await;
+    let peer = echo_peer().await;
+    let mut c = client(&server, "alice").await;
+    c.allocate().await.unwrap();
+    c.create_permission(&[peer.addr]).await.unwrap();
+    let (u, p) = rest_credentials(SECRET, "eve", Duration::from_secs(600));
+    c.set_credentials(&u, &p);
+    assert_eq!(error_code(c.refresh(0).await), 441);
+    assert_eq!(error_code(c.allocate().await), 441);
+    // Alice's allocation still relays.
+    c.send_indication(peer.addr, b"still mine").await.unwrap();
+    assert!(matches!(c.recv_relayed(WAIT).await.unwrap(), Some(Relayed::Indication { .. })));
+}
+
+#[tokio::test]
+async fn refresh_zero_deletes_and_the_allocation_expires() {
+    let server = start_server("").await;
+    let mut c = client(&server, "alice").await;
+    c.allocate().await.unwrap();
+    assert_eq!(c.refresh(1200).await.unwrap(), 1200);
+    assert_eq!(c.refresh(0).await.unwrap(), 0);
+    assert_eq!(error_code(c.refresh(600).await), 437);
+    // A new allocation on the same 5-tuple works after deletion.
+    c.allocate().await.unwrap();
+}
+
+#[tokio::test]
+async fn allocations_and_permissions_expire() {
+    let server = start_server(
+        "default-allocate-lifetime = 2\nmax-allocate-lifetime = 2\npermission-lifetime = 1\nchannel-lifetime = 1",
+    )
+    .await;
+    let peer = echo_peer().await;
+    let mut c = client(&server, "alice").await;
+    c.allocate().await.unwrap();
+    c.create_permission(&[peer.addr]).await.unwrap();
+    c.send_indication(peer.addr, b"before").await.unwrap();
+    assert!(c.recv_relayed(WAIT).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // The permission has expired: nothing goes through.
+    c.send_indication(peer.addr, b"after").await.unwrap();
+    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The allocation has expired too.
+    assert_eq!(error_code(c.create_permission(&[peer.addr]).await), 437);
+}
+
+#[tokio::test]
+async fn loopback_peers_are_refused_by_default_but_relays_reach_each_other() {
+    let toml = format!(
+        "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{}\"\nstatic-auth-secret = [\"{SECRET}\"]\n",
+        common::REALM
+    );
+    let server = start_server_raw(&toml).await;
+    let peer = echo_peer().await;
+    let mut a = client(&server, "alice").await;
+    let mut b = client(&server, "bob").await;
+    let ra = a.allocate().await.unwrap();
+    let rb = b.allocate().await.unwrap();
+    // Loopback, in any spelling, and the server's own listener are refused.
+    assert_eq!(error_code(a.create_permission(&[peer.addr]).await), 403);
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", peer.addr.port()).parse().unwrap();
+    assert_eq!(error_code(a.create_permission(&[mapped]).await), 443);
+    assert_eq!(error_code(a.create_permission(&[server.addr]).await), 403);
+    assert_eq!(error_code(a.channel_bind(0x4000, peer.addr).await), 403);
+    // Another allocation's relayed address on this server is reachable.
+    a.channel_bind(0x4000, rb).await.unwrap();
+    b.channel_bind(0x4000, ra).await.unwrap();
+    a.send_channel_data(0x4000, b"hello b").await.unwrap();
+    assert_eq!(
+        b.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Channel { channel: 0x4000, data: b"hello b".to_vec() })
+    );
+    b.send_channel_data(0x4000, b"hello a").await.unwrap();
+    assert_eq!(
+        a.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Channel { channel: 0x4000, data: b"hello a".to_vec() })
+    );
+}
+
+#[tokio::test]
+async fn garbage_is_dropped_and_the_next_request_is_served() {
+    let server = start_server("").await;
+    let mut c = client(&server, "alice").await;
+    let junk: [&[u8]; 6] = [
+        b"",
+        b"\x00",
+        b"\x00\x01\x00\x00\x21\x12\xa4\x42",
+        b"\x00\x01\xff\xfc\x21\x12\xa4\x42abcdefghijkl",
+        b"\x40\x00\xff\xff\x01\x02\x03",
+        &[0xFF; 1500],
+    ];
+    for j in junk {
+        c.send_raw(j).await.unwrap();
+    }
+    assert_eq!(c.binding().await.unwrap(), c.local_addr().unwrap());
+    c.allocate().await.unwrap();
+}
