@@ -21,7 +21,13 @@ fn core_never_mentions_tokio_sockets_or_the_clock() {
     assert!(files.len() > 10, "found only {} files under src/core", files.len());
     let forbidden = ["tokio", "mio::", "UdpSocket", "TcpStream", "Instant::now", "SystemTime::now", "std::thread"];
     for file in files {
-        let text = std::fs::read_to_string(&file).expect("read source");
+        let source = std::fs::read_to_string(&file).expect("read source");
+        // Only code counts: comments may say what the core avoids.
+        let text: String = source
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
         for word in forbidden {
             assert!(!text.contains(word), "{} mentions `{word}`", file.display());
         }
