@@ -62,10 +62,20 @@ impl TurnClient {
             (false, true) => "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!()),
             (false, false) => "[::]:0".parse().unwrap_or_else(|_| unreachable!()),
         };
-        Ok(Self::with_socket(UdpSocket::bind(local).await?, server, username, password))
+        Ok(Self::with_socket(
+            UdpSocket::bind(local).await?,
+            server,
+            username,
+            password,
+        ))
     }
 
-    pub fn with_socket(socket: UdpSocket, server: SocketAddr, username: &str, password: &str) -> Self {
+    pub fn with_socket(
+        socket: UdpSocket,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Self {
         Self {
             socket,
             server,
@@ -95,10 +105,16 @@ impl TurnClient {
 
     /// Sends a request and returns the success response; a 401 or 438 is answered once
     /// with credentials (RFC 8489 section 9.2.3).
-    pub async fn request(&mut self, method: u16, attrs: &[RequestAttr<'_>]) -> Result<Response, ClientError> {
+    pub async fn request(
+        &mut self,
+        method: u16,
+        attrs: &[RequestAttr<'_>],
+    ) -> Result<Response, ClientError> {
         for _ in 0..3 {
             let txn: [u8; 12] = rand::rng().random();
-            let msg = self.build(method, &txn, attrs).ok_or(ClientError::Malformed)?;
+            let msg = self
+                .build(method, &txn, attrs)
+                .ok_or(ClientError::Malformed)?;
             let response = self.transact(&txn, &msg).await?;
             match response.error_code {
                 None => return Ok(response),
@@ -172,34 +188,53 @@ impl TurnClient {
 
     /// RFC 8656 section 7.1: allocates a UDP relay; returns the relayed address.
     pub async fn allocate(&mut self) -> Result<SocketAddr, ClientError> {
-        self.allocate_with(&[RequestAttr::RequestedTransport(17)]).await
+        self.allocate_with(&[RequestAttr::RequestedTransport(17)])
+            .await
     }
 
-    pub async fn allocate_with(&mut self, attrs: &[RequestAttr<'_>]) -> Result<SocketAddr, ClientError> {
+    pub async fn allocate_with(
+        &mut self,
+        attrs: &[RequestAttr<'_>],
+    ) -> Result<SocketAddr, ClientError> {
         let r = self.request(method::ALLOCATE, attrs).await?;
         r.xor_relayed.ok_or(ClientError::Malformed)
     }
 
     /// Returns the granted lifetime.
     pub async fn refresh(&mut self, lifetime: u32) -> Result<u32, ClientError> {
-        let r = self.request(method::REFRESH, &[RequestAttr::Lifetime(lifetime)]).await?;
+        let r = self
+            .request(method::REFRESH, &[RequestAttr::Lifetime(lifetime)])
+            .await?;
         r.lifetime.ok_or(ClientError::Malformed)
     }
 
     pub async fn create_permission(&mut self, peers: &[SocketAddr]) -> Result<(), ClientError> {
-        let attrs: Vec<RequestAttr<'_>> = peers.iter().map(|p| RequestAttr::XorPeerAddress(*p)).collect();
-        self.request(method::CREATE_PERMISSION, &attrs).await.map(|_| ())
+        let attrs: Vec<RequestAttr<'_>> = peers
+            .iter()
+            .map(|p| RequestAttr::XorPeerAddress(*p))
+            .collect();
+        self.request(method::CREATE_PERMISSION, &attrs)
+            .await
+            .map(|_| ())
     }
 
-    pub async fn channel_bind(&mut self, channel: u16, peer: SocketAddr) -> Result<(), ClientError> {
-        let attrs = [RequestAttr::ChannelNumber(channel), RequestAttr::XorPeerAddress(peer)];
+    pub async fn channel_bind(
+        &mut self,
+        channel: u16,
+        peer: SocketAddr,
+    ) -> Result<(), ClientError> {
+        let attrs = [
+            RequestAttr::ChannelNumber(channel),
+            RequestAttr::XorPeerAddress(peer),
+        ];
         self.request(method::CHANNEL_BIND, &attrs).await.map(|_| ())
     }
 
     /// A Binding request: the server-reflexive address.
     pub async fn binding(&mut self) -> Result<SocketAddr, ClientError> {
         let txn: [u8; 12] = rand::rng().random();
-        let msg = codec::encode_request(method::BINDING, false, &txn, &[], None).ok_or(ClientError::Malformed)?;
+        let msg = codec::encode_request(method::BINDING, false, &txn, &[], None)
+            .ok_or(ClientError::Malformed)?;
         let r = self.transact(&txn, &msg).await?;
         match r.error_code {
             Some(code) => Err(ClientError::Error(code)),
@@ -274,12 +309,18 @@ pub fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
 pub fn parse_relayed(bytes: &[u8]) -> Option<Relayed> {
     if data::is_channel_data(bytes) {
         let (channel, range) = data::parse_channel_data(bytes)?;
-        return Some(Relayed::Channel { channel, data: bytes.get(range)?.to_vec() });
+        return Some(Relayed::Channel {
+            channel,
+            data: bytes.get(range)?.to_vec(),
+        });
     }
     let s = scan(bytes).ok()?;
     if (s.method, s.class) != (method::DATA, Class::Indication) {
         return None;
     }
     let (peer, range) = data::parse_send_indication(bytes, &s)?;
-    Some(Relayed::Indication { peer, data: bytes.get(range)?.to_vec() })
+    Some(Relayed::Indication {
+        peer,
+        data: bytes.get(range)?.to_vec(),
+    })
 }

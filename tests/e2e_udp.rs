@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, echo_peer, rest_credentials, start_server, start_server_raw, SECRET};
+use common::{SECRET, client, echo_peer, rest_credentials, start_server, start_server_raw};
 use ferroturn::client::{ClientError, Relayed, TurnClient};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,7 +37,14 @@ async fn send_and_data_indications_round_trip_through_an_echo_peer() {
         let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
         c.send_indication(peer.addr, &payload).await.unwrap();
         let got = c.recv_relayed(WAIT).await.unwrap();
-        assert_eq!(got, Some(Relayed::Indication { peer: peer.addr, data: payload }), "size {size}");
+        assert_eq!(
+            got,
+            Some(Relayed::Indication {
+                peer: peer.addr,
+                data: payload
+            }),
+            "size {size}"
+        );
     }
 }
 
@@ -52,7 +59,14 @@ async fn channel_data_round_trips_through_an_echo_peer() {
         let payload = vec![0x5A; size];
         c.send_channel_data(0x4001, &payload).await.unwrap();
         let got = c.recv_relayed(WAIT).await.unwrap();
-        assert_eq!(got, Some(Relayed::Channel { channel: 0x4001, data: payload }), "size {size}");
+        assert_eq!(
+            got,
+            Some(Relayed::Channel {
+                channel: 0x4001,
+                data: payload
+            }),
+            "size {size}"
+        );
     }
     // ChannelData on an unbound channel is dropped.
     c.send_channel_data(0x4002, b"lost").await.unwrap();
@@ -66,19 +80,26 @@ async fn peers_without_permission_are_not_relayed() {
     let mut c = client(&server, "alice").await;
     let relayed = c.allocate().await.unwrap();
     // Without a permission the Send indication is dropped...
-    c.send_indication(peer.addr, b"no permission").await.unwrap();
+    c.send_indication(peer.addr, b"no permission")
+        .await
+        .unwrap();
     assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
     // ...and so is a datagram a stranger sends to the relayed address.
     let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     stranger.send_to(b"unsolicited", relayed).await.unwrap();
     assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
     // A permission for the stranger's IP lets it through (permissions ignore the port).
-    c.create_permission(&[stranger.local_addr().unwrap()]).await.unwrap();
+    c.create_permission(&[stranger.local_addr().unwrap()])
+        .await
+        .unwrap();
     stranger.send_to(b"now allowed", relayed).await.unwrap();
     let got = c.recv_relayed(WAIT).await.unwrap();
     assert_eq!(
         got,
-        Some(Relayed::Indication { peer: stranger.local_addr().unwrap(), data: b"now allowed".to_vec() })
+        Some(Relayed::Indication {
+            peer: stranger.local_addr().unwrap(),
+            data: b"now allowed".to_vec()
+        })
     );
 }
 
@@ -86,14 +107,18 @@ async fn peers_without_permission_are_not_relayed() {
 async fn wrong_password_and_unknown_user_get_401() {
     let server = start_server("user = [\"bob:hunter2\"]").await;
     let (u, p) = rest_credentials(SECRET, "alice", Duration::from_secs(600));
-    let mut c = TurnClient::new(server.addr, &u, &format!("{p}x")).await.unwrap();
+    let mut c = TurnClient::new(server.addr, &u, &format!("{p}x"))
+        .await
+        .unwrap();
     assert_eq!(error_code(c.allocate().await), 401);
     let mut c = TurnClient::new(server.addr, "mallory", "pw").await.unwrap();
     assert_eq!(error_code(c.allocate().await), 401);
     let mut c = TurnClient::new(server.addr, "bob", "wrong").await.unwrap();
     assert_eq!(error_code(c.allocate().await), 401);
     // The static user and a REST user work side by side.
-    let mut c = TurnClient::new(server.addr, "bob", "hunter2").await.unwrap();
+    let mut c = TurnClient::new(server.addr, "bob", "hunter2")
+        .await
+        .unwrap();
     c.allocate().await.unwrap();
     let mut c = TurnClient::new(server.addr, &u, &p).await.unwrap();
     c.allocate().await.unwrap();
@@ -102,7 +127,10 @@ async fn wrong_password_and_unknown_user_get_401() {
 #[tokio::test]
 async fn expired_rest_credentials_are_refused() {
     let server = start_server("").await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let (u, p) = ferroturn::credentials::rest_credentials(SECRET, "alice", now - 10, ':');
     let mut c = TurnClient::new(server.addr, &u, &p).await.unwrap();
     assert_eq!(error_code(c.allocate().await), 401);
@@ -124,7 +152,10 @@ async fn a_second_user_on_the_same_five_tuple_gets_441_and_changes_nothing() {
     assert_eq!(error_code(c.allocate().await), 441);
     // Alice's allocation still relays.
     c.send_indication(peer.addr, b"still mine").await.unwrap();
-    assert!(matches!(c.recv_relayed(WAIT).await.unwrap(), Some(Relayed::Indication { .. })));
+    assert!(matches!(
+        c.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Indication { .. })
+    ));
 }
 
 #[tokio::test]
@@ -174,7 +205,9 @@ async fn loopback_peers_are_refused_by_default_but_relays_reach_each_other() {
     let rb = b.allocate().await.unwrap();
     // Loopback, in any spelling, and the server's own listener are refused.
     assert_eq!(error_code(a.create_permission(&[peer.addr]).await), 403);
-    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", peer.addr.port()).parse().unwrap();
+    let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", peer.addr.port())
+        .parse()
+        .unwrap();
     assert_eq!(error_code(a.create_permission(&[mapped]).await), 443);
     assert_eq!(error_code(a.create_permission(&[server.addr]).await), 403);
     assert_eq!(error_code(a.channel_bind(0x4000, peer.addr).await), 403);
@@ -184,12 +217,18 @@ async fn loopback_peers_are_refused_by_default_but_relays_reach_each_other() {
     a.send_channel_data(0x4000, b"hello b").await.unwrap();
     assert_eq!(
         b.recv_relayed(WAIT).await.unwrap(),
-        Some(Relayed::Channel { channel: 0x4000, data: b"hello b".to_vec() })
+        Some(Relayed::Channel {
+            channel: 0x4000,
+            data: b"hello b".to_vec()
+        })
     );
     b.send_channel_data(0x4000, b"hello a").await.unwrap();
     assert_eq!(
         a.recv_relayed(WAIT).await.unwrap(),
-        Some(Relayed::Channel { channel: 0x4000, data: b"hello a".to_vec() })
+        Some(Relayed::Channel {
+            channel: 0x4000,
+            data: b"hello a".to_vec()
+        })
     );
 }
 

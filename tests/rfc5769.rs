@@ -37,7 +37,9 @@ fn rfc5769_2_1_sample_request_integrity_and_fingerprint() {
     for i in [8, 30, 70] {
         let mut t = m.clone();
         t[i] ^= 1;
-        let ok = scan(&t).map(|s| verify(&t, at, SHORT_TERM_PASSWORD)).unwrap_or(false);
+        let ok = scan(&t)
+            .map(|s| verify(&t, at, SHORT_TERM_PASSWORD))
+            .unwrap_or(false);
         assert!(!ok, "tampered byte {i} accepted");
     }
 }
@@ -46,14 +48,24 @@ fn rfc5769_2_1_sample_request_integrity_and_fingerprint() {
 fn rfc5769_2_2_and_2_3_sample_responses_decode_mapped_addresses() {
     for (file, expected) in [
         ("rfc5769-2.2-response-ipv4.hex", "192.0.2.1:32853"),
-        ("rfc5769-2.3-response-ipv6.hex", "[2001:db8:1234:5678:11:2233:4455:6677]:32853"),
+        (
+            "rfc5769-2.3-response-ipv6.hex",
+            "[2001:db8:1234:5678:11:2233:4455:6677]:32853",
+        ),
     ] {
         let m = vector(file);
         let s = scan(&m).expect("vector scans");
         assert!(s.fingerprint);
-        assert!(verify(&m, s.integrity.expect("MI"), SHORT_TERM_PASSWORD), "{file}");
+        assert!(
+            verify(&m, s.integrity.expect("MI"), SHORT_TERM_PASSWORD),
+            "{file}"
+        );
         let r = codec::decode_response(&m).expect("decodes");
-        assert_eq!(r.xor_mapped, Some(expected.parse::<SocketAddr>().unwrap()), "{file}");
+        assert_eq!(
+            r.xor_mapped,
+            Some(expected.parse::<SocketAddr>().unwrap()),
+            "{file}"
+        );
     }
 }
 
@@ -63,7 +75,11 @@ fn rfc5769_2_4_long_term_request_verifies_with_the_md5_key() {
     let s = scan(&m).expect("vector scans");
     assert!(!s.fingerprint);
     // The password after SASLprep is "TheMatrIX" (RFC 5769 section 2.4).
-    let key = long_term_key("\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}", "example.org", b"TheMatrIX");
+    let key = long_term_key(
+        "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}",
+        "example.org",
+        b"TheMatrIX",
+    );
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, "e8ca7ad59d5eb0518e312911d2dab2a9");
     assert!(verify(&m, s.integrity.expect("MI"), &key));

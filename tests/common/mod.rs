@@ -36,7 +36,8 @@ pub async fn start_server(extra: &str) -> TestServer {
 
 /// Starts a server with exactly this TOML configuration.
 pub async fn start_server_raw(toml: &str) -> TestServer {
-    let config = ferroturn::config::Config::from_toml_str(toml).expect("test configuration is valid");
+    let config =
+        ferroturn::config::Config::from_toml_str(toml).expect("test configuration is valid");
     let handle = ferroturn::start(config).await.expect("server starts");
     let addr = handle.udp_addrs()[0];
     TestServer { addr, handle }
@@ -61,7 +62,9 @@ impl Drop for EchoPeer {
 }
 
 pub async fn echo_peer() -> EchoPeer {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind echo peer");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind echo peer");
     let addr = socket.local_addr().expect("echo peer address");
     let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
@@ -75,5 +78,7 @@ pub async fn echo_peer() -> EchoPeer {
 /// A TURN client with valid REST credentials for `user`.
 pub async fn client(server: &TestServer, user: &str) -> ferroturn::client::TurnClient {
     let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
-    ferroturn::client::TurnClient::new(server.addr, &u, &p).await.expect("client socket")
+    ferroturn::client::TurnClient::new(server.addr, &u, &p)
+        .await
+        .expect("client socket")
 }

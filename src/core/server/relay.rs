@@ -37,13 +37,18 @@ impl Server {
     }
 
     /// RFC 8656 section 11.2: a Send indication goes to its peer only with a permission for
-    /// the peer's IP; otherwise it is dropped.
+    /// the peer's IP; otherwise it is dropped. So is one with an unknown
+    /// comprehension-required attribute (RFC 8489 section 6.3.2), DONT-FRAGMENT included
+    /// since the DF bit is not set (RFC 8656 section 11.2).
     pub(super) fn relay_send_indication(
         &mut self,
         tuple: FiveTuple,
         buf: &[u8],
         scan: &Scan,
     ) -> Option<DataTransmit> {
+        if !scan.unknown().is_empty() {
+            return None;
+        }
         let (peer, payload) = data::parse_send_indication(buf, scan)?;
         let id = self.table.id_by_tuple(&tuple)?;
         let a = self.table.get(id)?;

@@ -78,9 +78,15 @@ impl Server {
             .id_by_tuple(&tuple)
             .and_then(|id| self.table.get(id))
         {
-            // RFC 8656 section 5: only the user that created the allocation may use it.
+            // RFC 8656 section 5: only the user that created the allocation may use it;
+            // a non-Allocate request from another user is 441, an Allocate on a 5-tuple
+            // in use is 437 whoever sends it (section 7.2).
             if a.username != auth.username {
-                return Err(RequestError::WrongCredentials);
+                return Err(if scan.method == method::ALLOCATE {
+                    RequestError::AllocationMismatch
+                } else {
+                    RequestError::WrongCredentials
+                });
             }
         }
         if let Some(bytes) = self.retransmitted(&tuple, scan) {

@@ -1,0 +1,1450 @@
+//! Virtual-time tests of the sans-IO core: `Server` is driven directly, time is a base
+//! `Instant` plus offsets, and a small simulator in this file plays the I/O layer (it
+//! answers every `BindRelay`, collects transmits and records closed relays). No sockets,
+//! no sleeping, no runtime. Each test is named for what it proves and cites the section
+//! of RFC 8656 (TURN) or RFC 8489 (STUN) it checks.
+
+use ferroturn::config::Config;
+use ferroturn::core::proto::codec::{self, Family, RequestAttr, Response};
+use ferroturn::core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, method};
+use ferroturn::core::proto::{data, integrity, scan};
+use ferroturn::core::server::{
+    AllocId, Event, FiveTuple, LocalState, Path, Server, Transmit, Transport,
+};
+use ferroturn::credentials::rest_credentials;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REALM: &str = "virtual.test";
+/// The wall clock at the base instant (unix seconds), so REST expiries are exact.
+const UNIX0: u64 = 1_700_000_000;
+/// REQUESTED-TRANSPORT protocol numbers (RFC 8656 section 18.8).
+const UDP: u8 = 17;
+const TCP: u8 = 6;
+/// A comprehension-required attribute type no STUN or TURN document defines.
+const UNKNOWN_ATTR: u16 = 0x7F01;
+const CHANNEL: u16 = 0x4000;
+const DUAL_STACK: &str = "relay-ip = [\"127.0.0.1\", \"::1\"]";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address parses")
+}
+
+fn udp(client: &str) -> FiveTuple {
+    FiveTuple {
+        client: addr(client),
+        listener: 0,
+        transport: Transport::Udp,
+    }
+}
+
+fn to_client(tuple: FiveTuple) -> Path {
+    Path::Client {
+        listener: tuple.listener,
+        client: tuple.client,
+        transport: tuple.transport,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The simulated I/O layer.
+
+/// One server, a virtual clock and the I/O driver's side of the event protocol.
+struct Harness {
+    server: Server,
+    t0: Instant,
+    now: Instant,
+    /// How the next `BindRelay` events are answered.
+    bind_ok: bool,
+    /// Every `BindRelay` seen, answered or not.
+    binds: Vec<(AllocId, SocketAddr)>,
+    /// Every `CloseRelay` seen.
+    closed: Vec<AllocId>,
+    txn_counter: u32,
+}
+
+impl Harness {
+    /// A server from the base configuration plus `extra` TOML keys.
+    fn new(extra: &str) -> Self {
+        let toml = format!(
+            "listening-ip = [\"127.0.0.1\"]\n\
+             realm = \"{REALM}\"\n\
+             static-auth-secret = [\"old-secret\", \"new-secret\"]\n\
+             user = [\"alice:alice-pw\", \"bob:bob-pw\"]\n\
+             {extra}\n"
+        );
+        let config = Config::from_toml_str(&toml).expect("test configuration is valid");
+        let t0 = Instant::now();
+        let server = Server::new(
+            config.server,
+            Arc::new(LocalState::default()),
+            [7u8; 32],
+            t0,
+            UNIX0,
+        );
+        Self {
+            server,
+            t0,
+            now: t0,
+            bind_ok: true,
+            binds: Vec::new(),
+            closed: Vec::new(),
+            txn_counter: 0,
+        }
+    }
+
+    fn at(&self, secs: u64) -> Instant {
+        self.t0 + Duration::from_secs(secs)
+    }
+
+    fn next_txn(&mut self) -> [u8; 12] {
+        self.txn_counter += 1;
+        let mut txn = [0xA5; 12];
+        txn[8..].copy_from_slice(&self.txn_counter.to_be_bytes());
+        txn
+    }
+
+    /// Answers relay binds (which may ask for another bind) and records closes.
+    fn drain_events(&mut self) {
+        while let Some(event) = self.server.poll_event() {
+            match event {
+                Event::BindRelay { relay, local } => {
+                    self.binds.push((relay, local));
+                    self.server
+                        .handle_relay_bound(self.now, relay, self.bind_ok);
+                }
+                Event::CloseRelay { relay } => self.closed.push(relay),
+            }
+        }
+    }
+
+    fn drain_transmits(&mut self) -> Vec<Transmit> {
+        std::iter::from_fn(|| self.server.poll_transmit()).collect()
+    }
+
+    /// Moves the clock to `t0 + secs` the way a driver does: wake at every
+    /// `poll_timeout` on the way, handle it, drain the outputs.
+    fn advance_to(&mut self, secs: u64) {
+        let target = self.at(secs);
+        assert!(target >= self.now, "virtual time only moves forward");
+        while let Some(deadline) = self.server.poll_timeout() {
+            if deadline > target {
+                break;
+            }
+            assert!(deadline > self.now, "a handled deadline was reported again");
+            self.now = deadline;
+            self.server.handle_timeout(deadline);
+            self.drain_events();
+        }
+        self.now = target;
+        self.server.handle_timeout(target);
+        self.drain_events();
+        assert!(self.drain_transmits().is_empty(), "timers send nothing");
+    }
+
+    /// Feeds a client datagram; returns what was relayed at once (where to, which bytes)
+    /// and the control transmits queued.
+    fn send(&mut self, tuple: FiveTuple, msg: &[u8]) -> (Option<(Path, Vec<u8>)>, Vec<Transmit>) {
+        let mut buf = msg.to_vec();
+        let relayed = self
+            .server
+            .handle_client_datagram(self.now, tuple, &mut buf)
+            .map(|t| (t.path, buf[t.range].to_vec()));
+        self.drain_events();
+        (relayed, self.drain_transmits())
+    }
+
+    /// Sends a request and returns the one response to its client.
+    fn exchange(&mut self, tuple: FiveTuple, msg: &[u8]) -> Vec<u8> {
+        let (relayed, mut out) = self.send(tuple, msg);
+        assert!(relayed.is_none(), "a request is never relayed");
+        assert_eq!(out.len(), 1, "exactly one response");
+        let t = out.remove(0);
+        assert_eq!(t.path, to_client(tuple));
+        assert_eq!(
+            &t.payload[8..20],
+            &msg[8..20],
+            "response echoes the transaction"
+        );
+        t.payload
+    }
+
+    /// Feeds a client datagram that must produce no response; returns what was relayed.
+    fn relay_from_client(&mut self, tuple: FiveTuple, msg: &[u8]) -> Option<(Path, Vec<u8>)> {
+        let (relayed, out) = self.send(tuple, msg);
+        assert!(out.is_empty(), "data is never answered");
+        relayed
+    }
+
+    /// A datagram from `from` arriving on `relay`'s socket, received the way the driver
+    /// does: HEADROOM free bytes in front of the payload and TAILROOM behind it.
+    fn peer_datagram(
+        &mut self,
+        relay: AllocId,
+        from: SocketAddr,
+        payload: &[u8],
+    ) -> Option<(Path, Vec<u8>)> {
+        let mut buf = vec![0u8; data::HEADROOM + payload.len() + data::TAILROOM];
+        let range = data::HEADROOM..data::HEADROOM + payload.len();
+        buf[range.clone()].copy_from_slice(payload);
+        let out = self
+            .server
+            .handle_peer_datagram(self.now, relay, from, &mut buf, range)
+            .map(|t| (t.path, buf[t.range].to_vec()));
+        self.drain_events();
+        assert!(self.drain_transmits().is_empty());
+        out
+    }
+
+    /// Gets a NONCE the way a client does: the request without credentials, answered
+    /// with 401, REALM and NONCE (RFC 8489 section 9.2.4).
+    fn challenge(&mut self, c: &mut Client, method: u16, attrs: &[RequestAttr<'_>]) {
+        let txn = self.next_txn();
+        let msg = build(method, &txn, attrs, &[], None, true);
+        let r = error(&self.exchange(c.tuple, &msg), method, 401);
+        assert_eq!(r.realm.as_deref(), Some(REALM));
+        c.nonce = Some(r.nonce.expect("a 401 challenge carries a NONCE"));
+    }
+
+    /// An authenticated request with the 401 dance first if the client has no nonce, and
+    /// one retry with the fresh nonce after a 438 (RFC 8489 section 9.2.5).
+    fn request_with(
+        &mut self,
+        c: &mut Client,
+        method: u16,
+        attrs: &[RequestAttr<'_>],
+        extra: &[(u16, &[u8])],
+        fingerprint: bool,
+    ) -> Vec<u8> {
+        if c.nonce.is_none() {
+            self.challenge(c, method, attrs);
+        }
+        for _ in 0..2 {
+            let txn = self.next_txn();
+            let msg = c.signed(&txn, method, attrs, extra, fingerprint);
+            let response = self.exchange(c.tuple, &msg);
+            if error_code(&response) != Some(438) {
+                return response;
+            }
+            c.nonce = codec::decode_response(&response).and_then(|r| r.nonce);
+        }
+        panic!("still 438 with a fresh nonce");
+    }
+
+    fn request(&mut self, c: &mut Client, method: u16, attrs: &[RequestAttr<'_>]) -> Vec<u8> {
+        self.request_with(c, method, attrs, &[], true)
+    }
+
+    /// Allocate for UDP with `attrs` added; the raw response.
+    fn allocate_raw(&mut self, c: &mut Client, attrs: &[RequestAttr<'_>]) -> Vec<u8> {
+        let mut all = vec![RequestAttr::RequestedTransport(UDP)];
+        all.extend_from_slice(attrs);
+        self.request(c, method::ALLOCATE, &all)
+    }
+
+    /// A successful allocation: its response and the relay the driver bound for it.
+    fn allocate(&mut self, c: &mut Client, attrs: &[RequestAttr<'_>]) -> (Response, AllocId) {
+        let raw = self.allocate_raw(c, attrs);
+        let r = success(&raw, method::ALLOCATE);
+        assert!(verifies(&raw, &c.key));
+        let (relay, local) = *self.binds.last().expect("the allocation bound a relay");
+        assert_eq!(r.xor_relayed, Some(local));
+        assert_eq!(self.server.relayed_address(&c.tuple), Some(local));
+        (r, relay)
+    }
+
+    fn permit(&mut self, c: &mut Client, peer: SocketAddr) {
+        let raw = self.request(
+            c,
+            method::CREATE_PERMISSION,
+            &[RequestAttr::XorPeerAddress(peer)],
+        );
+        success(&raw, method::CREATE_PERMISSION);
+        assert!(verifies(&raw, &c.key));
+    }
+
+    fn bind_channel(&mut self, c: &mut Client, number: u16, peer: SocketAddr) -> Vec<u8> {
+        self.request(
+            c,
+            method::CHANNEL_BIND,
+            &[
+                RequestAttr::ChannelNumber(number),
+                RequestAttr::XorPeerAddress(peer),
+            ],
+        )
+    }
+
+    fn refresh(&mut self, c: &mut Client, lifetime: Option<u32>) -> Response {
+        let attrs: Vec<RequestAttr<'_>> = lifetime.map(RequestAttr::Lifetime).into_iter().collect();
+        let raw = self.request(c, method::REFRESH, &attrs);
+        assert!(verifies(&raw, &c.key));
+        success(&raw, method::REFRESH)
+    }
+}
+
+/// A client on one 5-tuple with long-term credentials.
+struct Client {
+    tuple: FiveTuple,
+    username: String,
+    key: [u8; 16],
+    nonce: Option<String>,
+}
+
+impl Client {
+    fn new(client: &str, username: &str, password: &str) -> Self {
+        Self {
+            tuple: udp(client),
+            username: username.to_owned(),
+            key: integrity::long_term_key(username, REALM, password.as_bytes()),
+            nonce: None,
+        }
+    }
+
+    /// A client with TURN REST credentials for `user`, expiring at `expiry`.
+    fn rest(client: &str, secret: &str, user: &str, expiry: u64) -> Self {
+        let (username, password) = rest_credentials(secret, user, expiry, ':');
+        Self::new(client, &username, &password)
+    }
+
+    /// The request with USERNAME, REALM and NONCE first and nothing sealed yet.
+    fn unsealed(&self, txn: &[u8; 12], method: u16, attrs: &[RequestAttr<'_>]) -> Vec<u8> {
+        let nonce = self.nonce.as_deref().expect("challenged first");
+        let mut all = vec![
+            RequestAttr::Username(&self.username),
+            RequestAttr::Realm(REALM),
+            RequestAttr::Nonce(nonce),
+        ];
+        all.extend_from_slice(attrs);
+        build(method, txn, &all, &[], None, false)
+    }
+
+    /// The request sealed with this client's key; `extra` raw attributes go before
+    /// MESSAGE-INTEGRITY.
+    fn signed(
+        &self,
+        txn: &[u8; 12],
+        method: u16,
+        attrs: &[RequestAttr<'_>],
+        extra: &[(u16, &[u8])],
+        fingerprint: bool,
+    ) -> Vec<u8> {
+        let mut m = self.unsealed(txn, method, attrs);
+        for (t, v) in extra {
+            push_attr(&mut m, *t, v);
+        }
+        integrity::seal(&mut m, Some(&self.key), fingerprint);
+        m
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Wire helpers: building requests and reading responses byte by byte.
+
+fn set_body_len(m: &mut [u8]) {
+    let body = u16::try_from(m.len() - HEADER_LEN).expect("test message fits");
+    m[2..4].copy_from_slice(&body.to_be_bytes());
+}
+
+fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
+    m.extend_from_slice(&t.to_be_bytes());
+    m.extend_from_slice(&u16::try_from(v.len()).expect("short value").to_be_bytes());
+    m.extend_from_slice(v);
+    m.resize(wire::padded(m.len()), 0);
+    set_body_len(m);
+}
+
+/// A message with only a header.
+fn header(method: u16, class: Class, txn: &[u8; 12]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(64);
+    m.extend_from_slice(&wire::message_type(method, class).to_be_bytes());
+    m.extend_from_slice(&0u16.to_be_bytes());
+    m.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    m.extend_from_slice(txn);
+    m
+}
+
+/// A request through the codec, with `extra` raw attributes appended, then
+/// MESSAGE-INTEGRITY (when `key`) and FINGERPRINT (when asked).
+fn build(
+    method: u16,
+    txn: &[u8; 12],
+    attrs: &[RequestAttr<'_>],
+    extra: &[(u16, &[u8])],
+    key: Option<&[u8]>,
+    fingerprint: bool,
+) -> Vec<u8> {
+    let mut m = codec::encode_request(method, false, txn, attrs, None).expect("request encodes");
+    // encode_request always ends with FINGERPRINT; drop it to append or seal again.
+    let at = m.len() - 8;
+    assert_eq!(wire::be16(&m, at), Some(attr::FINGERPRINT));
+    m.truncate(at);
+    set_body_len(&mut m);
+    for (t, v) in extra {
+        push_attr(&mut m, *t, v);
+    }
+    integrity::seal(&mut m, key, fingerprint);
+    m
+}
+
+/// The attributes of a message, in order: (type, value offset, value length).
+fn attributes(m: &[u8]) -> Vec<(u16, usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = HEADER_LEN;
+    while at + 4 <= m.len() {
+        let t = wire::be16(m, at).expect("in bounds");
+        let len = usize::from(wire::be16(m, at + 2).expect("in bounds"));
+        out.push((t, at + 4, len));
+        at += 4 + wire::padded(len);
+    }
+    assert_eq!(at, m.len(), "attributes fill the message exactly");
+    out
+}
+
+fn attr_types(m: &[u8]) -> Vec<u16> {
+    attributes(m).into_iter().map(|(t, _, _)| t).collect()
+}
+
+/// Overwrites the value of the first attribute of type `t`.
+fn patch_attr(m: &mut [u8], t: u16, value: &[u8]) {
+    let (_, at, len) = attributes(m)
+        .into_iter()
+        .find(|(ty, _, _)| *ty == t)
+        .expect("attribute present");
+    assert_eq!(len, value.len());
+    m[at..at + len].copy_from_slice(value);
+}
+
+fn class_of(m: &[u8]) -> (u16, Class) {
+    wire::split_message_type(wire::be16(m, 0).expect("has a header"))
+}
+
+fn success(m: &[u8], method: u16) -> Response {
+    assert_eq!(
+        class_of(m),
+        (method, Class::Success),
+        "expected success, got error {:?}",
+        error_code(m)
+    );
+    let r = codec::decode_response(m).expect("response decodes");
+    assert_eq!(r.error_code, None);
+    r
+}
+
+fn error(m: &[u8], method: u16, code: u16) -> Response {
+    assert_eq!(class_of(m), (method, Class::Error), "expected error {code}");
+    let r = codec::decode_response(m).expect("response decodes");
+    assert_eq!(r.error_code, Some(code));
+    r
+}
+
+fn error_code(m: &[u8]) -> Option<u16> {
+    codec::decode_response(m).and_then(|r| r.error_code)
+}
+
+/// The response carries MESSAGE-INTEGRITY and it verifies with `key` (RFC 8489 14.5).
+fn verifies(m: &[u8], key: &[u8]) -> bool {
+    let s = scan::scan(m).expect("response scans");
+    s.integrity.is_some_and(|at| integrity::verify(m, at, key))
+}
+
+fn has_integrity(m: &[u8]) -> bool {
+    attr_types(m).contains(&attr::MESSAGE_INTEGRITY)
+}
+
+/// A valid FINGERPRINT as the last attribute (RFC 8489 section 14.7).
+fn has_fingerprint(m: &[u8]) -> bool {
+    let last = attr_types(m).last().copied();
+    let fingerprint = scan::scan(m).expect("response scans").fingerprint;
+    assert_eq!(fingerprint, last == Some(attr::FINGERPRINT));
+    fingerprint
+}
+
+fn send_indication(
+    txn: &[u8; 12],
+    peer: SocketAddr,
+    payload: &[u8],
+    extra: &[(u16, &[u8])],
+) -> Vec<u8> {
+    let mut m = header(method::SEND, Class::Indication, txn);
+    let mut value = [0u8; 20];
+    let n = wire::encode_xor_address(peer, txn, &mut value).expect("room for an address");
+    push_attr(&mut m, attr::XOR_PEER_ADDRESS, &value[..n]);
+    push_attr(&mut m, attr::DATA, payload);
+    for (t, v) in extra {
+        push_attr(&mut m, *t, v);
+    }
+    m
+}
+
+fn channel_data(number: u16, payload: &[u8]) -> Vec<u8> {
+    let mut m = number.to_be_bytes().to_vec();
+    m.extend_from_slice(&u16::try_from(payload.len()).expect("short").to_be_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+/// The peer and payload of a Data indication (RFC 8656 section 11.3).
+fn data_indication(m: &[u8]) -> (SocketAddr, Vec<u8>) {
+    let s = scan::scan(m).expect("a Data indication is a valid STUN message");
+    assert_eq!((s.method, s.class), (method::DATA, Class::Indication));
+    let (peer, range) = data::parse_send_indication(m, &s).expect("XOR-PEER-ADDRESS and DATA");
+    (peer, m[range].to_vec())
+}
+
+fn alice() -> Client {
+    Client::new("203.0.113.10:40000", "alice", "alice-pw")
+}
+
+const PEER: &str = "198.51.100.1:5000";
+
+// ---------------------------------------------------------------------------------
+// Allocate (RFC 8656 section 7.2).
+
+/// RFC 8656 section 7.2: the success response carries XOR-RELAYED-ADDRESS (the relay
+/// the driver bound), LIFETIME and XOR-MAPPED-ADDRESS (the client's reflexive address),
+/// and is integrity-protected with the request's key (RFC 8489 section 9.2.4).
+#[test]
+fn allocate_success_carries_relayed_and_mapped_addresses_and_integrity() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let raw = h.allocate_raw(&mut c, &[]);
+    // Message type 0x0103: Allocate success (RFC 8489 section 5, RFC 8656 section 17).
+    assert_eq!(&raw[..2], &[0x01, 0x03]);
+    let r = success(&raw, method::ALLOCATE);
+    let (_, local) = h.binds[0];
+    assert_eq!(h.binds.len(), 1);
+    assert_eq!(local.ip(), IpAddr::from([127, 0, 0, 1]));
+    assert!((49152..=65535).contains(&local.port()));
+    assert_eq!(r.xor_relayed, Some(local));
+    assert_eq!(r.xor_mapped, Some(c.tuple.client));
+    assert_eq!(r.lifetime, Some(600));
+    assert!(verifies(&raw, &c.key));
+    assert!(!verifies(&raw, &[0u8; 16]));
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.deadline_count(), 1);
+    assert_eq!(h.server.poll_timeout(), Some(h.at(600)));
+}
+
+/// RFC 8656 section 7.2: the granted lifetime is min(requested, maximum), raised to the
+/// default when that is smaller; no LIFETIME gets the default.
+#[test]
+fn allocate_lifetime_defaults_to_600_caps_at_3600_and_never_goes_below_default() {
+    let mut h = Harness::new("");
+    for (client, requested, granted) in [
+        ("203.0.113.10:1", None, 600),
+        ("203.0.113.10:2", Some(5000), 3600),
+        ("203.0.113.10:3", Some(10), 600),
+        ("203.0.113.10:4", Some(1800), 1800),
+    ] {
+        let mut c = Client::new(client, "alice", "alice-pw");
+        let attrs: Vec<RequestAttr<'_>> =
+            requested.map(RequestAttr::Lifetime).into_iter().collect();
+        let (r, _) = h.allocate(&mut c, &attrs);
+        assert_eq!(r.lifetime, Some(granted), "requested {requested:?}");
+    }
+}
+
+/// RFC 8489 section 14.7: FINGERPRINT in a response when the request had one, and not
+/// otherwise; MESSAGE-INTEGRITY verifies either way (RFC 8489 section 14.5).
+#[test]
+fn allocate_response_has_fingerprint_exactly_when_the_request_did() {
+    let mut h = Harness::new("");
+    let mut with = Client::new("203.0.113.10:1", "alice", "alice-pw");
+    let raw = h.allocate_raw(&mut with, &[]);
+    assert!(has_fingerprint(&raw));
+    assert!(verifies(&raw, &with.key));
+
+    let mut without = Client::new("203.0.113.10:2", "alice", "alice-pw");
+    let attrs = [RequestAttr::RequestedTransport(UDP)];
+    h.challenge(&mut without, method::ALLOCATE, &attrs);
+    let raw = h.request_with(&mut without, method::ALLOCATE, &attrs, &[], false);
+    success(&raw, method::ALLOCATE);
+    assert!(!has_fingerprint(&raw));
+    assert_eq!(attr_types(&raw).last(), Some(&attr::MESSAGE_INTEGRITY));
+    assert!(verifies(&raw, &without.key));
+}
+
+/// RFC 8656 section 7.2 and RFC 8489 section 6.3.1: a retransmitted Allocate (same
+/// transaction) gets the original success byte for byte and binds nothing new; a new
+/// Allocate on the 5-tuple is 437 Allocation Mismatch.
+#[test]
+fn retransmitted_allocate_is_answered_identically_and_a_new_one_gets_437() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let attrs = [RequestAttr::RequestedTransport(UDP)];
+    h.challenge(&mut c, method::ALLOCATE, &attrs);
+    let txn = h.next_txn();
+    let msg = c.signed(&txn, method::ALLOCATE, &attrs, &[], true);
+    let first = h.exchange(c.tuple, &msg);
+    success(&first, method::ALLOCATE);
+    h.advance_to(5);
+    let again = h.exchange(c.tuple, &msg);
+    assert_eq!(first, again);
+    assert_eq!(h.binds.len(), 1);
+    assert_eq!(h.server.allocation_count(), 1);
+
+    let raw = h.allocate_raw(&mut c, &[]);
+    // Message type 0x0113: Allocate error response.
+    assert_eq!(&raw[..2], &[0x01, 0x13]);
+    error(&raw, method::ALLOCATE, 437);
+    assert!(verifies(&raw, &c.key));
+    assert_eq!(h.binds.len(), 1);
+}
+
+/// RFC 8656 section 8.2 and RFC 8489 section 6.3.1: a retransmission of the Refresh
+/// that deleted the allocation gets the same success again, not a 437.
+#[test]
+fn retransmitted_refresh_zero_after_deletion_is_answered_identically() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let txn = h.next_txn();
+    let msg = c.signed(
+        &txn,
+        method::REFRESH,
+        &[RequestAttr::Lifetime(0)],
+        &[],
+        true,
+    );
+    let first = h.exchange(c.tuple, &msg);
+    assert_eq!(success(&first, method::REFRESH).lifetime, Some(0));
+    assert_eq!(h.closed, vec![relay]);
+    assert_eq!(h.server.allocation_count(), 0);
+    h.advance_to(3);
+    let again = h.exchange(c.tuple, &msg);
+    assert_eq!(first, again);
+    assert_eq!(h.closed, vec![relay], "closed once");
+}
+
+// ---------------------------------------------------------------------------------
+// Permissions and the Send/Data methods (RFC 8656 sections 9 to 11).
+
+/// RFC 8656 sections 9 and 11.2: a Send indication is relayed only to a peer IP with a
+/// permission (any port of it), from the buffer itself; otherwise silently dropped.
+#[test]
+fn send_indication_is_relayed_only_after_create_permission() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let peer = addr(PEER);
+    let txn = h.next_txn();
+    let msg = send_indication(&txn, peer, b"hello peer", &[]);
+    assert_eq!(h.relay_from_client(c.tuple, &msg), None);
+
+    h.permit(&mut c, peer);
+    let out = h.relay_from_client(c.tuple, &msg);
+    assert_eq!(
+        out,
+        Some((Path::Peer { relay, peer }, b"hello peer".to_vec()))
+    );
+    let other_port = addr("198.51.100.1:6000");
+    let msg = send_indication(&txn, other_port, b"x", &[]);
+    assert_eq!(
+        h.relay_from_client(c.tuple, &msg),
+        Some((
+            Path::Peer {
+                relay,
+                peer: other_port
+            },
+            b"x".to_vec()
+        ))
+    );
+    let stranger = send_indication(&txn, addr("198.51.100.2:5000"), b"x", &[]);
+    assert_eq!(h.relay_from_client(c.tuple, &stranger), None);
+}
+
+/// RFC 8489 section 6.3.2: an indication with an unknown comprehension-required
+/// attribute is discarded, so such a Send indication is not relayed.
+#[test]
+fn send_indication_with_unknown_comprehension_required_attribute_is_dropped() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    h.allocate(&mut c, &[]);
+    let peer = addr(PEER);
+    h.permit(&mut c, peer);
+    let txn = h.next_txn();
+    let msg = send_indication(&txn, peer, b"data", &[(UNKNOWN_ATTR, &[0, 0, 0, 0])]);
+    assert_eq!(h.relay_from_client(c.tuple, &msg), None);
+    // RFC 8656 section 11.2: DONT-FRAGMENT, when the server cannot set the DF bit (this
+    // one does not), counts as unknown, so the indication is discarded too.
+    let msg = send_indication(&txn, peer, b"data", &[(attr::DONT_FRAGMENT, &[])]);
+    assert_eq!(h.relay_from_client(c.tuple, &msg), None);
+    // A comprehension-optional unknown attribute does not stop it.
+    let msg = send_indication(&txn, peer, b"data", &[(0xC0FF, &[0, 0, 0, 0])]);
+    assert!(h.relay_from_client(c.tuple, &msg).is_some());
+}
+
+/// RFC 8656 section 11.3: a peer datagram reaches the client as a Data indication
+/// (XOR-PEER-ADDRESS and DATA) only when the peer's IP has a permission.
+#[test]
+fn peer_datagram_becomes_a_data_indication_only_with_a_permission() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let peer = addr(PEER);
+    assert_eq!(h.peer_datagram(relay, peer, b"early"), None);
+
+    h.permit(&mut c, peer);
+    let (path, msg) = h
+        .peer_datagram(relay, peer, b"hello client")
+        .expect("relayed");
+    assert_eq!(path, to_client(c.tuple));
+    assert_eq!(data_indication(&msg), (peer, b"hello client".to_vec()));
+    // Odd lengths are padded inside the TAILROOM.
+    let (_, msg) = h.peer_datagram(relay, peer, b"odd").expect("relayed");
+    assert_eq!(msg.len() % 4, 0);
+    assert_eq!(data_indication(&msg), (peer, b"odd".to_vec()));
+    assert_eq!(
+        h.peer_datagram(relay, addr("198.51.100.2:5000"), b"x"),
+        None
+    );
+}
+
+/// RFC 8656 section 9: a permission lasts 300 s from its last refresh; after it expires
+/// (and the timer ran) data in both directions is dropped again.
+#[test]
+fn permission_expires_300_seconds_after_its_last_refresh() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[RequestAttr::Lifetime(3600)]);
+    let peer = addr(PEER);
+    h.permit(&mut c, peer);
+    assert_eq!(h.server.deadline_count(), 2);
+    h.advance_to(200);
+    h.permit(&mut c, peer);
+    assert_eq!(h.server.deadline_count(), 2, "refreshing re-arms, not adds");
+    h.advance_to(499);
+    assert!(h.peer_datagram(relay, peer, b"x").is_some());
+    h.advance_to(500);
+    assert_eq!(h.peer_datagram(relay, peer, b"x"), None);
+    let txn = h.next_txn();
+    let msg = send_indication(&txn, peer, b"x", &[]);
+    assert_eq!(h.relay_from_client(c.tuple, &msg), None);
+    assert_eq!(h.server.deadline_count(), 1);
+}
+
+// ---------------------------------------------------------------------------------
+// Channels (RFC 8656 section 12).
+
+/// RFC 8656 sections 12.2, 12.6 and 12.7: after ChannelBind, ChannelData from the
+/// client goes to the peer and the peer's datagrams come back as ChannelData with the
+/// channel number; the bind also installed the permission for the peer's IP.
+#[test]
+fn channel_data_is_relayed_both_ways_after_channel_bind() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let peer = addr(PEER);
+    let raw = h.bind_channel(&mut c, CHANNEL, peer);
+    success(&raw, method::CHANNEL_BIND);
+    assert!(verifies(&raw, &c.key));
+
+    let out = h.relay_from_client(c.tuple, &channel_data(CHANNEL, b"ping"));
+    assert_eq!(out, Some((Path::Peer { relay, peer }, b"ping".to_vec())));
+    assert_eq!(
+        h.relay_from_client(c.tuple, &channel_data(CHANNEL + 1, b"ping")),
+        None
+    );
+
+    let (path, msg) = h.peer_datagram(relay, peer, b"pong!").expect("relayed");
+    assert_eq!(path, to_client(c.tuple));
+    assert_eq!(msg, channel_data(CHANNEL, b"pong!"), "no padding over UDP");
+    // Another port of the same IP has the permission but no channel: Data indication.
+    let other = addr("198.51.100.1:5001");
+    let (_, msg) = h.peer_datagram(relay, other, b"via data").expect("relayed");
+    assert_eq!(data_indication(&msg), (other, b"via data".to_vec()));
+}
+
+/// RFC 8656 section 12: a binding lasts 600 s, then its number and its peer stay
+/// reserved for 5 more minutes, during which neither may be bound elsewhere.
+#[test]
+fn channel_binding_expires_after_600_seconds_then_cools_down_for_300() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[RequestAttr::Lifetime(3600)]);
+    let peer = addr(PEER);
+    success(&h.bind_channel(&mut c, CHANNEL, peer), method::CHANNEL_BIND);
+    // Keep the permission alive (it lasts 300 s, the channel 600 s).
+    h.advance_to(290);
+    h.permit(&mut c, peer);
+    h.advance_to(580);
+    h.permit(&mut c, peer);
+
+    h.advance_to(599);
+    let ping = channel_data(CHANNEL, b"ping");
+    assert!(h.relay_from_client(c.tuple, &ping).is_some());
+    let (_, msg) = h.peer_datagram(relay, peer, b"pong").expect("relayed");
+    assert_eq!(msg, channel_data(CHANNEL, b"pong"));
+
+    h.advance_to(600);
+    assert_eq!(h.relay_from_client(c.tuple, &ping), None);
+    let (_, msg) = h
+        .peer_datagram(relay, peer, b"pong")
+        .expect("permission still live");
+    assert_eq!(data_indication(&msg), (peer, b"pong".to_vec()));
+    let other_peer = addr("198.51.100.2:5000");
+    let raw = h.bind_channel(&mut c, CHANNEL, other_peer);
+    error(&raw, method::CHANNEL_BIND, 400);
+    error(
+        &h.bind_channel(&mut c, CHANNEL + 1, peer),
+        method::CHANNEL_BIND,
+        400,
+    );
+
+    h.advance_to(900);
+    success(
+        &h.bind_channel(&mut c, CHANNEL, other_peer),
+        method::CHANNEL_BIND,
+    );
+    let out = h.relay_from_client(c.tuple, &ping);
+    assert_eq!(
+        out,
+        Some((
+            Path::Peer {
+                relay,
+                peer: other_peer
+            },
+            b"ping".to_vec()
+        ))
+    );
+}
+
+/// RFC 8656 section 12.2: a bound number cannot move to another peer nor a bound peer
+/// to another number (400); binding the same pair again refreshes it.
+#[test]
+fn channel_rebinding_to_another_peer_or_number_is_400_and_the_same_pair_refreshes() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[RequestAttr::Lifetime(3600)]);
+    let peer = addr(PEER);
+    success(&h.bind_channel(&mut c, CHANNEL, peer), method::CHANNEL_BIND);
+    let raw = h.bind_channel(&mut c, CHANNEL, addr("198.51.100.2:5000"));
+    error(&raw, method::CHANNEL_BIND, 400);
+    assert!(verifies(&raw, &c.key));
+    let raw = h.bind_channel(&mut c, CHANNEL + 1, peer);
+    error(&raw, method::CHANNEL_BIND, 400);
+    // Same IP, other port: a different transport address, so also a different peer.
+    let raw = h.bind_channel(&mut c, CHANNEL, addr("198.51.100.1:5001"));
+    error(&raw, method::CHANNEL_BIND, 400);
+
+    h.advance_to(500);
+    success(&h.bind_channel(&mut c, CHANNEL, peer), method::CHANNEL_BIND);
+    h.advance_to(1099);
+    let ping = channel_data(CHANNEL, b"ping");
+    assert_eq!(
+        h.relay_from_client(c.tuple, &ping),
+        Some((Path::Peer { relay, peer }, b"ping".to_vec()))
+    );
+    h.advance_to(1100);
+    assert_eq!(h.relay_from_client(c.tuple, &ping), None);
+}
+
+/// RFC 8656 section 12.2: a CHANNEL-NUMBER outside the channel range is a 400.
+/// (0x4000-0x7FFF is accepted, a deliberate widening of RFC 8656's 0x4000-0x4FFF for
+/// RFC 5766 clients; both numbers here are outside either range.)
+#[test]
+fn channel_number_out_of_range_is_400() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    h.allocate(&mut c, &[]);
+    for number in [0x3FFF, 0x8000] {
+        let raw = h.bind_channel(&mut c, number, addr(PEER));
+        error(&raw, method::CHANNEL_BIND, 400);
+        assert!(verifies(&raw, &c.key));
+    }
+    assert_eq!(h.server.deadline_count(), 1, "nothing was installed");
+}
+
+// ---------------------------------------------------------------------------------
+// Refresh and expiry (RFC 8656 sections 7.2 and 8.2).
+
+/// RFC 8656 section 8.2: a Refresh re-arms the expiry from now, so the allocation
+/// outlives its original lifetime.
+#[test]
+fn refresh_extends_the_allocation_past_its_original_expiry() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let relayed = h.server.relayed_address(&c.tuple);
+    h.advance_to(500);
+    assert_eq!(h.refresh(&mut c, None).lifetime, Some(600));
+    assert_eq!(h.server.deadline_count(), 1);
+    h.advance_to(1099);
+    assert_eq!(h.server.relayed_address(&c.tuple), relayed);
+    assert!(h.closed.is_empty());
+    assert_eq!(h.refresh(&mut c, Some(5000)).lifetime, Some(3600));
+    h.advance_to(1099 + 3599);
+    assert!(h.closed.is_empty());
+    h.advance_to(1099 + 3600);
+    assert_eq!(h.closed, vec![relay]);
+}
+
+/// RFC 8656 section 8.2: LIFETIME 0 deletes the allocation at once: success with
+/// LIFETIME 0, the relay socket closed, nothing left armed, and the 5-tuple free.
+#[test]
+fn refresh_with_lifetime_zero_deletes_the_allocation_and_closes_its_relay() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    h.permit(&mut c, addr(PEER));
+    assert_eq!(h.refresh(&mut c, Some(0)).lifetime, Some(0));
+    assert_eq!(h.closed, vec![relay]);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.relayed_address(&c.tuple), None);
+    assert_eq!(h.peer_datagram(relay, addr(PEER), b"x"), None);
+    let raw = h.request(&mut c, method::REFRESH, &[]);
+    error(&raw, method::REFRESH, 437);
+    // Only the retransmission cache is left, and it goes too.
+    h.advance_to(60);
+    assert_eq!(h.server.deadline_count(), 0);
+    assert_eq!(h.server.poll_timeout(), None);
+    h.allocate(&mut c, &[]);
+}
+
+/// RFC 8656 section 7.2 (time-to-expiry): without a refresh the allocation is deleted
+/// when its lifetime runs out, with its permissions and channels; no timer survives it.
+#[test]
+fn allocation_expires_after_its_lifetime_and_leaves_no_timer_behind() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let peer = addr(PEER);
+    h.advance_to(100);
+    success(&h.bind_channel(&mut c, CHANNEL, peer), method::CHANNEL_BIND);
+    h.permit(&mut c, addr("198.51.100.9:1"));
+    assert_eq!(h.server.deadline_count(), 4);
+    h.advance_to(599);
+    assert!(h.closed.is_empty());
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance_to(600);
+    assert_eq!(h.closed, vec![relay]);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.deadline_count(), 0);
+    assert_eq!(h.server.poll_timeout(), None);
+    assert_eq!(
+        h.relay_from_client(c.tuple, &channel_data(CHANNEL, b"x")),
+        None
+    );
+    assert_eq!(h.peer_datagram(relay, peer, b"x"), None);
+}
+
+// ---------------------------------------------------------------------------------
+// Every error code (RFC 8489 section 14.8, RFC 8656 section 19).
+
+/// RFC 8656 section 7.2: an Allocate without REQUESTED-TRANSPORT is a 400, with
+/// MESSAGE-INTEGRITY since the request authenticated.
+#[test]
+fn allocate_without_requested_transport_is_400() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let raw = h.request(&mut c, method::ALLOCATE, &[]);
+    error(&raw, method::ALLOCATE, 400);
+    assert!(verifies(&raw, &c.key));
+    assert_eq!(h.server.allocation_count(), 0);
+    assert!(h.binds.is_empty());
+}
+
+/// RFC 8489 section 9.2.4: MESSAGE-INTEGRITY without NONCE (or USERNAME, REALM) is a
+/// 400 that carries no USERNAME, NONCE, REALM or MESSAGE-INTEGRITY.
+#[test]
+fn message_integrity_without_nonce_is_400_without_integrity() {
+    let mut h = Harness::new("");
+    let c = alice();
+    let txn = h.next_txn();
+    let attrs = [
+        RequestAttr::Username("alice"),
+        RequestAttr::Realm(REALM),
+        RequestAttr::RequestedTransport(UDP),
+    ];
+    let msg = build(method::ALLOCATE, &txn, &attrs, &[], Some(&c.key), true);
+    let raw = h.exchange(c.tuple, &msg);
+    error(&raw, method::ALLOCATE, 400);
+    assert_eq!(attr_types(&raw), vec![attr::ERROR_CODE, attr::FINGERPRINT]);
+}
+
+/// RFC 8489 section 6.3.1: a request of a method the server does not know is a 400:
+/// an unassigned one (0x005) and Connect (0x00A, RFC 6062 TCP relaying, not offered).
+#[test]
+fn request_of_an_unknown_method_is_400() {
+    let mut h = Harness::new("");
+    let c = alice();
+    for unknown in [0x005, 0x00A] {
+        let txn = h.next_txn();
+        let msg = build(unknown, &txn, &[], &[], None, true);
+        let raw = h.exchange(c.tuple, &msg);
+        error(&raw, unknown, 400);
+        assert!(!has_integrity(&raw));
+        assert!(has_fingerprint(&raw));
+    }
+}
+
+/// RFC 8489 section 9.2.4: a request without MESSAGE-INTEGRITY is challenged with 401,
+/// REALM and NONCE, and no MESSAGE-INTEGRITY; nothing is allocated.
+#[test]
+fn request_without_credentials_is_challenged_with_401_realm_and_nonce() {
+    let mut h = Harness::new("");
+    let c = alice();
+    for m in [
+        method::ALLOCATE,
+        method::REFRESH,
+        method::CREATE_PERMISSION,
+        method::CHANNEL_BIND,
+    ] {
+        let txn = h.next_txn();
+        let msg = build(
+            m,
+            &txn,
+            &[RequestAttr::RequestedTransport(UDP)],
+            &[],
+            None,
+            true,
+        );
+        let raw = h.exchange(c.tuple, &msg);
+        let r = error(&raw, m, 401);
+        assert_eq!(r.realm.as_deref(), Some(REALM));
+        assert!(r.nonce.is_some_and(|n| !n.is_empty()));
+        assert!(!has_integrity(&raw));
+    }
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+/// RFC 8489 section 9.2.4: a wrong password and an unknown user both get a 401, and the
+/// two responses have the same length and attributes, so USERNAMEs cannot be probed.
+#[test]
+fn wrong_password_and_unknown_user_get_401s_of_the_same_shape() {
+    let mut h = Harness::new("");
+    let mut wrong = Client::new("203.0.113.10:1", "alice", "not-alices-pw");
+    let mut unknown = Client::new("203.0.113.10:2", "mallory", "alice-pw");
+    let a = h.allocate_raw(&mut wrong, &[]);
+    let b = h.allocate_raw(&mut unknown, &[]);
+    for raw in [&a, &b] {
+        let r = error(raw, method::ALLOCATE, 401);
+        assert_eq!(r.realm.as_deref(), Some(REALM));
+        assert!(!has_integrity(raw));
+    }
+    assert_eq!(a.len(), b.len());
+    assert_eq!(attr_types(&a), attr_types(&b));
+    assert_eq!(
+        attr_types(&a),
+        vec![
+            attr::ERROR_CODE,
+            attr::REALM,
+            attr::NONCE,
+            attr::FINGERPRINT
+        ]
+    );
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+/// RFC 8656 section 10.2 (and 12.2): a peer refused by the server's policy is a 403:
+/// loopback (unless allowed), private ranges, and IPv4 loopback spelled as IPv6.
+#[test]
+fn peers_refused_by_policy_are_403() {
+    let mut h = Harness::new(DUAL_STACK);
+    let mut v4 = alice();
+    h.allocate(&mut v4, &[]);
+    for peer in ["127.0.0.1:9", "10.0.0.1:9", "169.254.169.254:80"] {
+        let raw = h.request(
+            &mut v4,
+            method::CREATE_PERMISSION,
+            &[RequestAttr::XorPeerAddress(addr(peer))],
+        );
+        error(&raw, method::CREATE_PERMISSION, 403);
+        assert!(verifies(&raw, &v4.key));
+    }
+    error(
+        &h.bind_channel(&mut v4, CHANNEL, addr("10.0.0.1:9")),
+        method::CHANNEL_BIND,
+        403,
+    );
+
+    // On an IPv6 allocation an IPv4-mapped address is the same family, so it reaches the
+    // policy, which judges it as the IPv4 address it carries.
+    let mut v6 = Client::new("203.0.113.10:2", "alice", "alice-pw");
+    let (r, _) = h.allocate(&mut v6, &[RequestAttr::RequestedFamily(Family::V6)]);
+    assert!(r.xor_relayed.is_some_and(|a| a.is_ipv6()));
+    for peer in ["[::ffff:127.0.0.1]:9", "[::1]:9", "[fe80::1]:9"] {
+        let raw = h.request(
+            &mut v6,
+            method::CREATE_PERMISSION,
+            &[RequestAttr::XorPeerAddress(addr(peer))],
+        );
+        error(&raw, method::CREATE_PERMISSION, 403);
+    }
+    h.permit(&mut v6, addr("[2001:db8::1]:9"));
+
+    // All or nothing: one refused peer installs none of the others.
+    let raw = h.request(
+        &mut v4,
+        method::CREATE_PERMISSION,
+        &[
+            RequestAttr::XorPeerAddress(addr(PEER)),
+            RequestAttr::XorPeerAddress(addr("10.0.0.1:9")),
+        ],
+    );
+    error(&raw, method::CREATE_PERMISSION, 403);
+    let relay = h.binds[0].0;
+    assert_eq!(h.peer_datagram(relay, addr(PEER), b"x"), None);
+}
+
+/// The contrast to the 403 above: `allowed-peer-ip` overrides the default deny list.
+#[test]
+fn allowed_peer_ip_lets_loopback_through() {
+    let mut h = Harness::new("allowed-peer-ip = [\"127.0.0.1\"]");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let peer = addr("127.0.0.1:9");
+    h.permit(&mut c, peer);
+    assert!(h.peer_datagram(relay, peer, b"x").is_some());
+    let raw = h.request(
+        &mut c,
+        method::CREATE_PERMISSION,
+        &[RequestAttr::XorPeerAddress(addr("127.0.0.2:9"))],
+    );
+    error(&raw, method::CREATE_PERMISSION, 403);
+}
+
+/// RFC 8489 section 6.3.1: unknown comprehension-required attributes get a 420 listing
+/// them in UNKNOWN-ATTRIBUTES; for TURN requests after authentication, so the 420 is
+/// integrity-protected. Binding needs no authentication.
+#[test]
+fn unknown_comprehension_required_attribute_is_420_listing_it() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let attrs = [RequestAttr::RequestedTransport(UDP)];
+    let extra: [(u16, &[u8]); 1] = [(UNKNOWN_ATTR, &[1, 2, 3, 4])];
+    let raw = h.request_with(&mut c, method::ALLOCATE, &attrs, &extra, true);
+    let r = error(&raw, method::ALLOCATE, 420);
+    assert_eq!(r.unknown_attributes, vec![UNKNOWN_ATTR]);
+    assert!(verifies(&raw, &c.key));
+    assert_eq!(h.server.allocation_count(), 0);
+
+    let txn = h.next_txn();
+    let msg = build(method::BINDING, &txn, &[], &extra, None, true);
+    let raw = h.exchange(c.tuple, &msg);
+    let r = error(&raw, method::BINDING, 420);
+    assert_eq!(r.unknown_attributes, vec![UNKNOWN_ATTR]);
+    assert!(!has_integrity(&raw));
+    // Comprehension-optional unknowns (0x8000 and up) are ignored.
+    let msg = build(method::BINDING, &txn, &[], &[(0xC001, &[0; 4])], None, true);
+    success(&h.exchange(c.tuple, &msg), method::BINDING);
+}
+
+/// RFC 8656 section 5: every request but Allocate on a 5-tuple without an allocation is
+/// a 437 (here Refresh, CreatePermission and ChannelBind, after authentication).
+#[test]
+fn requests_without_an_allocation_are_437() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let peer = RequestAttr::XorPeerAddress(addr(PEER));
+    for (m, attrs) in [
+        (method::REFRESH, vec![]),
+        (method::CREATE_PERMISSION, vec![peer.clone()]),
+        (
+            method::CHANNEL_BIND,
+            vec![RequestAttr::ChannelNumber(CHANNEL), peer],
+        ),
+    ] {
+        let raw = h.request(&mut c, m, &attrs);
+        error(&raw, m, 437);
+        assert!(verifies(&raw, &c.key));
+    }
+    assert_eq!(h.server.deadline_count(), 0);
+}
+
+/// RFC 8489 section 9.2.4: a nonce past its lifetime (600 s) is a 438 with a fresh
+/// NONCE and REALM and no MESSAGE-INTEGRITY; the fresh nonce then works. The server's
+/// wall clock follows the virtual one from the (Instant, unix) pair it was given.
+#[test]
+fn nonce_older_than_600_seconds_is_438_and_the_fresh_one_works() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let attrs = [RequestAttr::XorPeerAddress(addr(PEER))];
+    h.challenge(&mut c, method::CREATE_PERMISSION, &attrs);
+    let old = c.nonce.clone();
+
+    // At 600 s the nonce still authenticates (the 437 comes after authentication).
+    h.advance_to(600);
+    let txn = h.next_txn();
+    let msg = c.signed(&txn, method::CREATE_PERMISSION, &attrs, &[], true);
+    error(&h.exchange(c.tuple, &msg), method::CREATE_PERMISSION, 437);
+
+    h.advance_to(601);
+    let txn = h.next_txn();
+    let msg = c.signed(&txn, method::CREATE_PERMISSION, &attrs, &[], true);
+    let raw = h.exchange(c.tuple, &msg);
+    let r = error(&raw, method::CREATE_PERMISSION, 438);
+    assert_eq!(r.realm.as_deref(), Some(REALM));
+    assert!(r.nonce.is_some() && r.nonce != old);
+    assert!(!has_integrity(&raw));
+
+    c.nonce = r.nonce;
+    let (r, _) = h.allocate(&mut c, &[]);
+    assert_eq!(r.lifetime, Some(600));
+}
+
+/// RFC 8656 section 7.2: REQUESTED-ADDRESS-FAMILY naming a family the server has no
+/// relay address for is a 440.
+#[test]
+fn requested_address_family_without_a_relay_is_440() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let raw = h.allocate_raw(&mut c, &[RequestAttr::RequestedFamily(Family::V6)]);
+    error(&raw, method::ALLOCATE, 440);
+    assert!(verifies(&raw, &c.key));
+    assert!(h.binds.is_empty());
+    let (r, _) = h.allocate(&mut c, &[RequestAttr::RequestedFamily(Family::V4)]);
+    assert!(r.xor_relayed.is_some_and(|a| a.is_ipv4()));
+}
+
+/// RFC 8656 section 5: a non-Allocate request on an allocation from a different
+/// USERNAME is a 441 and changes nothing; an Allocate on the 5-tuple in use is a 437
+/// whoever sends it (section 7.2).
+#[test]
+fn another_user_on_the_same_five_tuple_is_441_and_the_allocation_is_untouched() {
+    let mut h = Harness::new("");
+    let mut owner = alice();
+    let (r, relay) = h.allocate(&mut owner, &[]);
+    let mut intruder = Client::new("203.0.113.10:40000", "bob", "bob-pw");
+    let peer = addr(PEER);
+    for (m, attrs) in [
+        (method::REFRESH, vec![RequestAttr::Lifetime(0)]),
+        (
+            method::CREATE_PERMISSION,
+            vec![RequestAttr::XorPeerAddress(peer)],
+        ),
+        (
+            method::CHANNEL_BIND,
+            vec![
+                RequestAttr::ChannelNumber(CHANNEL),
+                RequestAttr::XorPeerAddress(peer),
+            ],
+        ),
+    ] {
+        let raw = h.request(&mut intruder, m, &attrs);
+        error(&raw, m, 441);
+    }
+    let raw = h.allocate_raw(&mut intruder, &[]);
+    error(&raw, method::ALLOCATE, 437);
+
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.relayed_address(&owner.tuple), r.xor_relayed);
+    assert_eq!(
+        h.server.deadline_count(),
+        1,
+        "no permission or channel installed"
+    );
+    assert!(h.closed.is_empty());
+    assert_eq!(h.peer_datagram(relay, peer, b"x"), None);
+    assert_eq!(h.binds.len(), 1);
+    h.advance_to(599);
+    assert!(h.closed.is_empty(), "the lifetime is unchanged");
+    assert_eq!(h.refresh(&mut owner, None).lifetime, Some(600));
+}
+
+/// RFC 8656 section 7.2: REQUESTED-TRANSPORT other than UDP is a 442 (the attribute is
+/// patched to TCP before the request is sealed).
+#[test]
+fn requested_transport_tcp_is_442() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let attrs = [RequestAttr::RequestedTransport(UDP)];
+    h.challenge(&mut c, method::ALLOCATE, &attrs);
+    let txn = h.next_txn();
+    let mut msg = c.unsealed(&txn, method::ALLOCATE, &attrs);
+    patch_attr(&mut msg, attr::REQUESTED_TRANSPORT, &[TCP, 0, 0, 0]);
+    integrity::seal(&mut msg, Some(&c.key), true);
+    let raw = h.exchange(c.tuple, &msg);
+    error(&raw, method::ALLOCATE, 442);
+    assert!(verifies(&raw, &c.key));
+    assert!(h.binds.is_empty());
+    assert_eq!(h.server.allocation_count(), 0);
+}
+
+/// RFC 8656 sections 10.2 and 12.2: a peer of the other family than the relayed address
+/// is a 443, IPv4-mapped IPv6 included (its family on the wire is IPv6).
+#[test]
+fn peer_of_the_other_family_than_the_relay_is_443() {
+    let mut h = Harness::new(DUAL_STACK);
+    let mut c = alice();
+    h.allocate(&mut c, &[]);
+    for peer in ["[2001:db8::1]:9", "[::ffff:198.51.100.1]:9"] {
+        let raw = h.request(
+            &mut c,
+            method::CREATE_PERMISSION,
+            &[RequestAttr::XorPeerAddress(addr(peer))],
+        );
+        error(&raw, method::CREATE_PERMISSION, 443);
+        assert!(verifies(&raw, &c.key));
+        let raw = h.bind_channel(&mut c, CHANNEL, addr(peer));
+        error(&raw, method::CHANNEL_BIND, 443);
+    }
+    let mut v6 = Client::new("203.0.113.10:2", "alice", "alice-pw");
+    h.allocate(&mut v6, &[RequestAttr::RequestedFamily(Family::V6)]);
+    let raw = h.bind_channel(&mut v6, CHANNEL, addr(PEER));
+    error(&raw, method::CHANNEL_BIND, 443);
+}
+
+/// RFC 8656 section 7.2: a user at `user-quota` allocations gets 486 on another
+/// 5-tuple; other users are not affected.
+#[test]
+fn allocation_over_the_user_quota_is_486() {
+    let mut h = Harness::new("user-quota = 1");
+    let mut first = alice();
+    h.allocate(&mut first, &[]);
+    let mut second = Client::new("203.0.113.11:40000", "alice", "alice-pw");
+    let raw = h.allocate_raw(&mut second, &[]);
+    error(&raw, method::ALLOCATE, 486);
+    assert!(verifies(&raw, &second.key));
+    let mut bob = Client::new("203.0.113.12:40000", "bob", "bob-pw");
+    h.allocate(&mut bob, &[]);
+    assert_eq!(h.server.allocation_count(), 2);
+    // Freeing the first allocation makes room again.
+    h.refresh(&mut first, Some(0));
+    h.allocate(&mut second, &[]);
+}
+
+/// RFC 8656 section 7.2: 508 Insufficient Capacity when the server's total quota is
+/// reached.
+#[test]
+fn allocation_over_the_total_quota_is_508() {
+    let mut h = Harness::new("total-quota = 1");
+    let mut a = alice();
+    h.allocate(&mut a, &[]);
+    let mut bob = Client::new("203.0.113.12:40000", "bob", "bob-pw");
+    let raw = h.allocate_raw(&mut bob, &[]);
+    error(&raw, method::ALLOCATE, 508);
+    assert!(verifies(&raw, &bob.key));
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+/// RFC 8656 section 7.2: 508 when no relay port is left; a deleted allocation's port
+/// can be allocated again.
+#[test]
+fn exhausted_port_range_is_508_until_a_port_is_freed() {
+    let mut h = Harness::new("min-port = 50000\nmax-port = 50000");
+    let mut a = alice();
+    let (r, _) = h.allocate(&mut a, &[]);
+    assert_eq!(r.xor_relayed.map(|x| x.port()), Some(50000));
+    let mut bob = Client::new("203.0.113.12:40000", "bob", "bob-pw");
+    let raw = h.allocate_raw(&mut bob, &[]);
+    error(&raw, method::ALLOCATE, 508);
+    assert_eq!(h.binds.len(), 1);
+    h.refresh(&mut a, Some(0));
+    let (r, _) = h.allocate(&mut bob, &[]);
+    assert_eq!(r.xor_relayed.map(|x| x.port()), Some(50000));
+}
+
+/// RFC 8656 section 7.2: when the I/O layer cannot bind any relay socket the Allocate
+/// gets a 508 after a bounded number of attempts, and everything it held (the quota,
+/// the ports, the 5-tuple) is released.
+#[test]
+fn relay_that_never_binds_is_508_after_bounded_retries() {
+    let mut h = Harness::new("total-quota = 1\nmin-port = 50000\nmax-port = 50009");
+    h.bind_ok = false;
+    let mut c = alice();
+    let raw = h.allocate_raw(&mut c, &[]);
+    error(&raw, method::ALLOCATE, 508);
+    assert!(verifies(&raw, &c.key));
+    assert!(
+        (2..=8).contains(&h.binds.len()),
+        "{} bind attempts",
+        h.binds.len()
+    );
+    assert!(h.binds.iter().all(|(id, _)| *id == h.binds[0].0));
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.deadline_count(), 0);
+    assert!(h.closed.is_empty(), "no socket was ever opened");
+
+    h.bind_ok = true;
+    h.allocate(&mut c, &[]);
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+// ---------------------------------------------------------------------------------
+// TURN REST credentials (draft-uberti-behave-turn-rest-00).
+
+/// An expired REST username authenticates nothing: 401 like an unknown user.
+#[test]
+fn expired_rest_username_is_401() {
+    let mut h = Harness::new("");
+    let mut c = Client::rest("203.0.113.20:1", "new-secret", "carol", UNIX0 - 1);
+    let raw = h.allocate_raw(&mut c, &[]);
+    error(&raw, method::ALLOCATE, 401);
+    assert!(!has_integrity(&raw));
+    let mut fresh = Client::rest("203.0.113.20:2", "new-secret", "carol", UNIX0 + 60);
+    h.allocate(&mut fresh, &[]);
+}
+
+/// With `max-credential-ttl`, a REST username expiring further ahead is refused (401).
+#[test]
+fn rest_username_beyond_max_credential_ttl_is_401() {
+    let mut h = Harness::new("max-credential-ttl = 86400");
+    let mut far = Client::rest("203.0.113.20:1", "new-secret", "carol", UNIX0 + 86_401);
+    error(&h.allocate_raw(&mut far, &[]), method::ALLOCATE, 401);
+    let mut edge = Client::rest("203.0.113.20:2", "new-secret", "carol", UNIX0 + 86_400);
+    h.allocate(&mut edge, &[]);
+}
+
+/// Every configured secret is accepted (rotation); an unconfigured one is not.
+#[test]
+fn every_configured_rest_secret_is_accepted() {
+    let mut h = Harness::new("");
+    let mut old = Client::rest("203.0.113.20:1", "old-secret", "carol", UNIX0 + 3600);
+    let mut new = Client::rest("203.0.113.20:2", "new-secret", "carol", UNIX0 + 3600);
+    h.allocate(&mut old, &[]);
+    h.allocate(&mut new, &[]);
+    let mut other = Client::rest("203.0.113.20:3", "retired-secret", "carol", UNIX0 + 3600);
+    error(&h.allocate_raw(&mut other, &[]), method::ALLOCATE, 401);
+    assert_eq!(h.server.allocation_count(), 2);
+}
+
+/// With strict-credential-expiry (the default), a REST username that expires during
+/// the allocation's life no longer refreshes it.
+#[test]
+fn rest_username_that_expired_during_the_allocation_cannot_refresh_it() {
+    let mut h = Harness::new("");
+    let mut c = Client::rest("203.0.113.20:1", "new-secret", "carol", UNIX0 + 100);
+    h.allocate(&mut c, &[]);
+    h.advance_to(100);
+    h.refresh(&mut c, None);
+    h.advance_to(101);
+    let raw = h.request(&mut c, method::REFRESH, &[]);
+    error(&raw, method::REFRESH, 401);
+    assert_eq!(h.server.allocation_count(), 1);
+}
+
+// ---------------------------------------------------------------------------------
+// Binding (RFC 8489 section 3).
+
+/// RFC 8489 sections 3 and 14.2: a Binding request is answered without authentication
+/// with XOR-MAPPED-ADDRESS equal to the client's address, no SOFTWARE (it would only
+/// add amplification), and FINGERPRINT only when the request carried one (14.7).
+#[test]
+fn binding_reflects_the_client_address_and_echoes_fingerprint_only_when_present() {
+    let mut h = Harness::new("");
+    for client in ["203.0.113.7:5555", "[2001:db8::7]:6666"] {
+        let tuple = udp(client);
+        let txn = h.next_txn();
+        let bare = header(method::BINDING, Class::Request, &txn);
+        let raw = h.exchange(tuple, &bare);
+        let r = success(&raw, method::BINDING);
+        assert_eq!(r.xor_mapped, Some(addr(client)));
+        assert_eq!(attr_types(&raw), vec![attr::XOR_MAPPED_ADDRESS]);
+
+        let mut with = bare.clone();
+        integrity::seal(&mut with, None, true);
+        let raw = h.exchange(tuple, &with);
+        let r = success(&raw, method::BINDING);
+        assert_eq!(r.xor_mapped, Some(addr(client)));
+        assert_eq!(
+            attr_types(&raw),
+            vec![attr::XOR_MAPPED_ADDRESS, attr::FINGERPRINT]
+        );
+        assert!(has_fingerprint(&raw));
+        assert!(!attr_types(&raw).contains(&attr::SOFTWARE));
+    }
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.deadline_count(), 0);
+}
