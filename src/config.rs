@@ -119,7 +119,7 @@ impl RawConfig {
     }
 
     pub fn from_toml_str(text: &str) -> Result<RawConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(format!("{}", e.to_string().trim_end())))
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string().trim_end().to_owned()))
     }
 
     pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {

@@ -149,7 +149,8 @@ async fn a_second_user_on_the_same_five_tuple_gets_441_and_changes_nothing() {
     let (u, p) = rest_credentials(SECRET, "eve", Duration::from_secs(600));
     c.set_credentials(&u, &p);
     assert_eq!(error_code(c.refresh(0).await), 441);
-    assert_eq!(error_code(c.allocate().await), 441);
+    // RFC 8656 section 7.2: an Allocate on a 5-tuple in use is 437, whoever sends it.
+    assert_eq!(error_code(c.allocate().await), 437);
     // Alice's allocation still relays.
     c.send_indication(peer.addr, b"still mine").await.unwrap();
     assert!(matches!(

@@ -38,7 +38,7 @@ fn rfc5769_2_1_sample_request_integrity_and_fingerprint() {
         let mut t = m.clone();
         t[i] ^= 1;
         let ok = scan(&t)
-            .map(|s| verify(&t, at, SHORT_TERM_PASSWORD))
+            .map(|_| verify(&t, at, SHORT_TERM_PASSWORD))
             .unwrap_or(false);
         assert!(!ok, "tampered byte {i} accepted");
     }

@@ -71,7 +71,7 @@ pub fn frame_channel_data(
     Some(start..end)
 }
 
-/// Writes a Data indication (RFC 8656 section 11.4) around `payload`: header,
+/// Writes a Data indication (RFC 8656 section 11.3) around `payload`: header,
 /// XOR-PEER-ADDRESS and DATA attribute header in front, padding behind. No FINGERPRINT:
 /// RFC 8656 leaves it optional and it would cost a CRC per packet.
 #[inline]

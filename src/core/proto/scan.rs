@@ -182,11 +182,13 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ScanError> {
             }
             attr::XOR_PEER_ADDRESS if out.peer.is_none() => out.peer = Some(value..value + vlen),
             attr::DATA if out.data.is_none() => out.data = Some(value..value + vlen),
-            t if t < 0x8000 && !understood(t) => {
-                if out.unknown_len < MAX_UNKNOWN && !out.unknown().contains(&t) {
-                    out.unknown[out.unknown_len] = t;
-                    out.unknown_len += 1;
-                }
+            t if t < 0x8000
+                && !understood(t)
+                && out.unknown_len < MAX_UNKNOWN
+                && !out.unknown().contains(&t) =>
+            {
+                out.unknown[out.unknown_len] = t;
+                out.unknown_len += 1;
             }
             _ => {}
         }

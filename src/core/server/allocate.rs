@@ -15,7 +15,7 @@ use crate::core::proto::wire::method;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// RFC 8656 section 14.7: REQUESTED-TRANSPORT value for UDP.
+/// RFC 8656 section 18.8: REQUESTED-TRANSPORT value for UDP.
 const PROTOCOL_UDP: u8 = 17;
 
 impl Server {
@@ -38,7 +38,7 @@ impl Server {
             Some(PROTOCOL_UDP) => {}
             Some(_) => return Err(RequestError::UnsupportedTransportProtocol),
         }
-        // Steps 5-6 and RFC 6156 section 4.2: RESERVATION-TOKEN excludes EVEN-PORT and
+        // RFC 8656 section 7.2 steps 5-6: RESERVATION-TOKEN excludes EVEN-PORT and
         // REQUESTED-ADDRESS-FAMILY; this server issues no tokens, so any token is unknown.
         if req.reservation_token {
             if req.even_port.is_some() || req.requested_family.is_some() {

@@ -1,4 +1,4 @@
-//! The allocation table (RFC 8656 section 2.2): allocations keyed by their 5-tuple, each
+//! The allocation table (RFC 8656 section 6): allocations keyed by their 5-tuple, each
 //! with its relayed address, permissions and channel bindings.
 
 use crate::core::auth::credentials::Key;
@@ -24,7 +24,7 @@ pub enum Transport {
     Tcp,
 }
 
-/// RFC 8656 section 2.2: the client's address, the server address it reached (named by
+/// RFC 8656 section 2 (5-tuple): the client's address, the server address it reached (named by
 /// the listener that received it) and the transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FiveTuple {
@@ -33,7 +33,7 @@ pub struct FiveTuple {
     pub transport: Transport,
 }
 
-/// RFC 8656 section 2.3: a permission for one peer IP address (any port).
+/// RFC 8656 section 9: a permission for one peer IP address (any port).
 #[derive(Clone, Copy, Debug)]
 pub struct Permission {
     pub ip: IpAddr,

@@ -1,4 +1,4 @@
-//! ChannelBind (RFC 8656 section 11.2).
+//! ChannelBind (RFC 8656 section 12.2).
 
 use super::Server;
 use super::allocation::{ChannelBinding, FiveTuple};
@@ -26,7 +26,7 @@ impl Server {
         self.check_requested_peer(id, peer)?;
         let a = self.table.get(id).ok_or(RequestError::AllocationMismatch)?;
         // The number is bound (or cooling down) to another peer, or the peer to another
-        // number: 400 (RFC 8656 section 11.2).
+        // number: 400 (RFC 8656 section 12.2).
         if a.channel_by_number(number).is_some_and(|c| c.peer != peer)
             || a.channel_by_peer(peer).is_some_and(|c| c.number != number)
         {

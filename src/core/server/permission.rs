@@ -1,4 +1,4 @@
-//! CreatePermission (RFC 8656 section 9) and the permission bookkeeping shared with
+//! CreatePermission (RFC 8656 section 10) and the permission bookkeeping shared with
 //! ChannelBind.
 
 use super::Server;
@@ -21,7 +21,7 @@ impl Server {
         if req.peers.is_empty() {
             return Err(RequestError::BadRequest);
         }
-        // All or nothing (RFC 8656 section 9.2): check every peer before installing any.
+        // All or nothing (RFC 8656 section 10.2): check every peer before installing any.
         for peer in &req.peers {
             self.check_requested_peer(id, *peer)?;
         }
@@ -71,7 +71,7 @@ impl Server {
         })
     }
 
-    /// Installs or refreshes the permission for `ip` (RFC 8656 section 9.2).
+    /// Installs or refreshes the permission for `ip` (RFC 8656 section 10.2).
     pub(super) fn install_permission(&mut self, now: Instant, id: AllocId, ip: IpAddr) {
         let expires = now + self.cfg.permission_lifetime;
         let Some(a) = self.table.get_mut(id) else {

@@ -86,7 +86,7 @@ impl fmt::Display for IpRange {
     }
 }
 
-/// The ranges refused by default (RFC 8656 section 21 and the operational advice around
+/// The ranges refused by default (RFC 8656 security considerations and the operational advice around
 /// it): this host, private networks, link-local and cloud metadata, multicast, reserved.
 pub const DEFAULT_DENIED: &[&str] = &[
     "0.0.0.0/8",

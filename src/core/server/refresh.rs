@@ -1,4 +1,4 @@
-//! Refresh (RFC 8656 section 7.3).
+//! Refresh (RFC 8656 section 8.2).
 
 use super::Server;
 use super::allocation::FiveTuple;
@@ -27,7 +27,7 @@ impl Server {
         if a.pending.is_some() {
             return Err(RequestError::AllocationMismatch);
         }
-        // RFC 8656 section 7.3: a REQUESTED-ADDRESS-FAMILY other than the allocation's.
+        // RFC 8656 section 8.2: a REQUESTED-ADDRESS-FAMILY other than the allocation's.
         if let Some(family) = req.requested_family {
             if (family == Family::V4) != a.relayed.is_ipv4() {
                 return Err(RequestError::PeerAddressFamilyMismatch);

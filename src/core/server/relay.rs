@@ -30,7 +30,7 @@ impl Server {
         Some(DataTransmit {
             path: Path::Peer {
                 relay: id,
-                peer: self.to_wire(peer),
+                peer: self.peer_on_wire(peer),
             },
             range: payload,
         })
@@ -65,7 +65,7 @@ impl Server {
         Some(DataTransmit {
             path: Path::Peer {
                 relay: id,
-                peer: self.to_wire(peer),
+                peer: self.peer_on_wire(peer),
             },
             range: payload,
         })
@@ -83,7 +83,7 @@ impl Server {
         buf: &mut [u8],
         payload: Range<usize>,
     ) -> Option<DataTransmit> {
-        let peer = self.from_wire(from);
+        let peer = self.peer_as_advertised(from);
         let a = self.table.get(relay)?;
         if !a.has_permission(peer.ip()) {
             return None;
@@ -125,7 +125,7 @@ impl Server {
     /// A peer named by a client as the socket address to send to: an advertised
     /// (external) relay address of this server maps to the local one.
     #[inline]
-    fn to_wire(&self, peer: SocketAddr) -> SocketAddr {
+    fn peer_on_wire(&self, peer: SocketAddr) -> SocketAddr {
         for r in [self.cfg.relay_v4, self.cfg.relay_v6].into_iter().flatten() {
             if r.local != r.advertised && peer.ip() == r.advertised {
                 return SocketAddr::new(r.local, peer.port());
@@ -134,9 +134,9 @@ impl Server {
         peer
     }
 
-    /// The inverse of [`Server::to_wire`] for datagrams arriving at relay sockets.
+    /// The inverse of [`Server::peer_on_wire`] for datagrams arriving at relay sockets.
     #[inline]
-    fn from_wire(&self, from: SocketAddr) -> SocketAddr {
+    fn peer_as_advertised(&self, from: SocketAddr) -> SocketAddr {
         for r in [self.cfg.relay_v4, self.cfg.relay_v6].into_iter().flatten() {
             if r.local != r.advertised && from.ip() == r.local {
                 return SocketAddr::new(r.advertised, from.port());
