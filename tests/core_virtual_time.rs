@@ -1448,3 +1448,119 @@ fn binding_reflects_the_client_address_and_echoes_fingerprint_only_when_present(
     assert_eq!(h.server.allocation_count(), 0);
     assert_eq!(h.server.deadline_count(), 0);
 }
+
+// ---------------------------------------------------------------------------------
+// What the request pipeline ignores or refuses before any handler runs.
+
+/// RFC 8489 section 14.5: attributes after MESSAGE-INTEGRITY (other than
+/// MESSAGE-INTEGRITY-SHA256 and FINGERPRINT) are ignored: an unknown
+/// comprehension-required attribute there causes no 420, a LIFETIME there grants nothing.
+#[test]
+fn attributes_after_message_integrity_are_ignored() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    h.challenge(
+        &mut c,
+        method::ALLOCATE,
+        &[RequestAttr::RequestedTransport(UDP)],
+    );
+    let txn = h.next_txn();
+    let mut m = c.signed(
+        &txn,
+        method::ALLOCATE,
+        &[RequestAttr::RequestedTransport(UDP)],
+        &[],
+        false,
+    );
+    push_attr(&mut m, UNKNOWN_ATTR, &[1, 2, 3, 4]);
+    push_attr(&mut m, attr::LIFETIME, &3600u32.to_be_bytes());
+    let raw = h.exchange(c.tuple, &m);
+    let r = success(&raw, method::ALLOCATE);
+    assert_eq!(
+        r.lifetime,
+        Some(600),
+        "the LIFETIME after MESSAGE-INTEGRITY was used"
+    );
+    assert!(verifies(&raw, &c.key));
+}
+
+/// RFC 8489 section 14.3 and 14.4: USERNAME under 509 bytes, NONCE under 128 characters;
+/// larger ones are refused by the pre-scan with 400 before any decoding, keeping no state.
+#[test]
+fn oversize_username_or_nonce_is_400_and_keeps_nothing() {
+    let mut h = Harness::new("");
+    let c = alice();
+    for (t, len) in [
+        (attr::NONCE, 800usize),
+        (attr::USERNAME, 600),
+        (attr::REALM, 900),
+    ] {
+        let txn = h.next_txn();
+        let value = vec![b'a'; len];
+        let m = build(
+            method::ALLOCATE,
+            &txn,
+            &[RequestAttr::RequestedTransport(UDP)],
+            &[(t, &value)],
+            Some(&c.key),
+            false,
+        );
+        let raw = h.exchange(c.tuple, &m);
+        error(&raw, method::ALLOCATE, 400);
+        assert!(!has_integrity(&raw));
+    }
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.deadline_count(), 0);
+}
+
+/// `external-ip`: clients are told the public address, peers that name it reach the
+/// local relay, and datagrams between two relays of this server are seen as coming from
+/// the public address (so the permissions clients installed for it match).
+#[test]
+fn external_ip_is_advertised_and_mapped_both_ways() {
+    let mut h = Harness::new("external-ip = [\"203.0.113.5/127.0.0.1\"]");
+    let mut a = alice();
+    let mut b = Client::new("203.0.113.11:40000", "bob", "bob-pw");
+    let ra = success(&h.allocate_raw(&mut a, &[]), method::ALLOCATE)
+        .xor_relayed
+        .expect("relayed");
+    let (relay_a, local_a) = *h.binds.last().expect("bound");
+    let rb = success(&h.allocate_raw(&mut b, &[]), method::ALLOCATE)
+        .xor_relayed
+        .expect("relayed");
+    let (relay_b, local_b) = *h.binds.last().expect("bound");
+    assert_eq!(
+        ra,
+        SocketAddr::new(addr("203.0.113.5:1").ip(), local_a.port())
+    );
+    assert_eq!(rb.ip(), addr("203.0.113.5:1").ip());
+    assert_eq!(local_b.ip(), IpAddr::from([127, 0, 0, 1]));
+    // The public address is the server's own: only live relays are reachable there.
+    let raw = h.request(
+        &mut a,
+        method::CREATE_PERMISSION,
+        &[RequestAttr::XorPeerAddress(addr("203.0.113.5:22"))],
+    );
+    error(&raw, method::CREATE_PERMISSION, 403);
+    h.permit(&mut a, rb);
+    h.permit(&mut b, ra);
+    // A -> B: the Send indication names B's public address and goes to B's local relay.
+    let txn = h.next_txn();
+    let (path, bytes) = h
+        .relay_from_client(a.tuple, &send_indication(&txn, rb, b"hi", &[]))
+        .expect("relayed to B");
+    assert_eq!(
+        path,
+        Path::Peer {
+            relay: relay_a,
+            peer: local_b
+        }
+    );
+    assert_eq!(bytes, b"hi");
+    // B's relay receives it from A's local relay; B's client sees A's public address.
+    let (path, bytes) = h
+        .peer_datagram(relay_b, local_a, b"hi")
+        .expect("delivered to B");
+    assert_eq!(path, to_client(b.tuple));
+    assert_eq!(data_indication(&bytes), (ra, b"hi".to_vec()));
+}

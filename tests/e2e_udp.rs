@@ -251,3 +251,52 @@ async fn garbage_is_dropped_and_the_next_request_is_served() {
     assert_eq!(c.binding().await.unwrap(), c.local_addr().unwrap());
     c.allocate().await.unwrap();
 }
+
+#[tokio::test]
+async fn ipv6_relay_over_ipv6_loopback() {
+    let toml = format!(
+        "listening-ip = [\"::1\"]\nlistening-port = 0\nrealm = \"{}\"\nstatic-auth-secret = [\"{SECRET}\"]\n\
+         relay-ip = [\"127.0.0.1\", \"::1\"]\nallowed-peer-ip = [\"::1\", \"127.0.0.1\"]\n",
+        common::REALM
+    );
+    let server = start_server_raw(&toml).await;
+    assert!(server.addr.is_ipv6());
+    let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+    let peer_addr = socket.local_addr().unwrap();
+    let echo = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    let mut c = client(&server, "alice").await;
+    // RFC 8656 section 7.2 (formerly RFC 6156): REQUESTED-ADDRESS-FAMILY picks the relay.
+    let relayed = c
+        .allocate_with(&[
+            ferroturn::core::proto::codec::RequestAttr::RequestedTransport(17),
+            ferroturn::core::proto::codec::RequestAttr::RequestedFamily(
+                ferroturn::core::proto::Family::V6,
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(relayed.ip().to_string(), "::1");
+    c.channel_bind(0x4000, peer_addr).await.unwrap();
+    c.send_channel_data(0x4000, b"over ipv6").await.unwrap();
+    assert_eq!(
+        c.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Channel {
+            channel: 0x4000,
+            data: b"over ipv6".to_vec()
+        })
+    );
+    // An IPv4 client on the same server gets an IPv4 relay by default.
+    let v4 = start_server_raw(&toml.replace(
+        "[\"::1\"]\nlistening-port",
+        "[\"127.0.0.1\", \"::1\"]\nlistening-port",
+    ))
+    .await;
+    let mut c4 = client(&v4, "bob").await;
+    assert!(c4.allocate().await.unwrap().is_ipv4());
+    echo.abort();
+}

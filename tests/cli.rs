@@ -1,0 +1,159 @@
+//! The `ferroturn` command itself: check-config, credentials, and a server run from flags
+//! alone, answered over UDP.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferroturn");
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_config_accepts_the_shipped_example() {
+    let out = Command::new(BIN)
+        .args(["check-config", &repo("turnserver.toml.example")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
+
+#[test]
+fn check_config_names_an_unknown_key() {
+    let dir = std::env::temp_dir().join(format!("ferroturn-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "static-auth-secret = [\"s\"]\nlistening-ip = [\"127.0.0.1\"]\nlistening-prot = 3478\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listening-prot"), "{stderr}");
+}
+
+#[test]
+fn credentials_prints_a_rest_pair_the_server_accepts() {
+    let out = Command::new(BIN)
+        .args([
+            "credentials",
+            "--secret",
+            "s3cret",
+            "--user",
+            "alice",
+            "--ttl",
+            "600",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_owned()
+    };
+    let username = field("username:");
+    let password = field("password:");
+    let (expiry, user) = username.split_once(':').unwrap();
+    assert_eq!(user, "alice");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        expiry > now + 500 && expiry <= now + 601,
+        "expiry {expiry} vs now {now}"
+    );
+    assert_eq!(
+        password,
+        ferroturn::credentials::rest_password(b"s3cret", &username)
+    );
+}
+
+/// Kills the server when the test ends, pass or fail.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_server_runs_from_flags_alone_and_answers_binding() {
+    let child = Command::new(BIN)
+        .args([
+            "--listening-ip",
+            "127.0.0.1",
+            "--listening-port",
+            "0",
+            "--realm",
+            "example.org",
+            "--static-auth-secret",
+            "s3cret",
+            "--allowed-peer-ip",
+            "127.0.0.1",
+        ])
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    // The log line "listening (udp) addr=127.0.0.1:PORT" names the bound port.
+    let stdout = server.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("addr=").nth(1) {
+                let addr = addr
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_matches(|c: char| !c.is_ascii_graphic());
+                let _ = tx.send(addr.to_owned());
+            }
+        }
+    });
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("listening line")
+        .parse()
+        .expect("address");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let request =
+        ferroturn::core::proto::codec::encode_request(0x001, false, &[5; 12], &[], None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 1500];
+    let response = loop {
+        assert!(Instant::now() < deadline, "no Binding response");
+        socket.send_to(&request, addr).unwrap();
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            break ferroturn::core::proto::codec::decode_response(&buf[..n]).expect("decodes");
+        }
+    };
+    assert_eq!(response.xor_mapped, Some(socket.local_addr().unwrap()));
+}

@@ -1,0 +1,71 @@
+//! Secrets and passwords never reach a log line, even at TRACE, while authentication
+//! failures and allocations are logged.
+
+mod common;
+
+use common::{SECRET, client, echo_peer, rest_credentials, start_server};
+use ferroturn::client::TurnClient;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn secrets_and_passwords_never_reach_the_log() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let server = start_server("user = [\"bob:static-password-xyz\"]").await;
+    let peer = echo_peer().await;
+    let mut c = client(&server, "alice").await;
+    c.allocate().await.unwrap();
+    c.create_permission(&[peer.addr]).await.unwrap();
+    let (u, p) = rest_credentials(SECRET, "carol", Duration::from_secs(600));
+    let mut wrong = TurnClient::new(server.addr, &u, &format!("{p}x"))
+        .await
+        .unwrap();
+    assert!(wrong.allocate().await.is_err());
+    let mut bob = TurnClient::new(server.addr, "bob", "not-the-password")
+        .await
+        .unwrap();
+    assert!(bob.allocate().await.is_err());
+    let mut bob = TurnClient::new(server.addr, "bob", "static-password-xyz")
+        .await
+        .unwrap();
+    bob.allocate().await.unwrap();
+    c.refresh(0).await.unwrap();
+    drop(server);
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("authentication failed"), "{log}");
+    assert!(log.contains("allocation created"), "{log}");
+    assert!(log.contains("allocation deleted"), "{log}");
+    for secret in [
+        SECRET,
+        "static-password-xyz",
+        p.as_str(),
+        "not-the-password",
+    ] {
+        assert!(
+            !log.contains(secret),
+            "`{secret}` appears in the log:\n{log}"
+        );
+    }
+}
