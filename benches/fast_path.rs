@@ -2,15 +2,15 @@
 //! authenticated request, and the relay fast path in both directions.
 //! `cargo bench --bench fast_path`; prints nanoseconds per operation (median of 5 runs).
 
-use ferroturn::config::Config;
+#[path = "../tests/support/relay_setup.rs"]
+mod relay_setup;
+
 use ferroturn::core::proto::codec::{self, RequestAttr};
 use ferroturn::core::proto::data::{HEADROOM, TAILROOM};
 use ferroturn::core::proto::integrity::{long_term_key, verify};
 use ferroturn::core::proto::scan::scan;
 use ferroturn::core::proto::wire::method;
-use ferroturn::core::server::{Event, FiveTuple, LocalState, Path, Server, Transport};
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Instant;
 
 fn bench(name: &str, iterations: u32, mut f: impl FnMut()) {
@@ -49,13 +49,17 @@ fn main() {
         },
     );
 
-    let (mut server, tuple, relay) = relay_setup();
-    let mut cd = ferroturn::client::channel_data(0x4001, &[7u8; 1200]);
-    let now = Instant::now();
+    let relay_setup::Ready {
+        mut server,
+        now,
+        tuple,
+        relay,
+    } = relay_setup::relay_setup();
+    let mut cd = ferroturn::client::channel_data(relay_setup::CHANNEL, &[7u8; 1200]);
     bench("client ChannelData -> peer (1200 B)", 1_000_000, || {
         black_box(server.handle_client_datagram(now, tuple, black_box(&mut cd)));
     });
-    let peer = "198.51.100.2:6000".parse().expect("addr");
+    let peer = relay_setup::addr(relay_setup::CHANNEL_PEER);
     let mut buf = vec![0u8; HEADROOM + 1200 + TAILROOM];
     bench(
         "peer datagram -> client ChannelData (1200 B)",
@@ -70,7 +74,7 @@ fn main() {
             ));
         },
     );
-    let other = "198.51.100.3:6000".parse().expect("addr");
+    let other = relay_setup::addr(relay_setup::PERMITTED_PEER);
     bench(
         "peer datagram -> client Data indication (1200 B)",
         1_000_000,
@@ -84,80 +88,4 @@ fn main() {
             ));
         },
     );
-}
-
-/// A server with one allocation, a channel to 198.51.100.2:6000 and a permission for
-/// 198.51.100.3.
-fn relay_setup() -> (Server, FiveTuple, ferroturn::core::server::AllocId) {
-    let config =
-        Config::from_toml_str("listening-ip = [\"127.0.0.1\"]\nrealm = \"r\"\nuser = [\"u:p\"]\n")
-            .expect("config");
-    let now = Instant::now();
-    let mut server = Server::new(
-        config.server,
-        Arc::new(LocalState::default()),
-        [1; 32],
-        now,
-        1_000_000,
-    );
-    let tuple = FiveTuple {
-        client: "198.51.100.1:5000".parse().expect("addr"),
-        listener: 0,
-        transport: Transport::Udp,
-    };
-    let key = long_term_key("u", "r", b"p");
-    let mut first = codec::encode_request(
-        method::ALLOCATE,
-        false,
-        &[1; 12],
-        &[RequestAttr::RequestedTransport(17)],
-        None,
-    )
-    .expect("encode");
-    server.handle_client_datagram(now, tuple, &mut first);
-    let nonce = codec::decode_response(&server.poll_transmit().expect("401").payload)
-        .and_then(|r| r.nonce)
-        .expect("nonce");
-    let steps: [(u16, Vec<RequestAttr<'_>>); 3] = [
-        (method::ALLOCATE, vec![RequestAttr::RequestedTransport(17)]),
-        (
-            method::CHANNEL_BIND,
-            vec![
-                RequestAttr::ChannelNumber(0x4001),
-                RequestAttr::XorPeerAddress("198.51.100.2:6000".parse().expect("addr")),
-            ],
-        ),
-        (
-            method::CREATE_PERMISSION,
-            vec![RequestAttr::XorPeerAddress(
-                "198.51.100.3:1".parse().expect("addr"),
-            )],
-        ),
-    ];
-    for (i, (m, extra)) in steps.into_iter().enumerate() {
-        let mut attrs = vec![
-            RequestAttr::Username("u"),
-            RequestAttr::Realm("r"),
-            RequestAttr::Nonce(&nonce),
-        ];
-        attrs.extend(extra);
-        let mut msg = codec::encode_request(m, false, &[i as u8 + 2; 12], &attrs, Some(&key))
-            .expect("encode");
-        server.handle_client_datagram(now, tuple, &mut msg);
-        while let Some(Event::BindRelay { relay, .. }) = server.poll_event() {
-            server.handle_relay_bound(now, relay, true);
-        }
-        let r = codec::decode_response(&server.poll_transmit().expect("response").payload)
-            .expect("decode");
-        assert_eq!(r.error_code, None, "setup step {i}");
-    }
-    let mut cd = ferroturn::client::channel_data(0x4001, b"x");
-    let relay = match server
-        .handle_client_datagram(now, tuple, &mut cd)
-        .map(|t| t.path)
-    {
-        Some(Path::Peer { relay, .. }) => relay,
-        other => panic!("channel not bound: {other:?}"),
-    };
-    (server, tuple, relay)
 }
