@@ -50,6 +50,8 @@ pub struct TurnClient {
     pending: VecDeque<Relayed>,
     /// How long a request waits for its response in total.
     pub request_timeout: Duration,
+    /// How many 401/438 challenges this client has answered.
+    pub challenges: u32,
 }
 
 impl TurnClient {
@@ -85,7 +87,19 @@ impl TurnClient {
             nonce: None,
             pending: VecDeque::new(),
             request_timeout: Duration::from_secs(3),
+            challenges: 0,
         }
+    }
+
+    /// The realm and nonce this client authenticates with, once challenged.
+    pub fn realm_and_nonce(&self) -> Option<(&str, &str)> {
+        Some((self.realm.as_deref()?, self.nonce.as_deref()?))
+    }
+
+    /// Authenticates with this realm and nonce from the first request on.
+    pub fn set_realm_and_nonce(&mut self, realm: &str, nonce: &str) {
+        self.realm = Some(realm.to_owned());
+        self.nonce = Some(nonce.to_owned());
     }
 
     /// Uses other credentials from now on (the realm and nonce are kept).
@@ -119,6 +133,7 @@ impl TurnClient {
             match response.error_code {
                 None => return Ok(response),
                 Some(code @ (401 | 438)) if response.nonce.is_some() => {
+                    self.challenges += 1;
                     let fresh = self.nonce.is_none() || code == 438;
                     self.realm = response.realm.or(self.realm.take());
                     self.nonce = response.nonce;

@@ -91,6 +91,16 @@ pub struct RawConfig {
     /// Channel bindings per allocation. Default 128.
     #[arg(long, value_name = "N")]
     pub max_channels: Option<usize>,
+    /// Relay threads (shards), each with its own listener socket (SO_REUSEPORT), relay
+    /// sockets and a share of the port range. Default: the number of CPUs.
+    #[arg(long, value_name = "N")]
+    pub relay_threads: Option<usize>,
+    /// SO_RCVBUF of listener and relay sockets, in bytes. Default: the OS default.
+    #[arg(long, value_name = "BYTES")]
+    pub socket_recv_buffer_size: Option<usize>,
+    /// SO_SNDBUF of listener and relay sockets, in bytes. Default: the OS default.
+    #[arg(long, value_name = "BYTES")]
+    pub socket_send_buffer_size: Option<usize>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Default info.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -112,7 +122,7 @@ impl RawConfig {
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
-                log_level;
+                relay_threads, socket_recv_buffer_size, socket_send_buffer_size, log_level;
             list: listening_ip, relay_ip, external_ip, static_auth_secret, user,
                 denied_peer_ip, allowed_peer_ip);
         self
@@ -144,6 +154,10 @@ pub struct Config {
     /// UDP listener addresses.
     pub listeners: Vec<SocketAddr>,
     pub server: ServerConfig,
+    /// Number of shards (relay threads).
+    pub relay_threads: usize,
+    pub socket_recv_buffer_size: Option<usize>,
+    pub socket_send_buffer_size: Option<usize>,
     pub log_level: String,
 }
 
@@ -175,6 +189,22 @@ impl Config {
         }
 
         let (relay_v4, relay_v6) = relay_addresses(&raw, &listening_ips)?;
+        let ports = usize::from(max_port - min_port) + 1;
+        let relay_threads = match raw.relay_threads {
+            Some(0) => return err("relay-threads", "must be at least 1"),
+            Some(n) if n > 256 => return err("relay-threads", "must be at most 256"),
+            Some(n) if n > ports => {
+                return err(
+                    "relay-threads",
+                    "exceeds the number of relay ports (min-port to max-port)",
+                );
+            }
+            Some(n) => n,
+            // Each shard needs a port of its own.
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(ports),
+        };
 
         let realm = raw.realm.clone().unwrap_or_else(|| "ferroturn".into());
         if realm.is_empty() || realm.len() > 763 {
@@ -261,10 +291,14 @@ impl Config {
             max_permissions: raw.max_permissions.unwrap_or(128),
             max_channels: raw.max_channels.unwrap_or(128),
             strict_expiry: raw.strict_credential_expiry.unwrap_or(true),
+            nonce_key: rand::random(),
         };
         Ok(Config {
             listeners,
             server,
+            relay_threads,
+            socket_recv_buffer_size: raw.socket_recv_buffer_size,
+            socket_send_buffer_size: raw.socket_send_buffer_size,
             log_level: raw.log_level.clone().unwrap_or_else(|| "info".into()),
         })
     }

@@ -300,3 +300,70 @@ async fn ipv6_relay_over_ipv6_loopback() {
     assert!(c4.allocate().await.unwrap().is_ipv4());
     echo.abort();
 }
+
+/// With several shards the kernel spreads client 5-tuples across them: a nonce issued by
+/// one shard is accepted by every other, quotas and the own-address policy are shared,
+/// and relays of different shards reach each other.
+#[tokio::test]
+async fn shards_share_nonces_quotas_and_relayed_addresses() {
+    const CLIENTS: usize = 24;
+    let toml = format!(
+        "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{}\"\nstatic-auth-secret = [\"{SECRET}\"]\n\
+         relay-threads = 2\nmin-port = 50000\nmax-port = 50999\nuser-quota = {CLIENTS}\n",
+        common::REALM
+    );
+    let server = start_server_raw(&toml).await;
+    let mut first = client(&server, "alice").await;
+    let mut relayed = vec![first.allocate().await.unwrap()];
+    let (realm, nonce) = first
+        .realm_and_nonce()
+        .map(|(r, n)| (r.to_owned(), n.to_owned()))
+        .unwrap();
+    let mut clients = vec![first];
+    for _ in 1..CLIENTS {
+        let mut c = client(&server, "alice").await;
+        c.set_realm_and_nonce(&realm, &nonce);
+        relayed.push(c.allocate().await.unwrap());
+        assert_eq!(
+            c.challenges, 0,
+            "a nonce from another 5-tuple (maybe shard) was refused"
+        );
+        clients.push(c);
+    }
+    // Shard 0 relays from 50000-50499, shard 1 from 50500-50999 (2^-23 odds of one shard).
+    assert!(relayed.iter().any(|r| r.port() < 50500) && relayed.iter().any(|r| r.port() >= 50500));
+    // The user quota counts across shards.
+    let mut over = client(&server, "alice").await;
+    assert_eq!(error_code(over.allocate().await), 486);
+    // Every client reaches the next one's relayed address, whatever shard owns it.
+    for i in 0..CLIENTS {
+        let next = (i + 1) % CLIENTS;
+        clients[i]
+            .channel_bind(0x4000, relayed[next])
+            .await
+            .unwrap();
+        clients[next]
+            .create_permission(&[relayed[i]])
+            .await
+            .unwrap();
+    }
+    for i in 0..CLIENTS {
+        let next = (i + 1) % CLIENTS;
+        let msg = format!("from {i}");
+        clients[i]
+            .send_channel_data(0x4000, msg.as_bytes())
+            .await
+            .unwrap();
+        let got = clients[next].recv_relayed(WAIT).await.unwrap();
+        // `next` has its own channel bound to another peer, so this arrives as a Data
+        // indication from i's relayed address.
+        assert_eq!(
+            got,
+            Some(Relayed::Indication {
+                peer: relayed[i],
+                data: msg.into_bytes()
+            }),
+            "to client {next}"
+        );
+    }
+}

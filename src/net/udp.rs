@@ -1,14 +1,22 @@
-//! One shard's UDP event loop: listener sockets in, relay sockets out and in, the core
-//! in between. The receive buffer is allocated once; peer datagrams land after
-//! [`HEADROOM`] bytes so the core frames them in place.
+//! One shard's UDP event loop: its listener sockets (SO_REUSEPORT siblings of the other
+//! shards'), its relay sockets, and its core, with nothing shared on the packet path.
+//!
+//! Datagrams are received in batches (`recvmmsg`) into a fixed set of slots, each with
+//! [`HEADROOM`] free bytes in front so the core frames relayed data in place. A slot
+//! whose datagram is relayed stays taken until the next flush, where the pending sends
+//! go out in batches (`sendmmsg`) grouped by socket: every peer-to-client datagram of a
+//! turn leaves through the listener in one call.
 
+use super::batch::{self, BATCH, RecvMeta, SendItem};
 use crate::core::proto::data::{HEADROOM, TAILROOM};
-use crate::core::server::{DataTransmit, Event, FiveTuple, Path, Server, Transport};
+use crate::core::server::{AllocId, Event, FiveTuple, Path, Server, Transport};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,15 +26,35 @@ const LISTENER_BASE: usize = 1;
 const RELAY_BASE: usize = 1 << 16;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
-/// Datagrams taken from one socket before others get a turn.
-const BUDGET: usize = 64;
+const SLOT_LEN: usize = HEADROOM + MAX_DATAGRAM + TAILROOM;
+/// Receive slots: two batches, so one batch can arrive while the last one's sends wait.
+const SLOTS: usize = 2 * BATCH;
+/// Batches taken from one socket before others get a turn.
+const BUDGET: usize = 4;
 
-/// Creates a non-blocking UDP listener (IPv6 sockets are IPv6-only, so `::` and
-/// `0.0.0.0` can both be listened on).
-pub fn bind_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// Socket options applied to every listener and relay socket.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketOptions {
+    pub recv_buffer: Option<usize>,
+    pub send_buffer: Option<usize>,
+}
+
+/// Creates a non-blocking UDP socket bound to `addr`. IPv6 sockets are IPv6-only, so
+/// `::` and `0.0.0.0` can both be bound; `reuse_port` lets each shard bind the listening
+/// port, the kernel spreading clients across them by their address.
+pub fn bind(addr: SocketAddr, reuse_port: bool, opts: SocketOptions) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if let Some(n) = opts.recv_buffer {
+        socket.set_recv_buffer_size(n)?;
+    }
+    if let Some(n) = opts.send_buffer {
+        socket.set_send_buffer_size(n)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -34,8 +62,37 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 struct Relay {
-    id: crate::core::server::AllocId,
+    id: AllocId,
     socket: UdpSocket,
+}
+
+/// A relayed datagram waiting in a slot for the next flush.
+#[derive(Clone, Debug)]
+struct Pending {
+    slot: usize,
+    range: Range<usize>,
+    path: Path,
+}
+
+/// Which socket a pending datagram leaves through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Listener(u16),
+    Relay(AllocId),
+}
+
+fn via(path: &Path) -> Via {
+    match *path {
+        Path::Client { listener, .. } => Via::Listener(listener),
+        Path::Peer { relay, .. } => Via::Relay(relay),
+    }
+}
+
+fn destination(path: &Path) -> SocketAddr {
+    match *path {
+        Path::Client { client, .. } => client,
+        Path::Peer { peer, .. } => peer,
+    }
 }
 
 pub struct Shard {
@@ -43,17 +100,23 @@ pub struct Shard {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     core: Server,
+    opts: SocketOptions,
     listeners: Vec<UdpSocket>,
     relays: Vec<Option<Relay>>,
     /// Sockets that still had data when their budget ran out.
     backlog: Vec<Token>,
-    buf: Box<[u8]>,
+    slots: Vec<Box<[u8]>>,
+    /// Slots `0..taken` hold datagrams waiting in `pending`.
+    taken: usize,
+    pending: Vec<Pending>,
+    meta: [RecvMeta; BATCH],
 }
 
 impl Shard {
     pub fn new(
         core: Server,
         mut listeners: Vec<UdpSocket>,
+        opts: SocketOptions,
         stop: Arc<AtomicBool>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
@@ -67,10 +130,16 @@ impl Shard {
             waker,
             stop,
             core,
+            opts,
             listeners,
             relays: Vec::new(),
             backlog: Vec::new(),
-            buf: vec![0u8; HEADROOM + MAX_DATAGRAM + TAILROOM].into_boxed_slice(),
+            slots: (0..SLOTS)
+                .map(|_| vec![0u8; SLOT_LEN].into_boxed_slice())
+                .collect(),
+            taken: 0,
+            pending: Vec::with_capacity(SLOTS),
+            meta: [RecvMeta::default(); BATCH],
         })
     }
 
@@ -79,7 +148,8 @@ impl Shard {
     }
 
     pub fn run(mut self) {
-        let mut events = Events::with_capacity(256);
+        let mut events = Events::with_capacity(1024);
+        let mut ready: Vec<Token> = Vec::with_capacity(1024);
         let mut last_clock = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             let timeout = if self.backlog.is_empty() {
@@ -98,33 +168,34 @@ impl Shard {
                     return;
                 }
             }
-            let mut ready: Vec<Token> = std::mem::take(&mut self.backlog);
+            ready.clear();
+            ready.append(&mut self.backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
-            for token in ready {
+            for &token in &ready {
                 self.drain(token);
             }
+            self.flush_data();
             let now = Instant::now();
             if now.duration_since(last_clock) >= Duration::from_secs(1) {
                 self.core.set_wall_clock(now, super::unix_now());
                 last_clock = now;
             }
             self.core.handle_timeout(now);
-            self.flush();
+            self.flush_control();
         }
     }
 
-    /// Reads up to [`BUDGET`] datagrams from one socket.
+    /// Reads up to [`BUDGET`] batches from one socket.
     fn drain(&mut self, token: Token) {
         for _ in 0..BUDGET {
-            let received = if token.0 >= RELAY_BASE {
-                self.receive_peer(token.0 - RELAY_BASE)
-            } else {
-                self.receive_client(token.0 - LISTENER_BASE)
-            };
-            match received {
-                Ok(()) => {}
+            if self.taken + BATCH > SLOTS {
+                self.flush_data();
+            }
+            match self.receive(token) {
+                Ok(n) if n == BATCH => {}
+                Ok(_) => return,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // ICMP errors surface as errors on the next recv; keep reading.
+                // ICMP errors surface on the next receive; the socket is still good.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
                 Err(e) => {
                     tracing::debug!("recv failed: {e}");
@@ -137,73 +208,137 @@ impl Shard {
         }
     }
 
-    fn receive_client(&mut self, index: usize) -> io::Result<()> {
-        let Some(socket) = self.listeners.get(index) else {
-            return Err(io::ErrorKind::WouldBlock.into());
+    /// One batch from the socket behind `token` into the free slots, each datagram handed
+    /// to the core at once.
+    fn receive(&mut self, token: Token) -> io::Result<usize> {
+        let fd = if token.0 >= RELAY_BASE {
+            match self.relays.get(token.0 - RELAY_BASE) {
+                Some(Some(r)) => r.socket.as_raw_fd(),
+                _ => return Err(io::ErrorKind::WouldBlock.into()),
+            }
+        } else {
+            match self.listeners.get(token.0 - LISTENER_BASE) {
+                Some(s) => s.as_raw_fd(),
+                None => return Err(io::ErrorKind::WouldBlock.into()),
+            }
         };
-        let (n, from) = socket.recv_from(&mut self.buf[..MAX_DATAGRAM])?;
+        let start = self.taken;
+        let mut bufs: [&mut [u8]; BATCH] = Default::default();
+        for (b, slot) in bufs.iter_mut().zip(self.slots[start..].iter_mut()) {
+            *b = &mut slot[HEADROOM..HEADROOM + MAX_DATAGRAM];
+        }
+        let free = (SLOTS - start).min(BATCH);
+        let n = batch::recv_batch(fd, &mut bufs[..free], &mut self.meta)?;
+        let now = Instant::now();
+        for i in 0..n {
+            let RecvMeta { len, from } = self.meta[i];
+            if len > MAX_DATAGRAM {
+                continue;
+            }
+            let slot = start + i;
+            let payload = HEADROOM..HEADROOM + len;
+            let out = if token.0 >= RELAY_BASE {
+                self.peer_datagram(now, token.0 - RELAY_BASE, from, slot, payload)
+            } else {
+                self.client_datagram(now, token.0 - LISTENER_BASE, from, slot, payload)
+            };
+            if let Some((range, path)) = out {
+                // Keep the slot: move it to the front of the free area.
+                self.slots.swap(self.taken, slot);
+                self.pending.push(Pending {
+                    slot: self.taken,
+                    range,
+                    path,
+                });
+                self.taken += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn client_datagram(
+        &mut self,
+        now: Instant,
+        listener: usize,
+        from: SocketAddr,
+        slot: usize,
+        payload: Range<usize>,
+    ) -> Option<(Range<usize>, Path)> {
         let tuple = FiveTuple {
             client: from,
-            listener: index as u16,
+            listener: listener as u16,
             transport: Transport::Udp,
         };
-        let now = Instant::now();
-        if let Some(t) = self
+        let datagram = &mut self.slots[slot][payload.clone()];
+        let out = self.core.handle_client_datagram(now, tuple, datagram);
+        // Requests may ask for relay sockets; bind them before the next datagram.
+        self.flush_control();
+        out.map(|t| {
+            (
+                t.range.start + payload.start..t.range.end + payload.start,
+                t.path,
+            )
+        })
+    }
+
+    fn peer_datagram(
+        &mut self,
+        now: Instant,
+        index: usize,
+        from: SocketAddr,
+        slot: usize,
+        payload: Range<usize>,
+    ) -> Option<(Range<usize>, Path)> {
+        let id = self.relays.get(index)?.as_ref()?.id;
+        let out = self
             .core
-            .handle_client_datagram(now, tuple, &mut self.buf[..n])
-        {
-            self.send_data(t);
-        }
-        self.flush();
-        Ok(())
+            .handle_peer_datagram(now, id, from, &mut self.slots[slot], payload)?;
+        Some((out.range, out.path))
     }
 
-    fn receive_peer(&mut self, index: usize) -> io::Result<()> {
-        let Some(Some(relay)) = self.relays.get(index) else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        let id = relay.id;
-        let (n, from) = relay
-            .socket
-            .recv_from(&mut self.buf[HEADROOM..HEADROOM + MAX_DATAGRAM])?;
-        let now = Instant::now();
-        if let Some(t) =
-            self.core
-                .handle_peer_datagram(now, id, from, &mut self.buf, HEADROOM..HEADROOM + n)
-        {
-            self.send_data(t);
+    /// Sends every pending relayed datagram, batching runs that leave through the same
+    /// socket, and frees the slots. A full socket buffer drops the rest of a run, as UDP
+    /// would.
+    fn flush_data(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let through = via(&self.pending[i].path);
+            let mut items = [SendItem {
+                bytes: &[],
+                to: destination(&self.pending[i].path),
+            }; BATCH];
+            let mut m = 0;
+            while i + m < self.pending.len()
+                && m < BATCH
+                && via(&self.pending[i + m].path) == through
+            {
+                let p = &self.pending[i + m];
+                items[m] = SendItem {
+                    bytes: &self.slots[p.slot][p.range.clone()],
+                    to: destination(&p.path),
+                };
+                m += 1;
+            }
+            let fd = match through {
+                Via::Listener(l) => self.listeners.get(usize::from(l)).map(|s| s.as_raw_fd()),
+                Via::Relay(id) => match self.relays.get(id.index as usize) {
+                    Some(Some(r)) if r.id == id => Some(r.socket.as_raw_fd()),
+                    _ => None,
+                },
+            };
+            if let Some(fd) = fd {
+                if let Err(e) = batch::send_batch(fd, &items[..m]) {
+                    tracing::trace!("send failed: {e}");
+                }
+            }
+            i += m;
         }
-        Ok(())
-    }
-
-    fn send_data(&self, t: DataTransmit) {
-        let Some(bytes) = self.buf.get(t.range) else {
-            return;
-        };
-        self.send(t.path, bytes);
-    }
-
-    /// Sends one datagram; a full socket buffer drops it, as UDP would.
-    fn send(&self, path: Path, bytes: &[u8]) {
-        let result = match path {
-            Path::Client {
-                listener, client, ..
-            } => match self.listeners.get(usize::from(listener)) {
-                Some(s) => s.send_to(bytes, client),
-                None => return,
-            },
-            Path::Peer { relay, peer } => match self.relays.get(relay.index as usize) {
-                Some(Some(r)) if r.id == relay => r.socket.send_to(bytes, peer),
-                _ => return,
-            },
-        };
-        if let Err(e) = result {
-            tracing::trace!("send failed: {e}");
-        }
+        self.pending.clear();
+        self.taken = 0;
     }
 
     /// Carries out the core's requests and sends its control messages.
-    fn flush(&mut self) {
+    fn flush_control(&mut self) {
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::BindRelay { relay, local } => {
@@ -214,28 +349,30 @@ impl Shard {
                     self.core
                         .handle_relay_bound(Instant::now(), relay, bound.is_ok());
                 }
-                Event::CloseRelay { relay } => {
-                    if let Some(slot) = self.relays.get_mut(relay.index as usize) {
-                        if slot.as_ref().is_some_and(|r| r.id == relay) {
-                            if let Some(mut r) = slot.take() {
-                                let _ = self.poll.registry().deregister(&mut r.socket);
-                            }
-                        }
-                    }
-                }
+                Event::CloseRelay { relay } => self.close_relay(relay),
             }
         }
         while let Some(t) = self.core.poll_transmit() {
-            self.send(t.path, &t.payload);
+            let result = match t.path {
+                Path::Client {
+                    listener, client, ..
+                } => match self.listeners.get(usize::from(listener)) {
+                    Some(s) => s.send_to(&t.payload, client),
+                    None => continue,
+                },
+                Path::Peer { relay, peer } => match self.relays.get(relay.index as usize) {
+                    Some(Some(r)) if r.id == relay => r.socket.send_to(&t.payload, peer),
+                    _ => continue,
+                },
+            };
+            if let Err(e) = result {
+                tracing::trace!("send failed: {e}");
+            }
         }
     }
 
-    fn bind_relay(
-        &mut self,
-        id: crate::core::server::AllocId,
-        local: SocketAddr,
-    ) -> io::Result<()> {
-        let mut socket = bind_listener(local)?;
+    fn bind_relay(&mut self, id: AllocId, local: SocketAddr) -> io::Result<()> {
+        let mut socket = bind(local, false, self.opts)?;
         let index = id.index as usize;
         self.poll.registry().register(
             &mut socket,
@@ -249,5 +386,15 @@ impl Shard {
             let _ = self.poll.registry().deregister(&mut old.socket);
         }
         Ok(())
+    }
+
+    fn close_relay(&mut self, id: AllocId) {
+        if let Some(slot) = self.relays.get_mut(id.index as usize) {
+            if slot.as_ref().is_some_and(|r| r.id == id) {
+                if let Some(mut r) = slot.take() {
+                    let _ = self.poll.registry().deregister(&mut r.socket);
+                }
+            }
+        }
     }
 }

@@ -76,6 +76,9 @@ pub struct ServerConfig {
     pub max_channels: usize,
     /// Refuse expired REST usernames on requests for existing allocations too.
     pub strict_expiry: bool,
+    /// Key of the stateless nonces (from the OS CSPRNG), the same in every shard so a
+    /// nonce issued by one is accepted by all.
+    pub nonce_key: [u8; 32],
 }
 
 /// Where a datagram goes.
@@ -143,8 +146,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server whose secrets (nonce key, port choice) derive from `seed`, which the
-    /// caller takes from the OS CSPRNG; `unix_now` is the wall clock at `now`.
+    /// A server whose random choices (relay ports, indication transaction ids) derive
+    /// from `seed`, which the caller takes from the OS CSPRNG; `unix_now` is the wall
+    /// clock at `now`.
     pub fn new(
         cfg: ServerConfig,
         shared: Arc<dyn SharedState>,
@@ -153,10 +157,9 @@ impl Server {
         unix_now: u64,
     ) -> Self {
         let mut rng = StdRng::from_seed(seed);
-        let nonce_key: [u8; 32] = rng.random();
         let indication_txn: [u8; 12] = rng.random();
         Self {
-            nonces: Nonces::new(nonce_key, cfg.nonce_lifetime.as_secs()),
+            nonces: Nonces::new(cfg.nonce_key, cfg.nonce_lifetime.as_secs()),
             ports_v4: PortPool::new(cfg.min_port, cfg.max_port),
             ports_v6: PortPool::new(cfg.min_port, cfg.max_port),
             cfg,
