@@ -91,6 +91,10 @@ pub struct RawConfig {
     /// Channel bindings per allocation. Default 128.
     #[arg(long, value_name = "N")]
     pub max_channels: Option<usize>,
+    /// Answers to unauthenticated requests (401/438 challenges, Binding) per second per
+    /// source IP, in bursts of twice that; 0 = unlimited. Default 50.
+    #[arg(long, value_name = "N")]
+    pub unauthenticated_rate: Option<u32>,
     /// Relay threads (shards), each with its own listener socket (SO_REUSEPORT), relay
     /// sockets and a share of the port range. Default: the number of CPUs.
     #[arg(long, value_name = "N")]
@@ -122,7 +126,7 @@ impl RawConfig {
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
-                relay_threads, socket_recv_buffer_size, socket_send_buffer_size, log_level;
+                relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level;
             list: listening_ip, relay_ip, external_ip, static_auth_secret, user,
                 denied_peer_ip, allowed_peer_ip);
         self
@@ -291,6 +295,7 @@ impl Config {
             max_permissions: raw.max_permissions.unwrap_or(128),
             max_channels: raw.max_channels.unwrap_or(128),
             strict_expiry: raw.strict_credential_expiry.unwrap_or(true),
+            unauthenticated_rate: raw.unauthenticated_rate.unwrap_or(50),
             nonce_key: rand::random(),
         };
         Ok(Config {

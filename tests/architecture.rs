@@ -34,8 +34,10 @@ fn core_never_mentions_tokio_sockets_or_the_clock() {
     ];
     for file in files {
         let source = std::fs::read_to_string(&file).expect("read source");
-        // Only code counts: comments may say what the core avoids.
-        let text: String = source
+        // Only non-test code counts: comments may say what the core avoids, and unit
+        // tests (the `#[cfg(test)]` module closing each file) may read the clock.
+        let code = source.split("#[cfg(test)]").next().unwrap_or("");
+        let text: String = code
             .lines()
             .filter(|l| !l.trim_start().starts_with("//"))
             .collect::<Vec<_>>()

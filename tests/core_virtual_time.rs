@@ -1564,3 +1564,41 @@ fn external_ip_is_advertised_and_mapped_both_ways() {
     assert_eq!(path, to_client(b.tuple));
     assert_eq!(data_indication(&bytes), (ra, b"hi".to_vec()));
 }
+
+/// Answers to unauthenticated requests are rate-limited per source IP in bounded memory
+/// (the default: 50 per second, bursts of 100): a flood from many ports of one address
+/// gets at most the burst answered and keeps no state, while another address is served.
+#[test]
+fn unauthenticated_flood_is_answered_within_the_per_source_rate() {
+    let mut h = Harness::new("");
+    let mut answered = 0;
+    for port in 0..1000u16 {
+        let txn = h.next_txn();
+        let msg = build(
+            method::ALLOCATE,
+            &txn,
+            &[RequestAttr::RequestedTransport(UDP)],
+            &[],
+            None,
+            false,
+        );
+        let (_, out) = h.send(udp(&format!("198.51.100.50:{}", 10000 + port)), &msg);
+        answered += out.len();
+    }
+    assert_eq!(answered, 100, "the burst, and nothing more");
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.deadline_count(), 0);
+    // Another source is unaffected.
+    let mut c = alice();
+    h.allocate(&mut c, &[]);
+    // A second later the flooding source has 50 more answers.
+    h.advance_to(1);
+    let mut later = 0;
+    for port in 0..200u16 {
+        let txn = h.next_txn();
+        let msg = build(method::BINDING, &txn, &[], &[], None, false);
+        let (_, out) = h.send(udp(&format!("198.51.100.50:{}", 20000 + port)), &msg);
+        later += out.len();
+    }
+    assert_eq!(later, 50);
+}

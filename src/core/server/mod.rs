@@ -18,6 +18,7 @@ mod auth;
 mod channel_bind;
 mod deadlines;
 pub mod error;
+mod limiter;
 mod permission;
 pub mod policy;
 pub mod ports;
@@ -76,6 +77,9 @@ pub struct ServerConfig {
     pub max_channels: usize,
     /// Refuse expired REST usernames on requests for existing allocations too.
     pub strict_expiry: bool,
+    /// Answers to unauthenticated requests per second per source IP (bursts of twice
+    /// that); 0 = unlimited.
+    pub unauthenticated_rate: u32,
     /// Key of the stateless nonces (from the OS CSPRNG), the same in every shard so a
     /// nonce issued by one is accepted by all.
     pub nonce_key: [u8; 32],
@@ -143,6 +147,7 @@ pub struct Server {
     /// Responses to requests that deleted their allocation (Refresh with LIFETIME 0).
     closed: VecDeque<(FiveTuple, [u8; 12], Vec<u8>, Instant)>,
     indication_txn: [u8; 12],
+    limiter: limiter::SourceLimiter,
 }
 
 impl Server {
@@ -158,6 +163,7 @@ impl Server {
     ) -> Self {
         let mut rng = StdRng::from_seed(seed);
         let indication_txn: [u8; 12] = rng.random();
+        let cfg_rate = cfg.unauthenticated_rate;
         Self {
             nonces: Nonces::new(cfg.nonce_key, cfg.nonce_lifetime.as_secs()),
             ports_v4: PortPool::new(cfg.min_port, cfg.max_port),
@@ -172,6 +178,7 @@ impl Server {
             clock: (now, unix_now),
             closed: VecDeque::new(),
             indication_txn,
+            limiter: limiter::SourceLimiter::new(cfg_rate),
         }
     }
 
@@ -226,9 +233,7 @@ impl Server {
             }
             (Class::Request, _) => {
                 // RFC 8489 section 6.3.1: an unknown method in a request is a 400.
-                let response =
-                    self.error_response(now, &tuple, &scan, RequestError::BadRequest, None);
-                self.send_to_client(tuple, response);
+                self.reply_unauthenticated(now, tuple, &scan, RequestError::BadRequest);
                 None
             }
             _ => None,
@@ -241,7 +246,21 @@ impl Server {
             return;
         };
         if scan.class == Class::Request {
-            let response = self.error_response(now, &tuple, &scan, RequestError::BadRequest, None);
+            self.reply_unauthenticated(now, tuple, &scan, RequestError::BadRequest);
+        }
+    }
+
+    /// An error answer to a request that did not authenticate, within the per-source rate
+    /// limit (otherwise nothing is sent).
+    fn reply_unauthenticated(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        scan: &Scan,
+        err: RequestError,
+    ) {
+        if self.limiter.allow(tuple.client.ip(), now) {
+            let response = self.error_response(now, &tuple, scan, err, None);
             self.send_to_client(tuple, response);
         }
     }
@@ -249,6 +268,9 @@ impl Server {
     /// RFC 8489 section 3: a Binding request is answered with the reflexive address; no
     /// authentication, no SOFTWARE (it only adds amplification).
     fn handle_binding(&mut self, now: Instant, tuple: FiveTuple, scan: &Scan) {
+        if !self.limiter.allow(tuple.client.ip(), now) {
+            return;
+        }
         let response = if scan.unknown().is_empty() {
             codec::encode(
                 method::BINDING,

@@ -31,16 +31,12 @@ impl Server {
         let req = match codec::decode_request(buf, scan) {
             Ok(req) => req,
             Err(_) => {
-                let r = self.error_response(now, &tuple, scan, RequestError::BadRequest, None);
-                return self.send_to_client(tuple, r);
+                return self.reply_unauthenticated(now, tuple, scan, RequestError::BadRequest);
             }
         };
         let auth = match self.authenticate(now, &tuple, buf, scan, &req) {
             Ok(auth) => auth,
-            Err(e) => {
-                let r = self.error_response(now, &tuple, scan, e, None);
-                return self.send_to_client(tuple, r);
-            }
+            Err(e) => return self.reply_unauthenticated(now, tuple, scan, e),
         };
         let result = self.dispatch(now, tuple, scan, &req, &auth);
         let response = match result {
