@@ -1,33 +1,23 @@
-//! Micro-benchmarks of the per-packet work: the pre-scan + decode + integrity check of an
-//! authenticated request, and the relay fast path in both directions.
-//! `cargo bench --bench fast_path`; prints nanoseconds per operation (median of 5 runs).
+//! Micro-benchmarks of the per-packet work (`cargo bench --bench fast_path`): the
+//! pre-scan, stun-rs decode and integrity check of an authenticated Allocate, the
+//! integrity check alone, and the relay fast path in both directions through the core.
 
 #[path = "../tests/support/relay_setup.rs"]
 mod relay_setup;
 
+use divan::{Bencher, black_box};
 use ferroturn::core::proto::codec::{self, RequestAttr};
 use ferroturn::core::proto::data::{HEADROOM, TAILROOM};
 use ferroturn::core::proto::integrity::{long_term_key, verify};
 use ferroturn::core::proto::scan::scan;
 use ferroturn::core::proto::wire::method;
-use std::hint::black_box;
-use std::time::Instant;
-
-fn bench(name: &str, iterations: u32, mut f: impl FnMut()) {
-    let mut runs: Vec<f64> = (0..5)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iterations {
-                f();
-            }
-            start.elapsed().as_nanos() as f64 / f64::from(iterations)
-        })
-        .collect();
-    runs.sort_by(f64::total_cmp);
-    println!("{name:<48} {:>10.1} ns/op", runs[2]);
-}
+use relay_setup::{CHANNEL, CHANNEL_PEER, PERMITTED_PEER, addr};
 
 fn main() {
+    divan::main();
+}
+
+fn allocate_request() -> (Vec<u8>, [u8; 16]) {
     let key = long_term_key("1700000000:alice", "example.org", b"password");
     let attrs = [
         RequestAttr::Username("1700000000:alice"),
@@ -36,56 +26,86 @@ fn main() {
         RequestAttr::RequestedTransport(17),
         RequestAttr::Lifetime(600),
     ];
-    let allocate = codec::encode_request(method::ALLOCATE, false, &[3; 12], &attrs, Some(&key))
+    let msg = codec::encode_request(method::ALLOCATE, false, &[3; 12], &attrs, Some(&key))
         .expect("encode");
-    bench(
-        "allocate: scan + stun-rs decode + integrity",
-        20_000,
-        || {
-            let s = scan(black_box(&allocate)).expect("scan");
-            let r = codec::decode_request(&allocate, &s).expect("decode");
-            black_box(verify(&allocate, s.integrity.expect("mi"), &key));
-            black_box(r);
-        },
-    );
+    (msg, key)
+}
 
-    let relay_setup::Ready {
-        mut server,
-        now,
-        tuple,
-        relay,
-    } = relay_setup::relay_setup();
-    let mut cd = ferroturn::client::channel_data(relay_setup::CHANNEL, &[7u8; 1200]);
-    bench("client ChannelData -> peer (1200 B)", 1_000_000, || {
-        black_box(server.handle_client_datagram(now, tuple, black_box(&mut cd)));
+#[divan::bench]
+fn allocate_scan_decode_verify(bencher: Bencher) {
+    let (msg, key) = allocate_request();
+    bencher.bench(|| {
+        let s = scan(black_box(&msg)).expect("scan");
+        let r = codec::decode_request(&msg, &s).expect("decode");
+        black_box((verify(&msg, s.integrity.expect("mi"), &key), r))
     });
-    let peer = relay_setup::addr(relay_setup::CHANNEL_PEER);
-    let mut buf = vec![0u8; HEADROOM + 1200 + TAILROOM];
-    bench(
-        "peer datagram -> client ChannelData (1200 B)",
-        1_000_000,
-        || {
-            black_box(server.handle_peer_datagram(
-                now,
-                relay,
-                peer,
-                black_box(&mut buf),
-                HEADROOM..HEADROOM + 1200,
-            ));
-        },
-    );
-    let other = relay_setup::addr(relay_setup::PERMITTED_PEER);
-    bench(
-        "peer datagram -> client Data indication (1200 B)",
-        1_000_000,
-        || {
-            black_box(server.handle_peer_datagram(
-                now,
-                relay,
-                other,
-                black_box(&mut buf),
-                HEADROOM..HEADROOM + 1200,
-            ));
-        },
-    );
+}
+
+#[divan::bench]
+fn allocate_scan_only(bencher: Bencher) {
+    let (msg, _) = allocate_request();
+    bencher.bench(|| black_box(scan(black_box(&msg)).is_ok()));
+}
+
+#[divan::bench]
+fn integrity_verify(bencher: Bencher) {
+    let (msg, key) = allocate_request();
+    let at = scan(&msg).expect("scan").integrity.expect("mi");
+    bencher.bench(|| black_box(verify(black_box(&msg), at, &key)));
+}
+
+#[divan::bench(args = [200, 1200])]
+fn client_channel_data_to_peer(bencher: Bencher, size: usize) {
+    let mut r = relay_setup::relay_setup();
+    let mut cd = ferroturn::client::channel_data(CHANNEL, &vec![7u8; size]);
+    bencher.bench_local(|| {
+        black_box(
+            r.server
+                .handle_client_datagram(r.now, r.tuple, black_box(&mut cd)),
+        )
+    });
+}
+
+#[divan::bench(args = [200, 1200])]
+fn client_send_indication_to_peer(bencher: Bencher, size: usize) {
+    let mut r = relay_setup::relay_setup();
+    let mut send = ferroturn::client::send_indication(addr(PERMITTED_PEER), &vec![7u8; size]);
+    bencher.bench_local(|| {
+        black_box(
+            r.server
+                .handle_client_datagram(r.now, r.tuple, black_box(&mut send)),
+        )
+    });
+}
+
+#[divan::bench(args = [200, 1200])]
+fn peer_to_client_channel_data(bencher: Bencher, size: usize) {
+    let mut r = relay_setup::relay_setup();
+    let peer = addr(CHANNEL_PEER);
+    let mut buf = vec![0u8; HEADROOM + size + TAILROOM];
+    bencher.bench_local(|| {
+        black_box(r.server.handle_peer_datagram(
+            r.now,
+            r.relay,
+            peer,
+            black_box(&mut buf),
+            HEADROOM..HEADROOM + size,
+        ))
+    });
+}
+
+#[divan::bench(args = [200, 1200])]
+fn peer_to_client_data_indication(bencher: Bencher, size: usize) {
+    let mut r = relay_setup::relay_setup();
+    let peer = addr(PERMITTED_PEER);
+    let mut buf = vec![0u8; HEADROOM + size + TAILROOM];
+    bencher.bench_local(|| {
+        black_box(r.server.handle_peer_datagram(
+            r.now,
+            r.relay,
+            peer,
+            black_box(&mut buf),
+            HEADROOM..HEADROOM + size,
+        ))
+    });
 }
