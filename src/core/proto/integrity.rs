@@ -37,16 +37,6 @@ pub fn verify(buf: &[u8], at: usize, key: &[u8]) -> bool {
     mac.verify_slice(tag).is_ok()
 }
 
-/// A copy of the message cut right after MESSAGE-INTEGRITY (at `at`), its length field
-/// adjusted, so that a decoder sees nothing the integrity does not cover.
-pub fn truncated_at_integrity(buf: &[u8], at: usize) -> Option<Vec<u8>> {
-    let end = at.checked_add(MI_ATTR_LEN)?;
-    let mut out = buf.get(..end)?.to_vec();
-    let len = u16::try_from(end - HEADER_LEN).ok()?;
-    out.get_mut(2..4)?.copy_from_slice(&len.to_be_bytes());
-    Some(out)
-}
-
 /// Appends MESSAGE-INTEGRITY (when `key` is given) and FINGERPRINT (when asked) to an
 /// encoded message, updating its length field before each (RFC 8489 sections 14.5, 14.7).
 pub fn seal(msg: &mut Vec<u8>, key: Option<&[u8]>, with_fingerprint: bool) {

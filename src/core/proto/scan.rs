@@ -49,6 +49,10 @@ pub struct Scan {
     /// First XOR-PEER-ADDRESS and DATA values (used by the Send indication fast path).
     pub peer: Option<Range<usize>>,
     pub data: Option<Range<usize>>,
+    /// First USERNAME, REALM and NONCE values before MESSAGE-INTEGRITY.
+    pub username: Option<Range<usize>>,
+    pub realm: Option<Range<usize>>,
+    pub nonce: Option<Range<usize>>,
 }
 
 impl Scan {
@@ -66,6 +70,9 @@ impl Scan {
             unknown_len: 0,
             peer: None,
             data: None,
+            username: None,
+            realm: None,
+            nonce: None,
         }
     }
 
@@ -180,6 +187,9 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ScanError> {
             attr::REALM | attr::NONCE | attr::SOFTWARE if vlen > MAX_QUOTED_TEXT => {
                 oversize = oversize.or(Some(t))
             }
+            attr::USERNAME if out.username.is_none() => out.username = Some(value..value + vlen),
+            attr::REALM if out.realm.is_none() => out.realm = Some(value..value + vlen),
+            attr::NONCE if out.nonce.is_none() => out.nonce = Some(value..value + vlen),
             attr::XOR_PEER_ADDRESS if out.peer.is_none() => out.peer = Some(value..value + vlen),
             attr::DATA if out.data.is_none() => out.data = Some(value..value + vlen),
             t if t < 0x8000
