@@ -84,40 +84,102 @@ pub fn recv_batch(fd: RawFd, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> i
     Ok(got)
 }
 
-/// Sends up to `BATCH` datagrams in one call; returns how many the kernel took (a full
-/// socket buffer stops the batch early: `WouldBlock` if it took none).
-pub fn send_batch(fd: RawFd, items: &[SendItem<'_>]) -> io::Result<usize> {
-    let n = items.len().min(BATCH);
-    if n == 0 {
+/// The most segments in one GSO send (the kernel's UDP_MAX_SEGMENTS).
+pub const MAX_SEGMENTS: usize = 64;
+/// The most datagrams one [`send_segmented`] call moves.
+pub const MAX_ITEMS: usize = 64;
+
+/// Sends `items` with `sendmmsg`, one message per run of consecutive items to the same
+/// destination whose lengths are equal (the last of a run may be shorter): such a run
+/// leaves as a single UDP GSO message (`UDP_SEGMENT`), which the kernel splits into
+/// datagrams at the last possible moment. `gso` false sends one message per item.
+/// Returns how many items the kernel took.
+pub fn send_segmented(fd: RawFd, items: &[SendItem<'_>], gso: bool) -> io::Result<usize> {
+    let items = &items[..items.len().min(MAX_ITEMS)];
+    if items.is_empty() {
         return Ok(0);
     }
     // SAFETY: all-zero is a valid value for these plain C structs.
     let mut names: [libc::sockaddr_storage; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
     // SAFETY: as above.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+    let mut iovs: [libc::iovec; MAX_ITEMS] = unsafe { MaybeUninit::zeroed().assume_init() };
     // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
-    for i in 0..n {
-        let len = to_storage(items[i].to, &mut names[i]);
-        // The kernel only reads through iov_base on send.
-        iovs[i] = libc::iovec {
-            iov_base: items[i].bytes.as_ptr() as *mut libc::c_void,
-            iov_len: items[i].bytes.len(),
-        };
-        hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-        hdrs[i].msg_hdr.msg_namelen = len;
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
+    // Room for one cmsghdr carrying a u16, 8-byte aligned.
+    let mut controls = [[0u64; 4]; BATCH];
+    let mut counts = [0usize; BATCH];
+    let mut messages = 0;
+    let mut i = 0;
+    while i < items.len() && messages < BATCH {
+        let first = items[i];
+        let segment = first.bytes.len();
+        let mut n = 1;
+        if gso && segment > 0 {
+            let mut total = segment;
+            while i + n < items.len() && n < MAX_SEGMENTS {
+                let next = items[i + n];
+                let len = next.bytes.len();
+                if next.to != first.to || len > segment || total + len > MAX_DATAGRAM_BYTES {
+                    break;
+                }
+                total += len;
+                n += 1;
+                if len < segment {
+                    break; // a shorter datagram can only end a run
+                }
+            }
+        }
+        for k in 0..n {
+            let b = items[i + k].bytes;
+            // The kernel only reads through iov_base on send.
+            iovs[i + k] = libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            };
+        }
+        let h = &mut hdrs[messages].msg_hdr;
+        let len = to_storage(first.to, &mut names[messages]);
+        h.msg_name = (&mut names[messages] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = len;
+        h.msg_iov = &mut iovs[i];
+        h.msg_iovlen = n;
+        if n > 1 {
+            let control = &mut controls[messages];
+            h.msg_control = control.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE is a pure computation.
+            h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+            // SAFETY: msg_control points at `control`, which is larger than CMSG_SPACE(2)
+            // and 8-byte aligned, so CMSG_FIRSTHDR returns a valid header inside it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), segment as u16);
+            }
+        }
+        counts[messages] = n;
+        messages += 1;
+        i += n;
     }
-    // SAFETY: every header points at a live iovec, payload and address of this frame, and
-    // `n` does not exceed the arrays.
-    let sent =
-        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    // SAFETY: every header points at live iovecs, payloads, addresses and control buffers
+    // of this frame, and `messages` does not exceed the arrays.
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            messages as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(sent as usize)
+    Ok(counts[..sent as usize].iter().sum())
 }
+
+/// A GSO message may not exceed the largest IP payload.
+const MAX_DATAGRAM_BYTES: usize = 65_000;
 
 fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(s.ss_family) {
@@ -191,7 +253,7 @@ mod tests {
             let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
             let items: Vec<SendItem<'_>> =
                 payloads.iter().map(|p| SendItem { bytes: p, to }).collect();
-            assert_eq!(send_batch(a.as_raw_fd(), &items).unwrap(), 5);
+            assert_eq!(send_segmented(a.as_raw_fd(), &items, false).unwrap(), 5);
             let mut storage = vec![vec![0u8; 64]; 8];
             let mut bufs: Vec<&mut [u8]> = storage.iter_mut().map(|b| &mut b[..]).collect();
             let mut meta = [RecvMeta::default(); 8];
@@ -219,6 +281,42 @@ mod tests {
                     .kind(),
                 io::ErrorKind::WouldBlock
             );
+        }
+    }
+
+    #[test]
+    fn segmented_sends_arrive_as_separate_datagrams() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for s in [&b, &c] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+        }
+        let (to_b, to_c) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        // Five to b (four of 100 bytes, then 40: one GSO message), one to c, two to b.
+        let payloads: Vec<(Vec<u8>, SocketAddr)> = vec![
+            (vec![1; 100], to_b),
+            (vec![2; 100], to_b),
+            (vec![3; 100], to_b),
+            (vec![4; 100], to_b),
+            (vec![5; 40], to_b),
+            (vec![6; 10], to_c),
+            (vec![7; 30], to_b),
+            (vec![8; 30], to_b),
+        ];
+        let items: Vec<SendItem<'_>> = payloads
+            .iter()
+            .map(|(p, to)| SendItem { bytes: p, to: *to })
+            .collect();
+        for gso in [true, false] {
+            assert_eq!(send_segmented(a.as_raw_fd(), &items, gso).unwrap(), 8);
+            let mut buf = [0u8; 200];
+            for (p, to) in &payloads {
+                let s = if *to == to_b { &b } else { &c };
+                let (n, _) = s.recv_from(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &p[..], "gso {gso}");
+            }
         }
     }
 

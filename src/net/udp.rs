@@ -75,7 +75,7 @@ struct Pending {
 }
 
 /// Which socket a pending datagram leaves through.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Via {
     Listener(u16),
     Relay(AllocId),
@@ -110,6 +110,9 @@ pub struct Shard {
     taken: usize,
     pending: Vec<Pending>,
     meta: [RecvMeta; BATCH],
+    /// UDP GSO for runs of datagrams to one destination; turned off if the kernel
+    /// refuses it.
+    gso: bool,
 }
 
 impl Shard {
@@ -140,6 +143,7 @@ impl Shard {
             taken: 0,
             pending: Vec::with_capacity(SLOTS),
             meta: [RecvMeta::default(); BATCH],
+            gso: true,
         })
     }
 
@@ -296,20 +300,23 @@ impl Shard {
         Some((out.range, out.path))
     }
 
-    /// Sends every pending relayed datagram, batching runs that leave through the same
-    /// socket, and frees the slots. A full socket buffer drops the rest of a run, as UDP
-    /// would.
+    /// Sends every pending relayed datagram and frees the slots. Datagrams are grouped
+    /// by socket and destination (order within a flow is kept), each socket's share
+    /// leaves in `sendmmsg` calls, and runs to one destination as UDP GSO messages. A
+    /// full socket buffer drops the rest, as UDP would.
     fn flush_data(&mut self) {
+        self.pending
+            .sort_by_key(|p| (via(&p.path), destination(&p.path)));
         let mut i = 0;
         while i < self.pending.len() {
             let through = via(&self.pending[i].path);
             let mut items = [SendItem {
                 bytes: &[],
                 to: destination(&self.pending[i].path),
-            }; BATCH];
+            }; batch::MAX_ITEMS];
             let mut m = 0;
             while i + m < self.pending.len()
-                && m < BATCH
+                && m < batch::MAX_ITEMS
                 && via(&self.pending[i + m].path) == through
             {
                 let p = &self.pending[i + m];
@@ -327,8 +334,34 @@ impl Shard {
                 },
             };
             if let Some(fd) = fd {
-                if let Err(e) = batch::send_batch(fd, &items[..m]) {
-                    tracing::trace!("send failed: {e}");
+                let mut sent = 0;
+                while sent < m {
+                    match batch::send_segmented(fd, &items[sent..m], self.gso) {
+                        Ok(0) => break,
+                        Ok(n) => sent += n,
+                        // What the kernel answers when it (or the device) cannot do GSO.
+                        Err(e)
+                            if self.gso
+                                && matches!(
+                                    e.raw_os_error(),
+                                    Some(
+                                        libc::EIO
+                                            | libc::EINVAL
+                                            | libc::ENOPROTOOPT
+                                            | libc::EOPNOTSUPP
+                                    )
+                                ) =>
+                        {
+                            tracing::info!(
+                                "UDP GSO unavailable ({e}); sending datagrams one by one"
+                            );
+                            self.gso = false;
+                        }
+                        Err(e) => {
+                            tracing::trace!("send failed: {e}");
+                            break;
+                        }
+                    }
                 }
             }
             i += m;
