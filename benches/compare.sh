@@ -1,0 +1,502 @@
+#!/usr/bin/env bash
+# ferroturn and coturn side by side on loopback, with the kernel floor (a raw UDP
+# forwarder) where it applies. From a clean clone, as root on Debian:
+#
+#   bash benches/compare.sh [--quick] [--rounds N] [--scenarios a,b,...] [--out DIR]
+#
+# Every scenario runs once per round against a freshly started server, ferroturn and
+# coturn in turn (A B A B ...), the server pinned to CPU 0 and the load generator
+# (ferroturn-bench) to CPU 1. Both servers get one relay thread, the same REST secret,
+# relay port ranges of the same size and loopback peers allowed. Each run's JSON line is
+# kept in DIR/results.jsonl (default target/bench-results/<timestamp>/); the medians are
+# printed and written to DIR/summary.md. All traffic stays on 127.0.0.0/8.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: bash benches/compare.sh [--quick] [--rounds N] [--scenarios LIST] [--out DIR]
+  --quick           1 round, 2 s per relay scenario, smaller counts
+  --rounds N        rounds (default 5; 1 with --quick)
+  --scenarios LIST  comma-separated subset of: relay-1x200 relay-64x200 relay-1x1200
+                    relay-64x1200 relay-cpu relay-half setup idle-10k idle-30k
+                    flood flood-ips
+  --out DIR         results directory (default target/bench-results/<timestamp>)
+EOF
+}
+
+rounds=5
+rounds_set=0
+quick=0
+only=""
+out=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) quick=1 ;;
+    --rounds) rounds="${2:?--rounds needs a number}"; rounds_set=1; shift ;;
+    --scenarios) only="${2:?--scenarios needs a list}"; shift ;;
+    --out) out="${2:?--out needs a directory}"; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive number" >&2; exit 2; }
+
+if [ "$quick" = 1 ]; then
+    [ "$rounds_set" = 1 ] || rounds=1
+    duration=2 warmup=1 hold=2 setup_count=3000 flood_requests=40000
+else
+    duration=6 warmup=2 hold=5 setup_count=10000 flood_requests=100000
+fi
+# Unauthenticated Allocates per second: both servers keep up, so the answers show what
+# each server sends back rather than how much its socket buffer drops.
+flood_rate=20000
+secret="compare-secret"
+realm="bench"
+threads=1
+# Relay ranges of the same size (32000 ports) for both servers; the load generator binds
+# 127.0.0.2, so its own ports never collide with them.
+min_port=20000
+max_port=51999
+
+cd "$(dirname "$0")/.."
+die() { echo "compare.sh: $*" >&2; exit 1; }
+command -v python3 >/dev/null || die "python3 is needed (apt-get install -y python3)"
+command -v taskset >/dev/null || die "taskset is needed (apt-get install -y util-linux)"
+command -v ss >/dev/null || die "ss is needed (apt-get install -y iproute2)"
+if ! command -v turnserver >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "coturn is not installed: apt-get install -y coturn (as root)"
+    echo "== installing coturn"
+    apt-get install -y coturn || { apt-get update && apt-get install -y coturn; }
+fi
+
+echo "== building (cargo build --release --bins)"
+cargo build --release --bins
+ft=target/release/ferroturn
+bench=target/release/ferroturn-bench
+
+# Held allocations need one descriptor each in the server and in the generator.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fd_limit=$(ulimit -n)
+[ "$fd_limit" = unlimited ] && fd_limit=1048576
+
+if [ -z "$out" ]; then
+    out="target/bench-results/$(date +%Y%m%d-%H%M%S)"
+fi
+mkdir -p "$out/raw"
+out=$(cd "$out" && pwd)
+results="$out/results.jsonl"
+: >"$results"
+: >"$out/skipped.txt"
+py="$out/compare.py"
+
+cat >"$py" <<'PYEOF'
+"""compare.sh's bookkeeping: record one run's JSON result, read a value back, and
+summarize the medians per scenario. Standard library only."""
+import json
+import statistics
+import sys
+
+# (scenario, what, key in the result JSON, which way is better)
+METRICS = [
+    ("relay-1x200", "round trips/s, 1 flow, 200 B", "round_trips_per_s", "higher"),
+    ("relay-64x200", "round trips/s, 64 flows, 200 B", "round_trips_per_s", "higher"),
+    ("relay-1x1200", "round trips/s, 1 flow, 1200 B", "round_trips_per_s", "higher"),
+    ("relay-64x1200", "round trips/s, 64 flows, 1200 B", "round_trips_per_s", "higher"),
+    ("relay-cpu", "server CPU us/round trip, 200 flows x 50 pps", "server_cpu_us_per_round_trip", "lower"),
+    ("relay-half", "RTT p99 us at half ferroturn's max", "rtt_us.p99", "lower"),
+    ("relay-half", "RTT p50 us at half ferroturn's max", "rtt_us.p50", "lower"),
+    ("setup", "allocation setups/s", "setups_per_s", "higher"),
+    ("setup", "setup latency p99 ms", "p99_ms", "lower"),
+    ("setup", "server CPU us per setup", "server_cpu_us_per_setup", "lower"),
+    ("idle-10k", "RSS bytes per idle allocation, 10k", "rss_per_alloc_bytes", "lower"),
+    ("idle-30k", "RSS bytes per idle allocation, 30k", "rss_per_alloc_bytes", "lower"),
+    ("flood", "unauth flood, 1 IP: bytes out / bytes in", "amplification", "lower"),
+    ("flood", "unauth flood, 1 IP: responses / requests", "response_ratio", "info"),
+    ("flood", "unauth flood, 1 IP: RSS growth per port, B", "rss_delta_per_source_bytes", "lower"),
+    ("flood", "unauth flood, 1 IP: server CPU us/request", "server_cpu_us_per_request", "lower"),
+    ("flood-ips", "unauth flood, 2000 IPs: bytes out / in", "amplification", "lower"),
+    ("flood-ips", "unauth flood, 2000 IPs: responses / requests", "response_ratio", "info"),
+    ("flood-ips", "unauth flood, 2000 IPs: RSS growth per IP, B", "rss_delta_per_source_bytes", "lower"),
+]
+
+
+def lookup(obj, path):
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj if isinstance(obj, (int, float)) and not isinstance(obj, bool) else None
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def record(results, rnd, impl, scenario, rc, outfile):
+    result = None
+    with open(outfile, errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    result = json.loads(line)
+                except ValueError:
+                    pass
+    entry = {"round": int(rnd), "impl": impl, "scenario": scenario, "rc": int(rc), "result": result}
+    with open(results, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    if result is None:
+        print(f"  {impl:9} no result (exit {rc}); see {outfile[:-4]}.err")
+        return
+    shown = [f"{key}={fmt(lookup(result, key))}" for s, _, key, _ in METRICS if s == scenario]
+    for key in ("loss_ratio", "gen_cpu_util", "failures"):
+        if lookup(result, key) is not None:
+            shown.append(f"{key}={fmt(lookup(result, key))}")
+    print(f"  {impl:9} " + " ".join(shown))
+
+
+def get(results, rnd, impl, scenario, key):
+    for e in load(results):
+        if (e["round"], e["impl"], e["scenario"]) == (int(rnd), impl, scenario) and e["result"]:
+            v = lookup(e["result"], key)
+            if v is not None:
+                print(v)
+                return
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:,.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def medians(entries, scenario, impl, key):
+    vals = [lookup(e["result"], key) for e in entries
+            if e["scenario"] == scenario and e["impl"] == impl and e["result"]]
+    vals = [v for v in vals if v is not None]
+    return (statistics.median(vals) if vals else None), len(vals)
+
+
+def notes_for(entries, scenario):
+    notes = []
+    for impl in ("ferroturn", "coturn", "forwarder"):
+        loss, _ = medians(entries, scenario, impl, "loss_ratio")
+        if loss is not None and loss > 0.01:
+            notes.append(f"{impl} loss {loss:.1%}")
+        gen, _ = medians(entries, scenario, impl, "gen_cpu_util")
+        if gen is not None and gen > 0.9:
+            notes.append(f"generator busy {gen:.0%} ({impl})")
+        fails, _ = medians(entries, scenario, impl, "failures")
+        if fails:
+            notes.append(f"{impl} {fails:.0f} failed setups")
+        bad = sum(1 for e in entries if e["scenario"] == scenario and e["impl"] == impl
+                  and (e["rc"] != 0 or not e["result"]))
+        if bad:
+            notes.append(f"{impl}: {bad} run(s) failed")
+    return "; ".join(notes)
+
+
+def summarize(outdir):
+    entries = load(f"{outdir}/results.jsonl")
+    with open(f"{outdir}/machine.json") as f:
+        machine = json.load(f)
+    rows = []
+    for scenario, what, key, better in METRICS:
+        f, nf = medians(entries, scenario, "ferroturn", key)
+        c, nc = medians(entries, scenario, "coturn", key)
+        w, _ = medians(entries, scenario, "forwarder", key)
+        if f is None and c is None:
+            continue
+        ratio = "-"
+        if f is not None and c:
+            ratio = f"{f / c:.2f}" if f / c >= 0.1 else f"{f / c:.2g}"
+        better_txt = {"higher": "higher is better", "lower": "lower is better"}.get(better, "")
+        notes = notes_for(entries, scenario) if key == METRICS_FIRST_KEY.get(scenario) else ""
+        rows.append([what, fmt(f), fmt(c), ratio, fmt(w) if w is not None else "",
+                     better_txt, f"{nf}/{nc}", notes])
+    head = ["scenario", "ferroturn", "coturn", "ferroturn/coturn", "forwarder (floor)",
+            "better", "runs f/c", "notes"]
+    with open(f"{outdir}/skipped.txt") as fh:
+        skipped = [line.strip() for line in fh if line.strip()]
+    title = (f"ferroturn vs coturn, medians of {machine['rounds']} round(s) "
+             f"({'quick' if machine['quick'] else 'full'} mode)")
+    info = (f"{machine['nproc']} CPUs ({machine['cpu']}), kernel {machine['kernel']}, "
+            f"coturn {machine['coturn']}, ferroturn {machine['ferroturn']}; server on CPU "
+            f"{machine['server_cpu']}, generator on CPU {machine['gen_cpu']}, "
+            f"{machine['threads']} relay thread(s), fd limit {machine['fd_limit']}")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    print(f"\n{title}\n{info}\n")
+    for r in [head] + rows:
+        cells = [str(x).rjust(widths[i]) if 0 < i < 5 else str(x).ljust(widths[i])
+                 for i, x in enumerate(r)]
+        print("  ".join(cells).rstrip())
+    for s in skipped:
+        print(f"skipped: {s}")
+    with open(f"{outdir}/summary.md", "w") as md:
+        md.write(f"### {title}\n\n{info}.\n\n")
+        md.write("| " + " | ".join(head) + " |\n")
+        md.write("|" + "|".join(["---"] + ["---:"] * 4 + ["---"] * 3) + "|\n")
+        for r in rows:
+            md.write("| " + " | ".join(str(x) for x in r) + " |\n")
+        if skipped:
+            md.write("\nSkipped:\n\n" + "".join(f"- {s}\n" for s in skipped))
+    print(f"\nresults: {outdir}/results.jsonl\nmarkdown: {outdir}/summary.md")
+
+
+METRICS_FIRST_KEY = {}
+for _s, _w, _k, _b in METRICS:
+    METRICS_FIRST_KEY.setdefault(_s, _k)
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"record": record, "get": get, "summarize": summarize}[cmd](*args)
+PYEOF
+
+# The machine, printed and kept with the results.
+nproc_n=$(nproc)
+cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+kernel=$(uname -r)
+coturn_version=$(turnserver --version 2>/dev/null | head -n1 || echo unknown)
+ft_version="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo -dirty)"
+if [ "$nproc_n" -ge 2 ]; then
+    server_cpu=0 gen_cpu=1
+else
+    server_cpu=0 gen_cpu=0
+    echo "warning: one CPU only; server and generator share it" >&2
+fi
+echo "== machine: $nproc_n CPUs, $cpu_model, kernel $kernel, fd limit $fd_limit"
+echo "== coturn $coturn_version, ferroturn $ft_version, $rounds round(s), results in $out"
+M_NPROC=$nproc_n M_CPU=$cpu_model M_KERNEL=$kernel M_COTURN=$coturn_version \
+    M_FERROTURN=$ft_version M_ROUNDS=$rounds M_QUICK=$quick M_SERVER_CPU=$server_cpu \
+    M_GEN_CPU=$gen_cpu M_THREADS=$threads M_FD_LIMIT=$fd_limit \
+    python3 - "$out/machine.json" <<'EOF'
+import json, os, sys
+e = os.environ
+json.dump({"nproc": int(e["M_NPROC"]), "cpu": e["M_CPU"], "kernel": e["M_KERNEL"],
+           "coturn": e["M_COTURN"], "ferroturn": e["M_FERROTURN"],
+           "rounds": int(e["M_ROUNDS"]), "quick": e["M_QUICK"] == "1",
+           "server_cpu": int(e["M_SERVER_CPU"]), "gen_cpu": int(e["M_GEN_CPU"]),
+           "threads": int(e["M_THREADS"]), "fd_limit": int(e["M_FD_LIMIT"])},
+          open(sys.argv[1], "w"))
+EOF
+
+# One free UDP port for every server in turn (one runs at a time), one for the
+# forwarder's echo peer; both below the relay range.
+read -r lport peer_port < <(python3 - <<'EOF'
+import socket
+found = []
+for port in range(13478, 19999):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        found.append(port)
+    except OSError:
+        pass
+    finally:
+        s.close()
+    if len(found) == 2:
+        break
+print(*found)
+EOF
+)
+[ -n "${peer_port:-}" ] || die "no free UDP port between 13478 and 19999"
+
+ft_threads=()
+if "$ft" --help | grep -q -- --relay-threads; then
+    ft_threads=(--relay-threads "$threads")
+else
+    echo "note: this ferroturn has no --relay-threads; it runs its default (one shard)"
+fi
+
+relay_ok=0
+if "$bench" relay --help 2>/dev/null | grep -q -- --flows; then
+    relay_ok=1
+fi
+# The forwarder's flags, read from its help (it is written separately).
+fwd_args=()
+fwd_help=$("$bench" forwarder --help 2>/dev/null || true)
+if grep -q -- --listen <<<"$fwd_help"; then
+    fwd_args=(--listen "127.0.0.1:$lport")
+    if grep -q -- --peer-port <<<"$fwd_help"; then
+        fwd_args+=(--peer-port "$peer_port")
+    elif grep -q -- --peer <<<"$fwd_help"; then
+        fwd_args+=(--peer "127.0.0.1:$peer_port")
+    fi
+fi
+
+skip() {
+    echo "skipped: $*"
+    grep -qxF -- "$*" "$out/skipped.txt" || echo "$*" >>"$out/skipped.txt"
+}
+
+selected() {
+    [ -z "$only" ] || [[ ",$only," == *",$1,"* ]]
+}
+
+# The server being measured: started by us, stopped by its pid only.
+server_pid=""
+
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ "$state" != Z* ]]
+}
+
+stop_server() {
+    [ -n "$server_pid" ] || return 0
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        alive "$server_pid" || break
+        sleep 0.1
+    done
+    alive "$server_pid" && kill -KILL "$server_pid" 2>/dev/null
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+# Starts a fresh `impl` pinned to the server CPU and waits until it listens.
+start_server() {
+    local impl=$1 log=$2
+    case "$impl" in
+    ferroturn)
+        taskset -c "$server_cpu" "$ft" --listening-ip 127.0.0.1 --listening-port "$lport" \
+            --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip 127.0.0.1 \
+            --min-port "$min_port" --max-port "$max_port" --log-level warn \
+            "${ft_threads[@]}" >"$log" 2>&1 &
+        ;;
+    coturn)
+        # coturn 4.6 has no log level: its per-session lines go to /dev/null.
+        taskset -c "$server_cpu" turnserver -n --no-cli --listening-ip=127.0.0.1 \
+            --listening-port="$lport" --relay-ip=127.0.0.1 --realm="$realm" \
+            --use-auth-secret --static-auth-secret="$secret" --allow-loopback-peers \
+            --min-port="$min_port" --max-port="$max_port" --relay-threads="$threads" \
+            --no-tcp --no-tls --no-dtls --pidfile="$out/coturn.pid" \
+            --no-stdout-log --log-file=/dev/null --simple-log >"$log" 2>&1 &
+        ;;
+    forwarder)
+        taskset -c "$server_cpu" "$bench" forwarder "${fwd_args[@]}" >"$log" 2>&1 &
+        ;;
+    esac
+    server_pid=$!
+    for _ in $(seq 100); do
+        alive "$server_pid" || return 1
+        if ss -Hlun "sport = :$lport" 2>/dev/null | grep -q .; then
+            sleep 0.2
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# run ROUND IMPL SCENARIO TIME_LIMIT ferroturn-bench-args...: one measurement against a
+# fresh server; the result goes to results.jsonl.
+run() {
+    local round=$1 impl=$2 scenario=$3 limit=$4
+    shift 4
+    local tag="$out/raw/r$round-$scenario-$impl"
+    local target=(--server "127.0.0.1:$lport")
+    [ "$1" = flood ] || target+=(--secret "$secret")
+    if [ "$impl" = forwarder ]; then
+        target+=(--raw "127.0.0.1:$lport" --peer-port "$peer_port")
+    fi
+    local rc=0
+    if start_server "$impl" "$tag.server.log"; then
+        timeout -k 5 "$limit" taskset -c "$gen_cpu" "$bench" "$@" "${target[@]}" \
+            --server-pid "$server_pid" --json >"$tag.out" 2>"$tag.err" || rc=$?
+    else
+        rc=1
+        echo "$impl did not start; see $tag.server.log" >"$tag.err"
+        : >"$tag.out"
+    fi
+    stop_server
+    python3 "$py" record "$results" "$round" "$impl" "$scenario" "$rc" "$tag.out"
+}
+
+relay_time=$((duration + warmup + 30))
+relay_impls=(ferroturn coturn)
+if [ "$relay_ok" = 1 ]; then
+    if [ ${#fwd_args[@]} -gt 0 ]; then
+        relay_impls+=(forwarder)
+    else
+        skip "forwarder (kernel floor): \`ferroturn-bench forwarder\` takes no --listen yet"
+    fi
+fi
+
+relay_scenario() {
+    local round=$1 scenario=$2
+    shift 2
+    selected "$scenario" || return 0
+    if [ "$relay_ok" = 0 ]; then
+        skip "$scenario: \`ferroturn-bench relay\` is not implemented in this build (no --flows)"
+        return 0
+    fi
+    echo "[round $round] $scenario"
+    for impl in "${relay_impls[@]}"; do
+        run "$round" "$impl" "$scenario" "$relay_time" relay "$@" \
+            --duration "$duration" --warmup "$warmup"
+    done
+}
+
+server_scenario() {
+    local round=$1 scenario=$2 limit=$3
+    shift 3
+    selected "$scenario" || return 0
+    echo "[round $round] $scenario"
+    for impl in ferroturn coturn; do
+        run "$round" "$impl" "$scenario" "$limit" "$@"
+    done
+}
+
+held_scenario() {
+    local round=$1 scenario=$2 count=$3
+    selected "$scenario" || return 0
+    if [ "$fd_limit" -lt $((count + 1000)) ]; then
+        skip "$scenario: RLIMIT_NOFILE is $fd_limit, below $count + 1000 (the server and the generator each hold one socket per allocation; raising the hard limit needs CAP_SYS_RESOURCE)"
+        return 0
+    fi
+    server_scenario "$round" "$scenario" $((hold + 180)) setup --count "$count" --hold "$hold"
+}
+
+setup_count=$((setup_count < fd_limit - 1000 ? setup_count : fd_limit - 1000))
+for round in $(seq "$rounds"); do
+    echo "== round $round of $rounds"
+    relay_scenario "$round" relay-1x200 --flows 1 --size 200 --mode flood
+    relay_scenario "$round" relay-64x200 --flows 64 --size 200 --mode flood
+    relay_scenario "$round" relay-1x1200 --flows 1 --size 1200 --mode flood
+    relay_scenario "$round" relay-64x1200 --flows 64 --size 1200 --mode flood
+    relay_scenario "$round" relay-cpu --flows 200 --size 200 --mode paced --pps 50
+    if selected relay-half && [ "$relay_ok" = 1 ]; then
+        # Half of ferroturn's 64-flow 200 B flood rate of this round, per flow.
+        max=$(python3 "$py" get "$results" "$round" ferroturn relay-64x200 round_trips_per_s)
+        if [ -n "$max" ]; then
+            pps=$(python3 -c "print(max(1, int($max / 2 / 64)))")
+            relay_scenario "$round" relay-half --flows 64 --size 200 --mode paced --pps "$pps"
+        else
+            skip "relay-half: needs ferroturn's relay-64x200 result of the same round"
+        fi
+    elif selected relay-half; then
+        skip "relay-half: \`ferroturn-bench relay\` is not implemented in this build (no --flows)"
+    fi
+    server_scenario "$round" setup 180 setup --count "$setup_count" --concurrency 64
+    held_scenario "$round" idle-10k 10000
+    held_scenario "$round" idle-30k 30000
+    # 2000 source ports on one address, then 2000 addresses (what spoofed sources look
+    # like to a per-IP limit).
+    server_scenario "$round" flood 120 flood --requests "$flood_requests" --rate "$flood_rate" \
+        --sources 2000
+    server_scenario "$round" flood-ips 120 flood --requests "$flood_requests" \
+        --rate "$flood_rate" --sources 2000 --source-ips 2000
+done
+
+python3 "$py" summarize "$out"
+echo "== done in ${SECONDS} s"

@@ -1,0 +1,343 @@
+//! `ferroturn-bench forwarder`: the kernel floor. The socket pattern of a TURN relay
+//! without the protocol: one listen socket; for each new client address one "relay"
+//! socket connected to `--peer`, which carries that client's datagrams there; datagrams
+//! back on a relay socket go to its client through the listen socket.
+//!
+//! One thread, one mio poll. Datagrams from the listen socket arrive by recvmmsg and
+//! leave in runs (consecutive datagrams of one client) by sendmmsg on the client's relay
+//! socket; replies are received straight into one outgoing batch and leave by sendmmsg
+//! on the listen socket once per poll turn, so no payload is copied.
+//!
+//! Bounded: at most [`MAX_CLIENTS`] relay sockets at once (a client quiet for
+//! [`IDLE_EXPIRY`] loses its socket, so one forwarder serves run after run), and it exits
+//! after `--duration` (at most 600 s) or on SIGINT/SIGTERM.
+
+use crate::common::{self, MsgBatch};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const MAX_CLIENTS: usize = 4096;
+const MAX_DURATION_S: u64 = 600;
+const BATCH: usize = 64;
+/// Largest datagram forwarded; longer ones are dropped.
+const MAX_DATAGRAM: usize = 9216;
+const BUFFER_BYTES: usize = 4 << 20;
+const LISTEN: Token = Token(usize::MAX);
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+const IDLE_EXPIRY: Duration = Duration::from_secs(30);
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address clients send to (loopback only).
+    #[arg(long, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Where every client's datagrams go (loopback only): the load generator's echo peer.
+    #[arg(long, value_name = "ADDR")]
+    peer: SocketAddr,
+    /// Seconds before it exits by itself (at most 600).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    duration: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    up: u64,
+    down: u64,
+    dropped: u64,
+    /// Relay sockets ever created.
+    clients: u64,
+}
+
+struct Relay {
+    socket: UdpSocket,
+    client: SocketAddr,
+    /// The poll turn in which it last carried a datagram.
+    used: Instant,
+}
+
+struct Forwarder {
+    poll: Poll,
+    listen: UdpSocket,
+    peer: SocketAddr,
+    clients: HashMap<SocketAddr, usize>,
+    /// Relay sockets by token; expired ones leave a hole, reused through `free`.
+    relays: Vec<Option<Relay>>,
+    free: Vec<usize>,
+    /// The current poll turn's time, for `Relay::used`.
+    now: Instant,
+    /// Datagrams from clients, forwarded in place.
+    up: MsgBatch,
+    /// Replies for clients, collected across relay sockets: `down_len` slots filled.
+    down: MsgBatch,
+    down_len: usize,
+    counts: Counts,
+}
+
+pub fn run(args: Args) -> Result<(), String> {
+    common::require_loopback(args.listen)?;
+    common::require_loopback(args.peer)?;
+    if !(1..=MAX_DURATION_S).contains(&args.duration) {
+        return Err("--duration must be in 1..=600 seconds".into());
+    }
+    let stop = common::stop_on_signals();
+    common::raise_nofile_limit();
+    let mut f = Forwarder::new(args.listen, args.peer)?;
+    let local = f.listen.local_addr().map_err(|e| e.to_string())?;
+    eprintln!(
+        "forwarder: listening on {local}, forwarding to {}",
+        args.peer
+    );
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration);
+    let mut events = Events::with_capacity(1024);
+    let mut status_at = started + STATUS_EVERY;
+    let mut last = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if now >= status_at {
+            let c = &f.counts;
+            if (c.up, c.down) != last {
+                eprintln!(
+                    "forwarder: clients={} up={} down={} dropped={}",
+                    f.clients.len(),
+                    c.up,
+                    c.down,
+                    c.dropped
+                );
+                last = (c.up, c.down);
+            }
+            f.expire_idle();
+            status_at = now + STATUS_EVERY;
+        }
+        let timeout = deadline.min(status_at).saturating_duration_since(now);
+        match f
+            .poll
+            .poll(&mut events, Some(timeout.min(Duration::from_millis(200))))
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        f.now = Instant::now();
+        for ev in &events {
+            match ev.token() {
+                LISTEN => f.from_clients()?,
+                Token(i) => f.from_peer(i)?,
+            }
+        }
+        f.flush_down();
+    }
+    let c = &f.counts;
+    println!(
+        "forwarder: clients={} up={} down={} dropped={} seconds={:.1}",
+        c.clients,
+        c.up,
+        c.down,
+        c.dropped,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+impl Forwarder {
+    fn new(listen: SocketAddr, peer: SocketAddr) -> Result<Self, String> {
+        let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        let mut socket = UdpSocket::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
+        common::enlarge_buffers(&socket, BUFFER_BYTES);
+        poll.registry()
+            .register(&mut socket, LISTEN, Interest::READABLE)
+            .map_err(|e| format!("poll: {e}"))?;
+        let mut down = MsgBatch::new(BATCH, MAX_DATAGRAM);
+        for i in 0..BATCH {
+            down.set_dest(i, None);
+        }
+        Ok(Self {
+            poll,
+            listen: socket,
+            peer,
+            clients: HashMap::new(),
+            relays: Vec::new(),
+            free: Vec::new(),
+            now: Instant::now(),
+            up: MsgBatch::new(BATCH, MAX_DATAGRAM),
+            down,
+            down_len: 0,
+            counts: Counts::default(),
+        })
+    }
+
+    /// The relay socket of `client`, created on its first datagram; `None` once
+    /// [`MAX_CLIENTS`] exist or if the socket cannot be made.
+    fn relay_for(&mut self, client: SocketAddr) -> Option<usize> {
+        if let Some(&i) = self.clients.get(&client) {
+            return Some(i);
+        }
+        if self.clients.len() >= MAX_CLIENTS {
+            return None;
+        }
+        let local = SocketAddr::new(
+            if self.peer.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            0,
+        );
+        let i = self.free.last().copied().unwrap_or(self.relays.len());
+        let mut socket = UdpSocket::bind(local).ok()?;
+        socket.connect(self.peer).ok()?;
+        common::enlarge_buffers(&socket, BUFFER_BYTES);
+        self.poll
+            .registry()
+            .register(&mut socket, Token(i), Interest::READABLE)
+            .ok()?;
+        let relay = Some(Relay {
+            socket,
+            client,
+            used: self.now,
+        });
+        match self.free.pop() {
+            Some(_) => self.relays[i] = relay,
+            None => self.relays.push(relay),
+        }
+        self.clients.insert(client, i);
+        self.counts.clients += 1;
+        Some(i)
+    }
+
+    /// Closes the relay sockets of clients quiet for [`IDLE_EXPIRY`].
+    fn expire_idle(&mut self) {
+        for i in 0..self.relays.len() {
+            let idle = matches!(&self.relays[i], Some(r) if self.now - r.used > IDLE_EXPIRY);
+            if let (true, Some(mut r)) = (idle, self.relays[i].take()) {
+                // Closing the socket drops its registration too; this only tidies up.
+                let _ = self.poll.registry().deregister(&mut r.socket);
+                self.clients.remove(&r.client);
+                self.free.push(i);
+            }
+        }
+    }
+
+    /// Drains the listen socket; each run of one client's datagrams goes out in one
+    /// sendmmsg on its relay socket.
+    fn from_clients(&mut self) -> Result<(), String> {
+        let fd = self.listen.as_raw_fd();
+        loop {
+            let n = match self.up.recv(fd, 0..BATCH, false) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("receive on the listen socket: {e}")),
+            };
+            self.counts.up += n as u64;
+            let mut i = 0;
+            while i < n {
+                if self.up.truncated(i) {
+                    self.counts.dropped += 1;
+                    i += 1;
+                    continue;
+                }
+                let src = self.up.source(i);
+                let mut j = i + 1;
+                while j < n && self.up.source(j) == src && !self.up.truncated(j) {
+                    j += 1;
+                }
+                match src.and_then(|s| self.relay_for(s)) {
+                    Some(r) => self.forward_run(r, i..j),
+                    None => self.counts.dropped += (j - i) as u64,
+                }
+                i = j;
+            }
+            if n < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends slots `run` of the incoming batch to the peer on relay `r`.
+    fn forward_run(&mut self, r: usize, run: std::ops::Range<usize>) {
+        let mut at = run.start;
+        for k in run.clone() {
+            self.up.set_dest(k, None);
+        }
+        let Some(relay) = self.relays[r].as_mut() else {
+            return;
+        };
+        relay.used = self.now;
+        let fd = relay.socket.as_raw_fd();
+        while at < run.end {
+            match self.up.send(fd, at..run.end) {
+                Ok(k) => at += k,
+                // A full buffer or a pending ICMP error: drop this one, keep going.
+                Err(_) => {
+                    self.counts.dropped += 1;
+                    at += 1;
+                }
+            }
+        }
+    }
+
+    /// Drains relay socket `i` into the outgoing batch, addressed to its client.
+    fn from_peer(&mut self, i: usize) -> Result<(), String> {
+        let Some(Some(relay)) = self.relays.get_mut(i) else {
+            return Ok(());
+        };
+        relay.used = self.now;
+        let (fd, client) = (relay.socket.as_raw_fd(), relay.client);
+        loop {
+            if self.down_len == BATCH {
+                self.flush_down();
+            }
+            let want = BATCH - self.down_len;
+            let n = match self.down.recv(fd, self.down_len..BATCH, false) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                // ICMP errors (the peer was gone for a moment) and signals.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(format!("receive on relay socket {i}: {e}")),
+            };
+            for k in self.down_len..self.down_len + n {
+                self.down.set_dest(k, Some(client));
+            }
+            self.down_len += n;
+            if n < want {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends the collected replies on the listen socket.
+    fn flush_down(&mut self) {
+        let fd = self.listen.as_raw_fd();
+        let mut at = 0;
+        while at < self.down_len {
+            match self.down.send(fd, at..self.down_len) {
+                Ok(k) => {
+                    at += k;
+                    self.counts.down += k as u64;
+                }
+                Err(_) => {
+                    self.counts.dropped += 1;
+                    at += 1;
+                }
+            }
+        }
+        self.down_len = 0;
+    }
+}

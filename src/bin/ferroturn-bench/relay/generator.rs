@@ -1,0 +1,417 @@
+//! The data phase: one thread, every flow socket non-blocking in one mio poll, batched
+//! sends and receives per socket. Each payload starts with a [`Probe`]; its reply is
+//! matched against the flow's [`Ring`] for the round-trip time.
+//!
+//! Time is one monotonic clock in ns. The run is `warmup` then the measured window;
+//! packets are attributed to the window by their send time (`sent = received + lost`),
+//! while round trips/s counts the replies that arrive inside the window. After the
+//! window nothing more is sent and replies are awaited for at most the loss timeout.
+
+use super::packet::{Framing, Incoming, Probe, Template, classify};
+use super::refresh::Refresher;
+use super::ring::{REORDER_TOLERANCE, Ring};
+use super::stats::{Clock, Counters, Outcome, Progress, SECOND_NS, Sample};
+use crate::common::MsgBatch;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Datagrams per recvmmsg / sendmmsg.
+const BATCH: usize = 64;
+/// A packet not back within this long is lost.
+pub const LOSS_TIMEOUT_NS: u64 = 1_000_000_000;
+/// Flood: a packet outstanding for 8 smoothed RTTs, at least this long, stops holding a
+/// place in its flow's window (see [`Ring`]), so a dropped window never stalls a flow.
+const STALL_MIN_NS: u64 = 20_000_000;
+const STALL_CHECK_NS: u64 = 5_000_000;
+const HOUSEKEEPING_NS: u64 = 100_000_000;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Load {
+    /// Keep `inflight` packets outstanding per flow.
+    Flood { inflight: u32 },
+    /// `pps` packets per second per flow, flows evenly staggered.
+    Paced { pps: u32 },
+}
+
+pub struct Plan {
+    pub load: Load,
+    pub framing: Framing,
+    pub size: usize,
+    pub warmup_ns: u64,
+    pub duration_ns: u64,
+    pub server_pid: Option<u32>,
+}
+
+pub struct Flow {
+    pub socket: UdpSocket,
+    pub channel: u16,
+}
+
+/// Per-flow generator state besides its socket.
+struct FlowState {
+    id: u32,
+    channel: u16,
+    ring: Ring,
+    /// Paced: packets sent so far, and this flow's offset in the schedule.
+    scheduled: u64,
+    phase_ns: u64,
+}
+
+pub struct Generator {
+    plan: Plan,
+    sockets: Vec<UdpSocket>,
+    flows: Vec<FlowState>,
+    template: Template,
+    out: MsgBatch,
+    inb: MsgBatch,
+    counters: Counters,
+    clock: Clock,
+    start: u64,
+    refresher: Option<Refresher>,
+    sending: bool,
+    retry: bool,
+    /// Smoothed RTT over every reply (EWMA, 1/32), for the stall timeout.
+    srtt_ns: u64,
+    refused: u64,
+    slips: u64,
+}
+
+/// Ring slots per flow: room for the window plus reordering, or a second of a paced
+/// flow, within about 64 MiB for all flows together.
+fn ring_size(load: Load, flows: usize) -> usize {
+    let floor = match load {
+        Load::Flood { inflight } => 2 * (inflight + REORDER_TOLERANCE) as usize,
+        Load::Paced { .. } => 2 * REORDER_TOLERANCE as usize,
+    };
+    let want = match load {
+        Load::Flood { .. } => floor,
+        Load::Paced { pps } => floor.max(pps as usize),
+    };
+    let budget = (8usize << 20) / flows.max(1);
+    want.min(budget).max(floor).next_power_of_two()
+}
+
+impl Generator {
+    pub fn new(plan: Plan, flows: Vec<Flow>, refresher: Option<Refresher>) -> Result<Self, String> {
+        let template = Template::new(plan.framing, plan.size).ok_or("payload too large")?;
+        let mut out = MsgBatch::new(BATCH, template.bytes.len()).with_gso();
+        for i in 0..BATCH {
+            out.slot_mut(i).copy_from_slice(&template.bytes);
+            out.set_len(i, template.bytes.len());
+            out.set_dest(i, None);
+        }
+        let ring = ring_size(plan.load, flows.len());
+        let step = match plan.load {
+            Load::Paced { pps } => SECOND_NS / u64::from(pps) / flows.len().max(1) as u64,
+            Load::Flood { .. } => 0,
+        };
+        let states = flows
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FlowState {
+                id: i as u32,
+                channel: f.channel,
+                ring: Ring::new(ring),
+                scheduled: 0,
+                phase_ns: step * i as u64,
+            })
+            .collect();
+        Ok(Self {
+            inb: MsgBatch::new(BATCH, plan.size + 256),
+            plan,
+            sockets: flows.into_iter().map(|f| f.socket).collect(),
+            flows: states,
+            template,
+            out,
+            counters: Counters::new(),
+            clock: Clock::new(),
+            start: 0,
+            refresher,
+            sending: true,
+            retry: false,
+            srtt_ns: 1_000_000,
+            refused: 0,
+            slips: 0,
+        })
+    }
+
+    /// Sends up to `k` packets on flow `i` in batches; returns how many went out.
+    fn fill(&mut self, i: usize, k: u64) -> Result<u64, String> {
+        let mut total = 0;
+        let fd = self.sockets[i].as_raw_fd();
+        while total < k {
+            let n = (k - total).min(BATCH as u64) as usize;
+            let now = self.clock.now();
+            let f = &mut self.flows[i];
+            for j in 0..n {
+                let probe = Probe {
+                    flow: f.id,
+                    seq: f.ring.seq_after(j as u32),
+                    ts: now,
+                };
+                self.template.stamp(self.out.slot_mut(j), f.channel, probe);
+            }
+            let m = match self.out.send_grouped(fd, 0..n) {
+                Ok(m) => m,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    self.refused += 1;
+                    0
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => 0,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => 0,
+                Err(e) => return Err(format!("send on flow {i}: {e}")),
+            };
+            let c = &mut self.counters;
+            for _ in 0..m {
+                f.ring.push(now, &mut |t| c.lost(t));
+            }
+            c.sent(now, m as u64);
+            total += m as u64;
+            if m < n {
+                self.retry = true;
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Flood: tops flow `i` up to its window.
+    fn refill(&mut self, i: usize) -> Result<(), String> {
+        if let (true, Load::Flood { inflight }) = (self.sending, self.plan.load) {
+            let held = self.flows[i].ring.window();
+            if held < inflight {
+                self.fill(i, u64::from(inflight - held))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Paced: sends what each flow's schedule says is due by `now`.
+    fn paced(&mut self, now: u64) -> Result<(), String> {
+        let Load::Paced { pps } = self.plan.load else {
+            return Ok(());
+        };
+        for i in 0..self.flows.len() {
+            let f = &mut self.flows[i];
+            let Some(t) = now.checked_sub(self.start + f.phase_ns) else {
+                continue;
+            };
+            let due = (u128::from(t) * u128::from(pps) / u128::from(SECOND_NS)) as u64 + 1;
+            let mut behind = due.saturating_sub(f.scheduled);
+            // More than 100 ms behind: the generator could not keep up; skip ahead
+            // rather than burst, and say so.
+            if behind > u64::from(pps / 10).max(BATCH as u64) {
+                self.slips += 1;
+                f.scheduled = due - 1;
+                behind = 1;
+            }
+            if behind > 0 {
+                let sent = self.fill(i, behind.min(4 * BATCH as u64))?;
+                self.flows[i].scheduled += sent;
+            }
+        }
+        Ok(())
+    }
+
+    /// Receives everything waiting on flow `i` and matches the replies.
+    fn drain(&mut self, i: usize) -> Result<(), String> {
+        let fd = self.sockets[i].as_raw_fd();
+        loop {
+            let n = match self.inb.recv(fd, 0..BATCH, false) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    self.refused += 1;
+                    continue;
+                }
+                Err(e) => return Err(format!("receive on flow {i}: {e}")),
+            };
+            let now = self.clock.now();
+            for j in 0..n {
+                match classify(self.plan.framing, self.inb.data(j)) {
+                    Incoming::Payload(p) => {
+                        let f = &mut self.flows[i];
+                        let c = &mut self.counters;
+                        match Probe::read(p) {
+                            Some(probe) if probe.flow == f.id => {
+                                if let Some(sent) =
+                                    f.ring.reply(probe.seq, probe.ts, &mut |t| c.lost(t))
+                                {
+                                    c.reply(sent, now);
+                                    let rtt = now.saturating_sub(sent);
+                                    self.srtt_ns = (self.srtt_ns * 31 + rtt) / 32;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Incoming::Response => {
+                        if let Some(r) = self.refresher.as_mut() {
+                            let sockets = &self.sockets;
+                            r.on_response(i, self.inb.data(j), now, &mut |k, m| {
+                                let _ = sockets[k].send(m);
+                            });
+                        }
+                    }
+                    Incoming::Other => {}
+                }
+            }
+            if n < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Losses by timeout, in-run refreshes, and windows reopened by losses.
+    fn housekeeping(&mut self, now: u64) -> Result<(), String> {
+        let cutoff = now.saturating_sub(LOSS_TIMEOUT_NS);
+        let c = &mut self.counters;
+        for f in &mut self.flows {
+            f.ring.expire(cutoff, &mut |t| c.lost(t));
+        }
+        if let Some(r) = self.refresher.as_mut() {
+            let sockets = &self.sockets;
+            r.tick(now, &mut |k, m| {
+                let _ = sockets[k].send(m);
+            });
+        }
+        for i in 0..self.flows.len() {
+            self.refill(i)?;
+        }
+        Ok(())
+    }
+
+    /// Flood: flows whose window holds only stale packets send again.
+    fn unstall(&mut self, now: u64) -> Result<(), String> {
+        let stall = (8 * self.srtt_ns).clamp(STALL_MIN_NS, LOSS_TIMEOUT_NS);
+        let cutoff = now.saturating_sub(stall);
+        for i in 0..self.flows.len() {
+            self.flows[i].ring.mark_stale(cutoff);
+            self.refill(i)?;
+        }
+        Ok(())
+    }
+
+    fn live(&self) -> u64 {
+        self.flows.iter().map(|f| u64::from(f.ring.live())).sum()
+    }
+}
+
+impl Generator {
+    /// Runs warmup, window and drain; `stop` (SIGINT/SIGTERM) ends the window early.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<Outcome, String> {
+        let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        for (i, s) in self.sockets.iter_mut().enumerate() {
+            poll.registry()
+                .register(s, Token(i), Interest::READABLE)
+                .map_err(|e| format!("poll: {e}"))?;
+        }
+        let mut events = Events::with_capacity(1024);
+        self.start = self.clock.now();
+        let window_start = self.start + self.plan.warmup_ns;
+        self.counters.window = window_start..window_start + self.plan.duration_ns;
+        let pid = self.plan.server_pid;
+        let (mut first, mut last) = (None, None);
+        let mut progress = Progress::new(self.start);
+        let mut next_housekeeping = self.start + HOUSEKEEPING_NS;
+        let flood = matches!(self.plan.load, Load::Flood { .. });
+        let mut next_stall_check = if flood {
+            self.start + STALL_CHECK_NS
+        } else {
+            u64::MAX
+        };
+        let mut drain_until = u64::MAX;
+        for i in 0..self.flows.len() {
+            self.refill(i)?;
+        }
+        loop {
+            let now = self.clock.now();
+            if first.is_none() && now >= self.counters.window.start {
+                first = Some(Sample::take(self.counters.window.start, pid));
+            }
+            if self.sending && (now >= self.counters.window.end || stop.load(Ordering::Relaxed)) {
+                let w = &mut self.counters.window;
+                w.end = w.end.min(now);
+                w.start = w.start.min(w.end);
+                let end = Sample::take(w.end, pid);
+                first.get_or_insert(end);
+                last = Some(end);
+                self.sending = false;
+                drain_until = now + LOSS_TIMEOUT_NS;
+            }
+            if !self.sending && (now >= drain_until || self.live() == 0) {
+                break;
+            }
+            self.paced(now)?;
+            if std::mem::take(&mut self.retry) {
+                for i in 0..self.flows.len() {
+                    self.refill(i)?;
+                }
+            }
+            if now >= next_stall_check {
+                self.unstall(now)?;
+                next_stall_check = now + STALL_CHECK_NS;
+            }
+            if now >= next_housekeeping {
+                self.housekeeping(now)?;
+                next_housekeeping = now + HOUSEKEEPING_NS;
+            }
+            progress.tick(now, &self.counters);
+            let wake = next_housekeeping.min(next_stall_check).min(progress.next());
+            self.wait(&mut poll, &mut events, now, wake)?;
+            for ev in &events {
+                let i = ev.token().0;
+                self.drain(i)?;
+                self.refill(i)?;
+            }
+        }
+        let c = &mut self.counters;
+        for f in &mut self.flows {
+            f.ring.expire(u64::MAX, &mut |t| c.lost(t));
+        }
+        let (Some(first), Some(last)) = (first, last) else {
+            return Err("the run ended before its window".into());
+        };
+        let mut outcome = Outcome::new(self.counters, first, last);
+        outcome.refused = self.refused;
+        outcome.slips = self.slips;
+        outcome.refresh_failures = self.refresher.map_or(0, |r| r.failures);
+        Ok(outcome)
+    }
+
+    /// Polls until the next thing to do: `wake`, a window edge, or (pacing, retrying)
+    /// the next millisecond.
+    fn wait(
+        &mut self,
+        poll: &mut Poll,
+        events: &mut Events,
+        now: u64,
+        wake: u64,
+    ) -> Result<(), String> {
+        let w = &self.counters.window;
+        let mut until = wake;
+        for edge in [w.start, w.end] {
+            if edge > now {
+                until = until.min(edge);
+            }
+        }
+        let paced = matches!(self.plan.load, Load::Paced { .. }) && self.sending;
+        let mut timeout = Duration::from_nanos(until.saturating_sub(now));
+        if paced || self.retry {
+            timeout = timeout.min(Duration::from_millis(1));
+        }
+        match poll.poll(events, Some(timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                events.clear();
+                Ok(())
+            }
+            Err(e) => Err(format!("poll: {e}")),
+        }
+    }
+}

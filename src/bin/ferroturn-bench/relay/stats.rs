@@ -1,0 +1,255 @@
+//! What the generator measures: the run's clock, the window counters, CPU samples at
+//! the window's edges, and the once-a-second progress line.
+
+use super::histogram::Histogram;
+use crate::common;
+use std::ops::Range;
+use std::time::Instant;
+
+pub const SECOND_NS: u64 = 1_000_000_000;
+
+/// One monotonic clock for send times, receive times and the schedule.
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Nanoseconds since the clock started, never 0.
+    pub fn now(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64 + 1
+    }
+}
+
+/// Packets are attributed to the window by send time (so `sent = received + lost` once
+/// the run has drained); `window_replies` counts replies arriving inside the window.
+pub struct Counters {
+    pub window: Range<u64>,
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub window_replies: u64,
+    pub rtt: Histogram,
+    /// For progress: every reply and loss, window or not.
+    all_replies: u64,
+    all_lost: u64,
+}
+
+impl Counters {
+    pub fn new() -> Self {
+        Self {
+            window: 0..0,
+            sent: 0,
+            received: 0,
+            lost: 0,
+            window_replies: 0,
+            rtt: Histogram::new(),
+            all_replies: 0,
+            all_lost: 0,
+        }
+    }
+
+    pub fn sent(&mut self, at: u64, n: u64) {
+        if self.window.contains(&at) {
+            self.sent += n;
+        }
+    }
+
+    pub fn lost(&mut self, sent_at: u64) {
+        self.all_lost += 1;
+        self.lost += u64::from(self.window.contains(&sent_at));
+    }
+
+    pub fn reply(&mut self, sent_at: u64, now: u64) {
+        self.all_replies += 1;
+        self.window_replies += u64::from(self.window.contains(&now));
+        if self.window.contains(&sent_at) {
+            self.received += 1;
+            self.rtt.record(now.saturating_sub(sent_at));
+        }
+    }
+}
+
+/// Busy and softirq jiffies summed over the CPUs this process may run on, from
+/// /proc/stat: what the generator's cores did, including softirq work that may not be
+/// charged to any process.
+#[derive(Clone, Copy, Default)]
+struct CoreTicks {
+    total: u64,
+    busy: u64,
+    softirq: u64,
+}
+
+impl CoreTicks {
+    fn read() -> Option<Self> {
+        // SAFETY: cpu_set_t is plain data, valid when zeroed; sched_getaffinity only
+        // writes into the set passed, of the size given.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: as above.
+        if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+            return None;
+        }
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let mut t = Self::default();
+        for line in stat.lines() {
+            let mut f = line.split_whitespace();
+            let Some(cpu) = f.next().and_then(|n| n.strip_prefix("cpu")) else {
+                continue;
+            };
+            let Ok(cpu) = cpu.parse::<usize>() else {
+                continue;
+            };
+            // SAFETY: CPU_ISSET only reads the set; out-of-range indices read false.
+            if cpu >= 8 * size || !unsafe { libc::CPU_ISSET(cpu, &set) } {
+                continue;
+            }
+            // user nice system idle iowait irq softirq steal ...
+            let v: Vec<u64> = f.take(8).filter_map(|x| x.parse().ok()).collect();
+            let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
+                continue;
+            };
+            let all = user + nice + system + idle + iowait + irq + softirq + steal;
+            t.total += all;
+            t.busy += all - idle - iowait;
+            t.softirq += softirq;
+        }
+        (t.total > 0).then_some(t)
+    }
+}
+
+/// CPU counters read at one edge of the window.
+#[derive(Clone, Copy)]
+pub struct Sample {
+    at: u64,
+    server_cpu: Option<f64>,
+    own_cpu: f64,
+    thread_cpu: f64,
+    cores: Option<CoreTicks>,
+}
+
+impl Sample {
+    /// Reads the counters; call it from the generator thread.
+    pub fn take(at: u64, server_pid: Option<u32>) -> Self {
+        Self {
+            at,
+            server_cpu: server_pid.and_then(common::process_cpu_seconds),
+            own_cpu: common::own_cpu_seconds(),
+            thread_cpu: common::thread_cpu_seconds(),
+            cores: CoreTicks::read(),
+        }
+    }
+}
+
+/// Everything measured over the window.
+pub struct Outcome {
+    pub sent: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub window_replies: u64,
+    pub window_s: f64,
+    pub rtt: Histogram,
+    pub server_cpu_s: Option<f64>,
+    /// This whole process (generator and echo peer) over the window.
+    pub gen_cpu_s: f64,
+    /// The generator thread alone.
+    pub gen_thread_cpu_s: f64,
+    /// Share of the window the generator's allowed CPUs were busy, and in softirq.
+    pub gen_cores_busy: Option<(f64, f64)>,
+    /// ICMP port unreachable seen on flow sockets.
+    pub refused: u64,
+    /// Times a paced flow fell more than 100 ms behind its schedule.
+    pub slips: u64,
+    pub refresh_failures: u64,
+}
+
+impl Outcome {
+    pub fn new(c: Counters, start: Sample, end: Sample) -> Self {
+        let server_cpu_s = match (start.server_cpu, end.server_cpu) {
+            (Some(a), Some(b)) => Some((b - a).max(0.0)),
+            _ => None,
+        };
+        Self {
+            sent: c.sent,
+            received: c.received,
+            lost: c.lost,
+            window_replies: c.window_replies,
+            window_s: end.at.saturating_sub(start.at) as f64 / 1e9,
+            rtt: c.rtt,
+            server_cpu_s,
+            gen_cpu_s: (end.own_cpu - start.own_cpu).max(0.0),
+            gen_thread_cpu_s: (end.thread_cpu - start.thread_cpu).max(0.0),
+            gen_cores_busy: match (start.cores, end.cores) {
+                (Some(a), Some(b)) if b.total > a.total => {
+                    let total = (b.total - a.total) as f64;
+                    Some((
+                        b.busy.saturating_sub(a.busy) as f64 / total,
+                        b.softirq.saturating_sub(a.softirq) as f64 / total,
+                    ))
+                }
+                _ => None,
+            },
+            refused: 0,
+            slips: 0,
+            refresh_failures: 0,
+        }
+    }
+}
+
+/// The progress line on stderr, once a second.
+pub struct Progress {
+    start: u64,
+    next: u64,
+    last_at: u64,
+    last_replies: u64,
+}
+
+impl Progress {
+    pub fn new(start: u64) -> Self {
+        Self {
+            start,
+            next: start + SECOND_NS,
+            last_at: start,
+            last_replies: 0,
+        }
+    }
+
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    pub fn tick(&mut self, now: u64, c: &Counters) {
+        if now < self.next {
+            return;
+        }
+        let rate = (c.all_replies - self.last_replies) as f64 * 1e9 / (now - self.last_at) as f64;
+        let phase = if now < c.window.start {
+            "warmup"
+        } else if now < c.window.end {
+            "measuring"
+        } else {
+            "draining"
+        };
+        let avg = if now > c.window.start && c.window_replies > 0 {
+            let t = now.min(c.window.end) - c.window.start;
+            format!(
+                " window_avg={:.0}",
+                c.window_replies as f64 * 1e9 / t as f64
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "relay: {:>4} s {phase:<9} rt/s={rate:.0}{avg} lost={}",
+            (now - self.start) / SECOND_NS,
+            c.all_lost
+        );
+        self.last_at = now;
+        self.last_replies = c.all_replies;
+        self.next += SECOND_NS;
+        if self.next <= now {
+            self.next = now + SECOND_NS;
+        }
+    }
+}
