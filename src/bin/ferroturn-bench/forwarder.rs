@@ -3,10 +3,12 @@
 //! socket connected to `--peer`, which carries that client's datagrams there; datagrams
 //! back on a relay socket go to its client through the listen socket.
 //!
-//! One thread, one mio poll. Datagrams from the listen socket arrive by recvmmsg and
-//! leave in runs (consecutive datagrams of one client) by sendmmsg on the client's relay
-//! socket; replies are received straight into one outgoing batch and leave by sendmmsg
-//! on the listen socket once per poll turn, so no payload is copied.
+//! One thread, one mio poll, the best batching a server can use, so no server should
+//! beat it: datagrams from the listen socket arrive by recvmmsg and leave in runs
+//! (consecutive datagrams of one client) on the client's relay socket; replies are
+//! received straight into one outgoing batch and leave on the listen socket once per
+//! poll turn. Runs of equal-length datagrams to one destination go as one UDP GSO
+//! message, the rest by sendmmsg; no payload is copied.
 //!
 //! Bounded: at most [`MAX_CLIENTS`] relay sockets at once (a client quiet for
 //! [`IDLE_EXPIRY`] loses its socket, so one forwarder serves run after run), and it exits
@@ -130,8 +132,8 @@ pub fn run(args: Args) -> Result<(), String> {
         f.now = Instant::now();
         for ev in &events {
             match ev.token() {
-                LISTEN => f.from_clients()?,
-                Token(i) => f.from_peer(i)?,
+                LISTEN => f.drain_listen()?,
+                Token(i) => f.drain_relay(i)?,
             }
         }
         f.flush_down();
@@ -156,7 +158,7 @@ impl Forwarder {
         poll.registry()
             .register(&mut socket, LISTEN, Interest::READABLE)
             .map_err(|e| format!("poll: {e}"))?;
-        let mut down = MsgBatch::new(BATCH, MAX_DATAGRAM);
+        let mut down = MsgBatch::new(BATCH, MAX_DATAGRAM).with_gso();
         for i in 0..BATCH {
             down.set_dest(i, None);
         }
@@ -168,7 +170,7 @@ impl Forwarder {
             relays: Vec::new(),
             free: Vec::new(),
             now: Instant::now(),
-            up: MsgBatch::new(BATCH, MAX_DATAGRAM),
+            up: MsgBatch::new(BATCH, MAX_DATAGRAM).with_gso(),
             down,
             down_len: 0,
             counts: Counts::default(),
@@ -218,7 +220,10 @@ impl Forwarder {
     fn expire_idle(&mut self) {
         for i in 0..self.relays.len() {
             let idle = matches!(&self.relays[i], Some(r) if self.now - r.used > IDLE_EXPIRY);
-            if let (true, Some(mut r)) = (idle, self.relays[i].take()) {
+            if !idle {
+                continue;
+            }
+            if let Some(mut r) = self.relays[i].take() {
                 // Closing the socket drops its registration too; this only tidies up.
                 let _ = self.poll.registry().deregister(&mut r.socket);
                 self.clients.remove(&r.client);
@@ -228,8 +233,8 @@ impl Forwarder {
     }
 
     /// Drains the listen socket; each run of one client's datagrams goes out in one
-    /// sendmmsg on its relay socket.
-    fn from_clients(&mut self) -> Result<(), String> {
+    /// send on its relay socket.
+    fn drain_listen(&mut self) -> Result<(), String> {
         let fd = self.listen.as_raw_fd();
         loop {
             let n = match self.up.recv(fd, 0..BATCH, false) {
@@ -270,12 +275,14 @@ impl Forwarder {
             self.up.set_dest(k, None);
         }
         let Some(relay) = self.relays[r].as_mut() else {
+            // `clients` only names live relays; never reached.
+            self.counts.dropped += run.len() as u64;
             return;
         };
         relay.used = self.now;
         let fd = relay.socket.as_raw_fd();
         while at < run.end {
-            match self.up.send(fd, at..run.end) {
+            match self.up.send_grouped(fd, at..run.end) {
                 Ok(k) => at += k,
                 // A full buffer or a pending ICMP error: drop this one, keep going.
                 Err(_) => {
@@ -287,7 +294,7 @@ impl Forwarder {
     }
 
     /// Drains relay socket `i` into the outgoing batch, addressed to its client.
-    fn from_peer(&mut self, i: usize) -> Result<(), String> {
+    fn drain_relay(&mut self, i: usize) -> Result<(), String> {
         let Some(Some(relay)) = self.relays.get_mut(i) else {
             return Ok(());
         };
@@ -327,7 +334,7 @@ impl Forwarder {
         let fd = self.listen.as_raw_fd();
         let mut at = 0;
         while at < self.down_len {
-            match self.down.send(fd, at..self.down_len) {
+            match self.down.send_grouped(fd, at..self.down_len) {
                 Ok(k) => {
                     at += k;
                     self.counts.down += k as u64;
@@ -339,5 +346,59 @@ impl Forwarder {
             }
         }
         self.down_len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket as StdSocket;
+
+    fn bound() -> StdSocket {
+        let s = StdSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s
+    }
+
+    #[test]
+    fn idle_clients_lose_their_relay_and_busy_ones_keep_it() {
+        let peer = bound();
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut f = Forwarder::new(listen, peer.local_addr().unwrap()).unwrap();
+        let to = f.listen.local_addr().unwrap();
+        let (a, b) = (bound(), bound());
+        let mut buf = [0u8; 64];
+
+        a.send_to(b"from a", to).unwrap();
+        f.drain_listen().unwrap();
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"from a");
+
+        // Only `a` is idle: `b` used its relay just now.
+        f.now = Instant::now();
+        b.send_to(b"from b", to).unwrap();
+        f.drain_listen().unwrap();
+        peer.recv_from(&mut buf).unwrap();
+        f.relays[0].as_mut().unwrap().used = f.now - IDLE_EXPIRY * 2;
+        f.expire_idle();
+        assert!(f.relays[0].is_none() && f.relays[1].is_some());
+        assert_eq!((f.clients.len(), f.free.as_slice()), (1, &[0][..]));
+
+        // `b` still gets replies; a returning `a` gets a new relay in the freed slot.
+        peer.send_to(
+            b"to b",
+            f.relays[1].as_ref().unwrap().socket.local_addr().unwrap(),
+        )
+        .unwrap();
+        f.drain_relay(1).unwrap();
+        f.flush_down();
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"to b");
+        a.send_to(b"again", to).unwrap();
+        f.drain_listen().unwrap();
+        let n = peer.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"again");
+        assert_eq!(f.clients[&a.local_addr().unwrap()], 0);
+        assert!(f.free.is_empty() && f.relays.len() == 2 && f.counts.clients == 3);
     }
 }

@@ -31,6 +31,7 @@ const MAX_FLOWS: usize = 4096;
 const MAX_SIZE: usize = 16_384;
 const MAX_INFLIGHT: u32 = 1024;
 const MAX_PPS: u32 = 1_000_000;
+const BATCH_MAX: u32 = 64;
 /// Socket buffers asked for on flow sockets and the echo peer (capped by rmem_max).
 const BUFFER_BYTES: usize = 4 << 20;
 
@@ -70,6 +71,10 @@ pub struct Args {
     /// Paced: packets per second per flow.
     #[arg(long, value_name = "P", default_value_t = 50)]
     pps: u32,
+    /// Paced: packets a flow sends back to back, every BURST/pps seconds (like a video
+    /// frame); 1 is strict pacing. Bursts let the generator batch at high rates.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    burst: u32,
     /// Measured seconds (at most 600).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     duration: f64,
@@ -118,6 +123,9 @@ fn validate(a: &Args) -> Result<(), String> {
     }
     if !(1..=MAX_PPS).contains(&a.pps) || a.pps as usize * a.flows > 10 * MAX_PPS as usize {
         return bad("--pps must be in 1..=1000000, and --pps x --flows at most 10000000");
+    }
+    if !(1..=BATCH_MAX).contains(&a.burst) || a.burst > a.pps {
+        return bad("--burst must be in 1..=64 and at most --pps");
     }
     common::require_loopback(SocketAddr::new(a.peer_ip, 0))?;
     common::require_loopback(SocketAddr::new(a.bind, 0))?;
@@ -214,17 +222,7 @@ fn measure(
     turn: Option<&(Server, Binding)>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<(report::Labels, stats::Outcome), String> {
-    let mut flows = Vec::with_capacity(sockets.len());
-    for (i, s) in sockets.iter().enumerate() {
-        let io = |e: std::io::Error| format!("flow socket {i}: {e}");
-        s.connect(target).map_err(io)?;
-        s.set_nonblocking(true).map_err(io)?;
-        let socket = mio::net::UdpSocket::from_std(s.try_clone().map_err(io)?);
-        flows.push(Flow {
-            socket,
-            channel: turn::channel(i),
-        });
-    }
+    let flows = connect_flows(sockets, target)?;
     let (framing, path) = match (turn, args.send_indications) {
         (None, _) => (Framing::Raw, "raw"),
         (Some(_), false) => (Framing::Channel, "channel"),
@@ -234,7 +232,10 @@ fn measure(
         Mode::Flood => Load::Flood {
             inflight: args.inflight,
         },
-        Mode::Paced => Load::Paced { pps: args.pps },
+        Mode::Paced => Load::Paced {
+            pps: args.pps,
+            burst: args.burst,
+        },
     };
     let refresher = turn.map(|(server, binding)| {
         let channels = (0..sockets.len()).map(turn::channel).collect();
@@ -242,7 +243,7 @@ fn measure(
     });
     let load_text = match load {
         Load::Flood { inflight } => format!("flood inflight={inflight}"),
-        Load::Paced { pps } => format!("paced pps={pps}"),
+        Load::Paced { pps, burst } => format!("paced pps={pps} burst={burst}"),
     };
     eprintln!(
         "relay: {} flows, {path} via {target} to echo peer {peer}, {load_text}, size {}, \
@@ -258,24 +259,7 @@ fn measure(
         server_pid: args.server_pid,
     };
     let outcome = Generator::new(plan, flows, refresher)?.run(stop)?;
-    let cores = outcome
-        .gen_cores_busy
-        .map_or(String::new(), |(busy, softirq)| {
-            format!(
-                "; its cores busy {:.0}% (softirq {:.0}%)",
-                100.0 * busy,
-                100.0 * softirq
-            )
-        });
-    eprintln!(
-        "relay: generator thread cpu {:.0}% of the window, whole process {:.0}%{cores}; \
-         icmp refused {}, schedule slips {}, refresh failures {}",
-        100.0 * outcome.gen_thread_cpu_s / outcome.window_s.max(1e-9),
-        100.0 * outcome.gen_cpu_s / outcome.window_s.max(1e-9),
-        outcome.refused,
-        outcome.slips,
-        outcome.refresh_failures
-    );
+    eprintln!("{}", report::diagnostics(&outcome));
     let labels = report::Labels {
         mode: match args.mode {
             Mode::Flood => "flood",
@@ -286,4 +270,20 @@ fn measure(
         size: args.size,
     };
     Ok((labels, outcome))
+}
+
+/// Connects each flow socket to `target` and hands the generator a non-blocking
+/// duplicate; the originals stay behind for the teardown.
+fn connect_flows(sockets: &[UdpSocket], target: SocketAddr) -> Result<Vec<Flow>, String> {
+    let mut flows = Vec::with_capacity(sockets.len());
+    for (i, s) in sockets.iter().enumerate() {
+        let io = |e: std::io::Error| format!("flow socket {i}: {e}");
+        s.connect(target).map_err(io)?;
+        s.set_nonblocking(true).map_err(io)?;
+        flows.push(Flow {
+            socket: mio::net::UdpSocket::from_std(s.try_clone().map_err(io)?),
+            channel: turn::channel(i),
+        });
+    }
+    Ok(flows)
 }

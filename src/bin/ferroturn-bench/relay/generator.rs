@@ -33,8 +33,9 @@ const HOUSEKEEPING_NS: u64 = 100_000_000;
 pub enum Load {
     /// Keep `inflight` packets outstanding per flow.
     Flood { inflight: u32 },
-    /// `pps` packets per second per flow, flows evenly staggered.
-    Paced { pps: u32 },
+    /// `pps` packets per second per flow, in bursts of `burst` back-to-back packets
+    /// every `burst / pps` seconds; flows evenly staggered.
+    Paced { pps: u32, burst: u32 },
 }
 
 pub struct Plan {
@@ -89,7 +90,7 @@ fn ring_size(load: Load, flows: usize) -> usize {
     };
     let want = match load {
         Load::Flood { .. } => floor,
-        Load::Paced { pps } => floor.max(pps as usize),
+        Load::Paced { pps, .. } => floor.max(pps as usize),
     };
     let budget = (8usize << 20) / flows.max(1);
     want.min(budget).max(floor).next_power_of_two()
@@ -106,7 +107,9 @@ impl Generator {
         }
         let ring = ring_size(plan.load, flows.len());
         let step = match plan.load {
-            Load::Paced { pps } => SECOND_NS / u64::from(pps) / flows.len().max(1) as u64,
+            Load::Paced { pps, burst } => {
+                SECOND_NS * u64::from(burst) / u64::from(pps) / flows.len().max(1) as u64
+            }
             Load::Flood { .. } => 0,
         };
         let states = flows
@@ -192,22 +195,24 @@ impl Generator {
 
     /// Paced: sends what each flow's schedule says is due by `now`.
     fn paced(&mut self, now: u64) -> Result<(), String> {
-        let Load::Paced { pps } = self.plan.load else {
+        let Load::Paced { pps, burst } = self.plan.load else {
             return Ok(());
         };
+        let burst = u64::from(burst);
         for i in 0..self.flows.len() {
             let f = &mut self.flows[i];
             let Some(t) = now.checked_sub(self.start + f.phase_ns) else {
                 continue;
             };
-            let due = (u128::from(t) * u128::from(pps) / u128::from(SECOND_NS)) as u64 + 1;
+            let bursts = (u128::from(t) * u128::from(pps) / u128::from(SECOND_NS)) as u64 / burst;
+            let due = (bursts + 1) * burst;
             let mut behind = due.saturating_sub(f.scheduled);
             // More than 100 ms behind: the generator could not keep up; skip ahead
             // rather than burst, and say so.
-            if behind > u64::from(pps / 10).max(BATCH as u64) {
+            if behind > u64::from(pps / 10).max(BATCH as u64).max(2 * burst) {
                 self.slips += 1;
-                f.scheduled = due - 1;
-                behind = 1;
+                f.scheduled = due - burst;
+                behind = burst;
             }
             if behind > 0 {
                 let sent = self.fill(i, behind.min(4 * BATCH as u64))?;
@@ -300,17 +305,10 @@ impl Generator {
     fn live(&self) -> u64 {
         self.flows.iter().map(|f| u64::from(f.ring.live())).sum()
     }
-}
 
-impl Generator {
     /// Runs warmup, window and drain; `stop` (SIGINT/SIGTERM) ends the window early.
     pub fn run(mut self, stop: &AtomicBool) -> Result<Outcome, String> {
-        let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-        for (i, s) in self.sockets.iter_mut().enumerate() {
-            poll.registry()
-                .register(s, Token(i), Interest::READABLE)
-                .map_err(|e| format!("poll: {e}"))?;
-        }
+        let mut poll = self.register()?;
         let mut events = Events::with_capacity(1024);
         self.start = self.clock.now();
         let window_start = self.start + self.plan.warmup_ns;
@@ -335,13 +333,9 @@ impl Generator {
                 first = Some(Sample::take(self.counters.window.start, pid));
             }
             if self.sending && (now >= self.counters.window.end || stop.load(Ordering::Relaxed)) {
-                let w = &mut self.counters.window;
-                w.end = w.end.min(now);
-                w.start = w.start.min(w.end);
-                let end = Sample::take(w.end, pid);
+                let end = self.close_window(now);
                 first.get_or_insert(end);
                 last = Some(end);
-                self.sending = false;
                 drain_until = now + LOSS_TIMEOUT_NS;
             }
             if !self.sending && (now >= drain_until || self.live() == 0) {
@@ -380,8 +374,31 @@ impl Generator {
         let mut outcome = Outcome::new(self.counters, first, last);
         outcome.refused = self.refused;
         outcome.slips = self.slips;
-        outcome.refresh_failures = self.refresher.map_or(0, |r| r.failures);
+        if let Some(r) = &self.refresher {
+            outcome.refreshes = r.successes;
+            outcome.refresh_failures = r.failures;
+        }
         Ok(outcome)
+    }
+
+    fn register(&mut self) -> Result<Poll, String> {
+        let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        for (i, s) in self.sockets.iter_mut().enumerate() {
+            poll.registry()
+                .register(s, Token(i), Interest::READABLE)
+                .map_err(|e| format!("poll: {e}"))?;
+        }
+        Ok(poll)
+    }
+
+    /// Ends the window at `now` (its planned end, or earlier on a signal) and stops
+    /// sending; returns the CPU sample at its end.
+    fn close_window(&mut self, now: u64) -> Sample {
+        let w = &mut self.counters.window;
+        w.end = w.end.min(now);
+        w.start = w.start.min(w.end);
+        self.sending = false;
+        Sample::take(w.end, self.plan.server_pid)
     }
 
     /// Polls until the next thing to do: `wake`, a window edge, or (pacing, retrying)

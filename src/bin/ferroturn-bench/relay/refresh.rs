@@ -50,7 +50,8 @@ pub struct Refresher {
     channels: Vec<u16>,
     flows: Vec<FlowAuth>,
     next_round: u64,
-    /// Requests that ended in an error or went unanswered.
+    /// Requests that succeeded, and those that ended in an error or went unanswered.
+    pub successes: u64,
     pub failures: u64,
 }
 
@@ -71,6 +72,7 @@ impl Refresher {
             flows: channels.iter().map(|_| FlowAuth::default()).collect(),
             channels,
             next_round: start + REFRESH_EVERY_NS,
+            successes: 0,
             failures: 0,
         }
     }
@@ -128,7 +130,7 @@ impl Refresher {
             return;
         };
         match r.error_code {
-            None => {}
+            None => self.successes += 1,
             // RFC 8489 section 9.2.5: answer the challenge (or the stale nonce) once.
             Some(401 | 438) if r.nonce.is_some() && p.tries < MAX_TRIES => {
                 flow.realm = r.realm.or(flow.realm.take());

@@ -103,3 +103,26 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
     );
     s
 }
+
+/// What limited the generator, for stderr: its thread and process CPU over the window,
+/// how busy its cores were (softirq included), and the events worth a look.
+pub fn diagnostics(o: &Outcome) -> String {
+    let share = |s: f64| 100.0 * s / o.window_s.max(1e-9);
+    let cores = o.gen_cores_busy.map_or(String::new(), |(busy, softirq)| {
+        format!(
+            "; its cores busy {:.0}% (softirq {:.0}%)",
+            100.0 * busy,
+            100.0 * softirq
+        )
+    });
+    format!(
+        "relay: generator thread cpu {:.0}% of the window, whole process {:.0}%{cores}; \
+         icmp refused {}, schedule slips {}, refreshes {} ok {} failed",
+        share(o.gen_thread_cpu_s),
+        share(o.gen_cpu_s),
+        o.refused,
+        o.slips,
+        o.refreshes,
+        o.refresh_failures
+    )
+}

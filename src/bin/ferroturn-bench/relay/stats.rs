@@ -161,6 +161,7 @@ pub struct Outcome {
     pub refused: u64,
     /// Times a paced flow fell more than 100 ms behind its schedule.
     pub slips: u64,
+    pub refreshes: u64,
     pub refresh_failures: u64,
 }
 
@@ -192,6 +193,7 @@ impl Outcome {
             },
             refused: 0,
             slips: 0,
+            refreshes: 0,
             refresh_failures: 0,
         }
     }
@@ -231,7 +233,7 @@ impl Progress {
         } else {
             "draining"
         };
-        let avg = if now > c.window.start && c.window_replies > 0 {
+        let avg = if now > c.window.start + SECOND_NS / 2 && c.window_replies > 0 {
             let t = now.min(c.window.end) - c.window.start;
             format!(
                 " window_avg={:.0}",
