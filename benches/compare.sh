@@ -480,7 +480,7 @@ for round in $(seq "$rounds"); do
         max=$(python3 "$py" get "$results" "$round" ferroturn relay-64x200 round_trips_per_s)
         if [ -n "$max" ]; then
             pps=$(python3 -c "print(max(1, int($max / 2 / 64)))")
-            relay_scenario "$round" relay-half --flows 64 --size 200 --mode paced --pps "$pps"
+            relay_scenario "$round" relay-half --flows 64 --size 200 --mode paced --pps "$pps" --burst 4
         else
             skip "relay-half: needs ferroturn's relay-64x200 result of the same round"
         fi

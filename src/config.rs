@@ -99,10 +99,12 @@ pub struct RawConfig {
     /// sockets and a share of the port range. Default: the number of CPUs.
     #[arg(long, value_name = "N")]
     pub relay_threads: Option<usize>,
-    /// SO_RCVBUF of listener and relay sockets, in bytes. Default: the OS default.
+    /// SO_RCVBUF of listener and relay sockets, in bytes. Default: 4 MiB for listeners
+    /// (every client of a shard shares one), the OS default for relay sockets.
     #[arg(long, value_name = "BYTES")]
     pub socket_recv_buffer_size: Option<usize>,
-    /// SO_SNDBUF of listener and relay sockets, in bytes. Default: the OS default.
+    /// SO_SNDBUF of listener and relay sockets, in bytes. Default: 4 MiB for listeners,
+    /// the OS default for relay sockets.
     #[arg(long, value_name = "BYTES")]
     pub socket_send_buffer_size: Option<usize>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Default info.

@@ -20,6 +20,9 @@ use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use udp::SocketOptions;
 
+/// Default SO_RCVBUF / SO_SNDBUF of listener sockets.
+const LISTENER_BUFFER: usize = 4 << 20;
+
 /// A running server. Dropping it stops the server and waits for its threads.
 pub struct ServerHandle {
     udp_addrs: Vec<SocketAddr>,
@@ -79,6 +82,12 @@ pub async fn start(config: Config) -> io::Result<ServerHandle> {
         recv_buffer: config.socket_recv_buffer_size,
         send_buffer: config.socket_send_buffer_size,
     };
+    // Every client of a shard shares its listener: give it room for bursts (the kernel
+    // caps this at net.core.rmem_max / wmem_max).
+    let listener_opts = SocketOptions {
+        recv_buffer: opts.recv_buffer.or(Some(LISTENER_BUFFER)),
+        send_buffer: opts.send_buffer.or(Some(LISTENER_BUFFER)),
+    };
     let shards = config.relay_threads;
     // Shard 0 resolves ephemeral ports; the others bind the same addresses.
     let mut udp_addrs: Vec<SocketAddr> = Vec::new();
@@ -87,7 +96,7 @@ pub async fn start(config: Config) -> io::Result<ServerHandle> {
         let mut sockets = Vec::new();
         for (i, configured) in config.listeners.iter().enumerate() {
             let addr = udp_addrs.get(i).copied().unwrap_or(*configured);
-            let socket = udp::bind(addr, true, opts).map_err(|e| {
+            let socket = udp::bind(addr, true, listener_opts).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on udp {addr}: {e}"))
             })?;
             if shard == 0 {
