@@ -78,10 +78,10 @@ fn client_send_indication_to_peer(bencher: Bencher, size: usize) {
     });
 }
 
-#[divan::bench(args = [200, 1200])]
-fn peer_to_client_channel_data(bencher: Bencher, size: usize) {
+/// A peer datagram of `size` bytes from `peer` through the core to the client.
+fn peer_to_client(bencher: Bencher, size: usize, peer: &str) {
     let mut r = relay_setup::relay_setup();
-    let peer = addr(CHANNEL_PEER);
+    let peer = addr(peer);
     let mut buf = vec![0u8; HEADROOM + size + TAILROOM];
     bencher.bench_local(|| {
         black_box(r.server.handle_peer_datagram(
@@ -95,17 +95,11 @@ fn peer_to_client_channel_data(bencher: Bencher, size: usize) {
 }
 
 #[divan::bench(args = [200, 1200])]
+fn peer_to_client_channel_data(bencher: Bencher, size: usize) {
+    peer_to_client(bencher, size, CHANNEL_PEER);
+}
+
+#[divan::bench(args = [200, 1200])]
 fn peer_to_client_data_indication(bencher: Bencher, size: usize) {
-    let mut r = relay_setup::relay_setup();
-    let peer = addr(PERMITTED_PEER);
-    let mut buf = vec![0u8; HEADROOM + size + TAILROOM];
-    bencher.bench_local(|| {
-        black_box(r.server.handle_peer_datagram(
-            r.now,
-            r.relay,
-            peer,
-            black_box(&mut buf),
-            HEADROOM..HEADROOM + size,
-        ))
-    });
+    peer_to_client(bencher, size, PERMITTED_PEER);
 }
