@@ -1,6 +1,8 @@
 //! Stateless nonces: the server keeps nothing per unauthenticated source.
 //!
-//! A nonce is `base64url(expiry_be64 || HMAC-SHA256(key, expiry || client_ip)[..12])`.
+//! A nonce is `base64url(expiry_be32 || HMAC-SHA256(key, expiry || client_ip)[..8])`:
+//! 16 characters, so a 401 stays small (it is what an unauthenticated flood gets back).
+//! A 64-bit tag cannot be guessed online; a 32-bit expiry lasts until 2106.
 //! The key comes from the OS CSPRNG at start-up, so nonces cannot be predicted or forged,
 //! and a nonce issued to one client address is worthless from another.
 
@@ -11,10 +13,10 @@ use sha2::Sha256;
 use std::net::IpAddr;
 use subtle::ConstantTimeEq;
 
-const TAG_LEN: usize = 12;
-const RAW_LEN: usize = 8 + TAG_LEN;
-/// Length of every nonce this server issues (base64 of 20 bytes, no padding).
-pub const NONCE_LEN: usize = 27;
+const TAG_LEN: usize = 8;
+const RAW_LEN: usize = 4 + TAG_LEN;
+/// Length of every nonce this server issues (base64 of 12 bytes, no padding).
+pub const NONCE_LEN: usize = 16;
 
 /// Issues and checks nonces.
 #[derive(Clone)]
@@ -38,7 +40,7 @@ impl Nonces {
         Self { key, lifetime_secs }
     }
 
-    fn tag(&self, expiry: u64, ip: IpAddr) -> [u8; TAG_LEN] {
+    fn tag(&self, expiry: u32, ip: IpAddr) -> [u8; TAG_LEN] {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
@@ -55,10 +57,10 @@ impl Nonces {
 
     /// A fresh nonce for `ip`, valid until `unix_now + lifetime`.
     pub fn issue(&self, ip: IpAddr, unix_now: u64) -> String {
-        let expiry = unix_now.saturating_add(self.lifetime_secs);
+        let expiry = u32::try_from(unix_now.saturating_add(self.lifetime_secs)).unwrap_or(u32::MAX);
         let mut raw = [0u8; RAW_LEN];
-        raw[..8].copy_from_slice(&expiry.to_be_bytes());
-        raw[8..].copy_from_slice(&self.tag(expiry, ip));
+        raw[..4].copy_from_slice(&expiry.to_be_bytes());
+        raw[4..].copy_from_slice(&self.tag(expiry, ip));
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -72,13 +74,13 @@ impl Nonces {
             Ok(RAW_LEN) => {}
             _ => return NonceCheck::Invalid,
         }
-        let mut exp = [0u8; 8];
-        exp.copy_from_slice(&raw[..8]);
-        let expiry = u64::from_be_bytes(exp);
-        let good: bool = self.tag(expiry, ip).ct_eq(&raw[8..RAW_LEN]).into();
+        let mut exp = [0u8; 4];
+        exp.copy_from_slice(&raw[..4]);
+        let expiry = u32::from_be_bytes(exp);
+        let good: bool = self.tag(expiry, ip).ct_eq(&raw[4..RAW_LEN]).into();
         if !good {
             NonceCheck::Invalid
-        } else if expiry < unix_now {
+        } else if u64::from(expiry) < unix_now {
             NonceCheck::Stale
         } else {
             NonceCheck::Valid
@@ -120,7 +122,7 @@ mod tests {
         let ip: IpAddr = "::1".parse().unwrap();
         let nonce = n.issue(ip, 1000);
         let mut raw = URL_SAFE_NO_PAD.decode(&nonce).unwrap();
-        raw[7] ^= 0xFF;
+        raw[3] ^= 0xFF;
         let forged = URL_SAFE_NO_PAD.encode(raw);
         assert_eq!(n.check(&forged, ip, 1000), NonceCheck::Invalid);
     }
