@@ -5,11 +5,13 @@
 //! - [`codec`]: control messages through stun-rs; no other module sees stun-rs types.
 //! - [`integrity`]: MESSAGE-INTEGRITY (constant time) and FINGERPRINT.
 //! - [`data`]: the zero-copy data path (ChannelData, Send and Data indications).
+//! - [`stream`]: framing of STUN and ChannelData messages on TCP and TLS streams.
 
 pub mod codec;
 pub mod data;
 pub mod integrity;
 pub mod scan;
+pub mod stream;
 pub mod wire;
 
 pub use codec::{Family, Request};
