@@ -58,12 +58,13 @@ impl TurnClient {
     /// A client on a fresh local socket of the server's family (loopback for a loopback
     /// server).
     pub async fn new(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
-        let local: SocketAddr = match (server.ip().is_loopback(), server.is_ipv4()) {
-            (true, true) => "127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()),
-            (true, false) => "[::1]:0".parse().unwrap_or_else(|_| unreachable!()),
-            (false, true) => "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!()),
-            (false, false) => "[::]:0".parse().unwrap_or_else(|_| unreachable!()),
+        let ip: std::net::IpAddr = match (server.ip().is_loopback(), server.is_ipv4()) {
+            (true, true) => std::net::Ipv4Addr::LOCALHOST.into(),
+            (true, false) => std::net::Ipv6Addr::LOCALHOST.into(),
+            (false, true) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            (false, false) => std::net::Ipv6Addr::UNSPECIFIED.into(),
         };
+        let local = SocketAddr::new(ip, 0);
         Ok(Self::with_socket(
             UdpSocket::bind(local).await?,
             server,
