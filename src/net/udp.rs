@@ -110,6 +110,8 @@ pub struct Shard {
     taken: usize,
     pending: Vec<Pending>,
     meta: [RecvMeta; BATCH],
+    /// Control messages being sent (reused).
+    control: Vec<crate::core::server::Transmit>,
     /// UDP GSO for runs of datagrams to one destination; turned off if the kernel
     /// refuses it.
     gso: bool,
@@ -143,6 +145,7 @@ impl Shard {
             taken: 0,
             pending: Vec::with_capacity(SLOTS),
             meta: [RecvMeta::default(); BATCH],
+            control: Vec::with_capacity(SLOTS),
             gso: true,
         })
     }
@@ -185,7 +188,8 @@ impl Shard {
                 last_clock = now;
             }
             self.core.handle_timeout(now);
-            self.flush_control();
+            self.handle_events();
+            self.send_control();
         }
     }
 
@@ -276,7 +280,7 @@ impl Shard {
         let datagram = &mut self.slots[slot][payload.clone()];
         let out = self.core.handle_client_datagram(now, tuple, datagram);
         // Requests may ask for relay sockets; bind them before the next datagram.
-        self.flush_control();
+        self.handle_events();
         out.map(|t| {
             (
                 t.range.start + payload.start..t.range.end + payload.start,
@@ -326,14 +330,7 @@ impl Shard {
                 };
                 m += 1;
             }
-            let fd = match through {
-                Via::Listener(l) => self.listeners.get(usize::from(l)).map(|s| s.as_raw_fd()),
-                Via::Relay(id) => match self.relays.get(id.index as usize) {
-                    Some(Some(r)) if r.id == id => Some(r.socket.as_raw_fd()),
-                    _ => None,
-                },
-            };
-            if let Some(fd) = fd {
+            if let Some(fd) = self.socket_for(through) {
                 let mut sent = 0;
                 while sent < m {
                     match batch::send_segmented(fd, &items[sent..m], self.gso) {
@@ -368,10 +365,13 @@ impl Shard {
         }
         self.pending.clear();
         self.taken = 0;
+        // Responses of this turn go out with the data, at most one turn's worth queued.
+        self.send_control();
     }
 
-    /// Carries out the core's requests and sends its control messages.
-    fn flush_control(&mut self) {
+    /// Carries out the core's requests (bind or close relay sockets), at once: the
+    /// allocation completes before the next datagram is handled.
+    fn handle_events(&mut self) {
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::BindRelay { relay, local } => {
@@ -385,22 +385,51 @@ impl Shard {
                 Event::CloseRelay { relay } => self.close_relay(relay),
             }
         }
-        while let Some(t) = self.core.poll_transmit() {
-            let result = match t.path {
-                Path::Client {
-                    listener, client, ..
-                } => match self.listeners.get(usize::from(listener)) {
-                    Some(s) => s.send_to(&t.payload, client),
-                    None => continue,
-                },
-                Path::Peer { relay, peer } => match self.relays.get(relay.index as usize) {
-                    Some(Some(r)) if r.id == relay => r.socket.send_to(&t.payload, peer),
-                    _ => continue,
-                },
-            };
-            if let Err(e) = result {
-                tracing::trace!("send failed: {e}");
+    }
+
+    /// Sends the core's control messages queued this turn, those to clients of one
+    /// listener together in `sendmmsg` calls.
+    fn send_control(&mut self) {
+        self.control.clear();
+        self.control
+            .extend(std::iter::from_fn(|| self.core.poll_transmit()));
+        let mut i = 0;
+        while i < self.control.len() {
+            let mut items = [SendItem {
+                bytes: &[],
+                to: destination(&self.control[i].path),
+            }; batch::MAX_ITEMS];
+            let first = via(&self.control[i].path);
+            let mut m = 0;
+            while i + m < self.control.len()
+                && m < batch::MAX_ITEMS
+                && via(&self.control[i + m].path) == first
+            {
+                let t = &self.control[i + m];
+                items[m] = SendItem {
+                    bytes: &t.payload,
+                    to: destination(&t.path),
+                };
+                m += 1;
             }
+            if let Some(fd) = self.socket_for(first) {
+                if let Err(e) = batch::send_segmented(fd, &items[..m], false) {
+                    tracing::trace!("send failed: {e}");
+                }
+            }
+            i += m;
+        }
+        self.control.clear();
+    }
+
+    /// The socket a datagram leaves through, if it still exists.
+    fn socket_for(&self, through: Via) -> Option<std::os::fd::RawFd> {
+        match through {
+            Via::Listener(l) => self.listeners.get(usize::from(l)).map(|s| s.as_raw_fd()),
+            Via::Relay(id) => match self.relays.get(id.index as usize) {
+                Some(Some(r)) if r.id == id => Some(r.socket.as_raw_fd()),
+                _ => None,
+            },
         }
     }
 
