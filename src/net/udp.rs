@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -311,58 +311,24 @@ impl Shard {
     fn flush_data(&mut self) {
         self.pending
             .sort_by_key(|p| (via(&p.path), destination(&p.path)));
-        let mut i = 0;
-        while i < self.pending.len() {
-            let through = via(&self.pending[i].path);
-            let mut items = [SendItem {
-                bytes: &[],
-                to: destination(&self.pending[i].path),
-            }; batch::MAX_ITEMS];
-            let mut m = 0;
-            while i + m < self.pending.len()
-                && m < batch::MAX_ITEMS
-                && via(&self.pending[i + m].path) == through
-            {
-                let p = &self.pending[i + m];
-                items[m] = SendItem {
-                    bytes: &self.slots[p.slot][p.range.clone()],
-                    to: destination(&p.path),
-                };
-                m += 1;
-            }
-            if let Some(fd) = self.socket_for(through) {
-                let mut sent = 0;
-                while sent < m {
-                    match batch::send_segmented(fd, &items[sent..m], self.gso) {
-                        Ok(0) => break,
-                        Ok(n) => sent += n,
-                        // What the kernel answers when it (or the device) cannot do GSO.
-                        Err(e)
-                            if self.gso
-                                && matches!(
-                                    e.raw_os_error(),
-                                    Some(
-                                        libc::EIO
-                                            | libc::EINVAL
-                                            | libc::ENOPROTOOPT
-                                            | libc::EOPNOTSUPP
-                                    )
-                                ) =>
-                        {
-                            tracing::info!(
-                                "UDP GSO unavailable ({e}); sending datagrams one by one"
-                            );
-                            self.gso = false;
-                        }
-                        Err(e) => {
-                            tracing::trace!("send failed: {e}");
-                            break;
-                        }
-                    }
-                }
-            }
-            i += m;
-        }
+        let (pending, slots) = (&self.pending, &self.slots);
+        let sockets = Sockets {
+            listeners: &self.listeners,
+            relays: &self.relays,
+        };
+        send_runs(
+            pending.len(),
+            |i| {
+                let p = &pending[i];
+                (
+                    via(&p.path),
+                    &slots[p.slot][p.range.clone()],
+                    destination(&p.path),
+                )
+            },
+            &sockets,
+            &mut self.gso,
+        );
         self.pending.clear();
         self.taken = 0;
         // Responses of this turn go out with the data, at most one turn's worth queued.
@@ -393,44 +359,24 @@ impl Shard {
         self.control.clear();
         self.control
             .extend(std::iter::from_fn(|| self.core.poll_transmit()));
-        let mut i = 0;
-        while i < self.control.len() {
-            let mut items = [SendItem {
-                bytes: &[],
-                to: destination(&self.control[i].path),
-            }; batch::MAX_ITEMS];
-            let first = via(&self.control[i].path);
-            let mut m = 0;
-            while i + m < self.control.len()
-                && m < batch::MAX_ITEMS
-                && via(&self.control[i + m].path) == first
-            {
-                let t = &self.control[i + m];
-                items[m] = SendItem {
-                    bytes: &t.payload,
-                    to: destination(&t.path),
-                };
-                m += 1;
-            }
-            if let Some(fd) = self.socket_for(first) {
-                if let Err(e) = batch::send_segmented(fd, &items[..m], false) {
-                    tracing::trace!("send failed: {e}");
-                }
-            }
-            i += m;
-        }
-        self.control.clear();
-    }
-
-    /// The socket a datagram leaves through, if it still exists.
-    fn socket_for(&self, through: Via) -> Option<std::os::fd::RawFd> {
-        match through {
-            Via::Listener(l) => self.listeners.get(usize::from(l)).map(|s| s.as_raw_fd()),
-            Via::Relay(id) => match self.relays.get(id.index as usize) {
-                Some(Some(r)) if r.id == id => Some(r.socket.as_raw_fd()),
-                _ => None,
+        let control = &self.control;
+        let sockets = Sockets {
+            listeners: &self.listeners,
+            relays: &self.relays,
+        };
+        send_runs(
+            control.len(),
+            |i| {
+                (
+                    via(&control[i].path),
+                    &control[i].payload[..],
+                    destination(&control[i].path),
+                )
             },
-        }
+            &sockets,
+            &mut false,
+        );
+        self.control.clear();
     }
 
     fn bind_relay(&mut self, id: AllocId, local: SocketAddr) -> io::Result<()> {
@@ -458,5 +404,77 @@ impl Shard {
                 }
             }
         }
+    }
+}
+
+/// The sockets datagrams leave through, borrowed apart from the rest of the shard.
+struct Sockets<'a> {
+    listeners: &'a [UdpSocket],
+    relays: &'a [Option<Relay>],
+}
+
+impl Sockets<'_> {
+    /// The socket behind `through`, if it still exists.
+    fn fd(&self, through: Via) -> Option<RawFd> {
+        match through {
+            Via::Listener(l) => self.listeners.get(usize::from(l)).map(|s| s.as_raw_fd()),
+            Via::Relay(id) => match self.relays.get(id.index as usize) {
+                Some(Some(r)) if r.id == id => Some(r.socket.as_raw_fd()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Sends `n` datagrams, `item(i)` naming each one's socket, bytes and destination, in
+/// runs that leave through the same socket (`sendmmsg`, GSO for runs to one destination
+/// when `gso` is set; cleared if the kernel refuses GSO). A full socket buffer drops the
+/// rest of a run, as UDP would.
+fn send_runs<'a>(
+    n: usize,
+    item: impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
+    sockets: &Sockets<'_>,
+    gso: &mut bool,
+) {
+    let mut i = 0;
+    while i < n {
+        let (through, _, to) = item(i);
+        let mut items = [SendItem { bytes: &[], to }; batch::MAX_ITEMS];
+        let mut m = 0;
+        while i + m < n && m < batch::MAX_ITEMS {
+            let (v, bytes, to) = item(i + m);
+            if v != through {
+                break;
+            }
+            items[m] = SendItem { bytes, to };
+            m += 1;
+        }
+        if let Some(fd) = sockets.fd(through) {
+            let mut sent = 0;
+            while sent < m {
+                match batch::send_segmented(fd, &items[sent..m], *gso) {
+                    Ok(0) => break,
+                    Ok(k) => sent += k,
+                    // What the kernel answers when it (or the device) cannot do GSO.
+                    Err(e)
+                        if *gso
+                            && matches!(
+                                e.raw_os_error(),
+                                Some(
+                                    libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP
+                                )
+                            ) =>
+                    {
+                        tracing::info!("UDP GSO unavailable ({e}); sending datagrams one by one");
+                        *gso = false;
+                    }
+                    Err(e) => {
+                        tracing::trace!("send failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        i += m;
     }
 }
