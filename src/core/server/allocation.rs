@@ -186,8 +186,4 @@ impl Table {
     pub fn is_empty(&self) -> bool {
         self.by_tuple.is_empty()
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Allocation> {
-        self.slots.iter().filter_map(|s| s.alloc.as_ref())
-    }
 }

@@ -412,11 +412,4 @@ impl Server {
         let a = self.table.get(self.table.id_by_tuple(tuple)?)?;
         a.pending.is_none().then_some(a.relayed)
     }
-
-    /// Deletes the allocation of a 5-tuple whose connection closed (stream transports).
-    pub fn handle_connection_closed(&mut self, tuple: FiveTuple) {
-        if let Some(id) = self.table.id_by_tuple(&tuple) {
-            self.delete_allocation(id, "deleted: connection closed");
-        }
-    }
 }
