@@ -7,7 +7,7 @@ use crate::core::auth::credentials::Password;
 use crate::core::server::{IpRange, PeerPolicy, RelayAddress, ServerConfig};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Every option, as written in the file or on the command line. All are optional here;
@@ -19,9 +19,50 @@ pub struct RawConfig {
     #[arg(long, value_name = "IP")]
     #[serde(default)]
     pub listening_ip: Vec<IpAddr>,
-    /// UDP port for STUN/TURN. Default 3478.
+    /// Port for STUN/TURN over UDP and TCP. Default 3478.
     #[arg(long, value_name = "PORT")]
     pub listening_port: Option<u16>,
+    /// Port for TURN over TLS. Default 5349 (443 passes most firewalls).
+    #[arg(long, value_name = "PORT")]
+    pub tls_listening_port: Option<u16>,
+    /// A second port served like listening-port (UDP and TCP). Default: none.
+    #[arg(long, value_name = "PORT")]
+    pub alt_listening_port: Option<u16>,
+    /// A second port served like tls-listening-port. Default: none.
+    #[arg(long, value_name = "PORT")]
+    pub alt_tls_listening_port: Option<u16>,
+    /// Do not listen on UDP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_udp: Option<bool>,
+    /// Do not listen on TCP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_tcp: Option<bool>,
+    /// Do not listen on TLS.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_tls: Option<bool>,
+    /// PEM file with the TLS certificate chain (leaf first). TLS is off without it.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the TLS private key (PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE")]
+    pub pkey: Option<PathBuf>,
+    /// TCP and TLS connections in total. Default 10000.
+    #[arg(long, value_name = "N")]
+    pub max_tcp_connections: Option<usize>,
+    /// TCP and TLS connections per client IP. Default 256.
+    #[arg(long, value_name = "N")]
+    pub max_tcp_connections_per_ip: Option<u32>,
+    /// Seconds a new TCP/TLS connection has to finish its handshake and deliver its first
+    /// message. Default 10.
+    #[arg(long, value_name = "SECONDS")]
+    pub tcp_handshake_timeout: Option<u64>,
+    /// Seconds a TCP/TLS connection without an allocation may stay silent. Default 60.
+    #[arg(long, value_name = "SECONDS")]
+    pub tcp_idle_timeout: Option<u64>,
+    /// Bytes queued toward a slow TCP/TLS client before its media is dropped. Default
+    /// 65536.
+    #[arg(long, value_name = "BYTES")]
+    pub tcp_send_queue: Option<usize>,
     /// Address relay sockets are bound to (one per family). Default: the listening IPs.
     #[arg(long, value_name = "IP")]
     #[serde(default)]
@@ -124,7 +165,10 @@ impl RawConfig {
     /// given on the command line replaces the file's list.
     pub fn overlay(mut self, top: RawConfig) -> RawConfig {
         overlay!(self, top;
-            opt: listening_port, min_port, max_port, realm, rest_api_separator,
+            opt: listening_port, tls_listening_port, alt_listening_port,
+                alt_tls_listening_port, no_udp, no_tcp, no_tls, cert, pkey,
+                max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
+                tcp_idle_timeout, tcp_send_queue, min_port, max_port, realm, rest_api_separator,
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
@@ -157,14 +201,45 @@ fn err<T>(key: &str, msg: impl std::fmt::Display) -> Result<T, ConfigError> {
 /// The typed configuration the server runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// UDP listener addresses.
-    pub listeners: Vec<SocketAddr>,
+    /// Listener addresses per protocol.
+    pub listeners: Listeners,
+    /// Certificate and key files; `None` when TLS is off.
+    pub tls: Option<TlsFiles>,
+    pub streams: StreamLimits,
     pub server: ServerConfig,
     /// Number of shards (relay threads).
     pub relay_threads: usize,
     pub socket_recv_buffer_size: Option<usize>,
     pub socket_send_buffer_size: Option<usize>,
     pub log_level: String,
+}
+
+/// Where the server listens. TCP shares the UDP port numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listeners {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+/// The PEM files TLS listeners serve (re-read on reload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub pkey: PathBuf,
+}
+
+/// Bounds on TCP and TLS connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub max_connections: usize,
+    pub max_per_ip: u32,
+    /// To finish the TLS handshake and deliver the first complete message.
+    pub handshake_timeout: Duration,
+    /// Silence allowed on a connection without an allocation.
+    pub idle_timeout: Duration,
+    /// Bytes queued toward the client beyond what the socket takes.
+    pub send_queue: usize,
 }
 
 impl Config {
@@ -179,11 +254,8 @@ impl Config {
         } else {
             raw.listening_ip.clone()
         };
-        let port = raw.listening_port.unwrap_or(3478);
-        let listeners = listening_ips
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, port))
-            .collect();
+        let (listeners, tls) = listeners(&raw, &listening_ips)?;
+        let streams = stream_limits(&raw)?;
 
         let min_port = raw.min_port.unwrap_or(49152);
         let max_port = raw.max_port.unwrap_or(65535);
@@ -302,6 +374,8 @@ impl Config {
         };
         Ok(Config {
             listeners,
+            tls,
+            streams,
             server,
             relay_threads,
             socket_recv_buffer_size: raw.socket_recv_buffer_size,
@@ -309,6 +383,77 @@ impl Config {
             log_level: raw.log_level.clone().unwrap_or_else(|| "info".into()),
         })
     }
+}
+
+/// Listener addresses of every enabled protocol, and the TLS files when TLS is on (it is
+/// off without `cert`, or with `no-tls`).
+fn listeners(
+    raw: &RawConfig,
+    ips: &[IpAddr],
+) -> Result<(Listeners, Option<TlsFiles>), ConfigError> {
+    let on = |flag: Option<bool>| !flag.unwrap_or(false);
+    let plain: Vec<u16> = [Some(raw.listening_port.unwrap_or(3478)), raw.alt_listening_port]
+        .into_iter()
+        .flatten()
+        .collect();
+    let secure: Vec<u16> = [
+        Some(raw.tls_listening_port.unwrap_or(5349)),
+        raw.alt_tls_listening_port,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let addrs = |ports: &[u16]| -> Vec<SocketAddr> {
+        ports
+            .iter()
+            .flat_map(|p| ips.iter().map(move |ip| SocketAddr::new(*ip, *p)))
+            .collect()
+    };
+    let tls = match (on(raw.no_tls), &raw.cert, &raw.pkey) {
+        (false, _, _) | (true, None, None) => None,
+        (true, Some(cert), Some(pkey)) => Some(TlsFiles {
+            cert: cert.clone(),
+            pkey: pkey.clone(),
+        }),
+        (true, Some(_), None) => return err("pkey", "`cert` is set but `pkey` is not"),
+        (true, None, Some(_)) => return err("cert", "`pkey` is set but `cert` is not"),
+    };
+    let listeners = Listeners {
+        udp: if on(raw.no_udp) { addrs(&plain) } else { Vec::new() },
+        tcp: if on(raw.no_tcp) { addrs(&plain) } else { Vec::new() },
+        tls: if tls.is_some() { addrs(&secure) } else { Vec::new() },
+    };
+    if listeners.udp.is_empty() && listeners.tcp.is_empty() && listeners.tls.is_empty() {
+        return err(
+            "no-udp",
+            "nothing to listen on: UDP, TCP and TLS are all off (TLS needs cert and pkey)",
+        );
+    }
+    Ok((listeners, tls))
+}
+
+fn stream_limits(raw: &RawConfig) -> Result<StreamLimits, ConfigError> {
+    let secs = |key: &str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
+        0 => err(key, "must be at least 1 second"),
+        s if s > 86_400 => err(key, "must be at most 86400 seconds"),
+        s => Ok(Duration::from_secs(s)),
+    };
+    let max_connections = raw.max_tcp_connections.unwrap_or(10_000);
+    let max_per_ip = raw.max_tcp_connections_per_ip.unwrap_or(256);
+    if max_per_ip == 0 {
+        return err("max-tcp-connections-per-ip", "must be at least 1");
+    }
+    let send_queue = raw.tcp_send_queue.unwrap_or(65_536);
+    if !(4096..=64 << 20).contains(&send_queue) {
+        return err("tcp-send-queue", "must be between 4096 and 67108864 bytes");
+    }
+    Ok(StreamLimits {
+        max_connections,
+        max_per_ip,
+        handshake_timeout: secs("tcp-handshake-timeout", raw.tcp_handshake_timeout, 10)?,
+        idle_timeout: secs("tcp-idle-timeout", raw.tcp_idle_timeout, 60)?,
+        send_queue,
+    })
 }
 
 /// `name:password`, or `name:0x<32 hex digits>` for a precomputed key (as coturn has).
@@ -399,7 +544,9 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let c = Config::from_toml_str(BASE).unwrap();
-        assert_eq!(c.listeners, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert_eq!(c.listeners.udp, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert_eq!(c.listeners.tcp, c.listeners.udp);
+        assert!(c.listeners.tls.is_empty() && c.tls.is_none(), "TLS is off without cert");
         assert_eq!(c.server.max_lifetime, Duration::from_secs(3600));
         assert_eq!(c.server.default_lifetime, Duration::from_secs(600));
         assert_eq!(
@@ -454,6 +601,27 @@ mod tests {
         assert_eq!(merged.realm.as_deref(), Some("cli"));
         assert_eq!(merged.min_port, Some(50000));
         assert_eq!(merged.static_auth_secret, vec!["t".to_string()]);
+    }
+
+    #[test]
+    fn listeners_per_protocol() {
+        let c = Config::from_toml_str(&format!(
+            "{BASE}cert = \"c.pem\"\npkey = \"k.pem\"\nalt-listening-port = 3479\n\
+             tls-listening-port = 443\nno-udp = true\n"
+        ))
+        .unwrap();
+        let addrs = |v: &[&str]| -> Vec<SocketAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        assert!(c.listeners.udp.is_empty());
+        assert_eq!(c.listeners.tcp, addrs(&["127.0.0.1:3478", "127.0.0.1:3479"]));
+        assert_eq!(c.listeners.tls, addrs(&["127.0.0.1:443"]));
+        assert_eq!(c.tls.unwrap().cert, PathBuf::from("c.pem"));
+        let e = Config::from_toml_str(&format!("{BASE}cert = \"c.pem\"\n")).unwrap_err();
+        assert!(e.0.contains("pkey"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}no-udp = true\nno-tcp = true\n"))
+            .unwrap_err();
+        assert!(e.0.contains("nothing to listen on"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}tcp-send-queue = 10\n")).unwrap_err();
+        assert!(e.0.contains("tcp-send-queue"), "{e}");
     }
 
     #[test]

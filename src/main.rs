@@ -119,21 +119,31 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_shutdown().await;
+        wait_for_shutdown(&handle).await;
         tracing::info!("shutting down");
         handle.stop();
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_shutdown() {
+/// Waits for SIGINT or SIGTERM; SIGHUP meanwhile reloads the TLS certificate.
+async fn wait_for_shutdown(handle: &ferroturn::ServerHandle) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match handle.reload_tls() {
+                Ok(()) => tracing::info!("reloaded on SIGHUP (TLS certificate)"),
+                Err(e) => tracing::error!("reload failed, the old certificate stays: {e}"),
+            },
+        }
     }
 }

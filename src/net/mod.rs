@@ -7,7 +7,11 @@
 //! live relayed addresses), which is off the packet path.
 
 mod batch;
-mod udp;
+mod shard;
+mod stream;
+mod tls;
+
+pub use tls::CertStore;
 
 use crate::config::Config;
 use crate::core::server::{LocalState, Server, SharedState};
@@ -18,7 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use udp::SocketOptions;
+use shard::SocketOptions;
+use stream::{ConnLimits, StreamListener, Streams};
 
 /// Default SO_RCVBUF / SO_SNDBUF of listener sockets.
 const LISTENER_BUFFER: usize = 4 << 20;
@@ -26,6 +31,10 @@ const LISTENER_BUFFER: usize = 4 << 20;
 /// A running server. Dropping it stops the server and waits for its threads.
 pub struct ServerHandle {
     udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
+    certs: Option<Arc<CertStore>>,
+    conn_limits: Arc<ConnLimits>,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
@@ -35,6 +44,31 @@ impl ServerHandle {
     /// The bound UDP listener addresses (ephemeral ports resolved).
     pub fn udp_addrs(&self) -> &[SocketAddr] {
         &self.udp_addrs
+    }
+
+    /// The bound TCP listener addresses.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    /// The bound TLS listener addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// Re-reads the certificate and key files (SIGHUP). New TLS handshakes use the new
+    /// certificate; established connections keep running. On error the old certificate
+    /// stays and the error (naming the file) is returned. Without TLS this does nothing.
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.certs {
+            Some(certs) => certs.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// TCP and TLS connections open in every shard.
+    pub fn connection_count(&self) -> usize {
+        self.conn_limits.total()
     }
 
     /// Stops every shard and waits for them to exit.
@@ -94,9 +128,9 @@ pub async fn start(config: Config) -> io::Result<ServerHandle> {
     let mut per_shard = Vec::with_capacity(shards);
     for shard in 0..shards {
         let mut sockets = Vec::new();
-        for (i, configured) in config.listeners.iter().enumerate() {
+        for (i, configured) in config.listeners.udp.iter().enumerate() {
             let addr = udp_addrs.get(i).copied().unwrap_or(*configured);
-            let socket = udp::bind(addr, true, listener_opts).map_err(|e| {
+            let socket = shard::bind(addr, true, listener_opts).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on udp {addr}: {e}"))
             })?;
             if shard == 0 {
@@ -109,15 +143,36 @@ pub async fn start(config: Config) -> io::Result<ServerHandle> {
     for addr in &udp_addrs {
         tracing::info!(%addr, shards, "listening (udp)");
     }
+    let certs = match &config.tls {
+        Some(files) => Some(CertStore::load(files.clone()).map_err(io::Error::other)?),
+        None => None,
+    };
+    let tls_config = match &certs {
+        Some(c) => Some(c.server_config().map_err(io::Error::other)?),
+        None => None,
+    };
+    if certs.is_none() && config.tls.is_none() {
+        tracing::info!("TLS off (no cert and pkey configured)");
+    }
+    let (stream_listeners, tcp_addrs, tls_addrs) = bind_streams(&config, shards)?;
+    let conn_limits = Arc::new(ConnLimits::new(config.streams));
     let stop = Arc::new(AtomicBool::new(false));
     let mut wakers = Vec::with_capacity(shards);
     let mut threads = Vec::with_capacity(shards);
-    for (index, listeners) in per_shard.into_iter().enumerate() {
+    for (index, (listeners, stream_listeners)) in
+        per_shard.into_iter().zip(stream_listeners).enumerate()
+    {
         let mut cfg = config.server.clone();
         (cfg.min_port, cfg.max_port) = port_slice(cfg.min_port, cfg.max_port, index, shards);
         let seed: [u8; 32] = rand::rng().random();
         let core = Server::new(cfg, shared.clone(), seed, Instant::now(), unix_now());
-        let shard = udp::Shard::new(core, listeners, opts, stop.clone())?;
+        let streams = Streams::new(
+            stream_listeners,
+            conn_limits.clone(),
+            config.streams,
+            tls_config.clone(),
+        );
+        let shard = shard::Shard::new(core, listeners, streams, opts, stop.clone())?;
         wakers.push(shard.waker());
         threads.push(
             std::thread::Builder::new()
@@ -125,12 +180,87 @@ pub async fn start(config: Config) -> io::Result<ServerHandle> {
                 .spawn(move || shard.run())?,
         );
     }
+    if let Some(certs) = &certs {
+        threads.push(watch_certificates(certs.clone(), stop.clone())?);
+    }
     Ok(ServerHandle {
         udp_addrs,
+        tcp_addrs,
+        tls_addrs,
+        certs,
+        conn_limits,
         stop,
         wakers,
         threads,
     })
+}
+
+/// Per shard, its TCP listeners then its TLS listeners (the listener id is the index);
+/// and the bound addresses, ephemeral ports resolved by shard 0.
+#[allow(clippy::type_complexity)]
+fn bind_streams(
+    config: &Config,
+    shards: usize,
+) -> io::Result<(Vec<Vec<StreamListener>>, Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let configured: Vec<(SocketAddr, bool)> = config
+        .listeners
+        .tcp
+        .iter()
+        .map(|a| (*a, false))
+        .chain(config.listeners.tls.iter().map(|a| (*a, true)))
+        .collect();
+    let mut bound: Vec<SocketAddr> = Vec::new();
+    let mut per_shard = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        let mut listeners = Vec::new();
+        for (i, (configured, tls)) in configured.iter().enumerate() {
+            let addr = bound.get(i).copied().unwrap_or(*configured);
+            let kind = if *tls { "tls" } else { "tcp" };
+            let socket = shard::bind_tcp(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {kind} {addr}: {e}"))
+            })?;
+            if shard == 0 {
+                let local = socket.local_addr()?;
+                tracing::info!(addr = %local, shards, "listening ({kind})");
+                bound.push(local);
+            }
+            listeners.push(StreamListener { socket, tls: *tls });
+        }
+        per_shard.push(listeners);
+    }
+    let tcp = bound[..config.listeners.tcp.len()].to_vec();
+    let tls = bound[config.listeners.tcp.len()..].to_vec();
+    Ok((per_shard, tcp, tls))
+}
+
+/// Reloads the certificate when its files change (checked every few seconds; SIGHUP
+/// reloads at once).
+fn watch_certificates(certs: Arc<CertStore>, stop: Arc<AtomicBool>) -> io::Result<JoinHandle<()>> {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    const TICK: std::time::Duration = std::time::Duration::from_millis(200);
+    std::thread::Builder::new()
+        .name("ferroturn-certs".into())
+        .spawn(move || {
+            let mut waited = std::time::Duration::ZERO;
+            while !stop.load(Ordering::Acquire) {
+                std::thread::sleep(TICK);
+                waited += TICK;
+                if waited < EVERY {
+                    continue;
+                }
+                waited = std::time::Duration::ZERO;
+                match certs.reload_if_changed() {
+                    Some(Ok(())) => tracing::info!(
+                        cert = %certs.files().cert.display(),
+                        "TLS certificate reloaded (files changed)"
+                    ),
+                    Some(Err(e)) => {
+                        tracing::error!("TLS certificate not reloaded, the old one stays: {e}")
+                    }
+                    None => {}
+                }
+            }
+        })
 }
 
 #[cfg(test)]

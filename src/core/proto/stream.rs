@@ -130,6 +130,10 @@ pub struct Framer {
     start: usize,
     end: usize,
     error: Option<FramingError>,
+    /// The buffer size between large frames.
+    initial: usize,
+    /// The largest frame accepted; the buffer grows to it for a frame that needs it.
+    limit: usize,
 }
 
 impl Framer {
@@ -138,17 +142,33 @@ impl Framer {
     /// smaller capacity bounds the memory of a connection and refuses larger frames.
     /// Capacities below a STUN header are raised to one.
     pub fn new(capacity: usize) -> Self {
+        Self::with_limit(capacity, capacity)
+    }
+
+    /// A framer whose buffer holds `initial` bytes and grows to `limit` (the largest
+    /// frame accepted) only while a frame larger than `initial` is being received; it
+    /// shrinks back once that frame is consumed. Many idle connections then cost
+    /// `initial` bytes each, and a large frame costs one allocation.
+    pub fn with_limit(initial: usize, limit: usize) -> Self {
+        let initial = initial.max(HEADER_LEN);
         Framer {
-            buf: vec![0; capacity.max(HEADER_LEN)].into_boxed_slice(),
+            buf: vec![0; initial].into_boxed_slice(),
             start: 0,
             end: 0,
             error: None,
+            initial,
+            limit: limit.max(initial),
         }
     }
 
-    /// The buffer size, and the largest frame accepted.
+    /// The current buffer size.
     pub fn capacity(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The largest frame accepted (padding included).
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Received bytes not yet returned as frames (at end of stream: a truncated frame).
@@ -174,6 +194,9 @@ impl Framer {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            if self.buf.len() > self.initial {
+                self.buf = vec![0; self.initial].into_boxed_slice();
+            }
         } else if self.start > 0 && self.should_compact() {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -195,8 +218,12 @@ impl Framer {
             return Err(e);
         }
         let pending = self.buf.get(self.start..self.end).unwrap_or_default();
-        let (stun, len, wire) = match measure(pending, self.buf.len()) {
+        let (stun, len, wire) = match measure(pending, self.limit) {
             Ok(Measure::Known { stun, len, wire }) if wire <= pending.len() => (stun, len, wire),
+            Ok(Measure::Known { wire, .. }) if wire > self.buf.len() => {
+                self.grow();
+                return Ok(None);
+            }
             Ok(_) => return Ok(None),
             Err(e) => {
                 self.error = Some(e);
@@ -212,12 +239,22 @@ impl Framer {
         }))
     }
 
+    /// Moves the pending bytes into a buffer of [`Framer::limit`] bytes.
+    fn grow(&mut self) {
+        let mut buf = vec![0; self.limit].into_boxed_slice();
+        let pending = self.end - self.start;
+        buf[..pending].copy_from_slice(&self.buf[self.start..self.end]);
+        self.buf = buf;
+        self.start = 0;
+        self.end = pending;
+    }
+
     /// Whether the pending bytes should move to the front: the frame in progress cannot
     /// complete in the free tail, or more than half the buffer is already consumed (then
     /// fewer bytes move than were consumed since the last move).
     fn should_compact(&self) -> bool {
         let pending = self.buf.get(self.start..self.end).unwrap_or_default();
-        let need = match measure(pending, self.buf.len()) {
+        let need = match measure(pending, self.limit) {
             Ok(Measure::Partial { need }) => need,
             Ok(Measure::Known { wire, .. }) => wire,
             Err(_) => return false,
@@ -363,6 +400,25 @@ mod tests {
         let mut f = Framer::new(64);
         let (_, err) = feed(&mut f, &stun(48, 0)[..4], 4);
         assert_eq!(err, Some(FramingError::TooLarge(68, 64)));
+    }
+
+    #[test]
+    fn the_buffer_grows_for_a_large_frame_and_shrinks_after() {
+        let mut f = Framer::with_limit(256, MAX_STREAM_FRAME);
+        let small = stun(8, 1);
+        let big = channel_data(20_000, 2);
+        let stream = [small.clone(), big.clone(), small.clone()].concat();
+        let (frames, err) = feed(&mut f, &stream, 1000);
+        assert_eq!(err, None);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[1].1, big[..4 + 20_000]);
+        assert_eq!(frames[2].1, small);
+        let _ = f.spare();
+        assert_eq!(f.capacity(), 256, "back to the initial size once drained");
+        // Over the limit is still refused.
+        let mut f = Framer::with_limit(256, 4096);
+        let (_, err) = feed(&mut f, &channel_data(5000, 0)[..8], 8);
+        assert_eq!(err, Some(FramingError::TooLarge(5004, 4096)));
     }
 
     #[test]

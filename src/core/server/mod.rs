@@ -412,4 +412,13 @@ impl Server {
         let a = self.table.get(self.table.id_by_tuple(tuple)?)?;
         a.pending.is_none().then_some(a.relayed)
     }
+
+    /// The connection of a stream 5-tuple (TCP, TLS) closed: its allocation is deleted at
+    /// once and its relay port freed (RFC 8656 section 3.1: the allocation is bound to
+    /// the 5-tuple, which no longer exists).
+    pub fn handle_connection_closed(&mut self, tuple: FiveTuple) {
+        if let Some(id) = self.table.id_by_tuple(&tuple) {
+            self.delete_allocation(id, "deleted: connection closed");
+        }
+    }
 }

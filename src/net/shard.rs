@@ -1,5 +1,6 @@
-//! One shard's UDP event loop: its listener sockets (SO_REUSEPORT siblings of the other
-//! shards'), its relay sockets, and its core, with nothing shared on the packet path.
+//! One shard's event loop: its UDP, TCP and TLS listener sockets (SO_REUSEPORT siblings
+//! of the other shards'), its TCP/TLS connections, its relay sockets, and its core, with
+//! nothing shared on the packet path.
 //!
 //! Datagrams are received in batches (`recvmmsg`) into a fixed set of slots, each with
 //! [`HEADROOM`] free bytes in front so the core frames relayed data in place. A slot
@@ -8,8 +9,10 @@
 //! turn leaves through the listener in one call.
 
 use super::batch::{self, BATCH, RecvMeta, SendItem};
+use super::stream::{CONN_BASE, Close, Conn, Streams};
+use crate::core::proto::stream::Frame;
 use crate::core::proto::data::{HEADROOM, TAILROOM};
-use crate::core::server::{AllocId, Event, FiveTuple, Path, Server, Transport};
+use crate::core::server::{AllocId, DataTransmit, Event, FiveTuple, Path, Server, Transport};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -23,7 +26,10 @@ use std::time::{Duration, Instant};
 
 const WAKER: Token = Token(0);
 const LISTENER_BASE: usize = 1;
+const STREAM_LISTENER_BASE: usize = 1 << 15;
 const RELAY_BASE: usize = 1 << 16;
+/// Reads from one connection per turn before others get a turn.
+const READ_BUDGET: usize = 8;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
 const SLOT_LEN: usize = HEADROOM + MAX_DATAGRAM + TAILROOM;
@@ -61,6 +67,21 @@ pub fn bind(addr: SocketAddr, reuse_port: bool, opts: SocketOptions) -> io::Resu
     Ok(UdpSocket::from_std(socket.into()))
 }
 
+/// Creates a non-blocking TCP listener on `addr`, SO_REUSEPORT so every shard has one and
+/// the kernel spreads connections across them.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
 struct Relay {
     id: AllocId,
     socket: UdpSocket,
@@ -79,11 +100,18 @@ struct Pending {
 enum Via {
     Listener(u16),
     Relay(AllocId),
+    /// A TCP/TLS connection of this stream listener (the destination names which).
+    Stream(u16),
 }
 
 fn via(path: &Path) -> Via {
     match *path {
-        Path::Client { listener, .. } => Via::Listener(listener),
+        Path::Client {
+            listener,
+            transport: Transport::Udp,
+            ..
+        } => Via::Listener(listener),
+        Path::Client { listener, .. } => Via::Stream(listener),
         Path::Peer { relay, .. } => Via::Relay(relay),
     }
 }
@@ -102,6 +130,7 @@ pub struct Shard {
     core: Server,
     opts: SocketOptions,
     listeners: Vec<UdpSocket>,
+    streams: Streams,
     relays: Vec<Option<Relay>>,
     /// Sockets that still had data when their budget ran out.
     backlog: Vec<Token>,
@@ -115,12 +144,17 @@ pub struct Shard {
     /// UDP GSO for runs of datagrams to one destination; turned off if the kernel
     /// refuses it.
     gso: bool,
+    /// Datagrams toward peers from the connection being read (ranges of its framer).
+    stream_sends: Vec<(AllocId, Range<usize>, SocketAddr)>,
+    /// Connections to close after a write failed (reused).
+    failed: Vec<usize>,
 }
 
 impl Shard {
     pub fn new(
         core: Server,
         mut listeners: Vec<UdpSocket>,
+        mut streams: Streams,
         opts: SocketOptions,
         stop: Arc<AtomicBool>,
     ) -> io::Result<Self> {
@@ -130,6 +164,13 @@ impl Shard {
             poll.registry()
                 .register(l, Token(LISTENER_BASE + i), Interest::READABLE)?;
         }
+        for (i, l) in streams.listeners.iter_mut().enumerate() {
+            poll.registry().register(
+                &mut l.socket,
+                Token(STREAM_LISTENER_BASE + i),
+                Interest::READABLE,
+            )?;
+        }
         Ok(Self {
             poll,
             waker,
@@ -137,6 +178,7 @@ impl Shard {
             core,
             opts,
             listeners,
+            streams,
             relays: Vec::new(),
             backlog: Vec::new(),
             slots: (0..SLOTS)
@@ -147,6 +189,8 @@ impl Shard {
             meta: [RecvMeta::default(); BATCH],
             control: Vec::with_capacity(SLOTS),
             gso: true,
+            stream_sends: Vec::new(),
+            failed: Vec::new(),
         })
     }
 
@@ -185,6 +229,7 @@ impl Shard {
             let now = Instant::now();
             if now.duration_since(last_clock) >= Duration::from_secs(1) {
                 self.core.set_wall_clock(now, super::unix_now());
+                self.close_expired(now);
                 last_clock = now;
             }
             self.core.handle_timeout(now);
@@ -193,26 +238,184 @@ impl Shard {
         }
     }
 
-    /// Reads up to [`BUDGET`] batches from one socket.
+    /// Serves the socket behind `token`: up to [`BUDGET`] batches from a UDP socket, a
+    /// connection's pending writes and reads, or a stream listener's new connections.
     fn drain(&mut self, token: Token) {
+        let more = if token.0 >= CONN_BASE {
+            self.serve_conn(token.0 - CONN_BASE)
+        } else if (STREAM_LISTENER_BASE..RELAY_BASE).contains(&token.0) {
+            self.streams.accept(
+                token.0 - STREAM_LISTENER_BASE,
+                self.poll.registry(),
+                Instant::now(),
+            )
+        } else {
+            self.drain_udp(token)
+        };
+        if more && !self.backlog.contains(&token) {
+            self.backlog.push(token);
+        }
+    }
+
+    /// Reads up to [`BUDGET`] batches from one UDP socket; true if it may have more.
+    fn drain_udp(&mut self, token: Token) -> bool {
         for _ in 0..BUDGET {
             if self.taken + BATCH > SLOTS {
                 self.flush_data();
             }
             match self.receive(token) {
                 Ok(n) if n == BATCH => {}
-                Ok(_) => return,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(_) => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 // ICMP errors surface on the next receive; the socket is still good.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
                 Err(e) => {
                     tracing::debug!("recv failed: {e}");
-                    return;
+                    return false;
                 }
             }
         }
-        if !self.backlog.contains(&token) {
-            self.backlog.push(token);
+        true
+    }
+
+    /// A connection is ready: writes what waits for it, then reads up to
+    /// [`READ_BUDGET`] times, handing each complete message to the core. True if it may
+    /// have more to read.
+    fn serve_conn(&mut self, index: usize) -> bool {
+        // Taken out of the slab while the core runs, put back before anything else.
+        let Some(mut conn) = self.streams.conns.get_mut(index).and_then(Option::take) else {
+            return false;
+        };
+        let result = self.read_conn(&mut conn);
+        let token = Token(CONN_BASE + index);
+        let interest = conn.update_interest(self.poll.registry(), token);
+        if let Some(slot) = self.streams.conns.get_mut(index) {
+            *slot = Some(conn);
+        }
+        match (result, interest) {
+            (Ok(more), Ok(())) => more,
+            (Err(why), _) => {
+                self.close_conn(index, why);
+                false
+            }
+            (_, Err(e)) => {
+                self.close_conn(index, Close::Io(e));
+                false
+            }
+        }
+    }
+
+    fn read_conn(&mut self, conn: &mut Conn) -> Result<bool, Close> {
+        conn.flush()?;
+        for _ in 0..READ_BUDGET {
+            if !conn.read()? {
+                return Ok(false);
+            }
+            self.conn_frames(conn)?;
+        }
+        Ok(true)
+    }
+
+    /// Hands every complete frame of `conn` to the core, then sends what it relays to
+    /// peers from the framer's buffer in one batch.
+    fn conn_frames(&mut self, conn: &mut Conn) -> Result<(), Close> {
+        let now = Instant::now();
+        let idle = self.streams.limits().idle_timeout;
+        let mut sends = std::mem::take(&mut self.stream_sends);
+        let result = loop {
+            let frame = match conn.framer.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(Close::Framing(e)),
+            };
+            conn.greeted = true;
+            conn.deadline = now + idle;
+            let range = frame.range();
+            let Some(msg) = conn.framer.buffer_mut().get_mut(range.clone()) else {
+                continue;
+            };
+            let out = self.core.handle_client_datagram(now, conn.tuple, msg);
+            if let Some(DataTransmit {
+                path: Path::Peer { relay, peer },
+                range: r,
+            }) = out
+            {
+                sends.push((relay, range.start + r.start..range.start + r.end, peer));
+            }
+            if matches!(frame, Frame::Stun(_)) {
+                // An Allocate may want a relay socket before the next message.
+                self.handle_events();
+            }
+        };
+        let buffer = conn.framer.buffer();
+        let sockets = Sockets {
+            listeners: &self.listeners,
+            relays: &self.relays,
+        };
+        send_runs(
+            sends.len(),
+            |i| {
+                let (relay, range, peer) = &sends[i];
+                (Via::Relay(*relay), buffer.get(range.clone()).unwrap_or_default(), *peer)
+            },
+            &sockets,
+            &mut false,
+        );
+        sends.clear();
+        self.stream_sends = sends;
+        result
+    }
+
+    /// Closes connection `index` and deletes its allocation at once.
+    fn close_conn(&mut self, index: usize, why: Close) {
+        if let Some(tuple) = self.streams.remove(index, self.poll.registry()) {
+            tracing::debug!(client = %tuple.client, "connection closed: {why}");
+            self.core.handle_connection_closed(tuple);
+            self.handle_events();
+        }
+    }
+
+    /// Closes connections past their handshake or idle deadline.
+    fn close_expired(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.failed);
+        let core = &self.core;
+        self.streams
+            .expired(now, |t| core.relayed_address(t).is_some(), &mut expired);
+        for &index in &expired {
+            self.close_conn(index, Close::Timeout);
+        }
+        expired.clear();
+        self.failed = expired;
+    }
+
+    /// Writes runs of frames bound for TCP/TLS clients: `item(i)` names each frame's
+    /// listener, client and bytes; frames for one connection are consecutive. Connections
+    /// whose write fails are closed.
+    fn write_streams<'a>(
+        streams: &mut Streams,
+        registry: &mio::Registry,
+        n: usize,
+        item: impl Fn(usize) -> (Via, SocketAddr, &'a [u8]),
+        failed: &mut Vec<usize>,
+    ) {
+        let mut i = 0;
+        while i < n {
+            let (through, client, _) = item(i);
+            let mut end = i + 1;
+            while end < n && {
+                let (v, c, _) = item(end);
+                v == through && c == client
+            } {
+                end += 1;
+            }
+            if let Via::Stream(listener) = through {
+                if let Some(index) = streams.index_of(listener, client) {
+                    if !streams.write(index, (i..end).map(|k| item(k).2), registry) {
+                        failed.push(index);
+                    }
+                }
+            }
+            i = end;
         }
     }
 
@@ -329,6 +532,26 @@ impl Shard {
             &sockets,
             &mut self.gso,
         );
+        let mut failed = std::mem::take(&mut self.failed);
+        if pending.iter().any(|p| matches!(via(&p.path), Via::Stream(_))) {
+            let start = pending.partition_point(|p| !matches!(via(&p.path), Via::Stream(_)));
+            let streams_part = &pending[start..];
+            Self::write_streams(
+                &mut self.streams,
+                self.poll.registry(),
+                streams_part.len(),
+                |i| {
+                    let p = &streams_part[i];
+                    (via(&p.path), destination(&p.path), &slots[p.slot][p.range.clone()])
+                },
+                &mut failed,
+            );
+        }
+        for &index in &failed {
+            self.close_conn(index, Close::Io(io::ErrorKind::BrokenPipe.into()));
+        }
+        failed.clear();
+        self.failed = failed;
         self.pending.clear();
         self.taken = 0;
         // Responses of this turn go out with the data, at most one turn's worth queued.
@@ -359,6 +582,9 @@ impl Shard {
         self.control.clear();
         self.control
             .extend(std::iter::from_fn(|| self.core.poll_transmit()));
+        // Grouped by socket and destination, in order within each (a stable sort).
+        self.control
+            .sort_by_key(|t| (via(&t.path), destination(&t.path)));
         let control = &self.control;
         let sockets = Sockets {
             listeners: &self.listeners,
@@ -376,7 +602,25 @@ impl Shard {
             &sockets,
             &mut false,
         );
+        let mut failed = std::mem::take(&mut self.failed);
+        let start = control.partition_point(|t| !matches!(via(&t.path), Via::Stream(_)));
+        let streams_part = &control[start..];
+        Self::write_streams(
+            &mut self.streams,
+            self.poll.registry(),
+            streams_part.len(),
+            |i| {
+                let t = &streams_part[i];
+                (via(&t.path), destination(&t.path), &t.payload[..])
+            },
+            &mut failed,
+        );
         self.control.clear();
+        for &index in &failed {
+            self.close_conn(index, Close::Io(io::ErrorKind::BrokenPipe.into()));
+        }
+        failed.clear();
+        self.failed = failed;
     }
 
     fn bind_relay(&mut self, id: AllocId, local: SocketAddr) -> io::Result<()> {
@@ -422,6 +666,8 @@ impl Sockets<'_> {
                 Some(Some(r)) if r.id == id => Some(r.socket.as_raw_fd()),
                 _ => None,
             },
+            // Connections are written by `Shard::write_streams`.
+            Via::Stream(_) => None,
         }
     }
 }

@@ -1,0 +1,502 @@
+//! TCP and TLS connections of one shard: accepting within the connection caps, framing
+//! what arrives, and writing toward the client with a bounded queue.
+//!
+//! A connection is a 5-tuple of its own (RFC 8656 section 3.1): its allocation lives and
+//! dies with it. The shard reads a connection into its [`Framer`], hands each complete
+//! message to the core in place, and sends what the core relays toward peers from the
+//! framer's buffer. Toward the client, frames are written straight to the socket
+//! (several in one `writev`); only what the socket does not take is copied into the
+//! connection's queue, bounded by `tcp-send-queue`, past which media is dropped whole
+//! (never a partial frame, which would break the stream's framing).
+//!
+//! Deadlines are checked once a second: a connection must finish its TLS handshake and
+//! deliver its first complete message within `tcp-handshake-timeout` (so bytes trickled
+//! one at a time cannot hold it), and one without an allocation may stay silent for
+//! `tcp-idle-timeout`.
+
+use crate::config::StreamLimits;
+use crate::core::proto::stream::{Framer, MAX_STREAM_FRAME};
+use crate::core::server::{FiveTuple, ListenerId, Transport};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Tokens of connections start here (below are the waker, listeners and relays).
+pub const CONN_BASE: usize = 1 << 40;
+/// A connection's receive buffer between large frames.
+const INITIAL_FRAME_BUFFER: usize = 8 * 1024;
+/// Connections accepted from one listener per turn before others get a turn.
+const ACCEPT_BUDGET: usize = 256;
+/// Frames handed to one `writev`.
+const MAX_IOV: usize = 64;
+/// The queue's allocation is released when it drains and has grown past this.
+const KEEP_QUEUE: usize = 16 * 1024;
+
+/// A TCP or TLS listener socket.
+pub struct StreamListener {
+    pub socket: TcpListener,
+    pub tls: bool,
+}
+
+/// Connection counts shared by every shard: in total and per client IP.
+#[derive(Debug)]
+pub struct ConnLimits {
+    limits: StreamLimits,
+    counts: Mutex<(usize, HashMap<IpAddr, u32>)>,
+}
+
+impl ConnLimits {
+    pub fn new(limits: StreamLimits) -> Self {
+        Self {
+            limits,
+            counts: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// Takes a slot for a connection from `ip`, if both caps allow it. The map holds at
+    /// most `max_connections` entries.
+    fn acquire(&self, ip: IpAddr) -> bool {
+        let Ok(mut guard) = self.counts.lock() else {
+            return false;
+        };
+        let (total, per_ip) = &mut *guard;
+        if *total >= self.limits.max_connections {
+            return false;
+        }
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.limits.max_per_ip {
+            return false;
+        }
+        *n += 1;
+        *total += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        if let Ok(mut guard) = self.counts.lock() {
+            let (total, per_ip) = &mut *guard;
+            *total = total.saturating_sub(1);
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Connections open in every shard.
+    pub fn total(&self) -> usize {
+        self.counts.lock().map_or(0, |g| g.0)
+    }
+}
+
+/// Why a connection is closed (for the log).
+#[derive(Debug, thiserror::Error)]
+pub enum Close {
+    #[error("closed by the client")]
+    Eof,
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("TLS: {0}")]
+    Tls(rustls::Error),
+    #[error("framing: {0}")]
+    Framing(crate::core::proto::stream::FramingError),
+    #[error("handshake, first-message or idle timeout")]
+    Timeout,
+}
+
+/// One TCP or TLS connection.
+pub struct Conn {
+    pub socket: TcpStream,
+    pub tls: Option<Box<rustls::ServerConnection>>,
+    pub framer: Framer,
+    pub tuple: FiveTuple,
+    /// Plain TCP: bytes the socket has not taken yet.
+    queue: VecDeque<u8>,
+    /// TLS: bytes handed to rustls since its send buffer was last empty.
+    tls_backlog: usize,
+    /// Handshake/first-message deadline, then idle deadline.
+    pub deadline: Instant,
+    /// A complete message has arrived.
+    pub greeted: bool,
+    writable: bool,
+}
+
+impl Conn {
+    /// Reads what the socket has into the framer: `Ok(true)` when bytes arrived (frames
+    /// may be ready), `Ok(false)` when the socket would block.
+    pub fn read(&mut self) -> Result<bool, Close> {
+        let Some(tls) = self.tls.as_mut() else {
+            return match self.socket.read(self.framer.spare()) {
+                Ok(0) => Err(Close::Eof),
+                Ok(n) => {
+                    self.framer.filled(n);
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+                Err(e) => Err(Close::Io(e)),
+            };
+        };
+        // Plaintext left from the last read first: the framer may have been full.
+        if read_plaintext(tls, &mut self.framer)? {
+            return Ok(true);
+        }
+        match tls.read_tls(&mut self.socket) {
+            Ok(0) => return Err(Close::Eof),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) => return Err(Close::Io(e)),
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // Send the alert rustls queued, best effort.
+            let _ = tls.write_tls(&mut self.socket);
+            return Err(Close::Tls(e));
+        }
+        read_plaintext(tls, &mut self.framer)?;
+        // Handshake messages to send.
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// Queues `frames` toward the client (whole or not at all each), writing as much as
+    /// the socket takes now. Returns how many frames were dropped for lack of room.
+    pub fn write_frames<'a>(
+        &mut self,
+        frames: impl Iterator<Item = &'a [u8]>,
+        limit: usize,
+    ) -> Result<usize, Close> {
+        let mut dropped = 0;
+        if let Some(tls) = self.tls.as_mut() {
+            for f in frames {
+                if self.tls_backlog + f.len() > limit || tls.is_handshaking() {
+                    dropped += 1;
+                    continue;
+                }
+                // The buffer limit is off (see accept), so the write takes everything.
+                let _ = tls.writer().write_all(f);
+                self.tls_backlog += f.len();
+            }
+            self.flush()?;
+            return Ok(dropped);
+        }
+        if !self.queue.is_empty() {
+            for f in frames {
+                if self.queue.len() + f.len() > limit {
+                    dropped += 1;
+                } else {
+                    self.queue.extend(f);
+                }
+            }
+            self.flush()?;
+            return Ok(dropped);
+        }
+        // Nothing queued: write the frames straight from where they are, in batches.
+        let mut frames = frames.peekable();
+        while frames.peek().is_some() {
+            let mut batch: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
+            let mut n = 0;
+            while n < MAX_IOV {
+                match frames.next() {
+                    Some(f) => {
+                        batch[n] = f;
+                        n += 1;
+                    }
+                    None => break,
+                }
+            }
+            let iov: [IoSlice<'_>; MAX_IOV] = std::array::from_fn(|i| IoSlice::new(batch[i]));
+            let written = match self.socket.write_vectored(&iov[..n]) {
+                Ok(w) => w,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
+                Err(e) => return Err(Close::Io(e)),
+            };
+            // What the socket did not take: the rest of a started frame must follow
+            // (the stream is committed to it); later frames queue while there is room.
+            let mut skip = written;
+            for f in &batch[..n] {
+                if skip >= f.len() {
+                    skip -= f.len();
+                } else if skip > 0 || self.queue.len() + f.len() <= limit {
+                    self.queue.extend(&f[skip..]);
+                    skip = 0;
+                } else {
+                    dropped += 1;
+                }
+            }
+            if !self.queue.is_empty() {
+                for f in frames.by_ref() {
+                    if self.queue.len() + f.len() > limit {
+                        dropped += 1;
+                    } else {
+                        self.queue.extend(f);
+                    }
+                }
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Writes queued bytes (plain) or pending TLS records until the socket would block.
+    pub fn flush(&mut self) -> Result<(), Close> {
+        if let Some(tls) = self.tls.as_mut() {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.socket) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Close::Io(e)),
+                }
+            }
+            if !tls.wants_write() {
+                self.tls_backlog = 0;
+            }
+            return Ok(());
+        }
+        while !self.queue.is_empty() {
+            let (a, b) = self.queue.as_slices();
+            match self.socket.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.queue.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Close::Io(e)),
+            }
+        }
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_QUEUE {
+            self.queue = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// Bytes waiting for the socket.
+    fn backlogged(&self) -> bool {
+        match &self.tls {
+            Some(tls) => tls.wants_write(),
+            None => !self.queue.is_empty(),
+        }
+    }
+
+    /// Asks for writable events while bytes wait, and stops asking once they are out.
+    pub fn update_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let want = self.backlogged();
+        if want != self.writable {
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.socket, token, interest)?;
+            self.writable = want;
+        }
+        Ok(())
+    }
+}
+
+/// Moves decrypted bytes into the framer: `Ok(true)` if any arrived.
+fn read_plaintext(tls: &mut rustls::ServerConnection, framer: &mut Framer) -> Result<bool, Close> {
+    let spare = framer.spare();
+    if spare.is_empty() {
+        return Ok(false);
+    }
+    match tls.reader().read(spare) {
+        // close_notify: the client is done.
+        Ok(0) => Err(Close::Eof),
+        Ok(n) => {
+            framer.filled(n);
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(Close::Io(e)),
+    }
+}
+
+/// The connections of one shard, in a slab indexed by token.
+pub struct Streams {
+    pub listeners: Vec<StreamListener>,
+    pub conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    by_client: HashMap<(ListenerId, SocketAddr), usize>,
+    limits: Arc<ConnLimits>,
+    cfg: StreamLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Frames dropped because a client did not read fast enough.
+    pub dropped: u64,
+}
+
+impl Streams {
+    pub fn new(
+        listeners: Vec<StreamListener>,
+        limits: Arc<ConnLimits>,
+        cfg: StreamLimits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        Self {
+            listeners,
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_client: HashMap::new(),
+            limits,
+            cfg,
+            tls,
+            dropped: 0,
+        }
+    }
+
+    pub fn limits(&self) -> &StreamLimits {
+        &self.cfg
+    }
+
+    /// Accepts pending connections on listener `index`. Returns true if the budget ran
+    /// out with connections perhaps still waiting.
+    pub fn accept(&mut self, index: usize, registry: &Registry, now: Instant) -> bool {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = self.listeners.get(index) else {
+                return false;
+            };
+            let (socket, client) = match listener.socket.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) => {
+                    // EMFILE and friends: leave the rest in the backlog for later.
+                    tracing::debug!("accept failed: {e}");
+                    return false;
+                }
+            };
+            let tls = listener.tls;
+            if !self.limits.acquire(client.ip()) {
+                tracing::debug!(%client, "connection refused: connection cap reached");
+                continue;
+            }
+            if let Err(e) = self.admit(index, tls, socket, client, registry, now) {
+                self.limits.release(client.ip());
+                tracing::debug!(%client, "connection dropped: {e}");
+            }
+        }
+        true
+    }
+
+    fn admit(
+        &mut self,
+        listener: usize,
+        tls: bool,
+        mut socket: TcpStream,
+        client: SocketAddr,
+        registry: &Registry,
+        now: Instant,
+    ) -> io::Result<()> {
+        let _ = socket.set_nodelay(true);
+        let tls = match (tls, &self.tls) {
+            (false, _) => None,
+            (true, Some(cfg)) => {
+                let mut conn = rustls::ServerConnection::new(cfg.clone())
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                // Bounded by tcp-send-queue in write_frames, frame by frame.
+                conn.set_buffer_limit(None);
+                Some(Box::new(conn))
+            }
+            (true, None) => return Err(io::Error::other("TLS listener without TLS config")),
+        };
+        let index = self.free.pop().unwrap_or(self.conns.len());
+        registry.register(&mut socket, Token(CONN_BASE + index), Interest::READABLE)?;
+        let tuple = FiveTuple {
+            client,
+            listener: listener as ListenerId,
+            transport: Transport::Tcp,
+        };
+        let conn = Conn {
+            socket,
+            tls,
+            framer: Framer::with_limit(INITIAL_FRAME_BUFFER, MAX_STREAM_FRAME),
+            tuple,
+            queue: VecDeque::new(),
+            tls_backlog: 0,
+            deadline: now + self.cfg.handshake_timeout,
+            greeted: false,
+            writable: false,
+        };
+        if index == self.conns.len() {
+            self.conns.push(Some(conn));
+        } else {
+            self.conns[index] = Some(conn);
+        }
+        self.by_client.insert((tuple.listener, client), index);
+        Ok(())
+    }
+
+    /// Removes connection `index`; the caller tells the core its 5-tuple is gone.
+    pub fn remove(&mut self, index: usize, registry: &Registry) -> Option<FiveTuple> {
+        let mut conn = self.conns.get_mut(index)?.take()?;
+        let _ = registry.deregister(&mut conn.socket);
+        if let Some(tls) = conn.tls.as_mut() {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut conn.socket);
+        }
+        self.by_client
+            .remove(&(conn.tuple.listener, conn.tuple.client));
+        self.limits.release(conn.tuple.client.ip());
+        self.free.push(index);
+        Some(conn.tuple)
+    }
+
+    /// The connection of a stream 5-tuple.
+    pub fn index_of(&self, listener: ListenerId, client: SocketAddr) -> Option<usize> {
+        self.by_client.get(&(listener, client)).copied()
+    }
+
+    /// Writes `frames` to connection `index` and keeps its interest in step. Returns
+    /// false if the connection failed and must be closed.
+    pub fn write<'a>(
+        &mut self,
+        index: usize,
+        frames: impl Iterator<Item = &'a [u8]>,
+        registry: &Registry,
+    ) -> bool {
+        let limit = self.cfg.send_queue;
+        let Some(Some(conn)) = self.conns.get_mut(index) else {
+            return true;
+        };
+        match conn.write_frames(frames, limit) {
+            Ok(dropped) => {
+                self.dropped += dropped as u64;
+                conn.update_interest(registry, Token(CONN_BASE + index)).is_ok()
+            }
+            Err(e) => {
+                tracing::debug!(client = %conn.tuple.client, "write failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Connections whose deadline passed: not greeted in time, or silent without an
+    /// allocation (`has_allocation`). Connections with an allocation get a fresh idle
+    /// deadline, so the idle timeout counts from the allocation's end.
+    pub fn expired(
+        &mut self,
+        now: Instant,
+        has_allocation: impl Fn(&FiveTuple) -> bool,
+        out: &mut Vec<usize>,
+    ) {
+        let idle = self.cfg.idle_timeout;
+        for (i, slot) in self.conns.iter_mut().enumerate() {
+            let Some(conn) = slot else { continue };
+            if now < conn.deadline {
+                continue;
+            }
+            if conn.greeted && has_allocation(&conn.tuple) {
+                conn.deadline = now + idle;
+            } else {
+                out.push(i);
+            }
+        }
+    }
+}
