@@ -295,6 +295,8 @@ impl Shard {
         match (result, interest) {
             (Ok(more), Ok(())) => more,
             (Err(why), _) => {
+                // Answers to the messages before the fault still go out.
+                self.send_control();
                 self.close_conn(index, why);
                 false
             }

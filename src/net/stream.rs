@@ -437,6 +437,8 @@ impl Streams {
     pub fn remove(&mut self, index: usize, registry: &Registry) -> Option<FiveTuple> {
         let mut conn = self.conns.get_mut(index)?.take()?;
         let _ = registry.deregister(&mut conn.socket);
+        // What is queued goes out if the socket takes it now; nothing waits for it.
+        let _ = conn.flush();
         if let Some(tls) = conn.tls.as_mut() {
             tls.send_close_notify();
             let _ = tls.write_tls(&mut conn.socket);
