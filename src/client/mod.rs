@@ -1,19 +1,27 @@
-//! A small TURN client over UDP (RFC 8656 client side), used by the end-to-end tests and
-//! the load tools. It answers the 401/438 challenge itself, retransmits requests, and
-//! keeps relayed data that arrives while it waits for a response.
+//! A small TURN client (RFC 8656 client side) over UDP, TCP or TLS, used by the
+//! end-to-end tests and the load tools. It answers the 401/438 challenge itself,
+//! retransmits requests over UDP, and keeps relayed data that arrives while it waits for
+//! a response. The relay to peers is UDP whatever the transport to the server.
+
+mod link;
+mod message;
+
+pub use link::Transport;
+pub use message::{MAX_INDICATION_DATA, channel_data, parse_relayed, send_indication};
 
 use crate::core::proto::codec::{self, RequestAttr, Response};
-use crate::core::proto::data;
 use crate::core::proto::integrity::long_term_key;
-use crate::core::proto::scan::scan;
-use crate::core::proto::wire::{self, Class, method};
+use crate::core::proto::wire::method;
+use link::Link;
 use rand::RngExt;
+use rustls_pki_types::ServerName;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UdpSocket;
-use tokio::time::{Instant, timeout_at};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::{Instant, timeout, timeout_at};
 
 /// What a request ended in.
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +47,11 @@ pub enum Relayed {
 
 /// The most data messages kept while waiting for responses.
 const MAX_PENDING_DATA: usize = 1024;
+/// How long a TCP connect plus, for TLS, the handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct TurnClient {
-    socket: UdpSocket,
-    server: SocketAddr,
+    link: Link,
     username: String,
     password: String,
     realm: Option<String>,
@@ -55,8 +64,8 @@ pub struct TurnClient {
 }
 
 impl TurnClient {
-    /// A client on a fresh local socket of the server's family (loopback for a loopback
-    /// server).
+    /// A UDP client on a fresh local socket of the server's family (loopback for a
+    /// loopback server).
     pub async fn new(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
         let ip: std::net::IpAddr = match (server.ip().is_loopback(), server.is_ipv4()) {
             (true, true) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -73,15 +82,57 @@ impl TurnClient {
         ))
     }
 
+    /// A UDP client on `socket`.
     pub fn with_socket(
         socket: UdpSocket,
         server: SocketAddr,
         username: &str,
         password: &str,
     ) -> Self {
+        Self::with_link(Link::udp(socket, server), username, password)
+    }
+
+    /// A client over a new TCP connection to `server` (RFC 8656 section 3.1).
+    pub async fn connect_tcp(
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> io::Result<Self> {
+        Self::with_tcp_stream(connect(server).await?, username, password)
+    }
+
+    /// A client over a TCP connection already open to the server.
+    pub fn with_tcp_stream(stream: TcpStream, username: &str, password: &str) -> io::Result<Self> {
+        // Requests and small ChannelData must not wait for Nagle's algorithm.
+        stream.set_nodelay(true)?;
+        let (local, server) = (stream.local_addr()?, stream.peer_addr()?);
+        let link = Link::stream(Box::new(stream), Transport::Tcp, local, server);
+        Ok(Self::with_link(link, username, password))
+    }
+
+    /// A client over TLS to `server`, whose certificate must name `server_name` under
+    /// `config` (which may ask for ALPN "stun.turn", RFC 7443).
+    pub async fn connect_tls(
+        server: SocketAddr,
+        server_name: ServerName<'static>,
+        config: Arc<rustls::ClientConfig>,
+        username: &str,
+        password: &str,
+    ) -> io::Result<Self> {
+        let tcp = connect(server).await?;
+        tcp.set_nodelay(true)?;
+        let local = tcp.local_addr()?;
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        let link = Link::stream(Box::new(tls), Transport::Tls, local, server);
+        Ok(Self::with_link(link, username, password))
+    }
+
+    fn with_link(link: Link, username: &str, password: &str) -> Self {
         Self {
-            socket,
-            server,
+            link,
             username: username.to_owned(),
             password: password.to_owned(),
             realm: None,
@@ -90,6 +141,21 @@ impl TurnClient {
             request_timeout: Duration::from_secs(3),
             challenges: 0,
         }
+    }
+
+    /// The transport to the server.
+    pub fn transport(&self) -> Transport {
+        self.link.transport()
+    }
+
+    /// "udp", "tcp" or "tls".
+    pub fn transport_name(&self) -> &'static str {
+        self.link.transport().name()
+    }
+
+    /// The server this client talks to.
+    pub fn server(&self) -> SocketAddr {
+        self.link.server()
     }
 
     /// The realm and nonce this client authenticates with, once challenged.
@@ -109,13 +175,21 @@ impl TurnClient {
         self.password = password.to_owned();
     }
 
+    /// The client's side of the 5-tuple.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+        self.link.local_addr()
     }
 
-    /// Sends raw bytes to the server (for tests of malformed input).
+    /// Sends raw bytes to the server (for tests of malformed input): one datagram, or
+    /// bytes appended to the stream as they are.
     pub async fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        self.socket.send_to(bytes, self.server).await.map(|_| ())
+        self.link.send(bytes).await
+    }
+
+    /// Closes a TCP or TLS connection cleanly (TLS close_notify, then FIN); the server
+    /// ends its allocation. Nothing happens over UDP.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.link.shutdown().await
     }
 
     /// Sends a request and returns the success response; a 401 or 438 is answered once
@@ -164,42 +238,35 @@ impl TurnClient {
         }
     }
 
-    /// Sends `msg` with retransmissions (RFC 8489 section 6.2.1, RTO 250 ms here) until
-    /// the response with `txn` arrives or the request timeout passes.
+    /// Sends `msg` until the response with `txn` arrives or the request timeout passes.
+    /// Over UDP it is retransmitted (RFC 8489 section 6.2.1, RTO 250 ms here); over TCP
+    /// and TLS it is sent once, the transport being reliable (section 6.2.2).
     async fn transact(&mut self, txn: &[u8; 12], msg: &[u8]) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.request_timeout;
+        let retransmit = !self.link.transport().is_stream();
         let mut rto = Duration::from_millis(250);
-        let mut buf = vec![0u8; 65_536];
+        // Each pass doubles the RTO, so the deadline ends the loop.
         loop {
-            self.socket.send_to(msg, self.server).await?;
-            let resend_at = (Instant::now() + rto).min(deadline);
+            timeout_at(deadline, self.link.send(msg))
+                .await
+                .map_err(|_| ClientError::Timeout)??;
+            let resend_at = if retransmit {
+                (Instant::now() + rto).min(deadline)
+            } else {
+                deadline
+            };
             rto *= 2;
             loop {
-                let (n, _) = match timeout_at(resend_at, self.socket.recv_from(&mut buf)).await {
+                let bytes = match timeout_at(resend_at, self.link.recv()).await {
                     Ok(r) => r?,
                     Err(_) if resend_at >= deadline => return Err(ClientError::Timeout),
                     Err(_) => break,
                 };
-                let bytes = &buf[..n];
-                if let Some(r) = self.classify(bytes, txn) {
+                if let Some(r) = classify(&mut self.pending, bytes, txn) {
                     return r;
                 }
             }
         }
-    }
-
-    /// A response to `txn`, or `None` after keeping relayed data for later.
-    fn classify(&mut self, bytes: &[u8], txn: &[u8; 12]) -> Option<Result<Response, ClientError>> {
-        if let Some(d) = parse_relayed(bytes) {
-            if self.pending.len() < MAX_PENDING_DATA {
-                self.pending.push_back(d);
-            }
-            return None;
-        }
-        if bytes.get(8..20) != Some(&txn[..]) {
-            return None;
-        }
-        Some(codec::decode_response(bytes).ok_or(ClientError::Malformed))
     }
 
     /// RFC 8656 section 7.1: allocates a UDP relay; returns the relayed address.
@@ -260,83 +327,135 @@ impl TurnClient {
 
     /// RFC 8656 section 11.1: a Send indication to `peer`.
     pub async fn send_indication(&self, peer: SocketAddr, payload: &[u8]) -> io::Result<()> {
+        if payload.len() > MAX_INDICATION_DATA {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "payload too long",
+            ));
+        }
         self.send_raw(&send_indication(peer, payload)).await
     }
 
-    /// RFC 8656 section 12.5: ChannelData on `channel`.
+    /// RFC 8656 section 12.4: ChannelData on `channel`, padded to a multiple of 4 bytes
+    /// on TCP and TLS (section 12.5).
     pub async fn send_channel_data(&self, channel: u16, payload: &[u8]) -> io::Result<()> {
-        self.send_raw(&channel_data(channel, payload)).await
+        self.link.send_channel_data(channel, payload).await
     }
 
-    /// The next relayed message, or `None` if none arrives within `wait`.
+    /// The next relayed message, or `None` if none arrives within `wait`. Cancel-safe.
     pub async fn recv_relayed(&mut self, wait: Duration) -> io::Result<Option<Relayed>> {
         if let Some(d) = self.pending.pop_front() {
             return Ok(Some(d));
         }
         let deadline = Instant::now() + wait;
-        let mut buf = vec![0u8; 65_536];
         loop {
-            let (n, _) = match timeout_at(deadline, self.socket.recv_from(&mut buf)).await {
+            let bytes = match timeout_at(deadline, self.link.recv()).await {
                 Ok(r) => r?,
                 Err(_) => return Ok(None),
             };
-            if let Some(d) = parse_relayed(&buf[..n]) {
+            if let Some(d) = parse_relayed(bytes) {
                 return Ok(Some(d));
             }
         }
     }
 }
 
-/// Encodes a Send indication (RFC 8656 section 11.1) with FINGERPRINT.
-pub fn send_indication(peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
-    let txn: [u8; 12] = rand::rng().random();
-    let mut m = Vec::with_capacity(64 + payload.len());
-    m.extend_from_slice(&wire::message_type(method::SEND, Class::Indication).to_be_bytes());
-    m.extend_from_slice(&[0, 0]);
-    m.extend_from_slice(&wire::MAGIC_COOKIE.to_be_bytes());
-    m.extend_from_slice(&txn);
-    let mut addr = [0u8; 20];
-    let n = wire::encode_xor_address(peer, &txn, &mut addr).unwrap_or(0);
-    push_attr(&mut m, wire::attr::XOR_PEER_ADDRESS, &addr[..n]);
-    push_attr(&mut m, wire::attr::DATA, payload);
-    crate::core::proto::integrity::seal(&mut m, None, true);
-    m
+/// A TCP connection to `server`, bounded in time.
+async fn connect(server: SocketAddr) -> io::Result<TcpStream> {
+    timeout(CONNECT_TIMEOUT, TcpStream::connect(server))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))?
 }
 
-fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
-    m.extend_from_slice(&t.to_be_bytes());
-    m.extend_from_slice(&(v.len() as u16).to_be_bytes());
-    m.extend_from_slice(v);
-    m.resize(wire::padded(m.len()), 0);
-    let body = (m.len() - wire::HEADER_LEN) as u16;
-    m[2..4].copy_from_slice(&body.to_be_bytes());
-}
-
-/// Encodes ChannelData (RFC 8656 section 12.4).
-pub fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(4 + payload.len());
-    m.extend_from_slice(&channel.to_be_bytes());
-    m.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    m.extend_from_slice(payload);
-    m
-}
-
-/// Decodes a Data indication or ChannelData from the server.
-pub fn parse_relayed(bytes: &[u8]) -> Option<Relayed> {
-    if data::is_channel_data(bytes) {
-        let (channel, range) = data::parse_channel_data(bytes)?;
-        return Some(Relayed::Channel {
-            channel,
-            data: bytes.get(range)?.to_vec(),
-        });
-    }
-    let s = scan(bytes).ok()?;
-    if (s.method, s.class) != (method::DATA, Class::Indication) {
+/// A response to `txn`, or `None` after keeping relayed data (up to a bound) for later.
+fn classify(
+    pending: &mut VecDeque<Relayed>,
+    bytes: &[u8],
+    txn: &[u8; 12],
+) -> Option<Result<Response, ClientError>> {
+    if let Some(d) = parse_relayed(bytes) {
+        if pending.len() < MAX_PENDING_DATA {
+            pending.push_back(d);
+        }
         return None;
     }
-    let (peer, range) = data::parse_send_indication(bytes, &s)?;
-    Some(Relayed::Indication {
-        peer,
-        data: bytes.get(range)?.to_vec(),
-    })
+    if bytes.get(8..20) != Some(&txn[..]) {
+        return None;
+    }
+    Some(codec::decode_response(bytes).ok_or(ClientError::Malformed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::proto::codec::ResponseAttr;
+    use crate::core::proto::stream::{Frame, Framer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// Reads the next STUN frame the client wrote, or `None` at the end of the stream.
+    async fn next_request(io: &mut DuplexStream, f: &mut Framer) -> Option<Vec<u8>> {
+        loop {
+            if let Some(Frame::Stun(r)) = f.next_frame().unwrap() {
+                return Some(f.buffer()[r].to_vec());
+            }
+            let n = io.read(f.spare()).await.unwrap();
+            if n == 0 {
+                return None;
+            }
+            f.filled(n);
+        }
+    }
+
+    /// Over a stream a request is sent once, relayed data read while waiting is kept,
+    /// and the 401 challenge is answered on the same connection.
+    #[tokio::test]
+    async fn stream_requests_are_sent_once_and_data_is_kept() {
+        let (client_io, mut io) = tokio::io::duplex(1 << 16);
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let server: SocketAddr = "127.0.0.1:3478".parse().unwrap();
+        let link = Link::stream(Box::new(client_io), Transport::Tcp, local, server);
+        let mut c = TurnClient::with_link(link, "alice", "pw");
+        let relayed: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        let fake = tokio::spawn(async move {
+            let mut f = Framer::new(4096);
+            let first = next_request(&mut io, &mut f).await.unwrap();
+            // Longer than the UDP RTO: a retransmission would arrive in the meantime.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let txn: [u8; 12] = first[8..20].try_into().unwrap();
+            let attrs = [
+                ResponseAttr::ErrorCode(401),
+                ResponseAttr::Realm("test"),
+                ResponseAttr::Nonce("abcd"),
+            ];
+            let challenge = codec::encode(method::ALLOCATE, false, &txn, &attrs, None, true);
+            // ChannelData (padded) arrives just before the response, split from it.
+            let cd = link::channel_data_message(0x4001, b"early", true).unwrap();
+            io.write_all(&[cd, challenge.unwrap()].concat())
+                .await
+                .unwrap();
+            let second = next_request(&mut io, &mut f).await.unwrap();
+            assert_ne!(first[8..20], second[8..20]);
+            let txn: [u8; 12] = second[8..20].try_into().unwrap();
+            let attrs = [ResponseAttr::XorRelayedAddress(relayed)];
+            let ok = codec::encode(method::ALLOCATE, true, &txn, &attrs, None, true).unwrap();
+            for byte in ok {
+                io.write_all(&[byte]).await.unwrap();
+            }
+            // Nothing else arrives before the client closes.
+            assert_eq!(next_request(&mut io, &mut f).await, None);
+        });
+        assert_eq!(c.allocate().await.unwrap(), relayed);
+        assert_eq!(c.challenges, 1);
+        assert_eq!(c.transport_name(), "tcp");
+        assert_eq!(c.local_addr().unwrap(), local);
+        assert_eq!(
+            c.recv_relayed(Duration::ZERO).await.unwrap(),
+            Some(Relayed::Channel {
+                channel: 0x4001,
+                data: b"early".to_vec()
+            })
+        );
+        c.shutdown().await.unwrap();
+        fake.await.unwrap();
+    }
 }

@@ -1,0 +1,99 @@
+//! Data messages a client sends and receives, built and read without a server: Send
+//! indications out, ChannelData both ways, Data indications in.
+
+use super::Relayed;
+use crate::core::proto::data;
+use crate::core::proto::scan::scan;
+use crate::core::proto::wire::{self, Class, method};
+use rand::RngExt;
+use std::net::SocketAddr;
+
+/// The largest DATA a Send indication carries: the STUN length field (at most 65532)
+/// less an IPv6 XOR-PEER-ADDRESS (24), the DATA header (4) and FINGERPRINT (8).
+pub const MAX_INDICATION_DATA: usize = 65_532 - 24 - 4 - 8;
+
+/// Encodes a Send indication (RFC 8656 section 11.1) with FINGERPRINT. A payload over
+/// [`MAX_INDICATION_DATA`] bytes is cut to that length.
+pub fn send_indication(peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let payload = payload.get(..MAX_INDICATION_DATA).unwrap_or(payload);
+    let txn: [u8; 12] = rand::rng().random();
+    let mut m = Vec::with_capacity(64 + payload.len());
+    m.extend_from_slice(&wire::message_type(method::SEND, Class::Indication).to_be_bytes());
+    m.extend_from_slice(&[0, 0]);
+    m.extend_from_slice(&wire::MAGIC_COOKIE.to_be_bytes());
+    m.extend_from_slice(&txn);
+    let mut addr = [0u8; 20];
+    let n = wire::encode_xor_address(peer, &txn, &mut addr).unwrap_or(0);
+    push_attr(&mut m, wire::attr::XOR_PEER_ADDRESS, &addr[..n]);
+    push_attr(&mut m, wire::attr::DATA, payload);
+    crate::core::proto::integrity::seal(&mut m, None, true);
+    m
+}
+
+/// Appends an attribute of at most 65535 bytes and updates the message length.
+fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
+    m.extend_from_slice(&t.to_be_bytes());
+    m.extend_from_slice(&(v.len() as u16).to_be_bytes());
+    m.extend_from_slice(v);
+    m.resize(wire::padded(m.len()), 0);
+    let body = (m.len() - wire::HEADER_LEN) as u16;
+    m[2..4].copy_from_slice(&body.to_be_bytes());
+}
+
+/// Encodes ChannelData (RFC 8656 section 12.4) as sent over UDP, without padding; a
+/// payload over 65535 bytes is cut to that length. Streams need the padded form, which
+/// [`super::TurnClient::send_channel_data`] writes by itself.
+pub fn channel_data(channel: u16, payload: &[u8]) -> Vec<u8> {
+    let payload = payload.get(..usize::from(u16::MAX)).unwrap_or(payload);
+    super::link::channel_data_message(channel, payload, false).unwrap_or_default()
+}
+
+/// Decodes a Data indication or ChannelData from the server (one datagram, or one frame
+/// of a stream).
+pub fn parse_relayed(bytes: &[u8]) -> Option<Relayed> {
+    if data::is_channel_data(bytes) {
+        let (channel, range) = data::parse_channel_data(bytes)?;
+        return Some(Relayed::Channel {
+            channel,
+            data: bytes.get(range)?.to_vec(),
+        });
+    }
+    let s = scan(bytes).ok()?;
+    if (s.method, s.class) != (method::DATA, Class::Indication) {
+        return None;
+    }
+    let (peer, range) = data::parse_send_indication(bytes, &s)?;
+    Some(Relayed::Indication {
+        peer,
+        data: bytes.get(range)?.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_payloads_are_cut_not_mislabelled() {
+        let cd = channel_data(0x4001, &vec![1; 70_000]);
+        assert_eq!(cd.len(), 4 + 65_535);
+        assert_eq!(
+            parse_relayed(&cd),
+            Some(Relayed::Channel {
+                channel: 0x4001,
+                data: vec![1; 65_535]
+            })
+        );
+        for peer in ["192.0.2.1:9", "[2001:db8::1]:9"] {
+            let peer: SocketAddr = peer.parse().unwrap();
+            let ind = send_indication(peer, &vec![2; 70_000]);
+            let s = scan(&ind).unwrap();
+            let (p, range) = data::parse_send_indication(&ind, &s).unwrap();
+            assert_eq!((p, range.len()), (peer, MAX_INDICATION_DATA));
+            assert_eq!(
+                ind.len() - wire::HEADER_LEN,
+                usize::from(wire::be16(&ind, 2).unwrap())
+            );
+        }
+    }
+}
