@@ -17,9 +17,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (sizes, mut stream) = rest.split_at(SIZES);
-    // Small capacities exercise compaction and TooLarge; 0 stands for the largest.
+    // Small capacities exercise compaction and TooLarge; 0 stands for the largest. Odd
+    // bytes start small and grow to the largest frame (the drivers' configuration).
     let capacity = if cap == 0 { MAX_STREAM_FRAME } else { usize::from(cap) * 4 };
-    let mut framer = Framer::new(capacity);
+    let mut framer = if cap & 1 == 1 {
+        Framer::with_limit(capacity, MAX_STREAM_FRAME)
+    } else {
+        Framer::new(capacity)
+    };
     let mut i = 0;
     'feed: while !stream.is_empty() {
         let want = usize::from(sizes[i % SIZES]).max(1);
@@ -51,5 +56,6 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         assert!(framer.pending() <= framer.capacity());
+        assert!(framer.capacity() <= framer.limit().max(MAX_STREAM_FRAME));
     }
 });
