@@ -1,11 +1,23 @@
 //! Interoperability with a real WebRTC stack: headless Chromium (Debian's `chromium`,
 //! driven by playwright-core through `tests/browser/relay.mjs`) opens two peer
 //! connections restricted to relay candidates on the ferroturn server under test and
-//! exchanges data-channel messages through it.
+//! exchanges data-channel messages through it, with the server reached over UDP, TCP
+//! (`turn:127.0.0.1:PORT?transport=tcp`) or TLS (`turns:127.0.0.1:PORT`). In every case
+//! the relayed transport addresses are UDP; `relayProtocol` names how Chromium reached
+//! the server.
 //!
-//! Needs `/usr/bin/chromium`, `node` (>= 20) and `tests/browser/node_modules`; run
-//! `scripts/install-test-deps.sh` once to get them. A missing piece fails the test
-//! (it is never skipped silently).
+//! TLS: Chromium verifies a TURN server's certificate like any TLS server's, against the
+//! URL's host; an IP literal is checked against the certificate's IP addresses, so
+//! `turns:127.0.0.1:PORT` works with the test certificate (SANs 127.0.0.1 and
+//! localhost). Chromium 156 on Linux sends no ALPN and, for an IP literal, no SNI on
+//! these connections. The test CA is trusted through an NSS database in a temporary
+//! HOME (relay.mjs `--ca-cert`), not `--ignore-certificate-errors`, so the server's
+//! chain is really verified: with the CA missing from that database Chromium refuses
+//! the connection (icecandidateerror 701).
+//!
+//! Needs `/usr/bin/chromium`, `node` (>= 20), `certutil` (libnss3-tools) and
+//! `tests/browser/node_modules`; run `scripts/install-test-deps.sh` once to get them. A
+//! missing piece fails the test (it is never skipped silently).
 
 mod common;
 
@@ -16,7 +28,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const INSTALL_HINT: &str = "run `scripts/install-test-deps.sh` from the repository root \
-     (installs chromium and coturn from Debian, and playwright-core into tests/browser/node_modules)";
+     (installs chromium, coturn and libnss3-tools from Debian, and playwright-core into \
+     tests/browser/node_modules)";
 
 /// How long relay.mjs waits inside the page for the connection to settle.
 const CONNECT_TIMEOUT_MS: u64 = 20_000;
@@ -67,6 +80,16 @@ fn check_prerequisites() {
     );
 }
 
+/// relay.mjs trusts the test CA through an NSS database it makes with `certutil`.
+fn check_certutil() {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("certutil").is_file()));
+    assert!(
+        found,
+        "certutil (Debian package libnss3-tools) not found on PATH; {INSTALL_HINT}"
+    );
+}
+
 /// Kills the child if the test panics or times out before it exits.
 struct ChildGuard(Option<Child>);
 
@@ -106,6 +129,21 @@ async fn collect(rx: tokio::sync::oneshot::Receiver<String>) -> String {
     }
 }
 
+/// One run of relay.mjs: which server, how to reach it, and what must happen.
+struct RelayCheck<'a> {
+    /// `turn:...?transport=udp|tcp` or `turns:...`.
+    url: String,
+    username: &'a str,
+    credential: &'a str,
+    /// `connected` or `failed`.
+    expect: &'a str,
+    timeout_ms: u64,
+    /// With `connected`: the `relayProtocol` both selected local candidates must have.
+    relay_protocol: Option<&'a str>,
+    /// A CA certificate (PEM) Chromium trusts for `turns:`.
+    ca_cert: Option<&'a Path>,
+}
+
 struct RelayRun {
     status: Option<ExitStatus>,
     stdout: String,
@@ -117,20 +155,22 @@ struct RelayRun {
 /// by `timeout_ms` plus headroom. The child runs on a plain std process (tokio's
 /// `process` feature is not enabled); waiting polls without blocking the runtime, so
 /// the in-process server keeps serving.
-async fn run_relay_check(
-    server_addr: std::net::SocketAddr,
-    username: &str,
-    credential: &str,
-    expect: &str,
-    timeout_ms: u64,
-) -> RelayRun {
-    let url = format!("turn:{server_addr}?transport=udp");
+async fn run_relay_check(check: &RelayCheck<'_>) -> RelayRun {
+    let RelayCheck {
+        url,
+        username,
+        credential,
+        expect,
+        timeout_ms,
+        ..
+    } = check;
+    let timeout_ms = *timeout_ms;
     let script = browser_dir().join("relay.mjs");
     let mut command = Command::new("node");
     command
         .arg(&script)
         .arg("--url")
-        .arg(&url)
+        .arg(url)
         .arg("--username")
         .arg(username)
         .arg("--credential")
@@ -138,14 +178,24 @@ async fn run_relay_check(
         .arg("--expect")
         .arg(expect)
         .arg("--timeout-ms")
-        .arg(timeout_ms.to_string())
+        .arg(timeout_ms.to_string());
+    let mut options = String::new();
+    if let Some(protocol) = check.relay_protocol {
+        command.arg("--relay-protocol").arg(protocol);
+        options.push_str(&format!(" --relay-protocol {protocol}"));
+    }
+    if let Some(ca) = check.ca_cert {
+        command.arg("--ca-cert").arg(ca);
+        options.push_str(&format!(" --ca-cert {}", ca.display()));
+    }
+    command
         .env("CHROMIUM_PATH", chromium_path())
         .current_dir(browser_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     println!(
-        "running: node {} --url {url} --username {username} --credential <hidden> --expect {expect} --timeout-ms {timeout_ms}",
+        "running: node {} --url {url} --username {username} --credential <hidden> --expect {expect} --timeout-ms {timeout_ms}{options}",
         script.display()
     );
 
@@ -209,29 +259,79 @@ fn report(run: &RelayRun) {
     println!("--- relay.mjs stderr ---\n{}", run.stderr.trim_end());
 }
 
-fn assert_expected(run: &RelayRun, expect: &str) {
+/// Checks relay.mjs's exit status and its JSON summary (the last `{...}` line on stdout),
+/// and returns the summary.
+fn assert_expected(run: &RelayRun, expect: &str) -> serde_json::Value {
     let status = run.status.unwrap_or_else(|| {
         panic!("relay.mjs did not finish in time (expect {expect}); see output above")
     });
     assert!(
         status.success(),
         "relay.mjs exited with {status} (expect {expect}); exit 1 means the outcome differed, \
-         2 means it could not run (if Chromium or playwright-core is missing: {INSTALL_HINT})"
+         2 means it could not run (if Chromium, certutil or playwright-core is missing: \
+         {INSTALL_HINT})"
     );
-    let summary = run
+    let line = run
         .stdout
         .lines()
         .rev()
         .find(|line| line.starts_with('{'))
         .unwrap_or_else(|| panic!("relay.mjs printed no JSON summary"));
-    assert!(
-        summary.contains("\"ok\":true"),
-        "summary is not ok: {summary}"
+    let summary: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("relay.mjs summary is not JSON ({e}): {line}"));
+    assert_eq!(summary["ok"], true, "summary is not ok: {line}");
+    assert_eq!(
+        summary["outcome"], expect,
+        "summary outcome is not {expect}: {line}"
     );
-    assert!(
-        summary.contains(&format!("\"outcome\":\"{expect}\"")),
-        "summary outcome is not {expect}: {summary}"
-    );
+    summary
+}
+
+/// Both peers' selected candidate pair joins their own relayed address to the other's,
+/// and each reached the server over `protocol` (relay.mjs checks this too; this keeps
+/// the test honest if the script changes).
+fn assert_relayed_over(summary: &serde_json::Value, protocol: &str) {
+    for peer in ["a", "b"] {
+        let pair = &summary["selectedPair"][peer];
+        assert_eq!(pair["found"], true, "{peer}: no selected pair: {summary}");
+        assert_eq!(
+            pair["localCandidateType"], "relay",
+            "{peer}: local candidate is not a relay candidate: {pair}"
+        );
+        assert_eq!(
+            pair["remoteCandidateType"], "relay",
+            "{peer}: remote candidate is not a relay candidate: {pair}"
+        );
+        assert_eq!(
+            pair["relayProtocol"], protocol,
+            "{peer}: the relay candidate was not allocated over {protocol}: {pair}"
+        );
+    }
+    let messages = &summary["messages"];
+    let n = &messages["perDirection"];
+    for count in ["intactAtB", "intactEchoesAtA", "intactFromBAtA"] {
+        assert_eq!(&messages[count], n, "{count} is not {n}: {messages}");
+    }
+}
+
+/// Chromium relays data-channel messages through the server at `url`; `relay_protocol`
+/// is what both selected local candidates must report.
+async fn relay_through(url: String, relay_protocol: &str, ca_cert: Option<&Path>) {
+    let (username, password) =
+        common::rest_credentials(common::SECRET, "alice", Duration::from_secs(600));
+    let run = run_relay_check(&RelayCheck {
+        url,
+        username: &username,
+        credential: &password,
+        expect: "connected",
+        timeout_ms: CONNECT_TIMEOUT_MS,
+        relay_protocol: Some(relay_protocol),
+        ca_cert,
+    })
+    .await;
+    report(&run);
+    let summary = assert_expected(&run, "connected");
+    assert_relayed_over(&summary, relay_protocol);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,25 +339,41 @@ async fn chromium_relays_data_channel_over_udp() {
     check_prerequisites();
     let _one_browser = browser_lock().lock().await;
     let server = common::start_server("").await;
-    let (username, password) =
-        common::rest_credentials(common::SECRET, "alice", Duration::from_secs(600));
+    let url = format!("turn:{}?transport=udp", server.addr);
+    relay_through(url, "udp", None).await;
+    drop(server);
+}
 
-    let run = run_relay_check(
-        server.addr,
-        &username,
-        &password,
-        "connected",
-        CONNECT_TIMEOUT_MS,
-    )
-    .await;
-    report(&run);
-    assert_expected(&run, "connected");
-    // Both peers' selected pair must be relay/relay over UDP allocations.
-    assert!(
-        run.stdout.contains("\"relayProtocol\":\"udp\""),
-        "relayProtocol is not udp: {}",
-        run.stdout
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_relays_data_channel_over_tcp() {
+    check_prerequisites();
+    let _one_browser = browser_lock().lock().await;
+    let server = common::start_server("").await;
+    let tcp = *server
+        .handle
+        .tcp_addrs()
+        .first()
+        .expect("the server listens on TCP");
+    let url = format!("turn:{tcp}?transport=tcp");
+    relay_through(url, "tcp", None).await;
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_relays_data_channel_over_tls() {
+    check_prerequisites();
+    check_certutil();
+    let _one_browser = browser_lock().lock().await;
+    let pki = common::tls::TestPki::new();
+    let server = common::start_server(&pki.server_toml()).await;
+    let tls = *server
+        .handle
+        .tls_addrs()
+        .first()
+        .expect("the server listens for TLS");
+    // An IP literal: Chromium verifies the certificate's IP address 127.0.0.1.
+    let url = format!("turns:{tls}?transport=tcp");
+    relay_through(url, "tls", Some(&pki.ca_path)).await;
     drop(server);
 }
 
@@ -274,7 +390,16 @@ async fn chromium_wrong_password_does_not_connect() {
     let wrong: String = wrong.into_iter().collect();
     assert_ne!(wrong, password);
 
-    let run = run_relay_check(server.addr, &username, &wrong, "failed", FAIL_TIMEOUT_MS).await;
+    let run = run_relay_check(&RelayCheck {
+        url: format!("turn:{}?transport=udp", server.addr),
+        username: &username,
+        credential: &wrong,
+        expect: "failed",
+        timeout_ms: FAIL_TIMEOUT_MS,
+        relay_protocol: None,
+        ca_cert: None,
+    })
+    .await;
     report(&run);
     assert_expected(&run, "failed");
     // Chromium reports the refusal as an icecandidateerror with the TURN error code.
@@ -282,4 +407,73 @@ async fn chromium_wrong_password_does_not_connect() {
         println!("note: no 401 icecandidateerror reported (the page timed out instead)");
     }
     drop(server);
+}
+
+/// The certificates the TLS test gives the server and Chromium form a chain a strict
+/// client accepts for 127.0.0.1 (checked with rustls on both ends, no ferroturn
+/// involved), and a replaced certificate is a different one from the same CA.
+#[tokio::test]
+async fn test_certificates_verify_for_loopback() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut pki = common::tls::TestPki::new();
+    let serve_once = |pki: &common::tls::TestPki| {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(&pki.cert_chain_path)
+                .expect("read the chain file")
+                .collect::<Result<_, _>>()
+                .expect("the chain file is PEM");
+        assert_eq!(chain.len(), 2, "server certificate, then the CA");
+        assert_eq!(chain[0], pki.server_der);
+        assert_eq!(chain[1], pki.ca_der);
+        let key = PrivateKeyDer::from_pem_file(&pki.key_path).expect("the key file is PEM");
+        assert!(matches!(key, PrivateKeyDer::Pkcs8(_)), "the key is PKCS#8");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("the key matches the certificate");
+        config.alpn_protocols = vec![common::tls::ALPN_TURN.to_vec()];
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+    };
+    for round in 0..2 {
+        let acceptor = serve_once(&pki);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.expect("server handshake");
+            let mut byte = [0u8; 1];
+            tls.read_exact(&mut byte).await.unwrap();
+            tls.write_all(&byte).await.unwrap();
+            tls.flush().await.unwrap();
+        });
+        let mut client = pki.connect(addr).await.expect("client handshake");
+        let (_, session) = client.get_ref();
+        assert_eq!(session.alpn_protocol(), Some(common::tls::ALPN_TURN));
+        let presented = session.peer_certificates().expect("server certificates")[0].clone();
+        assert_eq!(presented, pki.server_der, "round {round}");
+        client.write_all(b"x").await.unwrap();
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut byte))
+            .await
+            .expect("echo within 5 s")
+            .unwrap();
+        assert_eq!(&byte, b"x");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server task ends")
+            .unwrap();
+
+        let before = pki.server_der.clone();
+        let replaced = pki.replace_server_cert();
+        assert_ne!(before, replaced, "a replaced certificate differs");
+    }
+    let dir = pki.dir.clone();
+    drop(pki);
+    assert!(!dir.exists(), "the temporary directory is removed on drop");
 }

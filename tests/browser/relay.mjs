@@ -2,7 +2,16 @@
 // Headless Chromium WebRTC relay check for a TURN server listening on loopback.
 //
 //   node relay.mjs --url 'turn:127.0.0.1:3478?transport=udp' \
-//       --username U --credential P --expect connected|failed [--timeout-ms 20000]
+//       --username U --credential P --expect connected|failed [--timeout-ms 20000] \
+//       [--relay-protocol udp|tcp|tls] [--ca-cert ca.pem]
+//
+// The URL may be turn:...?transport=udp, turn:...?transport=tcp or turns:... (TLS).
+// --relay-protocol: with --expect connected, both peers' selected local candidate must
+// be a relay candidate reached over this transport (RTCIceCandidateStats.relayProtocol).
+// --ca-cert: a PEM CA certificate Chromium trusts for turns: URLs. Chromium verifies
+// the TURN server's certificate like any other TLS server's (against the URL's host),
+// so the CA goes into an NSS database ($HOME/.pki/nssdb, made with certutil from
+// libnss3-tools) in a temporary HOME that only this Chromium sees.
 //
 // Two RTCPeerConnections in one page, both restricted to relay candidates
 // (iceTransportPolicy 'relay'), exchange ICE candidates directly, open a data
@@ -14,7 +23,8 @@
 //   1  the outcome does not match --expect
 //   2  bad command line, or the check could not run (browser missing, crash, hang)
 
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -41,6 +51,7 @@ const CHROMIUM_ARGS = [
 const USAGE =
   'usage: node relay.mjs --url turn:127.0.0.1:PORT?transport=udp --username U --credential P\n' +
   '                      --expect connected|failed [--timeout-ms 20000] [--messages 6]\n' +
+  '                      [--relay-protocol udp|tcp|tls] [--ca-cert ca.pem]\n' +
   '                      [--executable /usr/bin/chromium]';
 
 function usage(message) {
@@ -59,6 +70,8 @@ function parseCommandLine() {
         expect: { type: 'string' },
         'timeout-ms': { type: 'string', default: '20000' },
         messages: { type: 'string', default: '6' },
+        'relay-protocol': { type: 'string' },
+        'ca-cert': { type: 'string' },
         executable: { type: 'string', default: process.env.CHROMIUM_PATH || DEFAULT_EXECUTABLE },
         help: { type: 'boolean', short: 'h' },
       },
@@ -86,6 +99,12 @@ function parseCommandLine() {
   if (!Number.isInteger(messages) || messages < 1 || messages > 100) {
     usage('--messages must be an integer between 1 and 100');
   }
+  const relayProtocol = parsed['relay-protocol'];
+  if (relayProtocol !== undefined && !['udp', 'tcp', 'tls'].includes(relayProtocol)) {
+    usage(`--relay-protocol must be udp, tcp or tls, not '${relayProtocol}'`);
+  }
+  const caCert = parsed['ca-cert'];
+  if (caCert !== undefined && !existsSync(caCert)) usage(`--ca-cert ${caCert} does not exist`);
   checkLoopbackUrl(parsed.url);
   return {
     url: parsed.url,
@@ -94,6 +113,8 @@ function parseCommandLine() {
     expect: parsed.expect,
     timeoutMs,
     messages,
+    relayProtocol: relayProtocol ?? null,
+    caCert: caCert ?? null,
     executable: parsed.executable,
   };
 }
@@ -105,6 +126,27 @@ function checkLoopbackUrl(url) {
   const host = m[1].toLowerCase();
   const loopback = /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === '[::1]' || host === 'localhost';
   if (!loopback) usage(`--url host '${m[1]}' is not a loopback address; this check only talks to loopback`);
+}
+
+// A temporary HOME whose NSS database ($HOME/.pki/nssdb, where Chromium on Linux looks
+// for locally trusted roots) trusts `caCert` to issue TLS server certificates.
+function makeTrustingHome(caCert) {
+  const home = mkdtempSync(join(tmpdir(), 'ferroturn-chromium-home-'));
+  const db = `sql:${join(home, '.pki', 'nssdb')}`;
+  mkdirSync(join(home, '.pki', 'nssdb'), { recursive: true });
+  const certutil = (args) => {
+    try {
+      execFileSync('certutil', args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: 15000 });
+    } catch (err) {
+      rmSync(home, { recursive: true, force: true });
+      const hint = err.code === 'ENOENT' ? ` (certutil comes with Debian's libnss3-tools; ${INSTALL_HINT})` : '';
+      const output = err.stderr ? `: ${String(err.stderr).trim()}` : '';
+      throw new Error(`certutil ${args.join(' ')} failed: ${err.message}${output}${hint}`);
+    }
+  };
+  certutil(['-N', '-d', db, '--empty-password']);
+  certutil(['-A', '-d', db, '-n', 'ferroturn test CA', '-t', 'C,,', '-i', caCert]);
+  return home;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -438,6 +480,8 @@ function judge(opts, r) {
   const checked = (p) => p.state === 'succeeded' || (p.selected && p.responsesReceived > 0);
   const relayPair = (p) =>
     p.found && checked(p) && p.localCandidateType === 'relay' && p.remoteCandidateType === 'relay';
+  // Stats report relayProtocol on local relay candidates only: how this peer reached the server.
+  const overProtocol = (p) => opts.relayProtocol === null || p.relayProtocol === opts.relayProtocol;
   const connectedOk =
     r.settledAs === 'connected' &&
     r.state.a.everConnected &&
@@ -445,7 +489,8 @@ function judge(opts, r) {
     m.intactAtB === n &&
     m.intactEchoesAtA === n &&
     m.intactFromBAtA === n &&
-    pairs.every(relayPair);
+    pairs.every(relayPair) &&
+    pairs.every(overProtocol);
   const anyConnected =
     r.state.a.everConnected || r.state.b.everConnected || r.state.a.channelOpened || r.state.b.channelOpened;
   const anyMessage = m.receivedAtB + m.echoesAtA + m.receivedFromBAtA > 0;
@@ -456,7 +501,9 @@ function judge(opts, r) {
   if (opts.expect === 'connected') {
     ok = connectedOk;
     if (ok) {
-      message = `relayed ${n} messages each way (plus echoes) over a relay/relay candidate pair`;
+      message =
+        `relayed ${n} messages each way (plus echoes) over a relay/relay candidate pair` +
+        (opts.relayProtocol ? ` (relayProtocol ${opts.relayProtocol})` : '');
     } else {
       const why = [];
       if (r.settledAs !== 'connected') why.push(`check ended as '${r.settledAs}': ${r.reason}`);
@@ -472,6 +519,9 @@ function judge(opts, r) {
                 `${p.responsesReceived} check responses), not a checked relay/relay pair`
               : `${k}: no selected/succeeded candidate pair`,
           );
+        }
+        if (p.found && !overProtocol(p)) {
+          why.push(`${k}: selected local candidate has relayProtocol ${p.relayProtocol}, not ${opts.relayProtocol}`);
         }
       }
       message = `expected connected: ${why.join('; ')}`;
@@ -503,13 +553,28 @@ async function main() {
     process.exit(2);
   }
 
+  let home = null;
+  if (opts.caCert) {
+    try {
+      home = makeTrustingHome(opts.caCert);
+    } catch (err) {
+      process.stdout.write(
+        `${JSON.stringify({ ok: false, expect: opts.expect, outcome: 'error', message: err.message, url: opts.url })}\n`,
+      );
+      process.stderr.write(`relay.mjs: ERROR: ${err.message}\n`);
+      process.exit(2);
+    }
+  }
   const userDataDir = mkdtempSync(join(tmpdir(), 'ferroturn-chromium-'));
   let context = null;
   const removeProfile = () => {
-    try {
-      rmSync(userDataDir, { recursive: true, force: true });
-    } catch {
-      // Best effort: Chromium may still be writing while it is killed.
+    for (const dir of [userDataDir, home]) {
+      if (!dir) continue;
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // Best effort: Chromium may still be writing while it is killed.
+      }
     }
   };
   // Playwright kills the browser on process exit; the profile directory is ours to remove.
@@ -543,6 +608,7 @@ async function main() {
       executablePath: opts.executable,
       headless: true,
       args: CHROMIUM_ARGS,
+      env: home ? { ...process.env, HOME: home } : process.env,
       timeout: 30000,
       handleSIGINT: false,
       handleSIGTERM: false,
