@@ -1,10 +1,11 @@
 //! Interoperability with coturn's client tools (Debian package `coturn`).
 //!
-//! `turnutils_uclient` allocates on ferroturn over UDP with TURN REST credentials (`-W`) and
-//! sends numbered messages, either to `turnutils_peer` (a UDP echo server on a port *and* the
-//! port after it) or, with `-y`, to the relayed address of a second allocation of its own. It
-//! then prints how many messages it sent and got back. On loopback every message must come
-//! back: the tests assert the exact count sent, the same count received, and nothing lost.
+//! `turnutils_uclient` allocates on ferroturn with TURN REST credentials (`-W`) over UDP, TCP
+//! (`-t`) or TLS (`-t -S`) and sends numbered messages, either to `turnutils_peer` (a UDP echo
+//! server on a port *and* the port after it) or, with `-y`, to the relayed address of a second
+//! allocation of its own. It then prints how many messages it sent and got back. On loopback
+//! every message must come back: the tests assert the exact count sent, the same count
+//! received, and nothing lost. The relayed side is UDP in every case.
 //!
 //! What uclient (coturn 4.6) puts on the wire with the flags used here, to read failures by:
 //! - per client, a throw-away "probe" allocation (ALLOCATE + REFRESH, then the socket is closed
@@ -22,6 +23,25 @@
 //!
 //! `-c` is always passed: without it uclient also makes RTCP allocations through EVEN-PORT with
 //! R=1 and RESERVATION-TOKEN, a separate feature. Never pass `-h`: it means "hang on forever".
+//!
+//! Over TCP and TLS (checked against coturn 4.6.1's own `turnserver` first) the same requests
+//! go over one connection per allocation, framed by their own lengths; ChannelData is padded
+//! to a multiple of 4 (`-l 120` needs none). The probe allocation's connection is closed
+//! without a deallocation. With `-S`, uclient:
+//! - picks one of its OpenSSL contexts at random for every connection, some limited to
+//!   TLS 1.0 or 1.1; a server that refuses those (coturn does, and rustls speaks only 1.2 and
+//!   1.3) makes it log `tls_connect: cannot connect` and reconnect, up to 32 times;
+//! - offers ALPN `http/1.1`, `stun.turn`, `stun.nat-discovery`;
+//! - does not verify the server certificate, with or without `-E ca.pem` (it connected to
+//!   coturn with a CA that had not signed the certificate), so these runs test the transport;
+//!   the browser test verifies the chain;
+//! - counts whatever one `SSL_read` returns as one message, so two frames in one TLS record
+//!   count as a loss (and the bigger "message" as a wrong length). With `-y`, coturn itself
+//!   puts two ChannelData frames in one record now and then (2-3 "lost" in each of 4 runs
+//!   against coturn). ferroturn writes every frame as its own record, so the TLS `-y` run
+//!   holds it to zero loss; should that test alone start losing a message or two, look for
+//!   `response received: size=` twice a frame in `-v` output before suspecting the relay.
+//!   Over plain TCP uclient splits frames by their length and has no such problem.
 
 mod common;
 
@@ -48,6 +68,26 @@ const UCLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 /// (40000-60000), so no socket of the test run lands on them by chance.
 const PEER_PORTS: std::ops::Range<u32> = 20_000..32_000;
 
+/// How uclient reaches the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    /// `-t`
+    Tcp,
+    /// `-t -S`
+    Tls,
+}
+
+impl Transport {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Transport::Udp => &[],
+            Transport::Tcp => &["-t"],
+            Transport::Tls => &["-t", "-S"],
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// `ChannelBind`, then `ChannelData` both ways (uclient's default).
@@ -66,27 +106,73 @@ impl Mode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_channels_echo_everything() {
-    run_uclient_against_ferroturn(Mode::Channels).await;
+    run_uclient_against_ferroturn(Transport::Udp, Mode::Channels).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_send_indications_echo_everything() {
-    run_uclient_against_ferroturn(Mode::SendIndications).await;
+    run_uclient_against_ferroturn(Transport::Udp, Mode::SendIndications).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_client_to_client_echo_everything() {
-    run_uclient_against_ferroturn(Mode::ClientToClient).await;
+    run_uclient_against_ferroturn(Transport::Udp, Mode::ClientToClient).await;
 }
 
-async fn run_uclient_against_ferroturn(mode: Mode) {
-    let server = common::start_server("").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tcp_channels_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Tcp, Mode::Channels).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tcp_send_indications_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Tcp, Mode::SendIndications).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tcp_client_to_client_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Tcp, Mode::ClientToClient).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tls_channels_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Tls, Mode::Channels).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tls_send_indications_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Tls, Mode::SendIndications).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tls_client_to_client_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Tls, Mode::ClientToClient).await;
+}
+
+async fn run_uclient_against_ferroturn(transport: Transport, mode: Mode) {
+    let what = format!("{transport:?} {mode:?}");
+    let pki = (transport == Transport::Tls).then(common::tls::TestPki::new);
+    let server =
+        common::start_server(&pki.as_ref().map(|p| p.server_toml()).unwrap_or_default()).await;
+    let server_addr = match transport {
+        Transport::Udp => server.addr,
+        Transport::Tcp => *server
+            .handle
+            .tcp_addrs()
+            .first()
+            .expect("the server listens on TCP"),
+        Transport::Tls => *server
+            .handle
+            .tls_addrs()
+            .first()
+            .expect("the server listens for TLS"),
+    };
     let peer = if mode.needs_peer() {
         Some(start_echo_peer().await)
     } else {
         None
     };
-    let args = uclient_args(mode, server.addr, peer.as_ref().map(|p| p.addr));
+    let args = uclient_args(transport, mode, server_addr, peer.as_ref().map(|p| p.addr));
     let run = run_uclient(&args).await;
     println!("$ {UCLIENT} {}\n{}", args.join(" "), run.stdout);
     if !run.stderr.is_empty() {
@@ -94,39 +180,44 @@ async fn run_uclient_against_ferroturn(mode: Mode) {
     }
 
     let status = run.status.unwrap_or_else(|| {
-        panic!("{mode:?}: {UCLIENT} still running after {UCLIENT_TIMEOUT:?}; killed (output above)")
+        panic!("{what}: {UCLIENT} still running after {UCLIENT_TIMEOUT:?}; killed (output above)")
     });
     assert!(
         status.success(),
-        "{mode:?}: {UCLIENT} failed with {status} (output above)"
+        "{what}: {UCLIENT} failed with {status} (output above)"
     );
     let totals = parse_uclient_totals(&run.stdout)
-        .unwrap_or_else(|e| panic!("{mode:?}: {e} in {UCLIENT}'s output (above)"));
-    assert!(totals.sent > 0, "{mode:?}: nothing was sent: {totals:?}");
+        .unwrap_or_else(|e| panic!("{what}: {e} in {UCLIENT}'s output (above)"));
+    assert!(totals.sent > 0, "{what}: nothing was sent: {totals:?}");
     assert_eq!(
         totals.sent,
         MESSAGES * CLIENTS,
-        "{mode:?}: not every session sent: {totals:?}"
+        "{what}: not every session sent: {totals:?}"
     );
     assert_eq!(
         totals.received, totals.sent,
-        "{mode:?}: not everything came back: {totals:?}"
+        "{what}: not everything came back: {totals:?}"
     );
-    assert_eq!(
-        totals.lost, 0,
-        "{mode:?}: uclient counted losses: {totals:?}"
-    );
+    assert_eq!(totals.lost, 0, "{what}: uclient counted losses: {totals:?}");
     assert_eq!(
         totals.send_dropped, 0,
-        "{mode:?}: uclient could not send: {totals:?}"
+        "{what}: uclient could not send: {totals:?}"
     );
     drop(peer);
     drop(server);
+    drop(pki);
 }
 
-/// The uclient command line: UDP, REST secret, no RTCP allocations, server address last.
-fn uclient_args(mode: Mode, server: SocketAddr, peer: Option<SocketAddr>) -> Vec<String> {
-    let mut args: Vec<String> = vec!["-c".into()];
+/// The uclient command line: transport, REST secret, no RTCP allocations, server address
+/// last.
+fn uclient_args(
+    transport: Transport,
+    mode: Mode,
+    server: SocketAddr,
+    peer: Option<SocketAddr>,
+) -> Vec<String> {
+    let mut args: Vec<String> = transport.flags().iter().map(|f| f.to_string()).collect();
+    args.push("-c".into());
     match mode {
         Mode::Channels => {}
         Mode::SendIndications => args.push("-s".into()),
@@ -455,7 +546,8 @@ fn number_after_reads_only_the_digits() {
 fn uclient_args_name_the_peer_only_when_there_is_one() {
     let server: SocketAddr = "127.0.0.1:3479".parse().unwrap();
     let peer: SocketAddr = "127.0.0.1:20000".parse().unwrap();
-    let with_peer = uclient_args(Mode::SendIndications, server, Some(peer)).join(" ");
+    let with_peer =
+        uclient_args(Transport::Udp, Mode::SendIndications, server, Some(peer)).join(" ");
     assert_eq!(
         with_peer,
         format!(
@@ -463,8 +555,19 @@ fn uclient_args_name_the_peer_only_when_there_is_one() {
             common::SECRET
         )
     );
-    let c2c = uclient_args(Mode::ClientToClient, server, None);
+    let c2c = uclient_args(Transport::Udp, Mode::ClientToClient, server, None);
     assert!(c2c.starts_with(&["-c".to_string(), "-y".to_string()]));
     assert!(!c2c.contains(&"-e".to_string()));
     assert_eq!(c2c.last().map(String::as_str), Some("127.0.0.1"));
+}
+
+#[test]
+fn uclient_args_start_with_the_transport_flags() {
+    let server: SocketAddr = "127.0.0.1:5349".parse().unwrap();
+    let peer: SocketAddr = "127.0.0.1:20000".parse().unwrap();
+    let tcp = uclient_args(Transport::Tcp, Mode::Channels, server, Some(peer)).join(" ");
+    assert!(tcp.starts_with("-t -c -n 20 "), "{tcp}");
+    let tls = uclient_args(Transport::Tls, Mode::SendIndications, server, Some(peer)).join(" ");
+    assert!(tls.starts_with("-t -S -c -s -n 20 "), "{tls}");
+    assert!(tls.ends_with("-p 5349 127.0.0.1"), "{tls}");
 }
