@@ -216,3 +216,38 @@ async fn a_connection_over_the_total_cap_is_refused() {
     let mut s = TcpStream::connect(tcp).await.unwrap();
     assert_binding_works(&mut s, 4).await;
 }
+
+#[tokio::test]
+async fn tls_port_silent_garbage_and_handshake_without_a_message_are_closed() {
+    let pki = common::tls::TestPki::new();
+    let server =
+        common::start_server(&format!("{}tcp-handshake-timeout = 2\n", pki.server_toml())).await;
+    let tls = server.handle.tls_addrs()[0];
+    // Connected, silent: closed at the handshake deadline.
+    let mut silent = TcpStream::connect(tls).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(8)).await.is_some());
+    // Plain STUN on the TLS port is not a ClientHello: closed at once.
+    let mut plain = TcpStream::connect(tls).await.unwrap();
+    plain.write_all(&binding_request(1)).await.unwrap();
+    assert!(closed_within(&mut plain, Duration::from_secs(5)).await.is_some());
+    // A finished handshake that never delivers a message: closed at the same deadline.
+    let mut idle = pki.connect(tls).await.expect("TLS handshake");
+    let start = Instant::now();
+    let mut buf = [0u8; 16];
+    let r = timeout(Duration::from_secs(8), idle.read(&mut buf)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "closed after the first-message deadline: {r:?}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(6));
+    // And a well-behaved TLS client is served.
+    let mut ok = pki.connect(tls).await.expect("TLS handshake");
+    ok.write_all(&binding_request(2)).await.unwrap();
+    let mut header = [0u8; 20];
+    timeout(Duration::from_secs(5), ok.read_exact(&mut header))
+        .await
+        .expect("in time")
+        .expect("Binding response");
+    assert_eq!(&header[..2], &[0x01, 0x01]);
+    assert_eq!(&header[8..20], &[2u8; 12]);
+}

@@ -71,6 +71,12 @@ impl ServerHandle {
         self.conn_limits.total()
     }
 
+    /// Frames toward TCP/TLS clients dropped because the client read slower than its
+    /// media arrived (`tcp-send-queue` full).
+    pub fn stream_frames_dropped(&self) -> u64 {
+        self.conn_limits.dropped()
+    }
+
     /// Stops every shard and waits for them to exit.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);

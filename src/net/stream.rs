@@ -22,6 +22,7 @@ use mio::{Interest, Registry, Token};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -47,6 +48,8 @@ pub struct StreamListener {
 pub struct ConnLimits {
     limits: StreamLimits,
     counts: Mutex<(usize, HashMap<IpAddr, u32>)>,
+    /// Frames toward clients dropped because a client did not read fast enough.
+    dropped: AtomicU64,
 }
 
 impl ConnLimits {
@@ -54,6 +57,7 @@ impl ConnLimits {
         Self {
             limits,
             counts: Mutex::new((0, HashMap::new())),
+            dropped: AtomicU64::new(0),
         }
     }
 
@@ -92,6 +96,11 @@ impl ConnLimits {
     /// Connections open in every shard.
     pub fn total(&self) -> usize {
         self.counts.lock().map_or(0, |g| g.0)
+    }
+
+    /// Frames dropped toward slow clients, in every shard.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -329,8 +338,6 @@ pub struct Streams {
     limits: Arc<ConnLimits>,
     cfg: StreamLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
-    /// Frames dropped because a client did not read fast enough.
-    pub dropped: u64,
 }
 
 impl Streams {
@@ -348,7 +355,6 @@ impl Streams {
             limits,
             cfg,
             tls,
-            dropped: 0,
         }
     }
 
@@ -469,7 +475,11 @@ impl Streams {
         };
         match conn.write_frames(frames, limit) {
             Ok(dropped) => {
-                self.dropped += dropped as u64;
+                if dropped > 0 {
+                    self.limits
+                        .dropped
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
+                }
                 conn.update_interest(registry, Token(CONN_BASE + index)).is_ok()
             }
             Err(e) => {

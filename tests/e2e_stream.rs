@@ -1,0 +1,280 @@
+//! End to end over TCP and TLS: a server on 127.0.0.1:0 with TCP and TLS listeners (a
+//! private test CA), our TURN client over each stream transport, a UDP echo peer. The relay
+//! toward the peer is UDP in both cases (RFC 8656 section 3.1).
+
+mod common;
+
+use common::tls::{TestPki, server_name};
+use common::{SECRET, echo_peer, rest_credentials, start_server};
+use ferroturn::client::{ClientError, Relayed, TurnClient};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::{Instant, sleep};
+
+const WAIT: Duration = Duration::from_secs(3);
+const SHORT: Duration = Duration::from_millis(300);
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Tcp,
+    Tls,
+}
+
+async fn connect(
+    server: &common::TestServer,
+    pki: &TestPki,
+    kind: Kind,
+    user: &str,
+) -> TurnClient {
+    let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
+    match kind {
+        Kind::Tcp => TurnClient::connect_tcp(server.handle.tcp_addrs()[0], &u, &p)
+            .await
+            .expect("TCP connect"),
+        Kind::Tls => TurnClient::connect_tls(
+            server.handle.tls_addrs()[0],
+            server_name(),
+            pki.client_config(),
+            &u,
+            &p,
+        )
+        .await
+        .expect("TLS connect"),
+    }
+}
+
+async fn tls_server(extra: &str) -> (common::TestServer, TestPki) {
+    let pki = TestPki::new();
+    let server = start_server(&format!("{}{extra}", pki.server_toml())).await;
+    (server, pki)
+}
+
+/// Allocate, permissions, Send/Data indications and ChannelData of several sizes (odd
+/// ones exercise the stream padding), both ways through a UDP echo peer.
+async fn relay_both_ways(kind: Kind) {
+    let (server, pki) = tls_server("").await;
+    let peer = echo_peer().await;
+    let mut c = connect(&server, &pki, kind, "alice").await;
+    assert_eq!(c.binding().await.unwrap(), c.local_addr().unwrap());
+    let relayed = c.allocate().await.unwrap();
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+
+    // Without a permission nothing is relayed.
+    c.send_indication(peer.addr, b"no permission").await.unwrap();
+    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+
+    c.create_permission(&[peer.addr]).await.unwrap();
+    for size in [1usize, 3, 200, 1201, 8000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+        c.send_indication(peer.addr, &payload).await.unwrap();
+        assert_eq!(
+            c.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Indication {
+                peer: peer.addr,
+                data: payload
+            }),
+            "{kind:?} indication of {size} bytes"
+        );
+    }
+    c.channel_bind(0x4001, peer.addr).await.unwrap();
+    for size in [0usize, 1, 2, 3, 5, 1200, 30_000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i * 13) as u8).collect();
+        c.send_channel_data(0x4001, &payload).await.unwrap();
+        assert_eq!(
+            c.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Channel {
+                channel: 0x4001,
+                data: payload
+            }),
+            "{kind:?} ChannelData of {size} bytes"
+        );
+    }
+    // Many back to back: the stream stays framed.
+    for i in 0..200u32 {
+        c.send_channel_data(0x4001, &i.to_be_bytes()[..(i % 4 + 1) as usize])
+            .await
+            .unwrap();
+    }
+    for i in 0..200u32 {
+        let want = i.to_be_bytes()[..(i % 4 + 1) as usize].to_vec();
+        match c.recv_relayed(WAIT).await.unwrap() {
+            Some(Relayed::Channel { data, .. }) => assert_eq!(data, want, "message {i}"),
+            other => panic!("{kind:?}: message {i}: {other:?}"),
+        }
+    }
+    assert_eq!(c.refresh(600).await.unwrap(), 600);
+}
+
+#[tokio::test]
+async fn tcp_allocate_permission_channel_relay_both_ways() {
+    relay_both_ways(Kind::Tcp).await;
+}
+
+#[tokio::test]
+async fn tls_allocate_permission_channel_relay_both_ways() {
+    relay_both_ways(Kind::Tls).await;
+}
+
+/// Closing the connection deletes the allocation at once: the relay port is free (the
+/// test can bind it) and the user's quota slot is back.
+async fn close_frees_the_allocation(kind: Kind) {
+    let (server, pki) = tls_server("user-quota = 1\n").await;
+    let mut c = connect(&server, &pki, kind, "bob").await;
+    let relayed = c.allocate().await.unwrap();
+    // A second allocation for bob is over the quota while the first lives.
+    let mut second = connect(&server, &pki, kind, "bob").await;
+    match second.allocate().await {
+        Err(ClientError::Error(486)) => {}
+        other => panic!("expected 486, got {other:?}"),
+    }
+    c.shutdown().await.unwrap();
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let freed = loop {
+        if std::net::UdpSocket::bind(relayed).is_ok() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        sleep(Duration::from_millis(20)).await;
+    };
+    assert!(freed, "{kind:?}: relay port {relayed} freed after the connection closed");
+    second.allocate().await.expect("quota slot freed");
+}
+
+#[tokio::test]
+async fn tcp_connection_close_frees_the_allocation() {
+    close_frees_the_allocation(Kind::Tcp).await;
+}
+
+#[tokio::test]
+async fn tls_connection_close_frees_the_allocation() {
+    close_frees_the_allocation(Kind::Tls).await;
+}
+
+#[tokio::test]
+async fn wrong_password_over_tls_is_refused() {
+    let (server, pki) = tls_server("").await;
+    let (u, _) = rest_credentials(SECRET, "eve", Duration::from_secs(600));
+    let mut c = TurnClient::connect_tls(
+        server.handle.tls_addrs()[0],
+        server_name(),
+        pki.client_config(),
+        &u,
+        "not-the-password",
+    )
+    .await
+    .unwrap();
+    match c.allocate().await {
+        Err(ClientError::Error(401)) => {}
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
+
+/// The certificate a fresh TLS handshake with the server presents.
+async fn presented_certificate(pki: &TestPki, addr: SocketAddr) -> Vec<u8> {
+    let tls = pki.connect(addr).await.expect("TLS handshake");
+    let (_, conn) = tls.get_ref();
+    assert_eq!(conn.alpn_protocol(), Some(&b"stun.turn"[..]), "ALPN stun.turn");
+    conn.peer_certificates().expect("server certificate")[0].to_vec()
+}
+
+#[tokio::test]
+async fn tls_reload_serves_the_new_certificate_and_keeps_allocations() {
+    let (server, mut pki) = tls_server("").await;
+    let addr = server.handle.tls_addrs()[0];
+    let first = pki.server_der.to_vec();
+    assert_eq!(presented_certificate(&pki, addr).await, first);
+
+    let peer = echo_peer().await;
+    let mut c = connect(&server, &pki, Kind::Tls, "carol").await;
+    c.allocate().await.unwrap();
+    c.channel_bind(0x4002, peer.addr).await.unwrap();
+
+    let second = pki.replace_server_cert().to_vec();
+    assert_ne!(first, second);
+    server.handle.reload_tls().expect("reload");
+    assert_eq!(presented_certificate(&pki, addr).await, second, "new handshakes");
+
+    // The allocation made before the reload, on the connection made before it, relays.
+    c.send_channel_data(0x4002, b"after reload").await.unwrap();
+    assert_eq!(
+        c.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Channel {
+            channel: 0x4002,
+            data: b"after reload".to_vec()
+        })
+    );
+
+    // A bad key file: the reload fails, naming the file, and the old certificate stays.
+    std::fs::write(&pki.key_path, b"-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
+    let err = server.handle.reload_tls().expect_err("a bad key is refused");
+    assert!(err.contains("pkey"), "{err}");
+    assert_eq!(presented_certificate(&pki, addr).await, second);
+    c.send_channel_data(0x4002, b"still").await.unwrap();
+    assert!(matches!(
+        c.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Channel { .. })
+    ));
+}
+
+#[tokio::test]
+async fn tls_certificate_files_changing_are_picked_up_without_a_signal() {
+    let (server, mut pki) = tls_server("").await;
+    let addr = server.handle.tls_addrs()[0];
+    // mtime granularity: make sure the new files are stamped later than the old.
+    sleep(Duration::from_millis(1100)).await;
+    let second = pki.replace_server_cert().to_vec();
+    // The watcher looks every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if presented_certificate(&pki, addr).await == second {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the changed files were not reloaded");
+        sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_loses_media_not_framing() {
+    let (server, pki) = tls_server("tcp-send-queue = 16384\n").await;
+    let mut c = connect(&server, &pki, Kind::Tcp, "dave").await;
+    let relayed = c.allocate().await.unwrap();
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    c.channel_bind(0x4003, peer_addr).await.unwrap();
+    // 20 000 datagrams of 1000 bytes (20 MB) while the client reads nothing: more than
+    // the socket buffers and the queue hold.
+    const SENT: u32 = 20_000;
+    for i in 0..SENT {
+        let mut d = [(i % 251) as u8; 1000];
+        d[..4].copy_from_slice(&i.to_be_bytes());
+        peer.send_to(&d, relayed).await.unwrap();
+        if i % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    sleep(Duration::from_millis(500)).await;
+    let dropped = server.handle.stream_frames_dropped();
+    assert!(dropped > 0, "the server dropped frames instead of queueing them all");
+    // Everything that does arrive is whole, in order, and the connection still works.
+    let mut got = 0u32;
+    let mut last: Option<u32> = None;
+    while let Some(m) = c.recv_relayed(Duration::from_millis(500)).await.unwrap() {
+        let Relayed::Channel { channel, data } = m else {
+            panic!("unexpected {m:?}");
+        };
+        assert_eq!(channel, 0x4003);
+        assert_eq!(data.len(), 1000);
+        let i = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+        assert!(data[4..].iter().all(|b| *b == (i % 251) as u8), "frame {i} intact");
+        assert!(last.is_none_or(|l| i > l), "in order");
+        last = Some(i);
+        got += 1;
+        assert!(got <= SENT);
+    }
+    assert!(got > 0 && got < SENT, "received {got} of {SENT}, dropped {dropped}");
+    assert_eq!(c.refresh(600).await.unwrap(), 600);
+}
