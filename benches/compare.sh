@@ -7,7 +7,8 @@
 # Every scenario runs once per round against a freshly started server, ferroturn and
 # coturn in turn (A B A B ...), the server pinned to CPU 0 and the load generator
 # (ferroturn-bench) to CPU 1. Both servers get one relay thread, the same REST secret,
-# relay port ranges of the same size and loopback peers allowed. Each run's JSON line is
+# relay port ranges of the same size and loopback peers allowed; TCP listeners only for
+# the TCP scenario (TURN over TCP to the server, UDP to the peer). Each run's JSON line is
 # kept in DIR/results.jsonl (default target/bench-results/<timestamp>/); the medians are
 # printed and written to DIR/summary.md. All traffic stays on 127.0.0.0/8.
 set -euo pipefail
@@ -18,8 +19,8 @@ usage: bash benches/compare.sh [--quick] [--rounds N] [--scenarios LIST] [--out 
   --quick           1 round, 2 s per relay scenario, smaller counts
   --rounds N        rounds (default 5; 1 with --quick)
   --scenarios LIST  comma-separated subset of: relay-1x200 relay-64x200 relay-1x1200
-                    relay-64x1200 relay-cpu relay-half setup idle-10k idle-30k
-                    flood flood-ips
+                    relay-64x1200 relay-cpu relay-half relay-tcp-64x200 setup
+                    idle-10k idle-30k flood flood-ips
   --out DIR         results directory (default target/bench-results/<timestamp>)
 EOF
 }
@@ -106,6 +107,7 @@ METRICS = [
     ("relay-cpu", "server CPU us/round trip, 200 flows x 50 pps", "server_cpu_us_per_round_trip", "lower"),
     ("relay-half", "RTT p99 us at half ferroturn's max", "rtt_us.p99", "lower"),
     ("relay-half", "RTT p50 us at half ferroturn's max", "rtt_us.p50", "lower"),
+    ("relay-tcp-64x200", "round trips/s over TCP, 64 flows, 200 B", "round_trips_per_s", "higher"),
     ("setup", "allocation setups/s", "setups_per_s", "higher"),
     ("setup", "setup latency p99 ms", "p99_ms", "lower"),
     ("setup", "server CPU us per setup", "server_cpu_us_per_setup", "lower"),
@@ -151,9 +153,10 @@ def record(results, rnd, impl, scenario, rc, outfile):
         print(f"  {impl:9} no result (exit {rc}); see {outfile[:-4]}.err")
         return
     shown = [f"{key}={fmt(lookup(result, key))}" for s, _, key, _ in METRICS if s == scenario]
-    for key in ("loss_ratio", "gen_cpu_util", "failures"):
-        if lookup(result, key) is not None:
-            shown.append(f"{key}={fmt(lookup(result, key))}")
+    for key in ("loss_ratio", "gen_cpu_util", "failures", "closed_connections"):
+        value = lookup(result, key)
+        if value is not None and (value or key != "closed_connections"):
+            shown.append(f"{key}={fmt(value)}")
     print(f"  {impl:9} " + " ".join(shown))
 
 
@@ -196,6 +199,9 @@ def notes_for(entries, scenario):
         fails, _ = medians(entries, scenario, impl, "failures")
         if fails:
             notes.append(f"{impl} {fails:.0f} failed setups")
+        closed, _ = medians(entries, scenario, impl, "closed_connections")
+        if closed:
+            notes.append(f"{impl} closed {closed:.0f} connections")
         bad = sum(1 for e in entries if e["scenario"] == scenario and e["impl"] == impl
                   and (e["rc"] != 0 or not e["result"]))
         if bad:
@@ -287,20 +293,25 @@ json.dump({"nproc": int(e["M_NPROC"]), "cpu": e["M_CPU"], "kernel": e["M_KERNEL"
           open(sys.argv[1], "w"))
 EOF
 
-# One free UDP port for every server in turn (one runs at a time), one for the
-# forwarder's echo peer; both below the relay range.
+# One port free for UDP and TCP for every server in turn (one runs at a time), one UDP
+# port for the forwarder's echo peer; both below the relay range.
 read -r lport peer_port < <(python3 - <<'EOF'
 import socket
+def free(port, kinds):
+    for kind in kinds:
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
 found = []
 for port in range(13478, 19999):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind(("127.0.0.1", port))
+    kinds = [socket.SOCK_DGRAM] + ([socket.SOCK_STREAM] if not found else [])
+    if free(port, kinds):
         found.append(port)
-    except OSError:
-        pass
-    finally:
-        s.close()
     if len(found) == 2:
         break
 print(*found)
@@ -318,6 +329,13 @@ fi
 relay_ok=0
 if "$bench" relay --help 2>/dev/null | grep -q -- --flows; then
     relay_ok=1
+fi
+# TURN over TCP needs a generator with --transport and a ferroturn with TCP listeners.
+tcp_why=""
+if ! "$bench" relay --help 2>/dev/null | grep -q -- --transport; then
+    tcp_why="\`ferroturn-bench relay\` has no --transport in this build"
+elif ! "$ft" --help | grep -q -- --no-tcp; then
+    tcp_why="this ferroturn does not serve TURN over TCP"
 fi
 # The forwarder's flags, read from its help (it is written separately).
 fwd_args=()
@@ -342,6 +360,8 @@ selected() {
 
 # The server being measured: started by us, stopped by its pid only.
 server_pid=""
+# Whether the next server also listens on TCP (the TCP scenario sets it).
+server_tcp=0
 
 alive() {
     local state
@@ -374,12 +394,14 @@ start_server() {
             "${ft_threads[@]}" >"$log" 2>&1 &
         ;;
     coturn)
+        local listeners=(--no-tls --no-dtls)
+        [ "$server_tcp" = 1 ] || listeners+=(--no-tcp)
         # coturn 4.6 has no log level: its per-session lines go to /dev/null.
         taskset -c "$server_cpu" turnserver -n --no-cli --listening-ip=127.0.0.1 \
             --listening-port="$lport" --relay-ip=127.0.0.1 --realm="$realm" \
             --use-auth-secret --static-auth-secret="$secret" --allow-loopback-peers \
             --min-port="$min_port" --max-port="$max_port" --relay-threads="$threads" \
-            --no-tcp --no-tls --no-dtls --pidfile="$out/coturn.pid" \
+            "${listeners[@]}" --pidfile="$out/coturn.pid" \
             --no-stdout-log --log-file=/dev/null --simple-log >"$log" 2>&1 &
         ;;
     forwarder)
@@ -389,7 +411,8 @@ start_server() {
     server_pid=$!
     for _ in $(seq 100); do
         alive "$server_pid" || return 1
-        if ss -Hlun "sport = :$lport" 2>/dev/null | grep -q .; then
+        if ss -Hlun "sport = :$lport" 2>/dev/null | grep -q . &&
+            { [ "$server_tcp" = 0 ] || ss -Hltn "sport = :$lport" 2>/dev/null | grep -q .; }; then
             sleep 0.2
             return 0
         fi
@@ -447,6 +470,25 @@ relay_scenario() {
     done
 }
 
+# TURN over TCP between generator and server (each flow one connection, ChannelData
+# padded), UDP to the echo peer; ferroturn and coturn, both listening on TCP.
+tcp_scenario() {
+    local round=$1 scenario=$2
+    shift 2
+    selected "$scenario" || return 0
+    if [ -n "$tcp_why" ]; then
+        skip "$scenario: $tcp_why"
+        return 0
+    fi
+    echo "[round $round] $scenario"
+    server_tcp=1
+    for impl in ferroturn coturn; do
+        run "$round" "$impl" "$scenario" "$relay_time" relay --transport tcp "$@" \
+            --duration "$duration" --warmup "$warmup"
+    done
+    server_tcp=0
+}
+
 server_scenario() {
     local round=$1 scenario=$2 limit=$3
     shift 3
@@ -487,6 +529,7 @@ for round in $(seq "$rounds"); do
     elif selected relay-half; then
         skip "relay-half: \`ferroturn-bench relay\` is not implemented in this build (no --flows)"
     fi
+    tcp_scenario "$round" relay-tcp-64x200 --flows 64 --size 200 --mode flood
     server_scenario "$round" setup 180 setup --count "$setup_count" --concurrency 64
     held_scenario "$round" idle-10k 10000
     held_scenario "$round" idle-30k 30000

@@ -116,6 +116,49 @@ pub fn bind_load_socket(ip: std::net::IpAddr, open: usize) -> Result<mio::net::U
     })
 }
 
+/// A TCP connection from `ip` (an ephemeral port) to `server`, blocking, Nagle off (each
+/// request and ChannelData message leaves at once); the error says which limit ran out,
+/// given how many connections this process already holds (`open`).
+pub fn connect_load_stream(
+    ip: std::net::IpAddr,
+    server: SocketAddr,
+    open: usize,
+) -> Result<std::net::TcpStream, String> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let fail = |what: &str, e: std::io::Error| {
+        let why = match e.raw_os_error() {
+            Some(libc::EMFILE) => format!(
+                "out of file descriptors (RLIMIT_NOFILE is {})",
+                raise_nofile_limit()
+            ),
+            Some(libc::EADDRINUSE | libc::EADDRNOTAVAIL) => format!(
+                "no free local TCP port on {ip} toward {server}; \
+                 use another loopback address with --bind"
+            ),
+            Some(libc::ECONNREFUSED) => format!("nothing listens on TCP {server}"),
+            Some(libc::ETIMEDOUT) => "the server did not accept in time".into(),
+            _ => "unexpected error".into(),
+        };
+        format!("TCP connection number {} {what}: {e}: {why}", open + 1)
+    };
+    let socket = Socket::new(
+        Domain::for_address(server),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(|e| fail("(socket)", e))?;
+    socket
+        .bind(&SockAddr::from(SocketAddr::new(ip, 0)))
+        .map_err(|e| fail(&format!("(bind {ip})"), e))?;
+    socket
+        .connect_timeout(&SockAddr::from(server), std::time::Duration::from_secs(5))
+        .map_err(|e| fail(&format!("to {server}"), e))?;
+    socket
+        .set_tcp_nodelay(true)
+        .map_err(|e| fail("(TCP_NODELAY)", e))?;
+    Ok(socket.into())
+}
+
 /// CPU seconds (user + system) used so far by this whole process, at microsecond
 /// resolution (getrusage).
 pub fn own_cpu_seconds() -> f64 {

@@ -1,14 +1,17 @@
 //! `ferroturn-bench relay`: relay load through a TURN server (or the raw forwarder) to
 //! an in-process UDP echo peer, built so the generator is not the bottleneck.
 //!
-//! Setup (not measured): one client socket per flow, Allocate, then ChannelBind to the
-//! echo peer (or CreatePermission with `--send-indications`), concurrently. Data phase:
-//! one thread drives every flow socket (see [`generator`]); the echo peer runs on its
-//! own thread. Teardown: Refresh with lifetime 0 for each allocation, bounded in time.
+//! Setup (not measured): one client socket per flow (a UDP socket, or with
+//! `--transport tcp` one TCP connection), Allocate, then ChannelBind to the echo peer (or
+//! CreatePermission with `--send-indications`), concurrently. Data phase: one thread
+//! drives every flow socket (see [`generator`]); the echo peer runs on its own thread and
+//! the relay to it is UDP whatever the transport. Teardown: Refresh with lifetime 0 for
+//! each UDP allocation, bounded in time; TCP connections are closed.
 //!
 //! Everything stays on loopback; the run lasts warmup + at most 600 s + one loss timeout.
 
 mod echo;
+mod flows;
 mod generator;
 mod histogram;
 mod packet;
@@ -19,11 +22,12 @@ mod stats;
 mod turn;
 
 use crate::common;
-use generator::{Flow, Generator, Load, Plan};
+use flows::Sockets;
+use generator::{Generator, Load, Plan};
 use packet::{Framing, PROBE_LEN};
 use refresh::{Binding, Refresher};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use turn::Server;
+use turn::{FlowSocket, Server};
 
 const MAX_DURATION_S: f64 = 600.0;
 const MAX_WARMUP_S: f64 = 60.0;
@@ -43,6 +47,14 @@ pub enum Mode {
     Paced,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// One UDP socket per flow.
+    Udp,
+    /// One TCP connection per flow (RFC 8656 section 12.5 framing); peers stay UDP.
+    Tcp,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The TURN server (loopback only); ignored with --raw.
@@ -60,6 +72,9 @@ pub struct Args {
     /// Concurrent flows, one allocation and one client socket each.
     #[arg(long, value_name = "N", default_value_t = 1)]
     flows: usize,
+    /// Transport between the flows and the server.
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    transport: Transport,
     /// Payload bytes relayed to the peer (the peer's UDP payload), at least 16.
     #[arg(long, value_name = "BYTES", default_value_t = 200)]
     size: usize,
@@ -138,6 +153,9 @@ fn validate(a: &Args) -> Result<(), String> {
             if a.send_indications {
                 return bad("--send-indications needs a TURN server, not --raw");
             }
+            if a.transport != Transport::Udp {
+                return bad("--raw forwards UDP only: drop --transport");
+            }
         }
         (None, Some(server)) => {
             common::require_loopback(server)?;
@@ -180,11 +198,16 @@ fn drive(
 ) -> Result<(report::Labels, stats::Outcome), String> {
     let target = args.raw.or(args.server).ok_or("no target")?;
     let mut sockets = Vec::with_capacity(args.flows);
-    for _ in 0..args.flows {
-        let s = UdpSocket::bind(SocketAddr::new(args.bind, 0))
-            .map_err(|e| format!("cannot bind a flow socket on {}: {e}", args.bind))?;
-        common::enlarge_buffers(&s, BUFFER_BYTES);
-        sockets.push(s);
+    for i in 0..args.flows {
+        sockets.push(match args.transport {
+            Transport::Udp => {
+                let s = UdpSocket::bind(SocketAddr::new(args.bind, 0))
+                    .map_err(|e| format!("cannot bind a flow socket on {}: {e}", args.bind))?;
+                common::enlarge_buffers(&s, BUFFER_BYTES);
+                FlowSocket::Udp(s)
+            }
+            Transport::Tcp => FlowSocket::Tcp(common::connect_load_stream(args.bind, target, i)?),
+        });
     }
     let turn = match args.raw {
         Some(_) => None,
@@ -207,7 +230,7 @@ fn drive(
     };
     let result = measure(args, &sockets, target, peer, turn.as_ref(), stop);
     if let Some((server, _)) = &turn {
-        let refs: Vec<&UdpSocket> = sockets.iter().collect();
+        let refs: Vec<&FlowSocket> = sockets.iter().collect();
         turn::teardown(server, &refs);
     }
     result
@@ -216,13 +239,17 @@ fn drive(
 /// The data phase on duplicates of the flow sockets (the originals stay for teardown).
 fn measure(
     args: &Args,
-    sockets: &[UdpSocket],
+    sockets: &[FlowSocket],
     target: SocketAddr,
     peer: SocketAddr,
     turn: Option<&(Server, Binding)>,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Result<(report::Labels, stats::Outcome), String> {
     let flows = connect_flows(sockets, target)?;
+    let transport = match args.transport {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+    };
     let (framing, path) = match (turn, args.send_indications) {
         (None, _) => (Framing::Raw, "raw"),
         (Some(_), false) => (Framing::Channel, "channel"),
@@ -246,8 +273,8 @@ fn measure(
         Load::Paced { pps, burst } => format!("paced pps={pps} burst={burst}"),
     };
     eprintln!(
-        "relay: {} flows, {path} via {target} to echo peer {peer}, {load_text}, size {}, \
-         warmup {} s + {} s",
+        "relay: {} flows, {path} over {transport} via {target} to echo peer {peer}, \
+         {load_text}, size {}, warmup {} s + {} s",
         args.flows, args.size, args.warmup, args.duration
     );
     let plan = Plan {
@@ -258,7 +285,8 @@ fn measure(
         duration_ns: (args.duration * 1e9) as u64,
         server_pid: args.server_pid,
     };
-    let outcome = Generator::new(plan, flows, refresher)?.run(stop)?;
+    let channels = (0..sockets.len()).map(turn::channel).collect();
+    let outcome = Generator::new(plan, flows, channels, refresher)?.run(stop)?;
     eprintln!("{}", report::diagnostics(&outcome));
     let labels = report::Labels {
         mode: match args.mode {
@@ -266,24 +294,35 @@ fn measure(
             Mode::Paced => "paced",
         },
         path,
+        transport,
         flows: args.flows,
         size: args.size,
     };
     Ok((labels, outcome))
 }
 
-/// Connects each flow socket to `target` and hands the generator a non-blocking
-/// duplicate; the originals stay behind for the teardown.
-fn connect_flows(sockets: &[UdpSocket], target: SocketAddr) -> Result<Vec<Flow>, String> {
-    let mut flows = Vec::with_capacity(sockets.len());
+/// Connects each UDP flow socket to `target` and hands the generator non-blocking
+/// duplicates of the flow sockets; the originals stay behind for the teardown.
+fn connect_flows(sockets: &[FlowSocket], target: SocketAddr) -> Result<Sockets, String> {
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
     for (i, s) in sockets.iter().enumerate() {
         let io = |e: std::io::Error| format!("flow socket {i}: {e}");
-        s.connect(target).map_err(io)?;
-        s.set_nonblocking(true).map_err(io)?;
-        flows.push(Flow {
-            socket: mio::net::UdpSocket::from_std(s.try_clone().map_err(io)?),
-            channel: turn::channel(i),
-        });
+        match s {
+            FlowSocket::Udp(s) => {
+                s.connect(target).map_err(io)?;
+                s.set_nonblocking(true).map_err(io)?;
+                udp.push(mio::net::UdpSocket::from_std(s.try_clone().map_err(io)?));
+            }
+            FlowSocket::Tcp(s) => {
+                s.set_nonblocking(true).map_err(io)?;
+                tcp.push(mio::net::TcpStream::from_std(s.try_clone().map_err(io)?));
+            }
+        }
     }
-    Ok(flows)
+    match (udp.is_empty(), tcp.is_empty()) {
+        (_, true) => Ok(Sockets::Udp(udp)),
+        (true, false) => Ok(Sockets::Tcp(tcp)),
+        (false, false) => Err("UDP and TCP flows in one run".into()),
+    }
 }

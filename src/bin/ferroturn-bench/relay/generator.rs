@@ -1,26 +1,22 @@
 //! The data phase: one thread, every flow socket non-blocking in one mio poll, batched
-//! sends and receives per socket. Each payload starts with a [`Probe`]; its reply is
-//! matched against the flow's [`Ring`] for the round-trip time.
+//! sends and receives per socket (UDP or TCP, see [`Flows`]). Each payload starts with a
+//! [`Probe`]; its reply is matched against the flow's [`Ring`] for the round-trip time.
 //!
 //! Time is one monotonic clock in ns. The run is `warmup` then the measured window;
 //! packets are attributed to the window by their send time (`sent = received + lost`),
 //! while round trips/s counts the replies that arrive inside the window. After the
 //! window nothing more is sent and replies are awaited for at most the loss timeout.
 
+use super::flows::{BATCH, Flows, Sockets};
 use super::packet::{Framing, Incoming, Probe, Template, classify};
 use super::refresh::Refresher;
 use super::ring::{REORDER_TOLERANCE, Ring};
 use super::stats::{Clock, Counters, Outcome, Progress, SECOND_NS, Sample};
-use crate::common::MsgBatch;
-use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll};
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Datagrams per recvmmsg / sendmmsg.
-const BATCH: usize = 64;
 /// A packet not back within this long is lost.
 pub const LOSS_TIMEOUT_NS: u64 = 1_000_000_000;
 /// Flood: a packet outstanding for 8 smoothed RTTs, at least this long, stops holding a
@@ -47,11 +43,6 @@ pub struct Plan {
     pub server_pid: Option<u32>,
 }
 
-pub struct Flow {
-    pub socket: UdpSocket,
-    pub channel: u16,
-}
-
 /// Per-flow generator state besides its socket.
 struct FlowState {
     id: u32,
@@ -64,11 +55,13 @@ struct FlowState {
 
 pub struct Generator {
     plan: Plan,
-    sockets: Vec<UdpSocket>,
+    io: Flows,
     flows: Vec<FlowState>,
     template: Template,
-    out: MsgBatch,
-    inb: MsgBatch,
+    /// Refresh requests to send once the current receive is done: (flow, message).
+    control: Vec<(usize, Vec<u8>)>,
+    /// TCP flows whose last drain stopped at its read limit.
+    backlog: Vec<usize>,
     counters: Counters,
     clock: Clock,
     start: u64,
@@ -97,39 +90,40 @@ fn ring_size(load: Load, flows: usize) -> usize {
 }
 
 impl Generator {
-    pub fn new(plan: Plan, flows: Vec<Flow>, refresher: Option<Refresher>) -> Result<Self, String> {
+    /// `channels[i]` is the channel of the flow on `sockets[i]`.
+    pub fn new(
+        plan: Plan,
+        sockets: Sockets,
+        channels: Vec<u16>,
+        refresher: Option<Refresher>,
+    ) -> Result<Self, String> {
         let template = Template::new(plan.framing, plan.size).ok_or("payload too large")?;
-        let mut out = MsgBatch::new(BATCH, template.bytes.len()).with_gso();
-        for i in 0..BATCH {
-            out.slot_mut(i).copy_from_slice(&template.bytes);
-            out.set_len(i, template.bytes.len());
-            out.set_dest(i, None);
-        }
-        let ring = ring_size(plan.load, flows.len());
+        let io = Flows::new(sockets, &template, plan.size + 256);
+        let ring = ring_size(plan.load, channels.len());
         let step = match plan.load {
             Load::Paced { pps, burst } => {
-                SECOND_NS * u64::from(burst) / u64::from(pps) / flows.len().max(1) as u64
+                SECOND_NS * u64::from(burst) / u64::from(pps) / channels.len().max(1) as u64
             }
             Load::Flood { .. } => 0,
         };
-        let states = flows
+        let states = channels
             .iter()
             .enumerate()
-            .map(|(i, f)| FlowState {
+            .map(|(i, &channel)| FlowState {
                 id: i as u32,
-                channel: f.channel,
+                channel,
                 ring: Ring::new(ring),
                 scheduled: 0,
                 phase_ns: step * i as u64,
             })
             .collect();
         Ok(Self {
-            inb: MsgBatch::new(BATCH, plan.size + 256),
             plan,
-            sockets: flows.into_iter().map(|f| f.socket).collect(),
+            io,
             flows: states,
             template,
-            out,
+            control: Vec::new(),
+            backlog: Vec::new(),
             counters: Counters::new(),
             clock: Clock::new(),
             start: 0,
@@ -145,20 +139,17 @@ impl Generator {
     /// Sends up to `k` packets on flow `i` in batches; returns how many went out.
     fn fill(&mut self, i: usize, k: u64) -> Result<u64, String> {
         let mut total = 0;
-        let fd = self.sockets[i].as_raw_fd();
         while total < k {
             let n = (k - total).min(BATCH as u64) as usize;
             let now = self.clock.now();
             let f = &mut self.flows[i];
-            for j in 0..n {
-                let probe = Probe {
-                    flow: f.id,
-                    seq: f.ring.seq_after(j as u32),
-                    ts: now,
-                };
-                self.template.stamp(self.out.slot_mut(j), f.channel, probe);
-            }
-            let m = match self.out.send_grouped(fd, 0..n) {
+            let (id, ring) = (f.id, &f.ring);
+            let probe = |j: usize| Probe {
+                flow: id,
+                seq: ring.seq_after(j as u32),
+                ts: now,
+            };
+            let m = match self.io.send(i, f.channel, n, &self.template, probe) {
                 Ok(m) => m,
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                     self.refused += 1;
@@ -175,7 +166,8 @@ impl Generator {
             c.sent(now, m as u64);
             total += m as u64;
             if m < n {
-                self.retry = true;
+                // A closed TCP flow sends no more; anything else is tried again soon.
+                self.retry |= self.io.is_open(i);
                 break;
             }
         }
@@ -224,51 +216,49 @@ impl Generator {
 
     /// Receives everything waiting on flow `i` and matches the replies.
     fn drain(&mut self, i: usize) -> Result<(), String> {
-        let fd = self.sockets[i].as_raw_fd();
-        loop {
-            let n = match self.inb.recv(fd, 0..BATCH, false) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-                    self.refused += 1;
-                    continue;
-                }
-                Err(e) => return Err(format!("receive on flow {i}: {e}")),
-            };
-            let now = self.clock.now();
-            for j in 0..n {
-                match classify(self.plan.framing, self.inb.data(j)) {
-                    Incoming::Payload(p) => {
-                        let f = &mut self.flows[i];
-                        let c = &mut self.counters;
-                        match Probe::read(p) {
-                            Some(probe) if probe.flow == f.id => {
-                                if let Some(sent) =
-                                    f.ring.reply(probe.seq, probe.ts, &mut |t| c.lost(t))
-                                {
-                                    c.reply(sent, now);
-                                    let rtt = now.saturating_sub(sent);
-                                    self.srtt_ns = (self.srtt_ns * 31 + rtt) / 32;
-                                }
-                            }
-                            _ => {}
+        let framing = self.plan.framing;
+        let (clock, f) = (&self.clock, &mut self.flows[i]);
+        let (c, srtt, refresher, control) = (
+            &mut self.counters,
+            &mut self.srtt_ns,
+            &mut self.refresher,
+            &mut self.control,
+        );
+        let drained = self
+            .io
+            .drain(i, &mut |bytes| match classify(framing, bytes) {
+                Incoming::Payload(p) => match Probe::read(p) {
+                    Some(probe) if probe.flow == f.id => {
+                        let now = clock.now();
+                        if let Some(sent) = f.ring.reply(probe.seq, probe.ts, &mut |t| c.lost(t)) {
+                            c.reply(sent, now);
+                            let rtt = now.saturating_sub(sent);
+                            *srtt = (*srtt * 31 + rtt) / 32;
                         }
                     }
-                    Incoming::Response => {
-                        if let Some(r) = self.refresher.as_mut() {
-                            let sockets = &self.sockets;
-                            r.on_response(i, self.inb.data(j), now, &mut |k, m| {
-                                let _ = sockets[k].send(m);
-                            });
-                        }
+                    _ => {}
+                },
+                Incoming::Response => {
+                    if let Some(r) = refresher.as_mut() {
+                        r.on_response(i, bytes, clock.now(), &mut |k, m| {
+                            control.push((k, m.to_vec()));
+                        });
                     }
-                    Incoming::Other => {}
                 }
-            }
-            if n < BATCH {
-                return Ok(());
-            }
+                Incoming::Other => {}
+            })?;
+        self.refused += drained.refused;
+        if drained.more && !self.backlog.contains(&i) {
+            self.backlog.push(i);
+        }
+        self.send_control();
+        Ok(())
+    }
+
+    /// Sends the refresh requests queued by the refresher.
+    fn send_control(&mut self) {
+        for (k, m) in self.control.drain(..) {
+            self.io.send_control(k, &m);
         }
     }
 
@@ -280,11 +270,10 @@ impl Generator {
             f.ring.expire(cutoff, &mut |t| c.lost(t));
         }
         if let Some(r) = self.refresher.as_mut() {
-            let sockets = &self.sockets;
-            r.tick(now, &mut |k, m| {
-                let _ = sockets[k].send(m);
-            });
+            let control = &mut self.control;
+            r.tick(now, &mut |k, m| control.push((k, m.to_vec())));
         }
+        self.send_control();
         for i in 0..self.flows.len() {
             self.refill(i)?;
         }
@@ -342,6 +331,10 @@ impl Generator {
                 break;
             }
             self.paced(now)?;
+            for i in std::mem::take(&mut self.backlog) {
+                self.drain(i)?;
+                self.refill(i)?;
+            }
             if std::mem::take(&mut self.retry) {
                 for i in 0..self.flows.len() {
                     self.refill(i)?;
@@ -360,7 +353,12 @@ impl Generator {
             self.wait(&mut poll, &mut events, now, wake)?;
             for ev in &events {
                 let i = ev.token().0;
-                self.drain(i)?;
+                if ev.is_writable() {
+                    self.io.writable(i);
+                }
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.drain(i)?;
+                }
                 self.refill(i)?;
             }
         }
@@ -374,6 +372,7 @@ impl Generator {
         let mut outcome = Outcome::new(self.counters, first, last);
         outcome.refused = self.refused;
         outcome.slips = self.slips;
+        outcome.closed = self.io.closed() as u64;
         if let Some(r) = &self.refresher {
             outcome.refreshes = r.successes;
             outcome.refresh_failures = r.failures;
@@ -383,11 +382,9 @@ impl Generator {
 
     fn register(&mut self) -> Result<Poll, String> {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-        for (i, s) in self.sockets.iter_mut().enumerate() {
-            poll.registry()
-                .register(s, Token(i), Interest::READABLE)
-                .map_err(|e| format!("poll: {e}"))?;
-        }
+        self.io
+            .register(poll.registry())
+            .map_err(|e| format!("poll: {e}"))?;
         Ok(poll)
     }
 
@@ -421,6 +418,9 @@ impl Generator {
         let mut timeout = Duration::from_nanos(until.saturating_sub(now));
         if paced || self.retry {
             timeout = timeout.min(Duration::from_millis(1));
+        }
+        if !self.backlog.is_empty() {
+            timeout = Duration::ZERO;
         }
         match poll.poll(events, Some(timeout)) {
             Ok(()) => Ok(()),

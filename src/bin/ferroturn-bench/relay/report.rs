@@ -6,6 +6,8 @@ use std::fmt::Write;
 pub struct Labels {
     pub mode: &'static str,
     pub path: &'static str,
+    /// "udp" or "tcp" between the generator and the server.
+    pub transport: &'static str,
     pub flows: usize,
     pub size: usize,
 }
@@ -57,11 +59,12 @@ fn json(v: Option<f64>, decimals: usize) -> String {
 pub fn summary(l: &Labels, o: &Outcome) -> String {
     let f = figures(o);
     format!(
-        "relay: flows={} size={} mode={} rt_per_s={} loss={}% p50_us={} p99_us={} p999_us={} \
+        "relay: flows={} size={} mode={} transport={} rt_per_s={} loss={}% p50_us={} p99_us={} p999_us={} \
          server_cpu_us_per_rt={} gen_cpu={}%",
         l.flows,
         l.size,
         l.mode,
+        l.transport,
         text(f.rt_per_s, 0),
         text(f.loss_ratio.map(|r| r * 100.0), 2),
         text(f.p50, 0),
@@ -81,7 +84,8 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
         "{{\"mode\":\"{}\",\"flows\":{},\"size\":{},\"duration_s\":{},\"sent\":{},\"received\":{},\
          \"lost\":{},\"loss_ratio\":{},\"round_trips_per_s\":{},\"rtt_us\":{{\"p50\":{},\"p99\":{},\
          \"p999\":{},\"max\":{}}},\"server_cpu_s\":{},\"server_cpu_us_per_round_trip\":{},\
-         \"gen_cpu_s\":{},\"gen_cpu_util\":{},\"path\":\"{}\"}}",
+         \"gen_cpu_s\":{},\"gen_cpu_util\":{},\"path\":\"{}\",\"transport\":\"{}\",\
+         \"closed_connections\":{}}}",
         l.mode,
         l.flows,
         l.size,
@@ -100,6 +104,8 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
         json(Some(o.gen_cpu_s), 3),
         json(f.gen_util, 3),
         l.path,
+        l.transport,
+        o.closed,
     );
     s
 }
@@ -117,11 +123,12 @@ pub fn diagnostics(o: &Outcome) -> String {
     });
     format!(
         "relay: generator thread cpu {:.0}% of the window, whole process {:.0}%{cores}; \
-         icmp refused {}, schedule slips {}, refreshes {} ok {} failed",
+         icmp refused {}, schedule slips {}, connections closed {}, refreshes {} ok {} failed",
         share(o.gen_thread_cpu_s),
         share(o.gen_cpu_s),
         o.refused,
         o.slips,
+        o.closed,
         o.refreshes,
         o.refresh_failures
     )

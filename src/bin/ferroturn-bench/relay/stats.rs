@@ -161,6 +161,8 @@ pub struct Outcome {
     pub refused: u64,
     /// Times a paced flow fell more than 100 ms behind its schedule.
     pub slips: u64,
+    /// TCP connections that closed or broke during the run.
+    pub closed: u64,
     pub refreshes: u64,
     pub refresh_failures: u64,
 }
@@ -193,6 +195,7 @@ impl Outcome {
             },
             refused: 0,
             slips: 0,
+            closed: 0,
             refreshes: 0,
             refresh_failures: 0,
         }

@@ -1,12 +1,13 @@
-//! The unmeasured phases: allocations, channels or permissions before the run, and
-//! Refresh with lifetime 0 after it. Each flow's socket is created here and handed to
+//! The unmeasured phases: allocations, channels or permissions before the run, and their
+//! release after it (Refresh with lifetime 0 over UDP; over TCP closing the connection,
+//! which ends its allocation). Each flow's socket is created by the caller and handed to
 //! the library's TURN client through a duplicate descriptor, so the generator keeps the
-//! same 5-tuple once the client is gone.
+//! same 5-tuple (the same connection) once the client is gone.
 
 use super::refresh::{Binding, LIFETIME_S};
 use ferroturn::client::TurnClient;
 use ferroturn::core::proto::codec::RequestAttr;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
@@ -34,24 +35,41 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("tokio runtime: {e}"))
 }
 
-fn client(server: &Server, socket: &UdpSocket, timeout: Duration) -> std::io::Result<TurnClient> {
-    let dup = socket.try_clone()?;
-    dup.set_nonblocking(true)?;
-    let tokio_socket = tokio::net::UdpSocket::from_std(dup)?;
-    let mut c = TurnClient::with_socket(
-        tokio_socket,
-        server.addr,
-        &server.username,
-        &server.password,
-    );
-    c.request_timeout = timeout;
-    Ok(c)
+/// One flow's socket to the server.
+pub enum FlowSocket {
+    Udp(UdpSocket),
+    /// Connected; the allocation lives as long as the connection.
+    Tcp(TcpStream),
+}
+
+impl FlowSocket {
+    /// A TURN client on a duplicate of the socket (same 5-tuple); call it inside a
+    /// runtime. Over TCP the client's receive buffer goes with it, which loses nothing:
+    /// the server sends only answers before the generator's first packet.
+    fn client(&self, server: &Server, timeout: Duration) -> std::io::Result<TurnClient> {
+        let (user, pass) = (&server.username, &server.password);
+        let mut c = match self {
+            FlowSocket::Udp(s) => {
+                let dup = s.try_clone()?;
+                dup.set_nonblocking(true)?;
+                let socket = tokio::net::UdpSocket::from_std(dup)?;
+                TurnClient::with_socket(socket, server.addr, user, pass)
+            }
+            FlowSocket::Tcp(s) => {
+                let dup = s.try_clone()?;
+                dup.set_nonblocking(true)?;
+                TurnClient::with_tcp_stream(tokio::net::TcpStream::from_std(dup)?, user, pass)?
+            }
+        };
+        c.request_timeout = timeout;
+        Ok(c)
+    }
 }
 
 /// Allocates one relay per socket and binds flow i's channel to the peer (or installs a
 /// permission). On any failure the allocations made are released and the first error
 /// returned.
-pub fn setup(server: &Server, sockets: &[UdpSocket], binding: Binding) -> Result<(), String> {
+pub fn setup(server: &Server, sockets: &[FlowSocket], binding: Binding) -> Result<(), String> {
     let started = Instant::now();
     let rt = runtime()?;
     let results: Vec<Result<(), String>> = rt.block_on(async {
@@ -60,7 +78,7 @@ pub fn setup(server: &Server, sockets: &[UdpSocket], binding: Binding) -> Result
             let mut set = JoinSet::new();
             for (k, socket) in chunk.iter().enumerate() {
                 let i = chunk_no * CONCURRENCY + k;
-                let c = client(server, socket, Duration::from_secs(3));
+                let c = socket.client(server, Duration::from_secs(3));
                 set.spawn(async move { (i, setup_one(c, i, binding).await) });
             }
             let mut chunk_out = vec![Ok(()); chunk.len()];
@@ -83,7 +101,7 @@ pub fn setup(server: &Server, sockets: &[UdpSocket], binding: Binding) -> Result
             Ok(())
         }
         Some(i) => {
-            let ok: Vec<&UdpSocket> = sockets
+            let ok: Vec<&FlowSocket> = sockets
                 .iter()
                 .zip(&results)
                 .filter(|(_, r)| r.is_ok())
@@ -119,14 +137,29 @@ async fn setup_one(
     }
 }
 
-/// Best effort: a Refresh with lifetime 0 on every socket, all at once, bounded in
-/// time. Allocations not released this way expire on the server by themselves.
-pub fn teardown(server: &Server, sockets: &[&UdpSocket]) {
+/// Best effort: a Refresh with lifetime 0 on every UDP socket, all at once, bounded in
+/// time; every TCP connection is closed. Allocations not released this way expire on
+/// the server by themselves.
+pub fn teardown(server: &Server, sockets: &[&FlowSocket]) {
+    for s in sockets {
+        if let FlowSocket::Tcp(s) = s {
+            // Already closed if the server or the generator dropped it.
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+    let udp: Vec<&FlowSocket> = sockets
+        .iter()
+        .copied()
+        .filter(|s| matches!(s, FlowSocket::Udp(_)))
+        .collect();
+    if udp.is_empty() {
+        return;
+    }
     let Ok(rt) = runtime() else { return };
     let released = rt.block_on(async {
         let mut set = JoinSet::new();
-        for socket in sockets {
-            let c = client(server, socket, Duration::from_secs(2));
+        for socket in &udp {
+            let c = socket.client(server, Duration::from_secs(2));
             set.spawn(async move {
                 let Ok(mut c) = c else { return false };
                 // RFC 8656 section 8.2: the success response carries LIFETIME 0, which
@@ -145,10 +178,7 @@ pub fn teardown(server: &Server, sockets: &[&UdpSocket]) {
         set.abort_all();
         released
     });
-    if released < sockets.len() {
-        eprintln!(
-            "relay: released {released} of {} allocations",
-            sockets.len()
-        );
+    if released < udp.len() {
+        eprintln!("relay: released {released} of {} allocations", udp.len());
     }
 }
