@@ -390,7 +390,7 @@ start_server() {
     ferroturn)
         taskset -c "$server_cpu" "$ft" --listening-ip 127.0.0.1 --listening-port "$lport" \
             --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip 127.0.0.1 \
-            --min-port "$min_port" --max-port "$max_port" --log-level warn \
+            --min-port "$min_port" --max-port "$max_port" --log-level warn --max-bps 0 \
             "${ft_threads[@]}" >"$log" 2>&1 &
         ;;
     coturn)
