@@ -132,6 +132,18 @@ pub struct RawConfig {
     /// Channel bindings per allocation. Default 128.
     #[arg(long, value_name = "N")]
     pub max_channels: Option<usize>,
+    /// Relayed bytes per second per allocation, each direction separately; excess
+    /// datagrams are dropped (0: unlimited). Default 12500000 (100 Mbit/s).
+    #[arg(long, value_name = "BYTES")]
+    pub max_bps: Option<u64>,
+    /// Relayed bytes per second of the whole server, each direction separately, shared
+    /// evenly by the relay threads (0: unlimited). Default 0.
+    #[arg(long, value_name = "BYTES")]
+    pub bps_capacity: Option<u64>,
+    /// New peer addresses an allocation may permit per second, in bursts of twice that;
+    /// more is refused with 508 (0: unlimited). Default 20.
+    #[arg(long, value_name = "N")]
+    pub new_peer_rate: Option<u32>,
     /// Answers to unauthenticated requests (401/438 challenges, Binding) per second per
     /// source IP, in bursts of twice that; 0 = unlimited. Default 50.
     #[arg(long, value_name = "N")]
@@ -168,7 +180,8 @@ impl RawConfig {
             opt: listening_port, tls_listening_port, alt_listening_port,
                 alt_tls_listening_port, no_udp, no_tcp, no_tls, cert, pkey,
                 max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
-                tcp_idle_timeout, tcp_send_queue, min_port, max_port, realm, rest_api_separator,
+                tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
+                min_port, max_port, realm, rest_api_separator,
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
@@ -371,6 +384,9 @@ impl Config {
             strict_expiry: raw.strict_credential_expiry.unwrap_or(true),
             unauthenticated_rate: raw.unauthenticated_rate.unwrap_or(50),
             nonce_key: rand::random(),
+            max_bps: raw.max_bps.unwrap_or(12_500_000),
+            bps_capacity: raw.bps_capacity.unwrap_or(0),
+            new_peer_rate: raw.new_peer_rate.unwrap_or(20),
         };
         Ok(Config {
             listeners,

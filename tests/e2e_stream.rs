@@ -239,7 +239,7 @@ async fn tls_certificate_files_changing_are_picked_up_without_a_signal() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_loses_media_not_framing() {
-    let (server, pki) = tls_server("tcp-send-queue = 16384\n").await;
+    let (server, pki) = tls_server("tcp-send-queue = 16384\nmax-bps = 0\n").await;
     let mut c = connect(&server, &pki, Kind::Tcp, "dave").await;
     let relayed = c.allocate().await.unwrap();
     let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

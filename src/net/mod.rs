@@ -170,6 +170,8 @@ pub async fn start(config: Config) -> io::Result<ServerHandle> {
     {
         let mut cfg = config.server.clone();
         (cfg.min_port, cfg.max_port) = port_slice(cfg.min_port, cfg.max_port, index, shards);
+        // Each shard relays its share of the total bandwidth.
+        cfg.bps_capacity = cfg.bps_capacity.div_ceil(shards as u64);
         let seed: [u8; 32] = rand::rng().random();
         let core = Server::new(cfg, shared.clone(), seed, Instant::now(), unix_now());
         let streams = Streams::new(

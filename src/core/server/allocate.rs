@@ -90,6 +90,9 @@ impl Server {
             last_response: None,
             permissions: Vec::new(),
             channels: Vec::new(),
+            bw_up: Default::default(),
+            bw_down: Default::default(),
+            new_peers: Default::default(),
         });
         self.push_event(Event::BindRelay {
             relay: id,

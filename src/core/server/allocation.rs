@@ -1,6 +1,7 @@
 //! The allocation table (RFC 8656 section 6): allocations keyed by their 5-tuple, each
 //! with its relayed address, permissions and channel bindings.
 
+use super::rate::Bucket;
 use crate::core::auth::credentials::Key;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +81,11 @@ pub struct Allocation {
     pub last_response: Option<([u8; 12], Vec<u8>)>,
     pub permissions: Vec<Permission>,
     pub channels: Vec<ChannelBinding>,
+    /// `max-bps` buckets: client to peer, peer to client.
+    pub bw_up: Bucket,
+    pub bw_down: Bucket,
+    /// `new-peer-rate` bucket.
+    pub new_peers: Bucket,
 }
 
 impl Allocation {

@@ -36,9 +36,11 @@ impl Server {
         if is_new && a.channels.len() >= self.cfg.max_channels {
             return Err(RequestError::InsufficientCapacity);
         }
-        if !a.has_permission(peer.ip()) && a.permissions.len() >= self.cfg.max_permissions {
+        let new_peer = !a.has_permission(peer.ip());
+        if new_peer && a.permissions.len() >= self.cfg.max_permissions {
             return Err(RequestError::InsufficientCapacity);
         }
+        self.take_new_peers(now, id, usize::from(new_peer))?;
         let expires = now + self.cfg.channel_lifetime;
         let Some(a) = self.table.get_mut(id) else {
             return Err(RequestError::AllocationMismatch);

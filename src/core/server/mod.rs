@@ -22,6 +22,7 @@ mod limiter;
 mod permission;
 pub mod policy;
 pub mod ports;
+pub mod rate;
 mod refresh;
 mod relay;
 mod request;
@@ -83,6 +84,23 @@ pub struct ServerConfig {
     /// Key of the stateless nonces (from the OS CSPRNG), the same in every shard so a
     /// nonce issued by one is accepted by all.
     pub nonce_key: [u8; 32],
+    /// Relayed bytes per second per allocation, each direction (0 = unlimited).
+    pub max_bps: u64,
+    /// Relayed bytes per second of this shard, each direction (0 = unlimited). The I/O
+    /// layer gives each shard its share of `bps-capacity`.
+    pub bps_capacity: u64,
+    /// New peer addresses (permissions for an IP not yet permitted) per second per
+    /// allocation, in bursts of twice that (0 = unlimited).
+    pub new_peer_rate: u32,
+}
+
+/// Counters of what the core refused or dropped (for metrics and tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Relayed datagrams dropped by `max-bps` or `bps-capacity`.
+    pub bandwidth_dropped: u64,
+    /// Requests refused (508) by `new-peer-rate`.
+    pub peer_rate_refused: u64,
 }
 
 /// Where a datagram goes.
@@ -148,6 +166,10 @@ pub struct Server {
     closed: VecDeque<(FiveTuple, [u8; 12], Vec<u8>, Instant)>,
     indication_txn: [u8; 12],
     limiter: limiter::SourceLimiter,
+    /// `bps-capacity` share of this shard: client to peer, peer to client.
+    total_up: rate::Bucket,
+    total_down: rate::Bucket,
+    stats: Stats,
 }
 
 impl Server {
@@ -179,6 +201,9 @@ impl Server {
             closed: VecDeque::new(),
             indication_txn,
             limiter: limiter::SourceLimiter::new(cfg_rate),
+            total_up: rate::Bucket::default(),
+            total_down: rate::Bucket::default(),
+            stats: Stats::default(),
         }
     }
 
@@ -205,7 +230,7 @@ impl Server {
         buf: &mut [u8],
     ) -> Option<DataTransmit> {
         if data::is_channel_data(buf) {
-            return self.relay_channel_data(tuple, buf);
+            return self.relay_channel_data(now, tuple, buf);
         }
         let scan = match scan::scan(buf) {
             Ok(scan) => scan,
@@ -216,7 +241,9 @@ impl Server {
             Err(_) => return None,
         };
         match (scan.class, scan.method) {
-            (Class::Indication, method::SEND) => self.relay_send_indication(tuple, buf, &scan),
+            (Class::Indication, method::SEND) => {
+                self.relay_send_indication(now, tuple, buf, &scan)
+            }
             (Class::Request, method::BINDING) => {
                 self.handle_binding(now, tuple, &scan);
                 None
@@ -395,6 +422,11 @@ impl Server {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// What this shard refused or dropped so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Number of allocations in this shard (pending ones included).

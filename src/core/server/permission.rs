@@ -3,6 +3,7 @@
 
 use super::Server;
 use super::allocation::{AllocId, FiveTuple, Permission};
+use super::rate::Rate;
 use super::deadlines::Timer;
 use super::error::RequestError;
 use super::request::Reply;
@@ -36,6 +37,7 @@ impl Server {
         if a.permissions.len() + new_ips.len() > self.cfg.max_permissions {
             return Err(RequestError::InsufficientCapacity);
         }
+        self.take_new_peers(now, id, new_ips.len())?;
         for peer in &req.peers {
             self.install_permission(now, id, peer.ip());
         }
@@ -69,6 +71,28 @@ impl Server {
             tracing::info!(client = %a.five_tuple.client, %peer, ?why, "peer refused by policy");
             RequestError::Forbidden
         })
+    }
+
+    /// `new-peer-rate`: an allocation may add only so many peer addresses per second, so
+    /// it cannot sweep a network through the relay. Over the rate: 508.
+    pub(super) fn take_new_peers(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        n: usize,
+    ) -> Result<(), RequestError> {
+        let per_sec = u64::from(self.cfg.new_peer_rate);
+        if n == 0 || per_sec == 0 {
+            return Ok(());
+        }
+        let a = self.table.get_mut(id).ok_or(RequestError::AllocationMismatch)?;
+        if a.new_peers.take(Rate::new(per_sec, 2 * per_sec), n as u64, now) {
+            Ok(())
+        } else {
+            self.stats.peer_rate_refused += 1;
+            tracing::info!(client = %a.five_tuple.client, "new peers over new-peer-rate");
+            Err(RequestError::InsufficientCapacity)
+        }
     }
 
     /// Installs or refreshes the permission for `ip` (RFC 8656 section 10.2).

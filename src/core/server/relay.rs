@@ -3,6 +3,7 @@
 //! and headers are written into the caller's buffer around the payload.
 
 use super::allocation::{FiveTuple, Transport};
+use super::rate::{Bucket, Rate};
 use super::{AllocId, DataTransmit, Path, Server};
 use crate::core::proto::data;
 use crate::core::proto::scan::Scan;
@@ -15,6 +16,7 @@ impl Server {
     /// else is dropped.
     pub(super) fn relay_channel_data(
         &mut self,
+        now: Instant,
         tuple: FiveTuple,
         buf: &[u8],
     ) -> Option<DataTransmit> {
@@ -27,6 +29,7 @@ impl Server {
             .policy
             .check(peer, |addr| self.shared.is_relay(addr))
             .ok()?;
+        self.within_bandwidth(now, id, true, payload.len())?;
         Some(DataTransmit {
             path: Path::Peer {
                 relay: id,
@@ -42,6 +45,7 @@ impl Server {
     /// since the DF bit is not set (RFC 8656 section 11.2).
     pub(super) fn relay_send_indication(
         &mut self,
+        now: Instant,
         tuple: FiveTuple,
         buf: &[u8],
         scan: &Scan,
@@ -62,6 +66,7 @@ impl Server {
             .policy
             .check(peer, |addr| self.shared.is_relay(addr))
             .ok()?;
+        self.within_bandwidth(now, id, true, payload.len())?;
         Some(DataTransmit {
             path: Path::Peer {
                 relay: id,
@@ -71,13 +76,35 @@ impl Server {
         })
     }
 
+    /// Takes `bytes` from the allocation's bucket for the direction (`up`: client to
+    /// peer) and from the shard's; `None` (drop, counted) if either is empty.
+    #[inline]
+    fn within_bandwidth(&mut self, now: Instant, id: AllocId, up: bool, bytes: usize) -> Option<()> {
+        let (per_alloc, total) = (self.cfg.max_bps, self.cfg.bps_capacity);
+        if per_alloc == 0 && total == 0 {
+            return Some(());
+        }
+        let bytes = bytes as u64;
+        let a = self.table.get_mut(id)?;
+        let bucket: &mut Bucket = if up { &mut a.bw_up } else { &mut a.bw_down };
+        let shard = if up { &mut self.total_up } else { &mut self.total_down };
+        if bucket.take(Rate::new(per_alloc, per_alloc), bytes, now)
+            && shard.take(Rate::new(total, total), bytes, now)
+        {
+            Some(())
+        } else {
+            self.stats.bandwidth_dropped += 1;
+            None
+        }
+    }
+
     /// A datagram from `from` on `relay`'s socket, its payload at `payload` in `buf` with
     /// [`data::HEADROOM`] bytes free in front and [`data::TAILROOM`] behind. RFC 8656
     /// section 11.3 / 12.7: relayed only with a permission, as ChannelData when a channel
     /// is bound to the peer, else as a Data indication.
     pub fn handle_peer_datagram(
         &mut self,
-        _now: Instant,
+        now: Instant,
         relay: AllocId,
         from: SocketAddr,
         buf: &mut [u8],
@@ -93,9 +120,11 @@ impl Server {
             .check(peer, |addr| self.shared.is_relay(addr))
             .ok()?;
         let tuple = a.five_tuple;
-        let range = match a.channel_by_peer(peer).filter(|c| c.bound) {
-            Some(c) => {
-                data::frame_channel_data(buf, payload, c.number, tuple.transport != Transport::Udp)?
+        let channel = a.channel_by_peer(peer).filter(|c| c.bound).map(|c| c.number);
+        self.within_bandwidth(now, relay, false, payload.len())?;
+        let range = match channel {
+            Some(number) => {
+                data::frame_channel_data(buf, payload, number, tuple.transport != Transport::Udp)?
             }
             None => {
                 let txn = self.next_indication_txn();
