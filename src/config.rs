@@ -92,6 +92,7 @@ pub struct RawConfig {
     #[arg(long, value_name = "CHAR")]
     pub rest_api_separator: Option<char>,
     /// Refuse REST usernames expiring more than this many seconds ahead (0: no limit).
+    /// Default 604800 (7 days).
     #[arg(long, value_name = "SECONDS")]
     pub max_credential_ttl: Option<u64>,
     /// Refuse expired REST usernames also for existing allocations. Default true.
@@ -315,7 +316,8 @@ impl Config {
             return err("static-auth-secret", "must not be empty");
         }
         let separator = raw.rest_api_separator.unwrap_or(':');
-        let max_ttl = raw.max_credential_ttl.filter(|t| *t > 0);
+        // A far-future REST username is a credential that never expires.
+        let max_ttl = Some(raw.max_credential_ttl.unwrap_or(7 * 86_400)).filter(|t| *t > 0);
         let decoy = rand::random();
         let credentials = Credentials::new(
             realm,

@@ -116,7 +116,16 @@ fn port_slice(min: u16, max: u16, index: usize, count: usize) -> (u16, u16) {
 
 /// Binds every listener for every shard, then starts the shards. Errors (a port in use,
 /// an address not on this host) are returned before anything runs.
-pub async fn start(config: Config) -> io::Result<ServerHandle> {
+pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
+    // Every address of this host is the server's own: SSH or a database on another
+    // interface address must not be reachable through a relay either.
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => config
+            .server
+            .policy
+            .add_own(interfaces.into_iter().map(|i| i.ip())),
+        Err(e) => tracing::warn!("cannot list this host's addresses for the peer policy: {e}"),
+    }
     let shared: Arc<dyn SharedState> = Arc::new(LocalState::default());
     let opts = SocketOptions {
         recv_buffer: config.socket_recv_buffer_size,

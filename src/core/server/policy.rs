@@ -162,6 +162,16 @@ impl PeerPolicy {
         }
     }
 
+    /// Adds more of the server's own addresses (the host's interface addresses, found by
+    /// the I/O layer): other services on them are unreachable through the relay too.
+    pub fn add_own(&mut self, extra: impl IntoIterator<Item = IpAddr>) {
+        for ip in extra.into_iter().map(canonical) {
+            if !self.own.contains(&ip) {
+                self.own.push(ip);
+            }
+        }
+    }
+
     /// The default deny list plus `extra`.
     pub fn default_denied(extra: Vec<IpRange>) -> Vec<IpRange> {
         DEFAULT_DENIED
@@ -266,6 +276,15 @@ mod tests {
         assert!(denied(&p, "203.0.113.5:22"));
         assert!(denied(&p, "[::ffff:203.0.113.5]:22"));
         assert!(!denied(&p, "[::ffff:203.0.113.5]:50000"));
+    }
+
+    #[test]
+    fn host_interface_addresses_added_later_are_own_too() {
+        let mut p = default_policy();
+        assert!(!denied(&p, "1.2.3.4:22"), "a public address is a peer like any other");
+        p.add_own(["1.2.3.4".parse().unwrap()]);
+        assert!(denied(&p, "1.2.3.4:22"));
+        assert!(denied(&p, "[::ffff:1.2.3.4]:22"), "in every spelling");
     }
 
     #[test]
