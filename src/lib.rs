@@ -7,8 +7,9 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod net;
+pub mod notify;
 
-pub use net::{ServerHandle, start};
+pub use net::{Metrics, ServerHandle, start};
 
 /// TURN REST credentials (for the `credentials` command and for tests).
 pub mod credentials {

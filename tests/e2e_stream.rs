@@ -278,3 +278,45 @@ async fn a_client_that_does_not_read_loses_media_not_framing() {
     assert!(got > 0 && got < SENT, "received {got} of {SENT}, dropped {dropped}");
     assert_eq!(c.refresh(600).await.unwrap(), 600);
 }
+
+#[tokio::test]
+async fn metrics_count_allocations_traffic_connections_and_challenges() {
+    let (server, pki) = tls_server("").await;
+    let peer = echo_peer().await;
+    let mut c = connect(&server, &pki, Kind::Tcp, "erin").await;
+    c.allocate().await.unwrap();
+    c.channel_bind(0x4004, peer.addr).await.unwrap();
+    for _ in 0..10 {
+        c.send_channel_data(0x4004, &[1; 100]).await.unwrap();
+        assert!(c.recv_relayed(WAIT).await.unwrap().is_some());
+    }
+    // Shards publish once a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        let m = server.handle.metrics();
+        if m.gauges.allocations == 1 && m.stats.relayed[1][1].packets == 10 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "metrics did not move: {m:?}");
+        sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(m.stats.allocations_created, 1);
+    assert_eq!(m.gauges.channels, 1);
+    assert_eq!(m.gauges.permissions, 1);
+    assert_eq!(m.stats.relayed[1][0].packets, 10, "client to peer over TCP");
+    assert_eq!(m.stats.relayed[1][0].bytes, 1000);
+    assert_eq!(m.stats.relayed[0][0].packets, 0, "nothing over UDP");
+    assert_eq!(m.connections_open, 1);
+    assert_eq!(m.connections_accepted_tcp, 1);
+    // The first request of a client is challenged: one 401 "no credentials".
+    assert_eq!(m.stats.errors[1], 1, "{:?}", m.stats.errors);
+    assert_eq!(m.stats.auth_failures[0], 1);
+    c.shutdown().await.unwrap();
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.handle.metrics().stats.allocations_deleted != 1 {
+        assert!(Instant::now() < deadline, "connection close not counted");
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(server.handle.metrics().gauges.allocations, 0);
+}

@@ -14,11 +14,11 @@ mod tls;
 pub use tls::CertStore;
 
 use crate::config::Config;
-use crate::core::server::{LocalState, Server, SharedState};
+use crate::core::server::{Gauges, LocalState, Server, SharedState, Stats};
 use rand::RngExt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -28,6 +28,20 @@ use stream::{ConnLimits, StreamListener, Streams};
 /// Default SO_RCVBUF / SO_SNDBUF of listener sockets.
 const LISTENER_BUFFER: usize = 4 << 20;
 
+/// A snapshot of the server's counters and gauges, every shard added up (the shards
+/// publish theirs once a second).
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub stats: Stats,
+    pub gauges: Gauges,
+    pub connections_open: u64,
+    pub connections_accepted_tcp: u64,
+    pub connections_accepted_tls: u64,
+    pub connections_refused: u64,
+    pub stream_frames_dropped: u64,
+    pub shards: usize,
+}
+
 /// A running server. Dropping it stops the server and waits for its threads.
 pub struct ServerHandle {
     udp_addrs: Vec<SocketAddr>,
@@ -35,6 +49,7 @@ pub struct ServerHandle {
     tls_addrs: Vec<SocketAddr>,
     certs: Option<Arc<CertStore>>,
     conn_limits: Arc<ConnLimits>,
+    published: Vec<Arc<Mutex<(Stats, Gauges)>>>,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
@@ -75,6 +90,27 @@ impl ServerHandle {
     /// media arrived (`tcp-send-queue` full).
     pub fn stream_frames_dropped(&self) -> u64 {
         self.conn_limits.dropped()
+    }
+
+    /// Counters and gauges of every shard, added up.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics {
+            shards: self.published.len(),
+            ..Metrics::default()
+        };
+        for p in &self.published {
+            if let Ok(p) = p.lock() {
+                m.stats.add(&p.0);
+                m.gauges.add(&p.1);
+            }
+        }
+        let (tcp, tls, refused) = self.conn_limits.accepted();
+        m.connections_open = self.conn_limits.total() as u64;
+        m.connections_accepted_tcp = tcp;
+        m.connections_accepted_tls = tls;
+        m.connections_refused = refused;
+        m.stream_frames_dropped = self.conn_limits.dropped();
+        m
     }
 
     /// Stops every shard and waits for them to exit.
@@ -173,6 +209,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     let conn_limits = Arc::new(ConnLimits::new(config.streams));
     let stop = Arc::new(AtomicBool::new(false));
     let mut wakers = Vec::with_capacity(shards);
+    let mut published = Vec::with_capacity(shards);
     let mut threads = Vec::with_capacity(shards);
     for (index, (listeners, stream_listeners)) in
         per_shard.into_iter().zip(stream_listeners).enumerate()
@@ -189,7 +226,9 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
             config.streams,
             tls_config.clone(),
         );
-        let shard = shard::Shard::new(core, listeners, streams, opts, stop.clone())?;
+        let snapshot = Arc::new(Mutex::new(Default::default()));
+        published.push(snapshot.clone());
+        let shard = shard::Shard::new(core, listeners, streams, opts, stop.clone(), snapshot)?;
         wakers.push(shard.waker());
         threads.push(
             std::thread::Builder::new()
@@ -206,6 +245,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         tls_addrs,
         certs,
         conn_limits,
+        published,
         stop,
         wakers,
         threads,

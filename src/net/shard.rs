@@ -12,7 +12,9 @@ use super::batch::{self, BATCH, RecvMeta, SendItem};
 use super::stream::{CONN_BASE, Close, Conn, Streams};
 use crate::core::proto::stream::Frame;
 use crate::core::proto::data::{HEADROOM, TAILROOM};
-use crate::core::server::{AllocId, DataTransmit, Event, FiveTuple, Path, Server, Transport};
+use crate::core::server::{
+    AllocId, DataTransmit, Event, FiveTuple, Gauges, Path, Server, Stats, Transport,
+};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -20,7 +22,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -148,6 +150,8 @@ pub struct Shard {
     stream_sends: Vec<(AllocId, Range<usize>, SocketAddr)>,
     /// Connections to close after a write failed (reused).
     failed: Vec<usize>,
+    /// The core's counters and gauges, copied out once a second for metrics.
+    published: Arc<Mutex<(Stats, Gauges)>>,
 }
 
 impl Shard {
@@ -157,6 +161,7 @@ impl Shard {
         mut streams: Streams,
         opts: SocketOptions,
         stop: Arc<AtomicBool>,
+        published: Arc<Mutex<(Stats, Gauges)>>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -191,6 +196,7 @@ impl Shard {
             gso: true,
             stream_sends: Vec::new(),
             failed: Vec::new(),
+            published,
         })
     }
 
@@ -230,11 +236,20 @@ impl Shard {
             if now.duration_since(last_clock) >= Duration::from_secs(1) {
                 self.core.set_wall_clock(now, super::unix_now());
                 self.close_expired(now);
+                self.publish();
                 last_clock = now;
             }
             self.core.handle_timeout(now);
             self.handle_events();
             self.send_control();
+        }
+    }
+
+    /// Copies the core's counters and gauges out for the metrics endpoint.
+    fn publish(&self) {
+        let snapshot = (self.core.stats().clone(), self.core.gauges());
+        if let Ok(mut p) = self.published.lock() {
+            *p = snapshot;
         }
     }
 

@@ -50,6 +50,9 @@ pub struct ConnLimits {
     counts: Mutex<(usize, HashMap<IpAddr, u32>)>,
     /// Frames toward clients dropped because a client did not read fast enough.
     dropped: AtomicU64,
+    /// Connections accepted over TCP and over TLS, and refused by a cap.
+    accepted: [AtomicU64; 2],
+    refused: AtomicU64,
 }
 
 impl ConnLimits {
@@ -58,6 +61,8 @@ impl ConnLimits {
             limits,
             counts: Mutex::new((0, HashMap::new())),
             dropped: AtomicU64::new(0),
+            accepted: [AtomicU64::new(0), AtomicU64::new(0)],
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -101,6 +106,15 @@ impl ConnLimits {
     /// Frames dropped toward slow clients, in every shard.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted over TCP and TLS so far, and refused by a cap.
+    pub fn accepted(&self) -> (u64, u64, u64) {
+        (
+            self.accepted[0].load(Ordering::Relaxed),
+            self.accepted[1].load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -380,9 +394,11 @@ impl Streams {
             };
             let tls = listener.tls;
             if !self.limits.acquire(client.ip()) {
+                self.limits.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%client, "connection refused: connection cap reached");
                 continue;
             }
+            self.limits.accepted[usize::from(tls)].fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.admit(index, tls, socket, client, registry, now) {
                 self.limits.release(client.ip());
                 tracing::debug!(%client, "connection dropped: {e}");

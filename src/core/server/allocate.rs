@@ -153,6 +153,7 @@ impl Server {
             self.deadlines
                 .rearm(None, expires, Timer::Allocation(relay));
             self.shared.insert_relay(relayed);
+            self.stats.allocations_created += 1;
             tracing::info!(client = %tuple.client, %relayed, %user, lifetime, "allocation created");
             self.send_to_client(tuple, response);
             return;

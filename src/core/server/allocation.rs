@@ -189,6 +189,10 @@ impl Table {
         self.by_tuple.len()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Allocation> {
+        self.slots.iter().filter_map(|s| s.alloc.as_ref())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_tuple.is_empty()
     }

@@ -73,6 +73,12 @@ impl Server {
         key: Option<&Key>,
     ) -> Option<Vec<u8>> {
         let nonce;
+        self.stats.error(err.code());
+        match err {
+            RequestError::Unauthorized(reason) => self.stats.auth_failure(reason),
+            RequestError::StaleNonce => self.stats.auth_failure("stale nonce"),
+            _ => {}
+        }
         let mut attrs = vec![ResponseAttr::ErrorCode(err.code())];
         if err.is_challenge() {
             nonce = self.nonces.issue(tuple.client.ip(), self.unix(now));

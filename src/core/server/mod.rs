@@ -27,11 +27,13 @@ mod refresh;
 mod relay;
 mod request;
 pub mod shared;
+pub mod stats;
 
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
 pub use policy::{IpRange, PeerPolicy};
 pub use shared::{LocalState, QuotaError, SharedState};
+pub use stats::{Gauges, Stats};
 
 use crate::core::auth::{Credentials, Nonces};
 use crate::core::proto::codec::{self, ResponseAttr};
@@ -94,14 +96,6 @@ pub struct ServerConfig {
     pub new_peer_rate: u32,
 }
 
-/// Counters of what the core refused or dropped (for metrics and tests).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Relayed datagrams dropped by `max-bps` or `bps-capacity`.
-    pub bandwidth_dropped: u64,
-    /// Requests refused (508) by `new-peer-rate`.
-    pub peer_rate_refused: u64,
-}
 
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,6 +283,8 @@ impl Server {
         if self.limiter.allow(tuple.client.ip(), now) {
             let response = self.error_response(now, &tuple, scan, err, None);
             self.send_to_client(tuple, response);
+        } else {
+            self.stats.rate_limited += 1;
         }
     }
 
@@ -296,6 +292,7 @@ impl Server {
     /// authentication, no SOFTWARE (it only adds amplification).
     fn handle_binding(&mut self, now: Instant, tuple: FiveTuple, scan: &Scan) {
         if !self.limiter.allow(tuple.client.ip(), now) {
+            self.stats.rate_limited += 1;
             return;
         }
         let response = if scan.unknown().is_empty() {
@@ -388,6 +385,11 @@ impl Server {
             self.deadlines
                 .cancel(c.expires, Timer::Channel(id, c.number));
         }
+        if why == "expired" {
+            self.stats.allocations_expired += 1;
+        } else {
+            self.stats.allocations_deleted += 1;
+        }
         self.pool(a.relay_local.ip()).release(a.relay_local.port());
         self.shared.release_allocation(&a.user);
         if a.pending.is_none() {
@@ -424,9 +426,20 @@ impl Server {
         }
     }
 
-    /// What this shard refused or dropped so far.
-    pub fn stats(&self) -> Stats {
-        self.stats
+    /// What this shard did, refused and dropped so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Allocations, permissions and channels that exist now (a walk over the table).
+    pub fn gauges(&self) -> Gauges {
+        let mut g = Gauges::default();
+        for a in self.table.iter() {
+            g.allocations += 1;
+            g.permissions += a.permissions.len() as u64;
+            g.channels += a.channels.iter().filter(|c| c.bound).count() as u64;
+        }
+        g
     }
 
     /// Number of allocations in this shard (pending ones included).

@@ -25,11 +25,9 @@ impl Server {
         let a = self.table.get(id)?;
         let channel = a.channel_by_number(number).filter(|c| c.bound)?;
         let peer = channel.peer;
-        self.cfg
-            .policy
-            .check(peer, |addr| self.shared.is_relay(addr))
-            .ok()?;
+        self.peer_allowed(peer)?;
         self.within_bandwidth(now, id, true, payload.len())?;
+        self.stats.relayed(tuple.transport, true, payload.len());
         Some(DataTransmit {
             path: Path::Peer {
                 relay: id,
@@ -62,11 +60,9 @@ impl Server {
         {
             return None;
         }
-        self.cfg
-            .policy
-            .check(peer, |addr| self.shared.is_relay(addr))
-            .ok()?;
+        self.peer_allowed(peer)?;
         self.within_bandwidth(now, id, true, payload.len())?;
+        self.stats.relayed(tuple.transport, true, payload.len());
         Some(DataTransmit {
             path: Path::Peer {
                 relay: id,
@@ -74,6 +70,18 @@ impl Server {
             },
             range: payload,
         })
+    }
+
+    /// The peer policy on the data path: a refused peer's datagram is dropped and
+    /// counted.
+    #[inline]
+    fn peer_allowed(&mut self, peer: SocketAddr) -> Option<()> {
+        if self.cfg.policy.check(peer, |addr| self.shared.is_relay(addr)).is_ok() {
+            Some(())
+        } else {
+            self.stats.policy_denied += 1;
+            None
+        }
     }
 
     /// Takes `bytes` from the allocation's bucket for the direction (`up`: client to
@@ -115,13 +123,11 @@ impl Server {
         if !a.has_permission(peer.ip()) {
             return None;
         }
-        self.cfg
-            .policy
-            .check(peer, |addr| self.shared.is_relay(addr))
-            .ok()?;
         let tuple = a.five_tuple;
         let channel = a.channel_by_peer(peer).filter(|c| c.bound).map(|c| c.number);
+        self.peer_allowed(peer)?;
         self.within_bandwidth(now, relay, false, payload.len())?;
+        self.stats.relayed(tuple.transport, false, payload.len());
         let range = match channel {
             Some(number) => {
                 data::frame_channel_data(buf, payload, number, tuple.transport != Transport::Udp)?
