@@ -7,18 +7,21 @@
 //! live relayed addresses), which is off the packet path.
 
 mod batch;
+mod control;
 mod shard;
 mod stream;
 mod tls;
 
+pub use control::{Control, LogReloader, Metrics, ReloadReport};
 pub use tls::CertStore;
+use control::ShardLink;
 
 use crate::config::Config;
-use crate::core::server::{Gauges, LocalState, Server, SharedState, Stats};
+use crate::core::server::{LocalState, Server, SharedState};
 use rand::RngExt;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -28,96 +31,33 @@ use stream::{ConnLimits, StreamListener, Streams};
 /// Default SO_RCVBUF / SO_SNDBUF of listener sockets.
 const LISTENER_BUFFER: usize = 4 << 20;
 
-/// A snapshot of the server's counters and gauges, every shard added up (the shards
-/// publish theirs once a second).
-#[derive(Clone, Debug, Default)]
-pub struct Metrics {
-    pub stats: Stats,
-    pub gauges: Gauges,
-    pub connections_open: u64,
-    pub connections_accepted_tcp: u64,
-    pub connections_accepted_tls: u64,
-    pub connections_refused: u64,
-    pub stream_frames_dropped: u64,
-    pub shards: usize,
-}
-
-/// A running server. Dropping it stops the server and waits for its threads.
+/// A running server. Dropping it stops the server and waits for its threads. It
+/// dereferences to its [`Control`] (addresses, metrics, drain, sessions, reload), which
+/// [`ServerHandle::control`] also hands out for the HTTP API and signal handlers.
 pub struct ServerHandle {
-    udp_addrs: Vec<SocketAddr>,
-    tcp_addrs: Vec<SocketAddr>,
-    tls_addrs: Vec<SocketAddr>,
-    certs: Option<Arc<CertStore>>,
-    conn_limits: Arc<ConnLimits>,
-    published: Vec<Arc<Mutex<(Stats, Gauges)>>>,
+    control: Arc<Control>,
     stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<mio::Waker>>,
     threads: Vec<JoinHandle<()>>,
 }
 
+impl std::ops::Deref for ServerHandle {
+    type Target = Control;
+    fn deref(&self) -> &Control {
+        &self.control
+    }
+}
+
 impl ServerHandle {
-    /// The bound UDP listener addresses (ephemeral ports resolved).
-    pub fn udp_addrs(&self) -> &[SocketAddr] {
-        &self.udp_addrs
-    }
-
-    /// The bound TCP listener addresses.
-    pub fn tcp_addrs(&self) -> &[SocketAddr] {
-        &self.tcp_addrs
-    }
-
-    /// The bound TLS listener addresses.
-    pub fn tls_addrs(&self) -> &[SocketAddr] {
-        &self.tls_addrs
-    }
-
-    /// Re-reads the certificate and key files (SIGHUP). New TLS handshakes use the new
-    /// certificate; established connections keep running. On error the old certificate
-    /// stays and the error (naming the file) is returned. Without TLS this does nothing.
-    pub fn reload_tls(&self) -> Result<(), String> {
-        match &self.certs {
-            Some(certs) => certs.reload(),
-            None => Ok(()),
-        }
-    }
-
-    /// TCP and TLS connections open in every shard.
-    pub fn connection_count(&self) -> usize {
-        self.conn_limits.total()
-    }
-
-    /// Frames toward TCP/TLS clients dropped because the client read slower than its
-    /// media arrived (`tcp-send-queue` full).
-    pub fn stream_frames_dropped(&self) -> u64 {
-        self.conn_limits.dropped()
-    }
-
-    /// Counters and gauges of every shard, added up.
-    pub fn metrics(&self) -> Metrics {
-        let mut m = Metrics {
-            shards: self.published.len(),
-            ..Metrics::default()
-        };
-        for p in &self.published {
-            if let Ok(p) = p.lock() {
-                m.stats.add(&p.0);
-                m.gauges.add(&p.1);
-            }
-        }
-        let (tcp, tls, refused) = self.conn_limits.accepted();
-        m.connections_open = self.conn_limits.total() as u64;
-        m.connections_accepted_tcp = tcp;
-        m.connections_accepted_tls = tls;
-        m.connections_refused = refused;
-        m.stream_frames_dropped = self.conn_limits.dropped();
-        m
+    /// The control side, shareable with other tasks.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
     }
 
     /// Stops every shard and waits for them to exit.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        for w in &self.wakers {
-            let _ = w.wake();
+        for s in &self.control.shards {
+            let _ = s.waker.wake();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -153,15 +93,7 @@ fn port_slice(min: u16, max: u16, index: usize, count: usize) -> (u16, u16) {
 /// Binds every listener for every shard, then starts the shards. Errors (a port in use,
 /// an address not on this host) are returned before anything runs.
 pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
-    // Every address of this host is the server's own: SSH or a database on another
-    // interface address must not be reachable through a relay either.
-    match if_addrs::get_if_addrs() {
-        Ok(interfaces) => config
-            .server
-            .policy
-            .add_own(interfaces.into_iter().map(|i| i.ip())),
-        Err(e) => tracing::warn!("cannot list this host's addresses for the peer policy: {e}"),
-    }
+    add_host_addresses(&mut config);
     let shared: Arc<dyn SharedState> = Arc::new(LocalState::default());
     let opts = SocketOptions {
         recv_buffer: config.socket_recv_buffer_size,
@@ -208,8 +140,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     let (stream_listeners, tcp_addrs, tls_addrs) = bind_streams(&config, shards)?;
     let conn_limits = Arc::new(ConnLimits::new(config.streams));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut wakers = Vec::with_capacity(shards);
-    let mut published = Vec::with_capacity(shards);
+    let mut links = Vec::with_capacity(shards);
     let mut threads = Vec::with_capacity(shards);
     for (index, (listeners, stream_listeners)) in
         per_shard.into_iter().zip(stream_listeners).enumerate()
@@ -226,10 +157,10 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
             config.streams,
             tls_config.clone(),
         );
-        let snapshot = Arc::new(Mutex::new(Default::default()));
-        published.push(snapshot.clone());
-        let shard = shard::Shard::new(core, listeners, streams, opts, stop.clone(), snapshot)?;
-        wakers.push(shard.waker());
+        let mut shard = shard::Shard::new(core, listeners, streams, opts, stop.clone())?;
+        let link = Arc::new(ShardLink::new(shard.waker()));
+        shard.set_link(link.clone());
+        links.push(link);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("ferroturn-shard-{index}"))
@@ -239,17 +170,30 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     if let Some(certs) = &certs {
         threads.push(watch_certificates(certs.clone(), stop.clone())?);
     }
-    Ok(ServerHandle {
-        udp_addrs,
-        tcp_addrs,
-        tls_addrs,
+    let control = Control::new(
+        config,
+        [udp_addrs, tcp_addrs, tls_addrs],
         certs,
         conn_limits,
-        published,
+        links,
+    );
+    Ok(ServerHandle {
+        control: Arc::new(control),
         stop,
-        wakers,
         threads,
     })
+}
+
+/// Every address of this host is the server's own: SSH or a database on another
+/// interface address must not be reachable through a relay either.
+pub(crate) fn add_host_addresses(config: &mut Config) {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => config
+            .server
+            .policy
+            .add_own(interfaces.into_iter().map(|i| i.ip())),
+        Err(e) => tracing::warn!("cannot list this host's addresses for the peer policy: {e}"),
+    }
 }
 
 /// Per shard, its TCP listeners then its TLS listeners (the listener id is the index);

@@ -9,12 +9,11 @@
 //! turn leaves through the listener in one call.
 
 use super::batch::{self, BATCH, RecvMeta, SendItem};
+use super::control::{Command, ShardLink};
 use super::stream::{CONN_BASE, Close, Conn, Streams};
 use crate::core::proto::stream::Frame;
 use crate::core::proto::data::{HEADROOM, TAILROOM};
-use crate::core::server::{
-    AllocId, DataTransmit, Event, FiveTuple, Gauges, Path, Server, Stats, Transport,
-};
+use crate::core::server::{AllocId, DataTransmit, Event, FiveTuple, Path, Server, Transport};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,7 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -150,8 +149,8 @@ pub struct Shard {
     stream_sends: Vec<(AllocId, Range<usize>, SocketAddr)>,
     /// Connections to close after a write failed (reused).
     failed: Vec<usize>,
-    /// The core's counters and gauges, copied out once a second for metrics.
-    published: Arc<Mutex<(Stats, Gauges)>>,
+    /// Operator commands in, counters and gauges out (once a second).
+    link: Option<Arc<ShardLink>>,
 }
 
 impl Shard {
@@ -161,7 +160,6 @@ impl Shard {
         mut streams: Streams,
         opts: SocketOptions,
         stop: Arc<AtomicBool>,
-        published: Arc<Mutex<(Stats, Gauges)>>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -196,7 +194,7 @@ impl Shard {
             gso: true,
             stream_sends: Vec::new(),
             failed: Vec::new(),
-            published,
+            link: None,
         })
     }
 
@@ -225,6 +223,8 @@ impl Shard {
                     return;
                 }
             }
+            // Commands first: one queued before a datagram was sent applies to it.
+            self.handle_commands();
             ready.clear();
             ready.append(&mut self.backlog);
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != WAKER));
@@ -245,11 +245,35 @@ impl Shard {
         }
     }
 
+    pub fn set_link(&mut self, link: Arc<ShardLink>) {
+        self.link = Some(link);
+    }
+
     /// Copies the core's counters and gauges out for the metrics endpoint.
     fn publish(&self) {
+        let Some(link) = &self.link else { return };
         let snapshot = (self.core.stats().clone(), self.core.gauges());
-        if let Ok(mut p) = self.published.lock() {
+        if let Ok(mut p) = link.published.lock() {
             *p = snapshot;
+        }
+    }
+
+    /// Carries out operator commands (sessions, reload, drain) between packets.
+    fn handle_commands(&mut self) {
+        let Some(link) = self.link.clone() else { return };
+        for command in link.take() {
+            match command {
+                Command::Sessions(reply) => {
+                    let _ = reply.send(self.core.sessions(Instant::now()));
+                }
+                Command::Delete(filter, reply) => {
+                    let n = self.core.delete_sessions(&filter);
+                    self.handle_events();
+                    let _ = reply.send(n);
+                }
+                Command::Reconfigure(cfg) => self.core.reconfigure(*cfg),
+                Command::Drain(on) => self.core.set_draining(on),
+            }
         }
     }
 

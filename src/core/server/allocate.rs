@@ -32,6 +32,10 @@ impl Server {
         if self.table.id_by_tuple(&tuple).is_some() {
             return Err(RequestError::AllocationMismatch);
         }
+        // Draining: existing allocations run on, new ones go elsewhere.
+        if self.draining {
+            return Err(RequestError::InsufficientCapacity);
+        }
         // Step 3: REQUESTED-TRANSPORT is required; only UDP is relayed.
         match req.requested_transport {
             None => return Err(RequestError::BadRequest),
@@ -93,6 +97,9 @@ impl Server {
             bw_up: Default::default(),
             bw_down: Default::default(),
             new_peers: Default::default(),
+            created: now,
+            bytes_up: 0,
+            bytes_down: 0,
         });
         self.push_event(Event::BindRelay {
             relay: id,

@@ -86,6 +86,10 @@ pub struct Allocation {
     pub bw_down: Bucket,
     /// `new-peer-rate` bucket.
     pub new_peers: Bucket,
+    pub created: Instant,
+    /// Payload bytes relayed client to peer, peer to client.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
 }
 
 impl Allocation {

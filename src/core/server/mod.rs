@@ -12,6 +12,7 @@
 //!
 //! Nothing here reads a clock, touches a socket or depends on tokio.
 
+pub mod admin;
 mod allocate;
 pub mod allocation;
 mod auth;
@@ -33,6 +34,7 @@ pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
 pub use policy::{IpRange, PeerPolicy};
 pub use shared::{LocalState, QuotaError, SharedState};
+pub use admin::{Session, SessionFilter};
 pub use stats::{Gauges, Stats};
 
 use crate::core::auth::{Credentials, Nonces};
@@ -164,6 +166,8 @@ pub struct Server {
     total_up: rate::Bucket,
     total_down: rate::Bucket,
     stats: Stats,
+    /// Refusing new allocations (drain).
+    draining: bool,
 }
 
 impl Server {
@@ -198,6 +202,7 @@ impl Server {
             total_up: rate::Bucket::default(),
             total_down: rate::Bucket::default(),
             stats: Stats::default(),
+            draining: false,
         }
     }
 

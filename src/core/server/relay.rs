@@ -85,20 +85,23 @@ impl Server {
     }
 
     /// Takes `bytes` from the allocation's bucket for the direction (`up`: client to
-    /// peer) and from the shard's; `None` (drop, counted) if either is empty.
+    /// peer) and from the shard's; `None` (drop, counted) if either is empty. What
+    /// passes is counted on the allocation.
     #[inline]
     fn within_bandwidth(&mut self, now: Instant, id: AllocId, up: bool, bytes: usize) -> Option<()> {
         let (per_alloc, total) = (self.cfg.max_bps, self.cfg.bps_capacity);
-        if per_alloc == 0 && total == 0 {
-            return Some(());
-        }
         let bytes = bytes as u64;
         let a = self.table.get_mut(id)?;
-        let bucket: &mut Bucket = if up { &mut a.bw_up } else { &mut a.bw_down };
-        let shard = if up { &mut self.total_up } else { &mut self.total_down };
-        if bucket.take(Rate::new(per_alloc, per_alloc), bytes, now)
-            && shard.take(Rate::new(total, total), bytes, now)
+        let (bucket, counter, shard): (&mut Bucket, &mut u64, &mut Bucket) = if up {
+            (&mut a.bw_up, &mut a.bytes_up, &mut self.total_up)
+        } else {
+            (&mut a.bw_down, &mut a.bytes_down, &mut self.total_down)
+        };
+        if (per_alloc == 0 && total == 0)
+            || (bucket.take(Rate::new(per_alloc, per_alloc), bytes, now)
+                && shard.take(Rate::new(total, total), bytes, now))
         {
+            *counter += bytes;
             Some(())
         } else {
             self.stats.bandwidth_dropped += 1;

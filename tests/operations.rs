@@ -1,0 +1,116 @@
+//! Operating a running server in process: sessions listed and deleted, drain, and a
+//! configuration reload that changes credentials without dropping allocations.
+
+mod common;
+
+use common::{REALM, echo_peer, rest_credentials, start_server, start_server_raw};
+use ferroturn::client::{ClientError, Relayed, TurnClient};
+use ferroturn::config::RawConfig;
+use ferroturn::core::server::SessionFilter;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(3);
+
+async fn client_with(server: &common::TestServer, secret: &str, user: &str) -> TurnClient {
+    let (u, p) = rest_credentials(secret, user, Duration::from_secs(600));
+    TurnClient::new(server.addr, &u, &p).await.unwrap()
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
+    match r {
+        Err(ClientError::Error(c)) => c,
+        other => panic!("expected an error response, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_deleted_by_user() {
+    let server = start_server("").await;
+    let mut alice = client_with(&server, common::SECRET, "alice").await;
+    let mut bob = client_with(&server, common::SECRET, "bob").await;
+    let alice_relay = alice.allocate().await.unwrap();
+    bob.allocate().await.unwrap();
+    let peer = echo_peer().await;
+    bob.channel_bind(0x4001, peer.addr).await.unwrap();
+
+    let sessions = server.handle.sessions();
+    assert_eq!(sessions.len(), 2);
+    let a = sessions.iter().find(|s| s.user == "alice").expect("alice listed");
+    assert_eq!(a.relayed, alice_relay);
+    assert_eq!(a.client, alice.local_addr().unwrap());
+
+    assert_eq!(server.handle.delete_sessions(SessionFilter::User("alice".into())), 1);
+    assert_eq!(code(alice.refresh(600).await), 437, "alice's allocation is gone");
+    bob.send_channel_data(0x4001, b"still here").await.unwrap();
+    assert!(matches!(bob.recv_relayed(WAIT).await.unwrap(), Some(Relayed::Channel { .. })));
+    assert_eq!(server.handle.sessions().len(), 1);
+}
+
+#[tokio::test]
+async fn a_draining_server_refuses_new_allocations_and_keeps_the_old_ones() {
+    let server = start_server("").await;
+    let mut old = client_with(&server, common::SECRET, "old").await;
+    old.allocate().await.unwrap();
+    assert!(server.handle.is_ready());
+    server.handle.set_draining(true);
+    assert!(!server.handle.is_ready(), "not ready at once");
+    let mut new = client_with(&server, common::SECRET, "new").await;
+    assert_eq!(code(new.allocate().await), 508);
+    assert_eq!(old.refresh(600).await.unwrap(), 600, "existing allocations run on");
+    server.handle.set_draining(false);
+    assert!(server.handle.is_ready());
+    new.allocate().await.expect("allocations again after the drain ends");
+}
+
+#[tokio::test]
+async fn reload_changes_credentials_without_dropping_allocations() {
+    let dir = std::env::temp_dir().join(format!("ferroturn-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("turnserver.toml");
+    let base = |secret: &str, extra: &str| {
+        format!(
+            "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{REALM}\"\n\
+             static-auth-secret = [\"{secret}\"]\nallowed-peer-ip = [\"127.0.0.1\"]\n\
+             min-port = 40000\nmax-port = 60000\n{extra}"
+        )
+    };
+    let first = base("secret-one", "");
+    std::fs::write(&file, &first).unwrap();
+    let server = start_server_raw(&first).await;
+    server.handle.set_config_source(file.clone(), RawConfig::default());
+
+    let peer = echo_peer().await;
+    let mut old = client_with(&server, "secret-one", "carol").await;
+    old.allocate().await.unwrap();
+    old.channel_bind(0x4002, peer.addr).await.unwrap();
+
+    std::fs::write(&file, base("secret-two", "user = [\"dave:dave-pw\"]\n")).unwrap();
+    let report = server.handle.reload().expect("valid configuration reloads");
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+
+    // The allocation made under the old secret keeps relaying and refreshing.
+    old.send_channel_data(0x4002, b"after reload").await.unwrap();
+    assert!(matches!(old.recv_relayed(WAIT).await.unwrap(), Some(Relayed::Channel { .. })));
+    // New credentials work, removed ones fail.
+    client_with(&server, "secret-two", "erin").await.allocate().await.expect("new secret");
+    let mut dave = TurnClient::new(server.addr, "dave", "dave-pw").await.unwrap();
+    dave.allocate().await.expect("new static user");
+    assert_eq!(code(client_with(&server, "secret-one", "frank").await.allocate().await), 401);
+
+    // An invalid file is refused as a whole; the running configuration stays.
+    std::fs::write(&file, base("secret-three", "min-port = 9\nmax-port = 1\nno-such-key = 1\n"))
+        .unwrap();
+    let err = server.handle.reload().expect_err("invalid configuration refused");
+    assert!(err.contains("no-such-key") || err.contains("min-port"), "{err}");
+    client_with(&server, "secret-two", "gina").await.allocate().await.expect("old config serves");
+    assert_eq!(code(client_with(&server, "secret-three", "hal").await.allocate().await), 401);
+    let m = server.handle.metrics();
+    assert_eq!((m.reloads_ok, m.reloads_failed), (1, 1));
+
+    // A listener change is reported as needing a restart, not silently ignored.
+    std::fs::write(&file, base("secret-two", "").replace("listening-port = 0", "listening-port = 3999"))
+        .unwrap();
+    let report = server.handle.reload().unwrap();
+    assert!(report.needs_restart.contains(&"listening-ip/ports"), "{report:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
