@@ -145,6 +145,13 @@ pub struct RawConfig {
     /// more is refused with 508 (0: unlimited). Default 20.
     #[arg(long, value_name = "N")]
     pub new_peer_rate: Option<u32>,
+    /// While draining, answer new allocations with 300 and this ALTERNATE-SERVER instead
+    /// of 508.
+    #[arg(long, value_name = "IP:PORT")]
+    pub alternate_server: Option<SocketAddr>,
+    /// Seconds a drain (SIGTERM) waits for allocations to end before exiting. Default 30.
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout: Option<u64>,
     /// Answers to unauthenticated requests (401/438 challenges, Binding) per second per
     /// source IP, in bursts of twice that; 0 = unlimited. Default 50.
     #[arg(long, value_name = "N")]
@@ -182,6 +189,7 @@ impl RawConfig {
                 alt_tls_listening_port, no_udp, no_tcp, no_tls, cert, pkey,
                 max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
                 tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
+                alternate_server, drain_timeout,
                 min_port, max_port, realm, rest_api_separator,
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
@@ -220,6 +228,8 @@ pub struct Config {
     /// Certificate and key files; `None` when TLS is off.
     pub tls: Option<TlsFiles>,
     pub streams: StreamLimits,
+    /// How long a drain waits for allocations to end.
+    pub drain_timeout: Duration,
     pub server: ServerConfig,
     /// Number of shards (relay threads).
     pub relay_threads: usize,
@@ -389,11 +399,13 @@ impl Config {
             max_bps: raw.max_bps.unwrap_or(12_500_000),
             bps_capacity: raw.bps_capacity.unwrap_or(0),
             new_peer_rate: raw.new_peer_rate.unwrap_or(20),
+            alternate_server: raw.alternate_server,
         };
         Ok(Config {
             listeners,
             tls,
             streams,
+            drain_timeout: Duration::from_secs(raw.drain_timeout.unwrap_or(30)),
             server,
             relay_threads,
             socket_recv_buffer_size: raw.socket_recv_buffer_size,

@@ -114,3 +114,41 @@ async fn reload_changes_credentials_without_dropping_allocations() {
     assert!(report.needs_restart.contains(&"listening-ip/ports"), "{report:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn draining_with_an_alternate_server_redirects_new_allocations() {
+    let server = start_server("alternate-server = \"192.0.2.7:3478\"").await;
+    server.handle.set_draining(true);
+    let mut c = client_with(&server, common::SECRET, "ivy").await;
+    assert_eq!(code(c.allocate().await), 300, "300 Try Alternate");
+}
+
+#[tokio::test]
+async fn drain_waits_for_the_last_allocation_or_the_timeout() {
+    let server = start_server("drain-timeout = 20").await;
+    let mut c = client_with(&server, common::SECRET, "jay").await;
+    c.allocate().await.unwrap();
+    let control = server.handle.control();
+    let waiting = tokio::task::spawn_blocking(move || control.drain_and_wait());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!waiting.is_finished(), "an allocation is still open");
+    c.refresh(0).await.unwrap();
+    let open = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("drain ends soon after the last allocation")
+        .unwrap();
+    assert_eq!(open, 0);
+
+    let server = start_server("drain-timeout = 1").await;
+    let mut c = client_with(&server, common::SECRET, "kim").await;
+    c.allocate().await.unwrap();
+    let control = server.handle.control();
+    let open = tokio::time::timeout(
+        Duration::from_secs(6),
+        tokio::task::spawn_blocking(move || control.drain_and_wait()),
+    )
+    .await
+    .expect("the timeout ends the drain")
+    .unwrap();
+    assert_eq!(open, 1, "the allocation outlived the drain timeout");
+}

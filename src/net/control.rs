@@ -215,6 +215,24 @@ impl Control {
         tracing::info!(draining = on, "drain {}", if on { "started" } else { "stopped" });
     }
 
+    /// Drains: refuses new allocations, then waits until the last allocation has ended
+    /// or `drain-timeout` has passed (blocking; shards publish their gauges once a
+    /// second). Returns the allocations still open.
+    pub fn drain_and_wait(&self) -> u64 {
+        self.set_draining(true);
+        let deadline = std::time::Instant::now() + self.config().drain_timeout;
+        // Let every shard publish once after the drain started.
+        std::thread::sleep(Duration::from_millis(1100));
+        loop {
+            let open = self.metrics().gauges.allocations;
+            if open == 0 || std::time::Instant::now() >= deadline {
+                tracing::info!(open, "drain finished");
+                return open;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Every allocation of every shard.
     pub fn sessions(&self) -> Vec<Session> {
         let (tx, rx) = channel();

@@ -162,6 +162,8 @@ pub enum ResponseAttr<'a> {
     UnknownAttributes(&'a [u16]),
     Realm(&'a str),
     Nonce(&'a str),
+    /// RFC 8489 section 14.15, with a 300 (Try Alternate).
+    AlternateServer(SocketAddr),
 }
 
 /// Encodes a response or indication; MESSAGE-INTEGRITY (with `key`) and FINGERPRINT are
@@ -201,6 +203,9 @@ pub fn encode(
             ResponseAttr::UnknownAttributes(list) => {
                 builder.with_attribute(UnknownAttributes::from(list))
             }
+            ResponseAttr::AlternateServer(addr) => builder.with_attribute(
+                stun_rs::attributes::stun::AlternateServer::from(addr),
+            ),
             // Written by hand below: stun-rs's quoted-string check costs ~5 us apiece.
             ResponseAttr::Realm(_) | ResponseAttr::Nonce(_) => builder,
         };

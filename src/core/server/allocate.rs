@@ -34,7 +34,10 @@ impl Server {
         }
         // Draining: existing allocations run on, new ones go elsewhere.
         if self.draining {
-            return Err(RequestError::InsufficientCapacity);
+            return Err(match self.cfg.alternate_server {
+                Some(_) => RequestError::TryAlternate,
+                None => RequestError::InsufficientCapacity,
+            });
         }
         // Step 3: REQUESTED-TRANSPORT is required; only UDP is relayed.
         match req.requested_transport {

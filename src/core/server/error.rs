@@ -11,6 +11,8 @@ use std::time::Instant;
 /// Everything a request handler can refuse with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestError {
+    /// 300: draining; the client should use the ALTERNATE-SERVER given.
+    TryAlternate,
     /// 400: malformed, or a required attribute missing or invalid.
     BadRequest,
     /// 401: no or wrong credentials; answered with REALM and a fresh NONCE.
@@ -40,6 +42,7 @@ pub enum RequestError {
 impl RequestError {
     pub fn code(self) -> u16 {
         match self {
+            Self::TryAlternate => 300,
             Self::BadRequest => 400,
             Self::Unauthorized(_) => 401,
             Self::Forbidden => 403,
@@ -87,6 +90,9 @@ impl Server {
         }
         if err == RequestError::UnknownAttribute {
             attrs.push(ResponseAttr::UnknownAttributes(scan.unknown()));
+        }
+        if let (RequestError::TryAlternate, Some(alt)) = (err, self.cfg.alternate_server) {
+            attrs.push(ResponseAttr::AlternateServer(alt));
         }
         let key = if err.is_challenge() { None } else { key };
         codec::encode(

@@ -96,6 +96,9 @@ pub struct ServerConfig {
     /// New peer addresses (permissions for an IP not yet permitted) per second per
     /// allocation, in bursts of twice that (0 = unlimited).
     pub new_peer_rate: u32,
+    /// Where a draining server sends new allocations (300 Try Alternate); without it
+    /// they get 508.
+    pub alternate_server: Option<SocketAddr>,
 }
 
 

@@ -6,7 +6,8 @@
 use super::allocation::Transport;
 
 /// Error codes the core sends (RFC 8489 section 14.8, RFC 8656 section 19).
-pub const ERROR_CODES: [u16; 12] = [400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
+pub const ERROR_CODES: [u16; 13] =
+    [300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
 
 /// Why a 401 was sent. "no credentials" is the normal first challenge.
 pub const AUTH_REASONS: [&str; 8] = [
@@ -75,6 +76,14 @@ impl Stats {
         let t = &mut self.relayed[usize::from(transport != Transport::Udp)][usize::from(!up)];
         t.packets += 1;
         t.bytes += bytes as u64;
+    }
+
+    /// Error responses sent with `code`.
+    pub fn errors_with(&self, code: u16) -> u64 {
+        ERROR_CODES
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.errors[i])
     }
 
     /// Adds another shard's counters to these.
