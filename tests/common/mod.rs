@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod tls;
+pub mod adversary;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,0 +1,368 @@
+//! Tools for attacking a running server: STUN messages built byte by byte (attribute
+//! order, duplicates, lengths, what follows MESSAGE-INTEGRITY are all the caller's), a raw
+//! UDP session that returns every byte of each answer, and listeners that prove on the
+//! wire that nothing reached an address.
+
+use ferroturn::core::proto::codec::{self, Response};
+use ferroturn::core::proto::integrity;
+use ferroturn::core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, method};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::time::{Instant, timeout_at};
+
+/// REQUESTED-TRANSPORT protocol numbers (RFC 8656 section 18.8).
+pub const UDP: u8 = 17;
+pub const TCP: u8 = 6;
+
+/// A STUN message under construction. Attributes land exactly as pushed; the length field
+/// always covers what has been pushed so far.
+#[derive(Clone, Debug)]
+pub struct Msg {
+    buf: Vec<u8>,
+}
+
+impl Msg {
+    pub fn new(method: u16, class: Class, txn: [u8; 12]) -> Self {
+        let mut buf = Vec::with_capacity(128);
+        buf.extend_from_slice(&wire::message_type(method, class).to_be_bytes());
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
+        buf.extend_from_slice(&txn);
+        Self { buf }
+    }
+
+    /// A request with a random transaction id.
+    pub fn request(method: u16) -> Self {
+        Self::new(method, Class::Request, rand::random())
+    }
+
+    pub fn txn(&self) -> [u8; 12] {
+        let mut t = [0u8; 12];
+        t.copy_from_slice(&self.buf[8..HEADER_LEN]);
+        t
+    }
+
+    fn set_len(&mut self) {
+        let body = u16::try_from(self.buf.len() - HEADER_LEN).expect("message fits in 64 KiB");
+        self.buf[2..4].copy_from_slice(&body.to_be_bytes());
+    }
+
+    /// An attribute with its true length, zero padded to a multiple of 4.
+    pub fn attr(mut self, t: u16, value: &[u8]) -> Self {
+        let len = u16::try_from(value.len()).expect("attribute fits in 64 KiB");
+        self.buf.extend_from_slice(&t.to_be_bytes());
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(value);
+        self.buf.resize(wire::padded(self.buf.len()), 0);
+        self.set_len();
+        self
+    }
+
+    /// An attribute whose length field says `declared` whatever `value` holds, without
+    /// padding (for malformed messages).
+    pub fn lying_attr(mut self, t: u16, declared: u16, value: &[u8]) -> Self {
+        self.buf.extend_from_slice(&t.to_be_bytes());
+        self.buf.extend_from_slice(&declared.to_be_bytes());
+        self.buf.extend_from_slice(value);
+        self.set_len();
+        self
+    }
+
+    pub fn username(self, u: &str) -> Self {
+        self.attr(attr::USERNAME, u.as_bytes())
+    }
+
+    pub fn realm(self, r: &str) -> Self {
+        self.attr(attr::REALM, r.as_bytes())
+    }
+
+    pub fn nonce(self, n: &str) -> Self {
+        self.attr(attr::NONCE, n.as_bytes())
+    }
+
+    pub fn transport(self, protocol: u8) -> Self {
+        self.attr(attr::REQUESTED_TRANSPORT, &[protocol, 0, 0, 0])
+    }
+
+    /// REQUESTED-ADDRESS-FAMILY IPv6 (RFC 8656 section 18.6).
+    pub fn family_v6(self) -> Self {
+        self.attr(attr::REQUESTED_ADDRESS_FAMILY, &[0x02, 0, 0, 0])
+    }
+
+    pub fn lifetime(self, secs: u32) -> Self {
+        self.attr(attr::LIFETIME, &secs.to_be_bytes())
+    }
+
+    pub fn channel(self, number: u16) -> Self {
+        let n = number.to_be_bytes();
+        self.attr(attr::CHANNEL_NUMBER, &[n[0], n[1], 0, 0])
+    }
+
+    pub fn peer(self, addr: SocketAddr) -> Self {
+        let mut value = [0u8; 20];
+        let txn = self.txn();
+        let n = wire::encode_xor_address(addr, &txn, &mut value).expect("20 bytes suffice");
+        self.attr(attr::XOR_PEER_ADDRESS, &value[..n])
+    }
+
+    /// MESSAGE-INTEGRITY over everything pushed so far (RFC 8489 section 14.5).
+    pub fn integrity(mut self, key: &[u8]) -> Self {
+        integrity::seal(&mut self.buf, Some(key), false);
+        self
+    }
+
+    /// FINGERPRINT over everything pushed so far (RFC 8489 section 14.7).
+    pub fn fingerprint(mut self) -> Self {
+        integrity::seal(&mut self.buf, None, true);
+        self
+    }
+
+    pub fn bytes(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// The attributes of a STUN message in order, as (type, value); stops at the first
+/// inconsistency.
+pub fn attributes(msg: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = HEADER_LEN;
+    while let (Some(t), Some(len)) = (wire::be16(msg, at), wire::be16(msg, at + 2)) {
+        let Some(value) = msg.get(at + 4..at + 4 + usize::from(len)) else {
+            break;
+        };
+        out.push((t, value.to_vec()));
+        at += 4 + wire::padded(usize::from(len));
+    }
+    out
+}
+
+/// The value of the first attribute of type `t`.
+pub fn attribute(msg: &[u8], t: u16) -> Option<Vec<u8>> {
+    attributes(msg)
+        .into_iter()
+        .find(|(at, _)| *at == t)
+        .map(|(_, v)| v)
+}
+
+/// The ERROR-CODE of a response (`None` for a success).
+pub fn error_code(msg: &[u8]) -> Option<u16> {
+    codec::decode_response(msg).and_then(|r| r.error_code)
+}
+
+/// Whether `msg` is a success response.
+pub fn is_success(msg: &[u8]) -> bool {
+    msg.len() >= HEADER_LEN
+        && wire::split_message_type(u16::from_be_bytes([msg[0], msg[1]])).1 == Class::Success
+}
+
+/// A client speaking raw bytes over its own UDP socket: long-term credentials are applied
+/// by [`Session::authed`], nothing else is added to what the test builds.
+pub struct Session {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+    pub username: String,
+    pub password: String,
+    pub realm: String,
+    pub nonce: String,
+}
+
+/// How long an exchange retransmits before giving up (RFC 8489 section 6.2.1 style,
+/// 250 ms doubling).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Session {
+    /// A session from a fresh socket on `local_ip`, not yet challenged.
+    pub async fn bind(
+        local_ip: IpAddr,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Self {
+        let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))
+            .await
+            .expect("bind session socket");
+        Self {
+            socket,
+            server,
+            username: username.to_owned(),
+            password: password.to_owned(),
+            realm: String::new(),
+            nonce: String::new(),
+        }
+    }
+
+    /// A session that has answered the server's first 401 (it holds REALM and NONCE).
+    pub async fn challenged(
+        local_ip: IpAddr,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Self {
+        let mut s = Self::bind(local_ip, server, username, password).await;
+        s.challenge().await;
+        s
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("session address")
+    }
+
+    /// Sends an unauthenticated Allocate and keeps the REALM and NONCE of the 401.
+    pub async fn challenge(&mut self) {
+        let r = self
+            .exchange(&Msg::request(method::ALLOCATE).transport(UDP).bytes())
+            .await
+            .expect("401 challenge");
+        assert_eq!(error_code(&r), Some(401), "first request is challenged");
+        self.take_nonce(&r);
+    }
+
+    /// Keeps the REALM and NONCE of a 401 or 438.
+    pub fn take_nonce(&mut self, response: &[u8]) {
+        let r: Response = codec::decode_response(response).expect("challenge decodes");
+        self.realm = r.realm.expect("challenge has REALM");
+        self.nonce = r.nonce.expect("challenge has NONCE");
+    }
+
+    pub fn key(&self) -> [u8; 16] {
+        integrity::long_term_key(&self.username, &self.realm, self.password.as_bytes())
+    }
+
+    /// A request carrying USERNAME, REALM and NONCE; the caller adds attributes and then
+    /// `.integrity(&s.key())`.
+    pub fn authed(&self, method: u16) -> Msg {
+        Msg::request(method)
+            .username(&self.username)
+            .realm(&self.realm)
+            .nonce(&self.nonce)
+    }
+
+    pub async fn send(&self, bytes: &[u8]) {
+        self.socket
+            .send_to(bytes, self.server)
+            .await
+            .expect("send to server");
+    }
+
+    /// The next datagram from the server within `wait`.
+    pub async fn recv(&self, wait: Duration) -> Option<Vec<u8>> {
+        recv_from(&self.socket, wait).await.map(|(d, _)| d)
+    }
+
+    /// Sends `msg` (retransmitting) until the response with its transaction id arrives;
+    /// other datagrams are skipped. `None` if none arrives within 3 s.
+    pub async fn exchange(&self, msg: &[u8]) -> Option<Vec<u8>> {
+        let txn = msg.get(8..HEADER_LEN)?.to_vec();
+        let deadline = Instant::now() + EXCHANGE_TIMEOUT;
+        let mut rto = Duration::from_millis(250);
+        while Instant::now() < deadline {
+            self.send(msg).await;
+            let resend = (Instant::now() + rto).min(deadline);
+            rto *= 2;
+            let mut buf = vec![0u8; 65_536];
+            while let Ok(Ok((n, _))) = timeout_at(resend, self.socket.recv_from(&mut buf)).await {
+                let d = &buf[..n];
+                if d.len() >= HEADER_LEN && d[8..HEADER_LEN] == txn[..] && d[0] & 0xC0 == 0 {
+                    return Some(d.to_vec());
+                }
+            }
+        }
+        None
+    }
+
+    /// A credentialed request of `method` with `attrs` then MESSAGE-INTEGRITY and
+    /// FINGERPRINT; returns the response.
+    pub async fn request(&self, method: u16, attrs: impl FnOnce(Msg) -> Msg) -> Vec<u8> {
+        let msg = attrs(self.authed(method))
+            .integrity(&self.key())
+            .fingerprint();
+        self.exchange(&msg.bytes())
+            .await
+            .expect("response to a credentialed request")
+    }
+}
+
+/// A UDP socket's next datagram within `wait`, with its source.
+pub async fn recv_from(socket: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0u8; 65_536];
+    match tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, from))) => {
+            buf.truncate(n);
+            Some((buf, from))
+        }
+        _ => None,
+    }
+}
+
+/// The datagrams arriving on `socket` within `wait`, returning early once `max` have.
+pub async fn drain(socket: &UdpSocket, wait: Duration, max: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while got.len() < max.min(100_000) {
+        match timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) => got.push((buf[..n].to_vec(), from)),
+            _ => break,
+        }
+    }
+    got
+}
+
+/// A service on this host that must stay unreachable through the relay: UDP sockets on
+/// 127.0.0.1:P and [::1]:P, the same port P on both.
+pub struct Target {
+    pub v4: UdpSocket,
+    pub v6: UdpSocket,
+    pub port: u16,
+}
+
+impl Target {
+    pub async fn new() -> Self {
+        for _ in 0..64 {
+            let v4 = UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind 127.0.0.1");
+            let port = v4.local_addr().expect("address").port();
+            if let Ok(v6) = UdpSocket::bind(("::1", port)).await {
+                return Self { v4, v6, port };
+            }
+        }
+        panic!("no port free on both 127.0.0.1 and ::1");
+    }
+
+    /// `ip` (any spelling) with this target's port.
+    pub fn at(&self, ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().expect("test IP parses"), self.port)
+    }
+
+    /// What reached either socket within `wait`, returning early once `max` have.
+    pub async fn received(&self, wait: Duration, max: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        let (mut a, mut b) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+        while got.len() < max.min(100_000) {
+            let next = tokio::select! {
+                r = self.v4.recv_from(&mut a) => r.ok().map(|(n, _)| a[..n].to_vec()),
+                r = self.v6.recv_from(&mut b) => r.ok().map(|(n, _)| b[..n].to_vec()),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            match next {
+                Some(d) => got.push(d),
+                None => break,
+            }
+        }
+        got
+    }
+}
+
+/// The resident set size of this process in KiB (Linux /proc/self/status VmRSS).
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
