@@ -336,10 +336,9 @@ impl Control {
                 f(&new.log_level)?;
             }
         }
-        let shards = self.shards.len().max(1) as u64;
         for s in &self.shards {
             let mut cfg = new.server.clone();
-            cfg.bps_capacity = cfg.bps_capacity.div_ceil(shards);
+            super::share_between_shards(&mut cfg, self.shards.len());
             s.send(Command::Reconfigure(Box::new(cfg)));
         }
         if let Ok(mut c) = self.config.write() {

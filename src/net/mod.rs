@@ -147,8 +147,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     {
         let mut cfg = config.server.clone();
         (cfg.min_port, cfg.max_port) = port_slice(cfg.min_port, cfg.max_port, index, shards);
-        // Each shard relays its share of the total bandwidth.
-        cfg.bps_capacity = cfg.bps_capacity.div_ceil(shards as u64);
+        share_between_shards(&mut cfg, shards);
         let seed: [u8; 32] = rand::rng().random();
         let core = Server::new(cfg, shared.clone(), seed, Instant::now(), unix_now());
         let streams = Streams::new(
@@ -182,6 +181,15 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         stop,
         threads,
     })
+}
+
+/// Limits that hold for the whole server are split between the shards: each relays its
+/// share of `bps-capacity`, and answers its share of `unauthenticated-rate` (the kernel
+/// spreads one source IP's packets over every shard by source port).
+pub(crate) fn share_between_shards(cfg: &mut crate::core::server::ServerConfig, shards: usize) {
+    let n = shards.max(1);
+    cfg.bps_capacity = cfg.bps_capacity.div_ceil(n as u64);
+    cfg.unauthenticated_rate = cfg.unauthenticated_rate.div_ceil(n as u32);
 }
 
 /// Every address of this host is the server's own: SSH or a database on another

@@ -189,7 +189,9 @@ impl PeerPolicy {
         is_live_relay: impl Fn(SocketAddr) -> bool,
     ) -> Result<(), Denial> {
         let ip = canonical(peer.ip());
-        if self.own.contains(&ip) && is_live_relay(SocketAddr::new(ip, peer.port())) {
+        // Only the address itself reaches a live relay: an embedded form of it
+        // (NAT64, 6to4) would leave toward a gateway, not this host.
+        if ip == peer.ip() && self.own.contains(&ip) && is_live_relay(peer) {
             return Ok(());
         }
         if self.allowed.iter().any(|r| r.contains(ip)) {
@@ -275,7 +277,9 @@ mod tests {
         assert!(!denied(&p, "203.0.113.5:50000"));
         assert!(denied(&p, "203.0.113.5:22"));
         assert!(denied(&p, "[::ffff:203.0.113.5]:22"));
-        assert!(!denied(&p, "[::ffff:203.0.113.5]:50000"));
+        // A mapped spelling of a live relay is not the relay: refused like the rest.
+        assert!(denied(&p, "[::ffff:203.0.113.5]:50000"));
+        assert!(denied(&p, "[64:ff9b::cb00:7105]:50000"), "NAT64 form of 203.0.113.5");
     }
 
     #[test]
