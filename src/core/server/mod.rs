@@ -447,6 +447,7 @@ impl Server {
             g.permissions += a.permissions.len() as u64;
             g.channels += a.channels.iter().filter(|c| c.bound).count() as u64;
         }
+        g.deadlines = self.deadlines.len() as u64;
         g
     }
 

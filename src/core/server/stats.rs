@@ -116,6 +116,8 @@ pub struct Gauges {
     pub allocations: u64,
     pub permissions: u64,
     pub channels: u64,
+    /// Armed expiry timers (one per live object; a leak would show here first).
+    pub deadlines: u64,
 }
 
 impl Gauges {
@@ -123,5 +125,6 @@ impl Gauges {
         self.allocations += o.allocations;
         self.permissions += o.permissions;
         self.channels += o.channels;
+        self.deadlines += o.deadlines;
     }
 }
