@@ -4,6 +4,7 @@
 #   - chromium (/usr/bin/chromium) from Debian, driven headless by the browser test
 #   - libnss3-tools (certutil) from Debian: the browser test trusts its test CA for
 #     turns: through an NSS database it makes with certutil
+#   - systemd (systemd-analyze) from Debian: tests/systemd.rs verifies the unit file
 #   - tests/browser/node_modules (playwright-core, pinned in tests/browser/package-lock.json)
 #
 # Idempotent and non-interactive: anything already present is left alone, and
@@ -41,6 +42,9 @@ fi
 if ! command -v certutil >/dev/null 2>&1; then
   missing+=(libnss3-tools)
 fi
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  missing+=(systemd)
+fi
 
 apt_lists_present() {
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null
@@ -67,13 +71,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
   fi
 else
-  log "coturn, chromium and certutil already installed"
+  log "coturn, chromium, certutil and systemd-analyze already installed"
 fi
 
 command -v turnserver >/dev/null 2>&1 || die "turnserver still missing after installing coturn"
 command -v turnutils_uclient >/dev/null 2>&1 || die "turnutils_uclient still missing after installing coturn"
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium still missing after installing chromium"
 command -v certutil >/dev/null 2>&1 || die "certutil still missing after installing libnss3-tools"
+command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze still missing after installing systemd"
 
 # --- Node packages for tests/browser ----------------------------------------------------
 command -v node >/dev/null 2>&1 || die "node not found; install Node.js >= 20 (with npm)"
