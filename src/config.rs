@@ -171,6 +171,37 @@ pub struct RawConfig {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Default info.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    // --- HTTP API (src/api/config.rs checks these) ---
+    /// Address of the HTTP API: credentials, metrics, health, admin. Default: off.
+    #[arg(long, value_name = "IP:PORT")]
+    pub api_listen: Option<SocketAddr>,
+    /// Serve the HTTP API over TLS with `cert` and `pkey`. Default false.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub api_tls: Option<bool>,
+    /// Hex SHA-256 of a bearer token the credentials endpoint accepts (repeat).
+    #[arg(long, value_name = "HEX")]
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+    /// A credentials key with its own limits: `sha256=HEX[,max-ttl=SECONDS][,origin=URL]`
+    /// (in the file: `[[api-key]]` tables with `sha256`, `max-ttl` and `origins`).
+    #[arg(long, value_name = "SPEC")]
+    #[serde(default)]
+    pub api_key: Vec<crate::api::config::RawApiKey>,
+    /// Hex SHA-256 of a bearer token the admin endpoints accept (repeat).
+    #[arg(long, value_name = "HEX")]
+    #[serde(default)]
+    pub admin_key_sha256: Vec<String>,
+    /// Lifetime in seconds of credentials the API issues when the request names none.
+    /// Default 86400.
+    #[arg(long, value_name = "SECONDS")]
+    pub credential_ttl: Option<u64>,
+    /// Host name in the `uris` the API returns. Default: the listening address.
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// The `uris` the API returns, verbatim (repeat); replaces the derived ones.
+    #[arg(long, value_name = "URI")]
+    #[serde(default)]
+    pub turn_uris: Vec<String>,
 }
 
 macro_rules! overlay {
@@ -194,9 +225,11 @@ impl RawConfig {
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
-                relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level;
+                relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
+                api_listen, api_tls, credential_ttl, public_host;
             list: listening_ip, relay_ip, external_ip, static_auth_secret, user,
-                denied_peer_ip, allowed_peer_ip);
+                denied_peer_ip, allowed_peer_ip,
+                api_key_sha256, api_key, admin_key_sha256, turn_uris);
         self
     }
 
@@ -236,6 +269,8 @@ pub struct Config {
     pub socket_recv_buffer_size: Option<usize>,
     pub socket_send_buffer_size: Option<usize>,
     pub log_level: String,
+    /// The HTTP API (off unless `api-listen` is set).
+    pub api: crate::api::ApiConfig,
 }
 
 /// Where the server listens. TCP shares the UDP port numbers.
@@ -411,6 +446,7 @@ impl Config {
             socket_recv_buffer_size: raw.socket_recv_buffer_size,
             socket_send_buffer_size: raw.socket_send_buffer_size,
             log_level: raw.log_level.clone().unwrap_or_else(|| "info".into()),
+            api: crate::api::config::from_raw(&raw, separator, max_ttl)?,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! The protocol lives in [`core`] (sans-IO); [`net`] drives it with sockets; [`config`]
 //! turns the TOML file and command-line flags into typed configuration.
 
+pub mod api;
 pub mod client;
 pub mod config;
 pub mod core;

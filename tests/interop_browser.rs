@@ -15,6 +15,12 @@
 //! chain is really verified: with the CA missing from that database Chromium refuses
 //! the connection (icecandidateerror 701).
 //!
+//! The credentials flow of a web application (`tests/browser/api_flow.html`, driven by
+//! `api_flow.mjs`): a page served here on one loopback port fetches credentials from
+//! ferroturn's HTTP API on another (a real CORS request with a preflight), then relays
+//! a data channel with the `iceServers` it got; a key that names no origin is refused
+//! by the browser itself (no Access-Control-Allow-Origin).
+//!
 //! Needs `/usr/bin/chromium`, `node` (>= 20), `certutil` (libnss3-tools) and
 //! `tests/browser/node_modules`; run `scripts/install-test-deps.sh` once to get them. A
 //! missing piece fails the test (it is never skipped silently).
@@ -188,17 +194,22 @@ async fn run_relay_check(check: &RelayCheck<'_>) -> RelayRun {
         command.arg("--ca-cert").arg(ca);
         options.push_str(&format!(" --ca-cert {}", ca.display()));
     }
+    println!(
+        "running: node {} --url {url} --username {username} --credential <hidden> --expect {expect} --timeout-ms {timeout_ms}{options}",
+        script.display()
+    );
+    run_node(command, timeout_ms).await
+}
+
+/// Runs a prepared `node` command in `tests/browser` and waits for it, bounded by
+/// `timeout_ms` plus headroom, polling without blocking the runtime.
+async fn run_node(mut command: Command, timeout_ms: u64) -> RelayRun {
     command
         .env("CHROMIUM_PATH", chromium_path())
         .current_dir(browser_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    println!(
-        "running: node {} --url {url} --username {username} --credential <hidden> --expect {expect} --timeout-ms {timeout_ms}{options}",
-        script.display()
-    );
-
     let started = Instant::now();
     let child = match command.spawn() {
         Ok(child) => child,
@@ -224,10 +235,10 @@ async fn run_relay_check(check: &RelayCheck<'_>) -> RelayRun {
         }
         if Instant::now() >= deadline {
             eprintln!(
-                "relay.mjs still running after {:?}; terminating it",
+                "node still running after {:?}; terminating it",
                 started.elapsed()
             );
-            // SIGTERM first so relay.mjs closes Chromium and removes its profile directory.
+            // SIGTERM first so the script closes Chromium and removes its profile directory.
             let pid = guard.child().id().to_string();
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
             let grace = Instant::now() + Duration::from_secs(15);
@@ -254,9 +265,9 @@ async fn run_relay_check(check: &RelayCheck<'_>) -> RelayRun {
 }
 
 fn report(run: &RelayRun) {
-    println!("relay.mjs exit: {:?} after {:?}", run.status, run.elapsed);
-    println!("--- relay.mjs stdout ---\n{}", run.stdout.trim_end());
-    println!("--- relay.mjs stderr ---\n{}", run.stderr.trim_end());
+    println!("node exit: {:?} after {:?}", run.status, run.elapsed);
+    println!("--- stdout ---\n{}", run.stdout.trim_end());
+    println!("--- stderr ---\n{}", run.stderr.trim_end());
 }
 
 /// Checks relay.mjs's exit status and its JSON summary (the last `{...}` line on stdout),
@@ -476,4 +487,128 @@ async fn test_certificates_verify_for_loopback() {
     let dir = pki.dir.clone();
     drop(pki);
     assert!(!dir.exists(), "the temporary directory is removed on drop");
+}
+
+const API_TOKEN: &str = "browser-page-token";
+/// A key without origins: a backend key the browser must not be able to use.
+const BACKEND_TOKEN: &str = "backend-only-token";
+
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Serves `tests/browser/api_flow.html` at `/` on 127.0.0.1 (the page's origin) until
+/// the task is aborted.
+async fn serve_page() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let html = std::fs::read(browser_dir().join("api_flow.html")).expect("api_flow.html");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the page server");
+    let addr = listener.local_addr().expect("page server address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 8192];
+                let mut n = 0;
+                while !head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head[n..]))
+                        .await
+                    {
+                        Ok(Ok(k)) if k > 0 && n + k < head.len() => n += k,
+                        _ => return,
+                    }
+                }
+                let page = head.starts_with(b"GET / ") || head.starts_with(b"GET /?");
+                let (status, body): (&str, &[u8]) = if page {
+                    ("200 OK", &html)
+                } else {
+                    ("404 Not Found", b"")
+                };
+                let header = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(header.as_bytes()).await;
+                let _ = stream.write_all(body).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_fetches_credentials_from_the_api_and_relays() {
+    check_prerequisites();
+    let script = browser_dir().join("api_flow.mjs");
+    assert!(script.exists(), "{} is missing", script.display());
+    let _one_browser = browser_lock().lock().await;
+    let (page, page_task) = serve_page().await;
+    let server = common::start_server(&format!(
+        "api-listen = \"127.0.0.1:0\"\napi-key-sha256 = [\"{}\"]\n\
+         [[api-key]]\nsha256 = \"{}\"\nmax-ttl = 3600\norigins = [\"http://{page}\"]\n",
+        sha256_hex(BACKEND_TOKEN),
+        sha256_hex(API_TOKEN),
+    ))
+    .await;
+    let api = server.handle.api_addr().expect("the API listens");
+    let url = format!("http://{page}/?api=http://{api}&token={API_TOKEN}&denied={BACKEND_TOKEN}");
+    let mut command = Command::new("node");
+    command
+        .arg(&script)
+        .arg("--page")
+        .arg(&url)
+        .arg("--timeout-ms")
+        .arg(CONNECT_TIMEOUT_MS.to_string());
+    println!("running: node {} --page {url}", script.display());
+    let run = run_node(command, CONNECT_TIMEOUT_MS).await;
+    report(&run);
+    page_task.abort();
+
+    let status = run.status.expect("api_flow.mjs finished in time");
+    let line = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|line| line.starts_with('{'))
+        .expect("api_flow.mjs printed its result");
+    let result: serde_json::Value = serde_json::from_str(line).expect("the result is JSON");
+    assert!(
+        status.success(),
+        "api_flow.mjs exited with {status}: {line}"
+    );
+    assert_eq!(result["ok"], true, "{line}");
+    assert_eq!(
+        result["deniedKeyReadable"], false,
+        "the browser read an answer without Access-Control-Allow-Origin: {line}"
+    );
+    assert!(
+        result["username"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(":browser")),
+        "{line}"
+    );
+    assert_eq!(result["call"]["intact"], true, "{line}");
+    for peer in ["a", "b"] {
+        let pair = &result["call"]["pairs"][peer];
+        assert_eq!(pair["local"], "relay", "{peer}: {line}");
+        assert_eq!(pair["remote"], "relay", "{peer}: {line}");
+    }
+    // Both peers allocated on the server with the issued credentials.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while server.handle.metrics().stats.allocations_created < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the server saw fewer than 2 allocations"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(server);
 }

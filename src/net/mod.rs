@@ -38,6 +38,7 @@ pub struct ServerHandle {
     control: Arc<Control>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    api: Option<crate::api::ApiServer>,
 }
 
 impl std::ops::Deref for ServerHandle {
@@ -51,6 +52,11 @@ impl ServerHandle {
     /// The control side, shareable with other tasks.
     pub fn control(&self) -> Arc<Control> {
         self.control.clone()
+    }
+
+    /// The HTTP API's bound address, when `api-listen` is set.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(|a| a.addr())
     }
 
     /// Stops every shard and waits for them to exit.
@@ -176,11 +182,16 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         conn_limits,
         links,
     );
-    Ok(ServerHandle {
+    let mut handle = ServerHandle {
         control: Arc::new(control),
         stop,
         threads,
-    })
+        api: None,
+    };
+    // On error the handle is dropped, which stops the shards.
+    let certs = handle.control.certs.clone();
+    handle.api = crate::api::ApiServer::start(handle.control(), certs).await?;
+    Ok(handle)
 }
 
 /// Limits that hold for the whole server are split between the shards: each relays its

@@ -1,0 +1,162 @@
+//! Health for load balancers, and the admin endpoints (admin key): sessions, drain,
+//! reload. [`Control`]'s commands wait for the shards (up to 2 s), so they run on the
+//! blocking pool.
+
+use super::{ApiError, Params, auth};
+use crate::core::server::{Session, SessionFilter, Transport};
+use crate::net::Control;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// `GET /healthz`: the process serves HTTP.
+pub async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// `GET /readyz`: 200 while allocations are accepted, 503 while draining.
+pub async fn readyz(State(control): State<Arc<Control>>) -> Response {
+    if control.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    }
+}
+
+/// Runs `f` with the control on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    control: &Arc<Control>,
+    f: impl FnOnce(&Control) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let control = control.clone();
+    tokio::task::spawn_blocking(move || f(&control))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the command failed"))
+}
+
+/// Refuses a request without a valid admin key.
+fn admin(control: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
+    let config = control.config();
+    auth::bearer(headers)
+        .and_then(|t| auth::find(t, config.api.admin_keys.iter()))
+        .map(|_| ())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing or unknown admin key"))
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    user: String,
+    username: String,
+    client: SocketAddr,
+    transport: &'static str,
+    relayed: SocketAddr,
+    age_secs: u64,
+    expires_in_secs: u64,
+    bytes_up: u64,
+    bytes_down: u64,
+    permissions: usize,
+    channels: usize,
+}
+
+impl From<Session> for SessionView {
+    fn from(s: Session) -> Self {
+        Self {
+            transport: match s.transport {
+                Transport::Udp => "udp",
+                // TLS connections are TCP to the core.
+                Transport::Tcp => "tcp",
+            },
+            user: s.user,
+            username: s.username,
+            client: s.client,
+            relayed: s.relayed,
+            age_secs: s.age_secs,
+            expires_in_secs: s.expires_in_secs,
+            bytes_up: s.bytes_up,
+            bytes_down: s.bytes_down,
+            permissions: s.permissions,
+            channels: s.channels,
+        }
+    }
+}
+
+/// `GET /api/v1/admin/sessions`: every allocation.
+pub async fn sessions(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&control, &headers)?;
+    let list = blocking(&control, Control::sessions).await?;
+    let list: Vec<SessionView> = list.into_iter().map(SessionView::from).collect();
+    Ok(Json(json!({ "sessions": list })).into_response())
+}
+
+/// `DELETE /api/v1/admin/sessions[?user=U|?relayed=IP:PORT]`: without a filter, every
+/// allocation.
+pub async fn delete_sessions(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+    params: Result<Params, ApiError>,
+) -> Result<Response, ApiError> {
+    admin(&control, &headers)?;
+    let filter = filter(&params?)?;
+    let n = blocking(&control, move |c| c.delete_sessions(filter)).await?;
+    Ok(Json(json!({ "deleted": n })).into_response())
+}
+
+fn filter(params: &Params) -> Result<SessionFilter, ApiError> {
+    match (params.one("user")?, params.one("relayed")?) {
+        (Some(_), Some(_)) => Err(ApiError::bad("user", "give user or relayed, not both")),
+        (Some(""), None) => Err(ApiError::bad("user", "user must not be empty")),
+        (Some(u), None) => Ok(SessionFilter::User(u.to_owned())),
+        (None, Some(r)) => r
+            .parse()
+            .map(SessionFilter::Relayed)
+            .map_err(|_| ApiError::bad("relayed", "relayed must be IP:PORT")),
+        (None, None) => Ok(SessionFilter::All),
+    }
+}
+
+/// `POST /api/v1/admin/drain` (start) and `DELETE` (stop).
+pub async fn drain_start(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    set_draining(control, headers, true).await
+}
+
+pub async fn drain_stop(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    set_draining(control, headers, false).await
+}
+
+async fn set_draining(
+    control: Arc<Control>,
+    headers: HeaderMap,
+    on: bool,
+) -> Result<Response, ApiError> {
+    admin(&control, &headers)?;
+    blocking(&control, move |c| c.set_draining(on)).await?;
+    Ok(Json(json!({ "draining": on })).into_response())
+}
+
+/// `POST /api/v1/admin/reload`: re-reads the configuration file. 200 with the options
+/// that need a restart, or 500 with the reason the file was refused (the running
+/// configuration stays).
+pub async fn reload(
+    State(control): State<Arc<Control>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&control, &headers)?;
+    let report = blocking(&control, Control::reload)
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Json(json!({ "reloaded": true, "needs_restart": report.needs_restart })).into_response())
+}

@@ -1,0 +1,241 @@
+//! `GET /metrics`: the Prometheus text exposition format (version 0.0.4), written by
+//! hand from [`Control::metrics`]. Every label takes its values from a fixed set (error
+//! codes, static reasons, transport, direction, kind): no user, IP or port ever becomes
+//! a label, so the number of series is bounded.
+
+use crate::core::server::stats::{AUTH_REASONS, ERROR_CODES};
+use crate::net::{Control, Metrics};
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use std::fmt::Write;
+use std::sync::Arc;
+
+const CONTENT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub async fn scrape(State(control): State<Arc<Control>>) -> Response {
+    let mut r = render(&control.metrics()).into_response();
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT));
+    r
+}
+
+/// One metric family: HELP and TYPE, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl Family<'_> {
+    fn sample(&mut self, labels: &[(&str, &str)], value: u64) -> &mut Self {
+        let _ = write!(self.out, "ferroturn_{}", self.name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                // Label values are static identifiers: nothing to escape.
+                let _ = write!(self.out, "{k}=\"{v}\"");
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+        self
+    }
+}
+
+fn family<'a>(out: &'a mut String, name: &'static str, kind: &str, help: &str) -> Family<'a> {
+    let _ = writeln!(out, "# HELP ferroturn_{name} {help}");
+    let _ = writeln!(out, "# TYPE ferroturn_{name} {kind}");
+    Family { out, name }
+}
+
+fn counter<'a>(out: &'a mut String, name: &'static str, help: &str) -> Family<'a> {
+    family(out, name, "counter", help)
+}
+
+fn gauge<'a>(out: &'a mut String, name: &'static str, help: &str) -> Family<'a> {
+    family(out, name, "gauge", help)
+}
+
+/// "REST credential beyond the maximum TTL" -> "rest_credential_beyond_the_maximum_ttl".
+fn label(reason: &str) -> String {
+    reason.to_ascii_lowercase().replace(' ', "_")
+}
+
+/// The whole exposition.
+pub fn render(m: &Metrics) -> String {
+    let s = &m.stats;
+    let g = &m.gauges;
+    let mut out = String::with_capacity(8 * 1024);
+    let o = &mut out;
+    gauge(o, "build_info", "Version of the running server (value 1).")
+        .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1);
+    gauge(o, "relay_threads", "Relay threads (shards).").sample(&[], m.shards as u64);
+    gauge(
+        o,
+        "draining",
+        "1 while new allocations are refused for a drain.",
+    )
+    .sample(&[], u64::from(m.draining));
+
+    gauge(o, "allocations_active", "Allocations open now.").sample(&[], g.allocations);
+    counter(o, "allocations_created_total", "Allocations created.")
+        .sample(&[], s.allocations_created);
+    counter(
+        o,
+        "allocations_expired_total",
+        "Allocations whose lifetime ran out.",
+    )
+    .sample(&[], s.allocations_expired);
+    counter(
+        o,
+        "allocations_deleted_total",
+        "Allocations deleted by their client, a closed connection or an operator.",
+    )
+    .sample(&[], s.allocations_deleted);
+    gauge(o, "permissions_active", "Permissions installed now.").sample(&[], g.permissions);
+    gauge(o, "channels_active", "Channel bindings now.").sample(&[], g.channels);
+    gauge(
+        o,
+        "deadlines_armed",
+        "Expiry timers armed (one per live allocation, permission and channel).",
+    )
+    .sample(&[], g.deadlines);
+
+    for (name, help, bytes) in [
+        (
+            "relayed_packets_total",
+            "Datagrams relayed, by client transport (tcp includes tls) and direction.",
+            false,
+        ),
+        (
+            "relayed_bytes_total",
+            "Payload bytes relayed, by client transport and direction.",
+            true,
+        ),
+    ] {
+        let mut f = counter(o, name, help);
+        for (t, transport) in ["udp", "tcp"].into_iter().enumerate() {
+            for (d, direction) in ["client_to_peer", "peer_to_client"].into_iter().enumerate() {
+                let traffic = s.relayed[t][d];
+                let v = if bytes {
+                    traffic.bytes
+                } else {
+                    traffic.packets
+                };
+                f.sample(&[("transport", transport), ("direction", direction)], v);
+            }
+        }
+    }
+
+    let mut f = counter(o, "auth_failures_total", "401 responses, by reason.");
+    for (reason, n) in AUTH_REASONS.iter().zip(s.auth_failures) {
+        f.sample(&[("reason", &label(reason))], n);
+    }
+    let mut f = counter(
+        o,
+        "error_responses_total",
+        "Error responses sent, by STUN error code.",
+    );
+    for (code, n) in ERROR_CODES.iter().zip(s.errors) {
+        f.sample(&[("code", &code.to_string())], n);
+    }
+    counter(
+        o,
+        "policy_denied_total",
+        "Peer addresses refused by the peer policy (403 answers and dropped datagrams).",
+    )
+    .sample(&[], s.policy_denied);
+    let refused_508 = s.errors_with(508).saturating_sub(s.peer_rate_refused);
+    counter(
+        o,
+        "quota_rejections_total",
+        "Refusals by a quota or cap: allocation_quota (486, user-quota), capacity (508 \
+         other than peer_rate: ports, total-quota, caps, drain), peer_rate (508, \
+         new-peer-rate), bandwidth (datagrams dropped by max-bps or bps-capacity).",
+    )
+    .sample(&[("kind", "allocation_quota")], s.errors_with(486))
+    .sample(&[("kind", "capacity")], refused_508)
+    .sample(&[("kind", "peer_rate")], s.peer_rate_refused)
+    .sample(&[("kind", "bandwidth")], s.bandwidth_dropped);
+    counter(
+        o,
+        "rate_limited_total",
+        "Answers to unauthenticated requests not sent (unauthenticated-rate).",
+    )
+    .sample(&[], s.rate_limited);
+
+    gauge(
+        o,
+        "connections_open",
+        "TCP and TLS client connections open.",
+    )
+    .sample(&[], m.connections_open);
+    counter(
+        o,
+        "connections_accepted_total",
+        "TCP and TLS client connections accepted.",
+    )
+    .sample(&[("transport", "tcp")], m.connections_accepted_tcp)
+    .sample(&[("transport", "tls")], m.connections_accepted_tls);
+    counter(
+        o,
+        "connections_refused_total",
+        "TCP and TLS connections refused by max-tcp-connections(-per-ip).",
+    )
+    .sample(&[], m.connections_refused);
+    counter(
+        o,
+        "stream_frames_dropped_total",
+        "Frames toward slow TCP/TLS clients dropped (tcp-send-queue full).",
+    )
+    .sample(&[], m.stream_frames_dropped);
+    counter(o, "reloads_total", "Configuration reloads applied.").sample(&[], m.reloads_ok);
+    counter(
+        o,
+        "reload_failures_total",
+        "Configuration reloads refused (invalid file).",
+    )
+    .sample(&[], m.reloads_failed);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_line_is_name_labels_value() {
+        let mut m = Metrics::default();
+        m.stats.auth_failures[5] = 3;
+        m.stats.relayed[1][0].bytes = 1200;
+        let text = render(&m);
+        assert!(text.contains(
+            "ferroturn_auth_failures_total{reason=\"rest_credential_beyond_the_maximum_ttl\"} 3\n"
+        ));
+        assert!(text.contains(
+            "ferroturn_relayed_bytes_total{transport=\"tcp\",direction=\"client_to_peer\"} 1200\n"
+        ));
+        let mut typed = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(
+                    typed.insert(rest.split(' ').next().unwrap().to_owned()),
+                    "{line}"
+                );
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<u64>().unwrap();
+            let name = series.split('{').next().unwrap();
+            assert!(typed.contains(name), "{name} has no TYPE line");
+            assert!(name.starts_with("ferroturn_"));
+        }
+    }
+}
