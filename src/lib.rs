@@ -10,7 +10,7 @@ pub mod core;
 pub mod net;
 pub mod notify;
 
-pub use net::{Control, Metrics, ReloadReport, ServerHandle, start};
+pub use net::{Control, LogReloader, Metrics, ReloadReport, ServerHandle, start};
 
 /// TURN REST credentials (for the `credentials` command and for tests).
 pub mod credentials {

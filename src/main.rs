@@ -90,8 +90,8 @@ fn main() -> ExitCode {
             println!("username: {u}\npassword: {p}");
             ExitCode::SUCCESS
         }
-        None => match load(cli.config.as_deref(), cli.options) {
-            Ok(config) => run(config, cli.log_format),
+        None => match load(cli.config.as_deref(), cli.options.clone()) {
+            Ok(config) => run(config, cli.log_format, cli.config.map(|f| (f, cli.options))),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
@@ -108,8 +108,9 @@ fn load(file: Option<&std::path::Path>, flags: RawConfig) -> Result<Config, Stri
     Config::from_raw(base.overlay(flags)).map_err(|e| e.to_string())
 }
 
-fn run(config: Config, log_format: LogFormat) -> ExitCode {
-    init_logging(log_format, &config.log_level);
+/// Runs the server. `source` (the file and the flags over it) is what a reload re-reads.
+fn run(config: Config, log_format: LogFormat, source: Option<(PathBuf, RawConfig)>) -> ExitCode {
+    let log_reloader = init_logging(log_format, &config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -122,7 +123,7 @@ fn run(config: Config, log_format: LogFormat) -> ExitCode {
         }
     };
     let notifier = Notifier::from_env();
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         // Handlers first: a SIGHUP right after READY=1 must reload, not kill.
         let mut signals = match Signals::install() {
             Ok(s) => s,
@@ -138,36 +139,53 @@ fn run(config: Config, log_format: LogFormat) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some((file, flags)) = source {
+            handle.set_config_source(file, flags);
+        }
+        handle.set_log_reloader(log_reloader);
         // `start` returned: every listener is bound.
         notifier.ready();
-        serve(&handle, &notifier, &mut signals).await;
+        let stop = serve(&handle, &notifier, &mut signals).await;
         notifier.stopping();
+        if stop == Stop::Drain {
+            drain(&handle, &mut signals).await;
+        }
         tracing::info!("shutting down");
         handle.stop();
         ExitCode::SUCCESS
-    })
+    });
+    // A drain cut short leaves its waiting thread behind: do not wait for it.
+    runtime.shutdown_background();
+    code
 }
 
 /// Text (journald-friendly under systemd) or JSON logs on stdout, filtered by
-/// `log-level`.
-fn init_logging(format: LogFormat, level: &str) {
+/// `log-level`. Returns what changes the filter on a reload.
+fn init_logging(format: LogFormat, level: &str) -> ferroturn::LogReloader {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt();
+    // The filter goes on last: the reload handle's type depends on the format.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level: &str| {
+                let filter = EnvFilter::try_new(level).map_err(|e| format!("log-level: {e}"))?;
+                handle.reload(filter).map_err(|e| e.to_string())
+            })
+        }};
+    }
     if format == LogFormat::Json {
-        builder.json().flatten_event(true).with_ansi(false).init();
+        install!(builder.json().flatten_event(true).with_ansi(false))
     } else if stdout_is_journal() {
         // journald stamps each line itself, and reads the `<N>` priority prefix.
-        builder
-            .with_ansi(false)
-            .event_format(journal::PriorityPrefix(
-                tracing_subscriber::fmt::format().without_time(),
-            ))
-            .init();
+        install!(builder.with_ansi(false).event_format(journal::PriorityPrefix(
+            tracing_subscriber::fmt::format().without_time(),
+        )))
     } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init();
+        install!(builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
     }
 }
 
@@ -246,10 +264,19 @@ impl Signals {
     }
 }
 
+/// How the server is asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT: at once.
+    Now,
+    /// SIGTERM: drain first.
+    Drain,
+}
+
 /// Runs until SIGINT or SIGTERM. Meanwhile SIGHUP reloads, and the systemd watchdog is
 /// fed from this same loop, so a stuck control loop stops the pings and every
 /// notification goes out in order.
-async fn serve(handle: &ServerHandle, notifier: &Notifier, signals: &mut Signals) {
+async fn serve(handle: &ServerHandle, notifier: &Notifier, signals: &mut Signals) -> Stop {
     let mut watchdog = notify::watchdog_interval()
         .filter(|_| notifier.is_enabled())
         .map(|period| {
@@ -259,14 +286,12 @@ async fn serve(handle: &ServerHandle, notifier: &Notifier, signals: &mut Signals
         });
     loop {
         tokio::select! {
-            _ = signals.interrupt.recv() => return,
-            _ = signals.terminate.recv() => return,
+            _ = signals.interrupt.recv() => return Stop::Now,
+            _ = signals.terminate.recv() => return Stop::Drain,
             _ = signals.hangup.recv() => {
                 notifier.reloading();
-                match reload(handle) {
-                    Ok(()) => tracing::info!("reloaded on SIGHUP (TLS certificate)"),
-                    Err(e) => tracing::error!("reload failed, the old certificate stays: {e}"),
-                }
+                // Logged (and counted) by the reload itself.
+                let _ = reload(handle).await;
                 // Also after a failure: the old configuration keeps serving.
                 notifier.ready();
             }
@@ -282,8 +307,23 @@ async fn serve(handle: &ServerHandle, notifier: &Notifier, signals: &mut Signals
     }
 }
 
-/// Everything a reload (SIGHUP, `systemctl reload`) re-reads, in one place: today the
-/// TLS certificate and key.
-fn reload(handle: &ServerHandle) -> Result<(), String> {
-    handle.reload_tls()
+/// Everything a reload (SIGHUP, `systemctl reload`) re-reads, in one place: the
+/// configuration file (with the command-line flags over it) and the TLS certificate.
+async fn reload(handle: &ServerHandle) -> Result<ferroturn::ReloadReport, String> {
+    let control = handle.control();
+    tokio::task::spawn_blocking(move || control.reload())
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// SIGTERM: new allocations are refused (readiness turns false) and existing ones run
+/// until they end or `drain-timeout` passes. A second SIGINT or SIGTERM stops at once.
+async fn drain(handle: &ServerHandle, signals: &mut Signals) {
+    let control = handle.control();
+    let waiting = tokio::task::spawn_blocking(move || control.drain_and_wait());
+    tokio::select! {
+        _ = waiting => {}
+        _ = signals.interrupt.recv() => tracing::info!("drain cut short"),
+        _ = signals.terminate.recv() => tracing::info!("drain cut short"),
+    }
 }

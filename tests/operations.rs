@@ -152,3 +152,87 @@ async fn drain_waits_for_the_last_allocation_or_the_timeout() {
     .unwrap();
     assert_eq!(open, 1, "the allocation outlived the drain timeout");
 }
+
+/// The binary: SIGHUP re-reads the file (a new secret works, the old allocation keeps
+/// running), SIGTERM drains (the process waits for the last allocation, then exits 0).
+#[tokio::test]
+async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = std::env::temp_dir().join(format!("ferroturn-signals-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("turnserver.toml");
+    let conf = |secret: &str| {
+        format!(
+            "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{REALM}\"\n\
+             static-auth-secret = [\"{secret}\"]\nallowed-peer-ip = [\"127.0.0.1\"]\n\
+             min-port = 40000\nmax-port = 60000\nrelay-threads = 1\ndrain-timeout = 20\n"
+        )
+    };
+    std::fs::write(&file, conf("before")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
+        .arg("--config")
+        .arg(&file)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("addr=").nth(1) {
+                let addr = addr.split_whitespace().next().unwrap_or("").to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr: std::net::SocketAddr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("listening line")
+        .parse()
+        .unwrap();
+    let client = |secret: &'static str, user: &'static str| async move {
+        let (u, p) = rest_credentials(secret, user, Duration::from_secs(600));
+        TurnClient::new(addr, &u, &p).await.unwrap()
+    };
+    let mut old = client("before", "lee").await;
+    old.allocate().await.unwrap();
+
+    std::fs::write(&file, conf("after")).unwrap();
+    let kill = |sig: &str| {
+        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+    };
+    kill("-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if client("after", "mo").await.allocate().await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the new secret never worked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(code(client("before", "ned").await.allocate().await), 401);
+    assert_eq!(old.refresh(600).await.unwrap(), 600, "allocations survive the reload");
+
+    // Allocations are open (lee's, mo's): SIGTERM drains and waits for them.
+    kill("-TERM");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(child.try_wait().unwrap().is_none(), "draining while allocations remain");
+    assert_eq!(code(client("after", "oz").await.allocate().await), 508, "no new allocations");
+    assert_eq!(old.refresh(600).await.unwrap(), 600, "existing ones run on");
+    // A second SIGTERM ends the drain at once.
+    kill("-TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

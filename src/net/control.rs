@@ -326,6 +326,10 @@ impl Control {
         );
         restart(old.streams != new.streams, "tcp limits");
         restart(
+            (old.api.listen, old.api.tls) != (new.api.listen, new.api.tls),
+            "api-listen/api-tls",
+        );
+        restart(
             (old.socket_recv_buffer_size, old.socket_send_buffer_size)
                 != (new.socket_recv_buffer_size, new.socket_send_buffer_size),
             "socket buffer sizes",

@@ -85,6 +85,16 @@ impl Credentials {
         &self.realm
     }
 
+    /// Whether `username` is a REST username whose expiry has passed at `now` (a static
+    /// user never expires).
+    pub fn is_expired_rest(&self, username: &str, now: u64) -> bool {
+        !self.users.contains_key(username)
+            && matches!(
+                parse_rest_username(username, self.separator, now, None),
+                Err(super::rest::RestError::Expired)
+            )
+    }
+
     /// The keys `username` may use at `now` (unix seconds). A static user wins over a
     /// REST-shaped name.
     pub fn lookup(&self, username: &str, now: u64) -> Lookup {

@@ -40,24 +40,29 @@ impl Server {
         if self.nonces.check(nonce, tuple.client.ip(), unix) != NonceCheck::Valid {
             return Err(RequestError::StaleNonce);
         }
-        // Lenient expiry: an existing allocation keeps authenticating with its own key.
-        if !self.cfg.strict_expiry {
-            if let Some(a) = self
-                .table
-                .id_by_tuple(tuple)
-                .and_then(|id| self.table.get(id))
-            {
-                if &a.username == username && realm == self.cfg.credentials.realm() {
-                    return if integrity::verify(buf, mi_at, &a.key) {
-                        Ok(Authenticated {
-                            key: a.key,
-                            username: a.username.clone(),
-                            user: a.user.clone(),
-                        })
-                    } else {
-                        self.reject(tuple, "wrong password")
-                    };
+        // An existing allocation keeps authenticating with the key it was created with,
+        // so a reload that rotates secrets or users does not cut calls in progress
+        // (operators revoke with the admin API). With strict expiry an expired REST
+        // username still stops here.
+        if let Some(a) = self
+            .table
+            .id_by_tuple(tuple)
+            .and_then(|id| self.table.get(id))
+        {
+            if &a.username == username && realm == self.cfg.credentials.realm() {
+                if self.cfg.strict_expiry && self.cfg.credentials.is_expired_rest(username, unix)
+                {
+                    return self.reject(tuple, "expired REST credential");
                 }
+                return if integrity::verify(buf, mi_at, &a.key) {
+                    Ok(Authenticated {
+                        key: a.key,
+                        username: a.username.clone(),
+                        user: a.user.clone(),
+                    })
+                } else {
+                    self.reject(tuple, "wrong password")
+                };
             }
         }
         match self.cfg.credentials.lookup(username, unix) {
