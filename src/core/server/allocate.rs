@@ -72,7 +72,9 @@ impl Server {
         let even = req.even_port.is_some();
         let Some(port) = self.take_port(relay.local.is_ipv4(), even) else {
             self.shared.release_allocation(&auth.user);
-            tracing::warn!("relay port range exhausted");
+            if self.noisy.allow(now) {
+                tracing::warn!("relay port range exhausted");
+            }
             return Err(RequestError::InsufficientCapacity);
         };
         let id = self.table.next_id();

@@ -52,7 +52,7 @@ impl Server {
             if &a.username == username && realm == self.cfg.credentials.realm() {
                 if self.cfg.strict_expiry && self.cfg.credentials.is_expired_rest(username, unix)
                 {
-                    return self.reject(tuple, "expired REST credential");
+                    return self.reject(now, tuple, "expired REST credential");
                 }
                 return if integrity::verify(buf, mi_at, &a.key) {
                     Ok(Authenticated {
@@ -61,7 +61,7 @@ impl Server {
                         user: a.user.clone(),
                     })
                 } else {
-                    self.reject(tuple, "wrong password")
+                    self.reject(now, tuple, "wrong password")
                 };
             }
         }
@@ -82,6 +82,7 @@ impl Server {
                         user,
                     }),
                     _ => self.reject(
+                        now,
                         tuple,
                         if realm_ok {
                             "wrong password"
@@ -93,17 +94,20 @@ impl Server {
             }
             Lookup::Unknown { decoy, reason } => {
                 let _ = integrity::verify(buf, mi_at, &decoy);
-                self.reject(tuple, reason)
+                self.reject(now, tuple, reason)
             }
         }
     }
 
     fn reject(
         &self,
+        now: Instant,
         tuple: &FiveTuple,
         reason: &'static str,
     ) -> Result<Authenticated, RequestError> {
-        tracing::info!(client = %tuple.client, reason, "authentication failed");
+        if self.noisy.allow(now) {
+            tracing::info!(client = %tuple.client, reason, "authentication failed");
+        }
         Err(RequestError::Unauthorized(reason))
     }
 }

@@ -23,7 +23,7 @@ impl Server {
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
             return Err(RequestError::BadRequest);
         }
-        self.check_requested_peer(id, peer)?;
+        self.check_requested_peer(now, id, peer)?;
         let a = self.table.get(id).ok_or(RequestError::AllocationMismatch)?;
         // The number is bound (or cooling down) to another peer, or the peer to another
         // number: 400 (RFC 8656 section 12.2).

@@ -20,6 +20,7 @@ mod channel_bind;
 mod deadlines;
 pub mod error;
 mod limiter;
+mod log_limit;
 mod permission;
 pub mod policy;
 pub mod ports;
@@ -171,6 +172,8 @@ pub struct Server {
     stats: Stats,
     /// Refusing new allocations (drain).
     draining: bool,
+    /// Log lines remote parties can trigger.
+    noisy: log_limit::LogLimit,
 }
 
 impl Server {
@@ -206,6 +209,7 @@ impl Server {
             total_down: rate::Bucket::default(),
             stats: Stats::default(),
             draining: false,
+            noisy: log_limit::LogLimit::default(),
         }
     }
 

@@ -24,7 +24,7 @@ impl Server {
         }
         // All or nothing (RFC 8656 section 10.2): check every peer before installing any.
         for peer in &req.peers {
-            self.check_requested_peer(id, *peer)?;
+            self.check_requested_peer(now, id, *peer)?;
         }
         let a = self.table.get(id).ok_or(RequestError::AllocationMismatch)?;
         let mut new_ips: Vec<IpAddr> = req
@@ -60,6 +60,7 @@ impl Server {
     /// by the peer policy (403).
     pub(super) fn check_requested_peer(
         &self,
+        now: Instant,
         id: AllocId,
         peer: SocketAddr,
     ) -> Result<(), RequestError> {
@@ -68,7 +69,9 @@ impl Server {
             return Err(RequestError::PeerAddressFamilyMismatch);
         }
         self.cfg.policy.check(peer, |addr| self.shared.is_relay(addr)).map_err(|why| {
-            tracing::info!(client = %a.five_tuple.client, %peer, ?why, "peer refused by policy");
+            if self.noisy.allow(now) {
+                tracing::info!(client = %a.five_tuple.client, %peer, ?why, "peer refused by policy");
+            }
             RequestError::Forbidden
         })
     }
@@ -90,7 +93,9 @@ impl Server {
             Ok(())
         } else {
             self.stats.peer_rate_refused += 1;
-            tracing::info!(client = %a.five_tuple.client, "new peers over new-peer-rate");
+            if self.noisy.allow(now) {
+                tracing::info!(client = %a.five_tuple.client, "new peers over new-peer-rate");
+            }
             Err(RequestError::InsufficientCapacity)
         }
     }
