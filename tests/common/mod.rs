@@ -1,8 +1,8 @@
 //! Shared helpers for the end-to-end tests: a real server on 127.0.0.1:0.
 #![allow(dead_code)]
 
-pub mod tls;
 pub mod adversary;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
