@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target for SECONDS seconds (default 60) and prints the executions
-# of each. Exits non-zero if any target finds a crash (the input lands in
-# fuzz/artifacts/<target>/). Needs a nightly toolchain and cargo-fuzz.
+# of each. Exits non-zero if a target does not build or any target finds a crash (the
+# input lands in fuzz/artifacts/<target>/). Needs a nightly toolchain and cargo-fuzz.
+# scripts/test.sh runs it with FUZZ_SECONDS (default 30) after the tests.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]
+#
+# Each target starts from the committed seeds (fuzz/seeds/<target>/, always run in full,
+# so a crash once found stays a failing seed until fixed) and the corpus grown by earlier
+# runs (fuzz/corpus/<target>/, ignored by git). An input that runs longer than
+# FUZZ_UNIT_TIMEOUT seconds (default 30) counts as a crash (a hang).
 set -euo pipefail
 
 seconds="${1:-60}"
+unit_timeout="${FUZZ_UNIT_TIMEOUT:-30}"
 cd "$(dirname "$0")/../fuzz"
 
 targets=$(cargo +nightly fuzz list)
-cargo +nightly fuzz build
+start=$SECONDS
+if ! cargo +nightly fuzz build; then
+    echo "fuzz: the fuzz targets do not build" >&2
+    exit 1
+fi
+echo "fuzz: built $(echo $targets | wc -w) targets in $((SECONDS - start))s"
 
 failed=()
 for target in $targets; do
-    # The corpus directory is ignored by git; the committed seeds start it.
-    mkdir -p "corpus/$target"
-    if [ -d "seeds/$target" ]; then
-        cp -n seeds/"$target"/* "corpus/$target/" 2>/dev/null || true
-    fi
+    mkdir -p "corpus/$target" "seeds/$target"
     log=$(mktemp)
     status=0
-    cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -print_final_stats=1 \
+    cargo +nightly fuzz run "$target" "corpus/$target" "seeds/$target" -- \
+        -max_total_time="$seconds" -timeout="$unit_timeout" -print_final_stats=1 \
         >"$log" 2>&1 || status=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     if [ "$status" -ne 0 ]; then
         echo "$target: CRASH after ${execs:-?} executions"
-        grep -E "panicked at|^SUMMARY|Test unit written to" "$log" || tail -n 30 "$log"
+        grep -E -A1 "panicked at" "$log" || true
+        grep -E "^SUMMARY|Test unit written to|ERROR: libFuzzer" "$log" || tail -n 30 "$log"
         failed+=("$target")
     else
         echo "$target: ${execs:-?} executions in ${seconds}s, no crash"
@@ -35,6 +45,6 @@ for target in $targets; do
 done
 
 if [ "${#failed[@]}" -ne 0 ]; then
-    echo "crashes in: ${failed[*]}" >&2
+    echo "fuzz: crashes in: ${failed[*]} (reproduce: cd fuzz && cargo +nightly fuzz run TARGET artifacts/TARGET/FILE)" >&2
     exit 1
 fi

@@ -1,14 +1,39 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the interop tests need (coturn, Chromium,
 # playwright-core), then runs every test. Extra arguments go to `cargo test`.
+# Then runs every fuzz target for FUZZ_SECONDS seconds (default 30; 0 skips it) when a
+# nightly toolchain and cargo-fuzz are installed; a crash fails the suite.
 # Ends with one line totalling every test binary's results.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+fuzz_seconds="${FUZZ_SECONDS:-30}"
+if ! [[ "$fuzz_seconds" =~ ^[0-9]+$ ]]; then
+    echo "FUZZ_SECONDS must be a number of seconds (0 skips fuzzing), not '$fuzz_seconds'" >&2
+    exit 2
+fi
 bash scripts/install-test-deps.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+
+fuzz_status=0
+if [ "$fuzz_seconds" -eq 0 ]; then
+    echo "fuzz: skipped (FUZZ_SECONDS=0)"
+elif ! RUSTUP_AUTO_INSTALL=0 cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz: skipped (no nightly toolchain: rustup toolchain install nightly)"
+elif ! RUSTUP_AUTO_INSTALL=0 cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: skipped (cargo-fuzz not installed: cargo install cargo-fuzz)"
+else
+    fuzz_start=$SECONDS
+    bash scripts/fuzz.sh "$fuzz_seconds" || fuzz_status=$?
+    if [ "$fuzz_status" -eq 0 ]; then
+        echo "fuzz: every target ran ${fuzz_seconds}s without a crash ($((SECONDS - fuzz_start))s in all)"
+    else
+        echo "fuzz: FAILED ($((SECONDS - fuzz_start))s in all)"
+    fi
+fi
+
 awk '/^test result:/ {
         for (i = 1; i <= NF; i++) {
             if ($(i+1) ~ /^passed;/) p += $i
@@ -16,4 +41,7 @@ awk '/^test result:/ {
         }
      }
      END { printf "total: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+if [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+exit "$fuzz_status"
