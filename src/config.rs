@@ -532,12 +532,14 @@ fn parse_user(entry: &str) -> Result<(String, Password), ConfigError> {
     }
     if let Some(hex) = pw.strip_prefix("0x") {
         let mut key = [0u8; 16];
-        if hex.len() != 32 {
+        // Bytes, not chars: anything but ASCII hex digits is refused before decoding.
+        let digits = hex.as_bytes();
+        if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
             return err("user", format!("{name}: a 0x key has 32 hex digits"));
         }
-        for (i, k) in key.iter_mut().enumerate() {
-            *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .or_else(|_| err("user", format!("{name}: bad hex in key")))?;
+        let nibble = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
+        for (k, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+            *k = nibble(pair[0]) << 4 | nibble(pair[1]);
         }
         return Ok((name.to_owned(), Password::Key(key)));
     }
@@ -695,6 +697,9 @@ mod tests {
         assert!(parse_user("alice:pw").is_ok());
         assert!(parse_user("alice:0x00112233445566778899aabbccddeeff").is_ok());
         assert!(parse_user("alice:0x0011").is_err());
+        // Found by the config_parse fuzzer: a multi-byte character among the digits.
+        assert!(parse_user("a:0x0\u{e9}0112233445566778899aabbccddee").is_err());
+        assert!(parse_user("a:0x+f+f112233445566778899aabbccddee").is_err());
         assert!(parse_user("alice").is_err());
         assert!(parse_user(":pw").is_err());
     }
