@@ -407,6 +407,15 @@ impl Shard {
         result
     }
 
+    /// Closes the connections a write failed on, and keeps the list's allocation.
+    fn close_failed(&mut self, mut failed: Vec<usize>) {
+        for &index in &failed {
+            self.close_conn(index, Close::Io(io::ErrorKind::BrokenPipe.into()));
+        }
+        failed.clear();
+        self.failed = failed;
+    }
+
     /// Closes connection `index` and deletes its allocation at once.
     fn close_conn(&mut self, index: usize, why: Close) {
         if let Some(tuple) = self.streams.remove(index, self.poll.registry()) {
@@ -588,11 +597,7 @@ impl Shard {
                 &mut failed,
             );
         }
-        for &index in &failed {
-            self.close_conn(index, Close::Io(io::ErrorKind::BrokenPipe.into()));
-        }
-        failed.clear();
-        self.failed = failed;
+        self.close_failed(failed);
         self.pending.clear();
         self.taken = 0;
         // Responses of this turn go out with the data, at most one turn's worth queued.
@@ -657,11 +662,7 @@ impl Shard {
             &mut failed,
         );
         self.control.clear();
-        for &index in &failed {
-            self.close_conn(index, Close::Io(io::ErrorKind::BrokenPipe.into()));
-        }
-        failed.clear();
-        self.failed = failed;
+        self.close_failed(failed);
     }
 
     fn bind_relay(&mut self, id: AllocId, local: SocketAddr) -> io::Result<()> {
