@@ -458,10 +458,13 @@ fn listeners(
     ips: &[IpAddr],
 ) -> Result<(Listeners, Option<TlsFiles>), ConfigError> {
     let on = |flag: Option<bool>| !flag.unwrap_or(false);
-    let plain: Vec<u16> = [Some(raw.listening_port.unwrap_or(3478)), raw.alt_listening_port]
-        .into_iter()
-        .flatten()
-        .collect();
+    let plain: Vec<u16> = [
+        Some(raw.listening_port.unwrap_or(3478)),
+        raw.alt_listening_port,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let secure: Vec<u16> = [
         Some(raw.tls_listening_port.unwrap_or(5349)),
         raw.alt_tls_listening_port,
@@ -485,9 +488,21 @@ fn listeners(
         (true, None, Some(_)) => return err("cert", "`pkey` is set but `cert` is not"),
     };
     let listeners = Listeners {
-        udp: if on(raw.no_udp) { addrs(&plain) } else { Vec::new() },
-        tcp: if on(raw.no_tcp) { addrs(&plain) } else { Vec::new() },
-        tls: if tls.is_some() { addrs(&secure) } else { Vec::new() },
+        udp: if on(raw.no_udp) {
+            addrs(&plain)
+        } else {
+            Vec::new()
+        },
+        tcp: if on(raw.no_tcp) {
+            addrs(&plain)
+        } else {
+            Vec::new()
+        },
+        tls: if tls.is_some() {
+            addrs(&secure)
+        } else {
+            Vec::new()
+        },
     };
     if listeners.udp.is_empty() && listeners.tcp.is_empty() && listeners.tls.is_empty() {
         return err(
@@ -614,7 +629,10 @@ mod tests {
         let c = Config::from_toml_str(BASE).unwrap();
         assert_eq!(c.listeners.udp, vec!["127.0.0.1:3478".parse().unwrap()]);
         assert_eq!(c.listeners.tcp, c.listeners.udp);
-        assert!(c.listeners.tls.is_empty() && c.tls.is_none(), "TLS is off without cert");
+        assert!(
+            c.listeners.tls.is_empty() && c.tls.is_none(),
+            "TLS is off without cert"
+        );
         assert_eq!(c.server.max_lifetime, Duration::from_secs(3600));
         assert_eq!(c.server.default_lifetime, Duration::from_secs(600));
         assert_eq!(
@@ -678,15 +696,19 @@ mod tests {
              tls-listening-port = 443\nno-udp = true\n"
         ))
         .unwrap();
-        let addrs = |v: &[&str]| -> Vec<SocketAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        let addrs =
+            |v: &[&str]| -> Vec<SocketAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
         assert!(c.listeners.udp.is_empty());
-        assert_eq!(c.listeners.tcp, addrs(&["127.0.0.1:3478", "127.0.0.1:3479"]));
+        assert_eq!(
+            c.listeners.tcp,
+            addrs(&["127.0.0.1:3478", "127.0.0.1:3479"])
+        );
         assert_eq!(c.listeners.tls, addrs(&["127.0.0.1:443"]));
         assert_eq!(c.tls.unwrap().cert, PathBuf::from("c.pem"));
         let e = Config::from_toml_str(&format!("{BASE}cert = \"c.pem\"\n")).unwrap_err();
         assert!(e.0.contains("pkey"), "{e}");
-        let e = Config::from_toml_str(&format!("{BASE}no-udp = true\nno-tcp = true\n"))
-            .unwrap_err();
+        let e =
+            Config::from_toml_str(&format!("{BASE}no-udp = true\nno-tcp = true\n")).unwrap_err();
         assert!(e.0.contains("nothing to listen on"), "{e}");
         let e = Config::from_toml_str(&format!("{BASE}tcp-send-queue = 10\n")).unwrap_err();
         assert!(e.0.contains("tcp-send-queue"), "{e}");

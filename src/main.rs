@@ -181,9 +181,13 @@ fn init_logging(format: LogFormat, level: &str) -> ferroturn::LogReloader {
         install!(builder.json().flatten_event(true).with_ansi(false))
     } else if stdout_is_journal() {
         // journald stamps each line itself, and reads the `<N>` priority prefix.
-        install!(builder.with_ansi(false).event_format(journal::PriorityPrefix(
-            tracing_subscriber::fmt::format().without_time(),
-        )))
+        install!(
+            builder
+                .with_ansi(false)
+                .event_format(journal::PriorityPrefix(
+                    tracing_subscriber::fmt::format().without_time(),
+                ))
+        )
     } else {
         install!(builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
     }

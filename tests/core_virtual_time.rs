@@ -1642,9 +1642,18 @@ fn total_bandwidth_is_shared_by_every_allocation() {
     let peer = addr(PEER);
     success(&h.bind_channel(&mut a, CHANNEL, peer), method::CHANNEL_BIND);
     success(&h.bind_channel(&mut b, CHANNEL, peer), method::CHANNEL_BIND);
-    assert!(h.relay_from_client(a.tuple, &channel_data(CHANNEL, &[1; 700])).is_some());
-    assert!(h.relay_from_client(b.tuple, &channel_data(CHANNEL, &[2; 700])).is_none());
-    assert!(h.relay_from_client(b.tuple, &channel_data(CHANNEL, &[2; 300])).is_some());
+    assert!(
+        h.relay_from_client(a.tuple, &channel_data(CHANNEL, &[1; 700]))
+            .is_some()
+    );
+    assert!(
+        h.relay_from_client(b.tuple, &channel_data(CHANNEL, &[2; 700]))
+            .is_none()
+    );
+    assert!(
+        h.relay_from_client(b.tuple, &channel_data(CHANNEL, &[2; 300]))
+            .is_some()
+    );
     assert_eq!(h.server.stats().bandwidth_dropped, 1);
 }
 
@@ -1670,9 +1679,15 @@ fn new_peer_addresses_per_second_are_capped_with_508() {
     error(&raw, method::CHANNEL_BIND, 508);
     // Known peers are not new: refreshing and binding a channel to one still work.
     h.permit(&mut c, peer(1));
-    success(&h.bind_channel(&mut c, CHANNEL, peer(2)), method::CHANNEL_BIND);
+    success(
+        &h.bind_channel(&mut c, CHANNEL, peer(2)),
+        method::CHANNEL_BIND,
+    );
     assert_eq!(h.server.stats().peer_rate_refused, 2);
-    assert!(h.relay_from_client(c.tuple, &send_indication(&[9; 12], peer(5), b"x", &[])).is_none());
+    assert!(
+        h.relay_from_client(c.tuple, &send_indication(&[9; 12], peer(5), b"x", &[]))
+            .is_none()
+    );
     h.advance_to(1);
     h.permit(&mut c, peer(5));
     h.permit(&mut c, peer(6));

@@ -20,12 +20,7 @@ enum Kind {
     Tls,
 }
 
-async fn connect(
-    server: &common::TestServer,
-    pki: &TestPki,
-    kind: Kind,
-    user: &str,
-) -> TurnClient {
+async fn connect(server: &common::TestServer, pki: &TestPki, kind: Kind, user: &str) -> TurnClient {
     let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
     match kind {
         Kind::Tcp => TurnClient::connect_tcp(server.handle.tcp_addrs()[0], &u, &p)
@@ -60,7 +55,9 @@ async fn relay_both_ways(kind: Kind) {
     assert_eq!(relayed.ip().to_string(), "127.0.0.1");
 
     // Without a permission nothing is relayed.
-    c.send_indication(peer.addr, b"no permission").await.unwrap();
+    c.send_indication(peer.addr, b"no permission")
+        .await
+        .unwrap();
     assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
 
     c.create_permission(&[peer.addr]).await.unwrap();
@@ -139,7 +136,10 @@ async fn close_frees_the_allocation(kind: Kind) {
         }
         sleep(Duration::from_millis(20)).await;
     };
-    assert!(freed, "{kind:?}: relay port {relayed} freed after the connection closed");
+    assert!(
+        freed,
+        "{kind:?}: relay port {relayed} freed after the connection closed"
+    );
     second.allocate().await.expect("quota slot freed");
 }
 
@@ -176,7 +176,11 @@ async fn wrong_password_over_tls_is_refused() {
 async fn presented_certificate(pki: &TestPki, addr: SocketAddr) -> Vec<u8> {
     let tls = pki.connect(addr).await.expect("TLS handshake");
     let (_, conn) = tls.get_ref();
-    assert_eq!(conn.alpn_protocol(), Some(&b"stun.turn"[..]), "ALPN stun.turn");
+    assert_eq!(
+        conn.alpn_protocol(),
+        Some(&b"stun.turn"[..]),
+        "ALPN stun.turn"
+    );
     conn.peer_certificates().expect("server certificate")[0].to_vec()
 }
 
@@ -195,7 +199,11 @@ async fn tls_reload_serves_the_new_certificate_and_keeps_allocations() {
     let second = pki.replace_server_cert().to_vec();
     assert_ne!(first, second);
     server.handle.reload_tls().expect("reload");
-    assert_eq!(presented_certificate(&pki, addr).await, second, "new handshakes");
+    assert_eq!(
+        presented_certificate(&pki, addr).await,
+        second,
+        "new handshakes"
+    );
 
     // The allocation made before the reload, on the connection made before it, relays.
     c.send_channel_data(0x4002, b"after reload").await.unwrap();
@@ -209,7 +217,10 @@ async fn tls_reload_serves_the_new_certificate_and_keeps_allocations() {
 
     // A bad key file: the reload fails, naming the file, and the old certificate stays.
     std::fs::write(&pki.key_path, b"-----BEGIN PRIVATE KEY-----\nnot a key\n").unwrap();
-    let err = server.handle.reload_tls().expect_err("a bad key is refused");
+    let err = server
+        .handle
+        .reload_tls()
+        .expect_err("a bad key is refused");
     assert!(err.contains("pkey"), "{err}");
     assert_eq!(presented_certificate(&pki, addr).await, second);
     c.send_channel_data(0x4002, b"still").await.unwrap();
@@ -232,7 +243,10 @@ async fn tls_certificate_files_changing_are_picked_up_without_a_signal() {
         if presented_certificate(&pki, addr).await == second {
             break;
         }
-        assert!(Instant::now() < deadline, "the changed files were not reloaded");
+        assert!(
+            Instant::now() < deadline,
+            "the changed files were not reloaded"
+        );
         sleep(Duration::from_millis(250)).await;
     }
 }
@@ -258,7 +272,10 @@ async fn a_client_that_does_not_read_loses_media_not_framing() {
     }
     sleep(Duration::from_millis(500)).await;
     let dropped = server.handle.stream_frames_dropped();
-    assert!(dropped > 0, "the server dropped frames instead of queueing them all");
+    assert!(
+        dropped > 0,
+        "the server dropped frames instead of queueing them all"
+    );
     // Everything that does arrive is whole, in order, and the connection still works.
     let mut got = 0u32;
     let mut last: Option<u32> = None;
@@ -269,13 +286,19 @@ async fn a_client_that_does_not_read_loses_media_not_framing() {
         assert_eq!(channel, 0x4003);
         assert_eq!(data.len(), 1000);
         let i = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-        assert!(data[4..].iter().all(|b| *b == (i % 251) as u8), "frame {i} intact");
+        assert!(
+            data[4..].iter().all(|b| *b == (i % 251) as u8),
+            "frame {i} intact"
+        );
         assert!(last.is_none_or(|l| i > l), "in order");
         last = Some(i);
         got += 1;
         assert!(got <= SENT);
     }
-    assert!(got > 0 && got < SENT, "received {got} of {SENT}, dropped {dropped}");
+    assert!(
+        got > 0 && got < SENT,
+        "received {got} of {SENT}, dropped {dropped}"
+    );
     assert_eq!(c.refresh(600).await.unwrap(), 600);
 }
 

@@ -35,14 +35,29 @@ async fn sessions_are_listed_and_deleted_by_user() {
 
     let sessions = server.handle.sessions();
     assert_eq!(sessions.len(), 2);
-    let a = sessions.iter().find(|s| s.user == "alice").expect("alice listed");
+    let a = sessions
+        .iter()
+        .find(|s| s.user == "alice")
+        .expect("alice listed");
     assert_eq!(a.relayed, alice_relay);
     assert_eq!(a.client, alice.local_addr().unwrap());
 
-    assert_eq!(server.handle.delete_sessions(SessionFilter::User("alice".into())), 1);
-    assert_eq!(code(alice.refresh(600).await), 437, "alice's allocation is gone");
+    assert_eq!(
+        server
+            .handle
+            .delete_sessions(SessionFilter::User("alice".into())),
+        1
+    );
+    assert_eq!(
+        code(alice.refresh(600).await),
+        437,
+        "alice's allocation is gone"
+    );
     bob.send_channel_data(0x4001, b"still here").await.unwrap();
-    assert!(matches!(bob.recv_relayed(WAIT).await.unwrap(), Some(Relayed::Channel { .. })));
+    assert!(matches!(
+        bob.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Channel { .. })
+    ));
     assert_eq!(server.handle.sessions().len(), 1);
 }
 
@@ -56,10 +71,16 @@ async fn a_draining_server_refuses_new_allocations_and_keeps_the_old_ones() {
     assert!(!server.handle.is_ready(), "not ready at once");
     let mut new = client_with(&server, common::SECRET, "new").await;
     assert_eq!(code(new.allocate().await), 508);
-    assert_eq!(old.refresh(600).await.unwrap(), 600, "existing allocations run on");
+    assert_eq!(
+        old.refresh(600).await.unwrap(),
+        600,
+        "existing allocations run on"
+    );
     server.handle.set_draining(false);
     assert!(server.handle.is_ready());
-    new.allocate().await.expect("allocations again after the drain ends");
+    new.allocate()
+        .await
+        .expect("allocations again after the drain ends");
 }
 
 #[tokio::test]
@@ -77,7 +98,9 @@ async fn reload_changes_credentials_without_dropping_allocations() {
     let first = base("secret-one", "");
     std::fs::write(&file, &first).unwrap();
     let server = start_server_raw(&first).await;
-    server.handle.set_config_source(file.clone(), RawConfig::default());
+    server
+        .handle
+        .set_config_source(file.clone(), RawConfig::default());
 
     let peer = echo_peer().await;
     let mut old = client_with(&server, "secret-one", "carol").await;
@@ -89,29 +112,78 @@ async fn reload_changes_credentials_without_dropping_allocations() {
     assert!(report.needs_restart.is_empty(), "{report:?}");
 
     // The allocation made under the old secret keeps relaying and refreshing.
-    old.send_channel_data(0x4002, b"after reload").await.unwrap();
-    assert!(matches!(old.recv_relayed(WAIT).await.unwrap(), Some(Relayed::Channel { .. })));
+    old.send_channel_data(0x4002, b"after reload")
+        .await
+        .unwrap();
+    assert!(matches!(
+        old.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Channel { .. })
+    ));
     // New credentials work, removed ones fail.
-    client_with(&server, "secret-two", "erin").await.allocate().await.expect("new secret");
-    let mut dave = TurnClient::new(server.addr, "dave", "dave-pw").await.unwrap();
+    client_with(&server, "secret-two", "erin")
+        .await
+        .allocate()
+        .await
+        .expect("new secret");
+    let mut dave = TurnClient::new(server.addr, "dave", "dave-pw")
+        .await
+        .unwrap();
     dave.allocate().await.expect("new static user");
-    assert_eq!(code(client_with(&server, "secret-one", "frank").await.allocate().await), 401);
+    assert_eq!(
+        code(
+            client_with(&server, "secret-one", "frank")
+                .await
+                .allocate()
+                .await
+        ),
+        401
+    );
 
     // An invalid file is refused as a whole; the running configuration stays.
-    std::fs::write(&file, base("secret-three", "min-port = 9\nmax-port = 1\nno-such-key = 1\n"))
-        .unwrap();
-    let err = server.handle.reload().expect_err("invalid configuration refused");
-    assert!(err.contains("no-such-key") || err.contains("min-port"), "{err}");
-    client_with(&server, "secret-two", "gina").await.allocate().await.expect("old config serves");
-    assert_eq!(code(client_with(&server, "secret-three", "hal").await.allocate().await), 401);
+    std::fs::write(
+        &file,
+        base(
+            "secret-three",
+            "min-port = 9\nmax-port = 1\nno-such-key = 1\n",
+        ),
+    )
+    .unwrap();
+    let err = server
+        .handle
+        .reload()
+        .expect_err("invalid configuration refused");
+    assert!(
+        err.contains("no-such-key") || err.contains("min-port"),
+        "{err}"
+    );
+    client_with(&server, "secret-two", "gina")
+        .await
+        .allocate()
+        .await
+        .expect("old config serves");
+    assert_eq!(
+        code(
+            client_with(&server, "secret-three", "hal")
+                .await
+                .allocate()
+                .await
+        ),
+        401
+    );
     let m = server.handle.metrics();
     assert_eq!((m.reloads_ok, m.reloads_failed), (1, 1));
 
     // A listener change is reported as needing a restart, not silently ignored.
-    std::fs::write(&file, base("secret-two", "").replace("listening-port = 0", "listening-port = 3999"))
-        .unwrap();
+    std::fs::write(
+        &file,
+        base("secret-two", "").replace("listening-port = 0", "listening-port = 3999"),
+    )
+    .unwrap();
     let report = server.handle.reload().unwrap();
-    assert!(report.needs_restart.contains(&"listening-ip/ports"), "{report:?}");
+    assert!(
+        report.needs_restart.contains(&"listening-ip/ports"),
+        "{report:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -203,7 +275,13 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
 
     std::fs::write(&file, conf("after")).unwrap();
     let kill = |sig: &str| {
-        assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
     };
     kill("-HUP");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -211,17 +289,31 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
         if client("after", "mo").await.allocate().await.is_ok() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the new secret never worked");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new secret never worked"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(code(client("before", "ned").await.allocate().await), 401);
-    assert_eq!(old.refresh(600).await.unwrap(), 600, "allocations survive the reload");
+    assert_eq!(
+        old.refresh(600).await.unwrap(),
+        600,
+        "allocations survive the reload"
+    );
 
     // Allocations are open (lee's, mo's): SIGTERM drains and waits for them.
     kill("-TERM");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(child.try_wait().unwrap().is_none(), "draining while allocations remain");
-    assert_eq!(code(client("after", "oz").await.allocate().await), 508, "no new allocations");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "draining while allocations remain"
+    );
+    assert_eq!(
+        code(client("after", "oz").await.allocate().await),
+        508,
+        "no new allocations"
+    );
     assert_eq!(old.refresh(600).await.unwrap(), 600, "existing ones run on");
     // A second SIGTERM ends the drain at once.
     kill("-TERM");

@@ -86,13 +86,24 @@ async fn length_field_of_65535_with_three_bytes_behind_it() {
     let (_server, tcp) = server_with("tcp-handshake-timeout = 1").await;
     let mut s = TcpStream::connect(tcp).await.unwrap();
     // ChannelData on 0x4000 claiming 65535 bytes, 3 sent: a frame that never completes.
-    s.write_all(&[0x40, 0x00, 0xFF, 0xFF, 1, 2, 3]).await.unwrap();
+    s.write_all(&[0x40, 0x00, 0xFF, 0xFF, 1, 2, 3])
+        .await
+        .unwrap();
     let took = closed_within(&mut s, Duration::from_secs(10)).await;
-    assert!(took.is_some(), "the server closes the connection at its first-message deadline");
+    assert!(
+        took.is_some(),
+        "the server closes the connection at its first-message deadline"
+    );
     // The same claim on a STUN header: 65535 is not a multiple of 4, closed at once.
     let mut s = TcpStream::connect(tcp).await.unwrap();
-    s.write_all(&[0x00, 0x01, 0xFF, 0xFF, 0x21, 0x12, 0xA4]).await.unwrap();
-    assert!(closed_within(&mut s, Duration::from_secs(5)).await.is_some());
+    s.write_all(&[0x00, 0x01, 0xFF, 0xFF, 0x21, 0x12, 0xA4])
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
     let mut ok = TcpStream::connect(tcp).await.unwrap();
     assert_binding_works(&mut ok, 9).await;
 }
@@ -109,7 +120,9 @@ async fn garbage_after_a_valid_frame_closes_the_connection_after_answering_it() 
         .expect("the valid request is answered");
     assert_eq!(&r[8..20], &[4u8; 12]);
     assert!(
-        closed_within(&mut s, Duration::from_secs(5)).await.is_some(),
+        closed_within(&mut s, Duration::from_secs(5))
+            .await
+            .is_some(),
         "an undelimitable stream is closed"
     );
     let mut ok = TcpStream::connect(tcp).await.unwrap();
@@ -176,7 +189,10 @@ async fn a_thousand_idle_connections_from_one_ip() {
             refused += 1;
         }
     }
-    assert!(refused >= 1000 - CAP - 10, "{refused} of 1000 closed at once");
+    assert!(
+        refused >= 1000 - CAP - 10,
+        "{refused} of 1000 closed at once"
+    );
     // Another address still gets in while this one is at its cap.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -188,7 +204,11 @@ async fn a_thousand_idle_connections_from_one_ip() {
     while server.handle.connection_count() > 0 && Instant::now() < deadline {
         sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(server.handle.connection_count(), 0, "idle connections expire");
+    assert_eq!(
+        server.handle.connection_count(),
+        0,
+        "idle connections expire"
+    );
     drop(conns);
     let mut ok = TcpStream::connect(tcp).await.unwrap();
     assert_binding_works(&mut ok, 8).await;
@@ -205,7 +225,11 @@ async fn a_connection_over_the_total_cap_is_refused() {
     }
     let mut fourth = TcpStream::connect(tcp).await.unwrap();
     let _ = fourth.write_all(&binding_request(3)).await;
-    assert!(closed_within(&mut fourth, Duration::from_secs(5)).await.is_some());
+    assert!(
+        closed_within(&mut fourth, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
     assert_eq!(server.handle.connection_count(), 3);
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -224,11 +248,19 @@ async fn tls_port_silent_garbage_and_handshake_without_a_message_are_closed() {
     let tls = server.handle.tls_addrs()[0];
     // Connected, silent: closed at the handshake deadline.
     let mut silent = TcpStream::connect(tls).await.unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(8)).await.is_some());
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(8))
+            .await
+            .is_some()
+    );
     // Plain STUN on the TLS port is not a ClientHello: closed at once.
     let mut plain = TcpStream::connect(tls).await.unwrap();
     plain.write_all(&binding_request(1)).await.unwrap();
-    assert!(closed_within(&mut plain, Duration::from_secs(5)).await.is_some());
+    assert!(
+        closed_within(&mut plain, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
     // A finished handshake that never delivers a message: closed at the same deadline.
     let mut idle = pki.connect(tls).await.expect("TLS handshake");
     let start = Instant::now();

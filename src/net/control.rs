@@ -59,7 +59,10 @@ impl ShardLink {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
-        self.queue.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
+        self.queue
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
     }
 }
 
@@ -148,7 +151,10 @@ impl Control {
 
     /// The configuration in force (the last one loaded or reloaded).
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().map(|c| c.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Re-reads the certificate and key files. New TLS handshakes use the new
@@ -212,7 +218,11 @@ impl Control {
         for s in &self.shards {
             s.send(Command::Drain(on));
         }
-        tracing::info!(draining = on, "drain {}", if on { "started" } else { "stopped" });
+        tracing::info!(
+            draining = on,
+            "drain {}",
+            if on { "started" } else { "stopped" }
+        );
     }
 
     /// Drains: refuses new allocations, then waits until the last allocation has ended
@@ -317,11 +327,13 @@ impl Control {
         restart(old.tls != new.tls, "cert/pkey paths");
         restart(old.relay_threads != new.relay_threads, "relay-threads");
         restart(
-            (old.server.min_port, old.server.max_port) != (new.server.min_port, new.server.max_port),
+            (old.server.min_port, old.server.max_port)
+                != (new.server.min_port, new.server.max_port),
             "min-port/max-port",
         );
         restart(
-            (old.server.relay_v4, old.server.relay_v6) != (new.server.relay_v4, new.server.relay_v6),
+            (old.server.relay_v4, old.server.relay_v6)
+                != (new.server.relay_v4, new.server.relay_v6),
             "relay-ip/external-ip",
         );
         restart(old.streams != new.streams, "tcp limits");

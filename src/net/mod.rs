@@ -12,20 +12,20 @@ mod shard;
 mod stream;
 mod tls;
 
+use control::ShardLink;
 pub use control::{Control, LogReloader, Metrics, ReloadReport};
 pub use tls::CertStore;
-use control::ShardLink;
 
 use crate::config::Config;
 use crate::core::server::{LocalState, Server, SharedState};
 use rand::RngExt;
+use shard::SocketOptions;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use shard::SocketOptions;
 use stream::{ConnLimits, StreamListener, Streams};
 
 /// Default SO_RCVBUF / SO_SNDBUF of listener sockets.

@@ -11,8 +11,8 @@
 use super::batch::{self, BATCH, RecvMeta, SendItem};
 use super::control::{Command, ShardLink};
 use super::stream::{CONN_BASE, Close, Conn, Streams};
-use crate::core::proto::stream::Frame;
 use crate::core::proto::data::{HEADROOM, TAILROOM};
+use crate::core::proto::stream::Frame;
 use crate::core::server::{AllocId, DataTransmit, Event, FiveTuple, Path, Server, Transport};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -260,7 +260,9 @@ impl Shard {
 
     /// Carries out operator commands (sessions, reload, drain) between packets.
     fn handle_commands(&mut self) {
-        let Some(link) = self.link.clone() else { return };
+        let Some(link) = self.link.clone() else {
+            return;
+        };
         for command in link.take() {
             match command {
                 Command::Sessions(reply) => {
@@ -397,7 +399,11 @@ impl Shard {
             sends.len(),
             |i| {
                 let (relay, range, peer) = &sends[i];
-                (Via::Relay(*relay), buffer.get(range.clone()).unwrap_or_default(), *peer)
+                (
+                    Via::Relay(*relay),
+                    buffer.get(range.clone()).unwrap_or_default(),
+                    *peer,
+                )
             },
             &sockets,
             &mut false,
@@ -583,7 +589,10 @@ impl Shard {
             &mut self.gso,
         );
         let mut failed = std::mem::take(&mut self.failed);
-        if pending.iter().any(|p| matches!(via(&p.path), Via::Stream(_))) {
+        if pending
+            .iter()
+            .any(|p| matches!(via(&p.path), Via::Stream(_)))
+        {
             let start = pending.partition_point(|p| !matches!(via(&p.path), Via::Stream(_)));
             let streams_part = &pending[start..];
             Self::write_streams(
@@ -592,7 +601,11 @@ impl Shard {
                 streams_part.len(),
                 |i| {
                     let p = &streams_part[i];
-                    (via(&p.path), destination(&p.path), &slots[p.slot][p.range.clone()])
+                    (
+                        via(&p.path),
+                        destination(&p.path),
+                        &slots[p.slot][p.range.clone()],
+                    )
                 },
                 &mut failed,
             );

@@ -237,7 +237,14 @@ impl Conn {
             let iov: [IoSlice<'_>; MAX_IOV] = std::array::from_fn(|i| IoSlice::new(batch[i]));
             let written = match self.socket.write_vectored(&iov[..n]) {
                 Ok(w) => w,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    0
+                }
                 Err(e) => return Err(Close::Io(e)),
             };
             // What the socket did not take: the rest of a started frame must follow
@@ -285,7 +292,10 @@ impl Conn {
         }
         while !self.queue.is_empty() {
             let (a, b) = self.queue.as_slices();
-            match self.socket.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
+            match self
+                .socket
+                .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            {
                 Ok(0) => break,
                 Ok(n) => {
                     self.queue.drain(..n);
@@ -496,7 +506,8 @@ impl Streams {
                         .dropped
                         .fetch_add(dropped as u64, Ordering::Relaxed);
                 }
-                conn.update_interest(registry, Token(CONN_BASE + index)).is_ok()
+                conn.update_interest(registry, Token(CONN_BASE + index))
+                    .is_ok()
             }
             Err(e) => {
                 tracing::debug!(client = %conn.tuple.client, "write failed: {e}");

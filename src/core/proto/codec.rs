@@ -203,9 +203,9 @@ pub fn encode(
             ResponseAttr::UnknownAttributes(list) => {
                 builder.with_attribute(UnknownAttributes::from(list))
             }
-            ResponseAttr::AlternateServer(addr) => builder.with_attribute(
-                stun_rs::attributes::stun::AlternateServer::from(addr),
-            ),
+            ResponseAttr::AlternateServer(addr) => {
+                builder.with_attribute(stun_rs::attributes::stun::AlternateServer::from(addr))
+            }
             // Written by hand below: stun-rs's quoted-string check costs ~5 us apiece.
             ResponseAttr::Realm(_) | ResponseAttr::Nonce(_) => builder,
         };

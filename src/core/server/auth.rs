@@ -50,8 +50,7 @@ impl Server {
             .and_then(|id| self.table.get(id))
         {
             if &a.username == username && realm == self.cfg.credentials.realm() {
-                if self.cfg.strict_expiry && self.cfg.credentials.is_expired_rest(username, unix)
-                {
+                if self.cfg.strict_expiry && self.cfg.credentials.is_expired_rest(username, unix) {
                     return self.reject(now, tuple, "expired REST credential");
                 }
                 return if integrity::verify(buf, mi_at, &a.key) {

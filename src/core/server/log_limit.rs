@@ -29,7 +29,10 @@ impl LogLimit {
             self.used.set(0);
             let n = self.suppressed.replace(0);
             if n > 0 {
-                tracing::info!(suppressed = n, "similar log lines suppressed in the last second(s)");
+                tracing::info!(
+                    suppressed = n,
+                    "similar log lines suppressed in the last second(s)"
+                );
             }
         }
         if self.used.get() < PER_SECOND {

@@ -31,11 +31,11 @@ mod request;
 pub mod shared;
 pub mod stats;
 
+pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
 pub use policy::{IpRange, PeerPolicy};
 pub use shared::{LocalState, QuotaError, SharedState};
-pub use admin::{Session, SessionFilter};
 pub use stats::{Gauges, Stats};
 
 use crate::core::auth::{Credentials, Nonces};
@@ -101,7 +101,6 @@ pub struct ServerConfig {
     /// they get 508.
     pub alternate_server: Option<SocketAddr>,
 }
-
 
 /// Where a datagram goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,9 +246,7 @@ impl Server {
             Err(_) => return None,
         };
         match (scan.class, scan.method) {
-            (Class::Indication, method::SEND) => {
-                self.relay_send_indication(now, tuple, buf, &scan)
-            }
+            (Class::Indication, method::SEND) => self.relay_send_indication(now, tuple, buf, &scan),
             (Class::Request, method::BINDING) => {
                 self.handle_binding(now, tuple, &scan);
                 None

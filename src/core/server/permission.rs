@@ -3,9 +3,9 @@
 
 use super::Server;
 use super::allocation::{AllocId, FiveTuple, Permission};
-use super::rate::Rate;
 use super::deadlines::Timer;
 use super::error::RequestError;
+use super::rate::Rate;
 use super::request::Reply;
 use crate::core::proto::Request;
 use std::net::{IpAddr, SocketAddr};
@@ -88,8 +88,13 @@ impl Server {
         if n == 0 || per_sec == 0 {
             return Ok(());
         }
-        let a = self.table.get_mut(id).ok_or(RequestError::AllocationMismatch)?;
-        if a.new_peers.take(Rate::new(per_sec, 2 * per_sec), n as u64, now) {
+        let a = self
+            .table
+            .get_mut(id)
+            .ok_or(RequestError::AllocationMismatch)?;
+        if a.new_peers
+            .take(Rate::new(per_sec, 2 * per_sec), n as u64, now)
+        {
             Ok(())
         } else {
             self.stats.peer_rate_refused += 1;

@@ -279,13 +279,19 @@ mod tests {
         assert!(denied(&p, "[::ffff:203.0.113.5]:22"));
         // A mapped spelling of a live relay is not the relay: refused like the rest.
         assert!(denied(&p, "[::ffff:203.0.113.5]:50000"));
-        assert!(denied(&p, "[64:ff9b::cb00:7105]:50000"), "NAT64 form of 203.0.113.5");
+        assert!(
+            denied(&p, "[64:ff9b::cb00:7105]:50000"),
+            "NAT64 form of 203.0.113.5"
+        );
     }
 
     #[test]
     fn host_interface_addresses_added_later_are_own_too() {
         let mut p = default_policy();
-        assert!(!denied(&p, "1.2.3.4:22"), "a public address is a peer like any other");
+        assert!(
+            !denied(&p, "1.2.3.4:22"),
+            "a public address is a peer like any other"
+        );
         p.add_own(["1.2.3.4".parse().unwrap()]);
         assert!(denied(&p, "1.2.3.4:22"));
         assert!(denied(&p, "[::ffff:1.2.3.4]:22"), "in every spelling");

@@ -88,7 +88,10 @@ mod tests {
         assert!(b.take(rate, 600, t0));
         assert!(b.take(rate, 400, t0));
         assert!(!b.take(rate, 1, t0), "burst spent");
-        assert!(!b.take(rate, 200, t0 + Duration::from_millis(100)), "100 ms = 100 tokens");
+        assert!(
+            !b.take(rate, 200, t0 + Duration::from_millis(100)),
+            "100 ms = 100 tokens"
+        );
         assert!(b.take(rate, 200, t0 + Duration::from_millis(200)));
         // Refill stops at the burst.
         assert!(!b.take(rate, 1001, t0 + Duration::from_secs(100)));

@@ -76,7 +76,12 @@ impl Server {
     /// counted.
     #[inline]
     fn peer_allowed(&mut self, peer: SocketAddr) -> Option<()> {
-        if self.cfg.policy.check(peer, |addr| self.shared.is_relay(addr)).is_ok() {
+        if self
+            .cfg
+            .policy
+            .check(peer, |addr| self.shared.is_relay(addr))
+            .is_ok()
+        {
             Some(())
         } else {
             self.stats.policy_denied += 1;
@@ -88,7 +93,13 @@ impl Server {
     /// peer) and from the shard's; `None` (drop, counted) if either is empty. What
     /// passes is counted on the allocation.
     #[inline]
-    fn within_bandwidth(&mut self, now: Instant, id: AllocId, up: bool, bytes: usize) -> Option<()> {
+    fn within_bandwidth(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        up: bool,
+        bytes: usize,
+    ) -> Option<()> {
         let (per_alloc, total) = (self.cfg.max_bps, self.cfg.bps_capacity);
         let bytes = bytes as u64;
         let a = self.table.get_mut(id)?;
@@ -127,7 +138,10 @@ impl Server {
             return None;
         }
         let tuple = a.five_tuple;
-        let channel = a.channel_by_peer(peer).filter(|c| c.bound).map(|c| c.number);
+        let channel = a
+            .channel_by_peer(peer)
+            .filter(|c| c.bound)
+            .map(|c| c.number);
         self.peer_allowed(peer)?;
         self.within_bandwidth(now, relay, false, payload.len())?;
         self.stats.relayed(tuple.transport, false, payload.len());

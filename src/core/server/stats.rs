@@ -6,8 +6,9 @@
 use super::allocation::Transport;
 
 /// Error codes the core sends (RFC 8489 section 14.8, RFC 8656 section 19).
-pub const ERROR_CODES: [u16; 13] =
-    [300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508];
+pub const ERROR_CODES: [u16; 13] = [
+    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+];
 
 /// Why a 401 was sent. "no credentials" is the normal first challenge.
 pub const AUTH_REASONS: [&str; 8] = [
