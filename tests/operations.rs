@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{REALM, echo_peer, rest_credentials, start_server, start_server_raw};
+use common::{echo_peer, rest_credentials, start_server, start_server_raw};
 use ferroturn::client::{ClientError, Relayed, TurnClient};
 use ferroturn::config::RawConfig;
 use ferroturn::core::server::SessionFilter;
@@ -88,13 +88,7 @@ async fn reload_changes_credentials_without_dropping_allocations() {
     let dir = std::env::temp_dir().join(format!("ferroturn-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("turnserver.toml");
-    let base = |secret: &str, extra: &str| {
-        format!(
-            "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{REALM}\"\n\
-             static-auth-secret = [\"{secret}\"]\nallowed-peer-ip = [\"127.0.0.1\"]\n\
-             min-port = 40000\nmax-port = 60000\n{extra}"
-        )
-    };
+    let base = common::config_toml;
     let first = base("secret-one", "");
     std::fs::write(&file, &first).unwrap();
     let server = start_server_raw(&first).await;
@@ -234,13 +228,7 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("ferroturn-signals-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("turnserver.toml");
-    let conf = |secret: &str| {
-        format!(
-            "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{REALM}\"\n\
-             static-auth-secret = [\"{secret}\"]\nallowed-peer-ip = [\"127.0.0.1\"]\n\
-             min-port = 40000\nmax-port = 60000\nrelay-threads = 1\ndrain-timeout = 20\n"
-        )
-    };
+    let conf = |secret: &str| common::config_toml(secret, "relay-threads = 1\ndrain-timeout = 20");
     std::fs::write(&file, conf("before")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
         .arg("--config")

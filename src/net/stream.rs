@@ -211,11 +211,7 @@ impl Conn {
         }
         if !self.queue.is_empty() {
             for f in frames {
-                if self.queue.len() + f.len() > limit {
-                    dropped += 1;
-                } else {
-                    self.queue.extend(f);
-                }
+                dropped += usize::from(!self.queue_whole(f, limit));
             }
             self.flush()?;
             return Ok(dropped);
@@ -253,24 +249,29 @@ impl Conn {
             for f in &batch[..n] {
                 if skip >= f.len() {
                     skip -= f.len();
-                } else if skip > 0 || self.queue.len() + f.len() <= limit {
+                } else if skip > 0 {
                     self.queue.extend(&f[skip..]);
                     skip = 0;
                 } else {
-                    dropped += 1;
+                    dropped += usize::from(!self.queue_whole(f, limit));
                 }
             }
             if !self.queue.is_empty() {
                 for f in frames.by_ref() {
-                    if self.queue.len() + f.len() > limit {
-                        dropped += 1;
-                    } else {
-                        self.queue.extend(f);
-                    }
+                    dropped += usize::from(!self.queue_whole(f, limit));
                 }
             }
         }
         Ok(dropped)
+    }
+
+    /// Queues a whole frame if it fits within `limit`; false if it was dropped.
+    fn queue_whole(&mut self, frame: &[u8], limit: usize) -> bool {
+        let fits = self.queue.len() + frame.len() <= limit;
+        if fits {
+            self.queue.extend(frame);
+        }
+        fits
     }
 
     /// Writes queued bytes (plain) or pending TLS records until the socket would block.

@@ -20,11 +20,16 @@ pub struct TestServer {
 /// Base configuration shared by every test: loopback listener on an ephemeral port,
 /// one REST secret, loopback peers allowed. `extra` is appended TOML (top-level keys).
 pub fn test_config_toml(extra: &str) -> String {
+    config_toml(SECRET, extra)
+}
+
+/// The base configuration with `secret` as the one REST secret.
+pub fn config_toml(secret: &str, extra: &str) -> String {
     format!(
         "listening-ip = [\"127.0.0.1\"]\n\
          listening-port = 0\n\
          realm = \"{REALM}\"\n\
-         static-auth-secret = [\"{SECRET}\"]\n\
+         static-auth-secret = [\"{secret}\"]\n\
          allowed-peer-ip = [\"127.0.0.1\"]\n\
          min-port = 40000\n\
          max-port = 60000\n\
