@@ -71,8 +71,8 @@ if ! command -v turnserver >/dev/null; then
     apt-get install -y coturn || { apt-get update && apt-get install -y coturn; }
 fi
 
-echo "== building (cargo build --release --bins)"
-cargo build --release --bins
+echo "== building (cargo build --release --workspace --bins)"
+cargo build --release --workspace --bins
 ft=target/release/ferroturn
 bench=target/release/ferroturn-bench
 

@@ -6,11 +6,11 @@
 mod relay_setup;
 
 use divan::{Bencher, black_box};
-use ferroturn::core::proto::codec::{self, RequestAttr};
-use ferroturn::core::proto::data::{HEADROOM, TAILROOM};
-use ferroturn::core::proto::integrity::{long_term_key, verify};
-use ferroturn::core::proto::scan::scan;
-use ferroturn::core::proto::wire::method;
+use ferroturn_core::proto::codec::{self, RequestAttr};
+use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
+use ferroturn_core::proto::integrity::{long_term_key, verify};
+use ferroturn_core::proto::scan::scan;
+use ferroturn_core::proto::wire::method;
 use relay_setup::{CHANNEL, CHANNEL_PEER, PERMITTED_PEER, addr};
 
 fn main() {

@@ -15,7 +15,7 @@ bash scripts/install-test-deps.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 
 fuzz_status=0
 if [ "$fuzz_seconds" -eq 0 ]; then

@@ -2,9 +2,9 @@
 //! option names), flags override the file, and the result is turned once into typed
 //! configuration. Unknown keys and bad values are errors that name the key.
 
-use crate::core::auth::Credentials;
-use crate::core::auth::credentials::Password;
-use crate::core::server::{IpRange, PeerPolicy, RelayAddress, ServerConfig};
+use ferroturn_core::auth::Credentials;
+use ferroturn_core::auth::credentials::Password;
+use ferroturn_core::server::{IpRange, PeerPolicy, RelayAddress, ServerConfig};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -363,14 +363,12 @@ impl Config {
         let separator = raw.rest_api_separator.unwrap_or(':');
         // A far-future REST username is a credential that never expires.
         let max_ttl = Some(raw.max_credential_ttl.unwrap_or(7 * 86_400)).filter(|t| *t > 0);
-        let decoy = rand::random();
         let credentials = Credentials::new(
             realm,
             raw.static_auth_secret.clone(),
             users,
             separator,
             max_ttl,
-            decoy,
         );
 
         let secs = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
@@ -430,7 +428,6 @@ impl Config {
             max_channels: raw.max_channels.unwrap_or(128),
             strict_expiry: raw.strict_credential_expiry.unwrap_or(true),
             unauthenticated_rate: raw.unauthenticated_rate.unwrap_or(50),
-            nonce_key: rand::random(),
             max_bps: raw.max_bps.unwrap_or(12_500_000),
             bps_capacity: raw.bps_capacity.unwrap_or(0),
             new_peer_rate: raw.new_peer_rate.unwrap_or(20),

@@ -15,9 +15,9 @@ use common::adversary::{
 };
 use common::{REALM, SECRET, TestServer, client, rest_credentials, start_server, start_server_raw};
 use ferroturn::client::{ClientError, Relayed, TurnClient, parse_relayed};
-use ferroturn::core::proto::codec::{self, Family, RequestAttr};
-use ferroturn::core::proto::wire::{Class, HEADER_LEN, attr, method};
-use ferroturn::core::server::Stats;
+use ferroturn_core::proto::codec::{self, Family, RequestAttr};
+use ferroturn_core::proto::wire::{Class, HEADER_LEN, attr, method};
+use ferroturn_core::server::Stats;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
@@ -971,11 +971,8 @@ async fn unknown_user_and_wrong_password_get_byte_identical_401s() {
         HEADER_LEN + 8 + 4 + REALM.len().next_multiple_of(4) + 20
     );
     for (username, password, realm) in cases {
-        let key = ferroturn::core::proto::integrity::long_term_key(
-            &username,
-            &realm,
-            password.as_bytes(),
-        );
+        let key =
+            ferroturn_core::proto::integrity::long_term_key(&username, &realm, password.as_bytes());
         let msg = Msg::new(method::ALLOCATE, Class::Request, txn)
             .username(&username)
             .realm(&realm)

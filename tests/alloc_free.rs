@@ -5,8 +5,8 @@
 #[path = "support/relay_setup.rs"]
 mod relay_setup;
 
-use ferroturn::core::proto::data::{HEADROOM, TAILROOM};
-use ferroturn::core::server::Path;
+use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
+use ferroturn_core::server::Path;
 use relay_setup::{CHANNEL, CHANNEL_PEER, PERMITTED_PEER, addr, relay_setup};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

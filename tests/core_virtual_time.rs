@@ -5,13 +5,14 @@
 //! of RFC 8656 (TURN) or RFC 8489 (STUN) it checks.
 
 use ferroturn::config::Config;
-use ferroturn::core::proto::codec::{self, Family, RequestAttr, Response};
-use ferroturn::core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, method};
-use ferroturn::core::proto::{data, integrity, scan};
-use ferroturn::core::server::{
-    AllocId, Event, FiveTuple, LocalState, Path, Server, Transmit, Transport,
-};
 use ferroturn::credentials::rest_credentials;
+use ferroturn::state::LocalState;
+use ferroturn_core::proto::codec::{self, Family, RequestAttr, Response};
+use ferroturn_core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, method};
+use ferroturn_core::proto::{data, integrity, scan};
+use ferroturn_core::server::{
+    AllocId, Event, FiveTuple, Path, Secrets, Server, Transmit, Transport,
+};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,7 +80,10 @@ impl Harness {
         let server = Server::new(
             config.server,
             Arc::new(LocalState::default()),
-            [7u8; 32],
+            Secrets {
+                nonce_key: [9; 32],
+                seed: [7u8; 32],
+            },
             t0,
             UNIX0,
         );

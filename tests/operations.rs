@@ -6,7 +6,7 @@ mod common;
 use common::{echo_peer, rest_credentials, start_server, start_server_raw};
 use ferroturn::client::{ClientError, Relayed, TurnClient};
 use ferroturn::config::RawConfig;
-use ferroturn::core::server::SessionFilter;
+use ferroturn_core::server::SessionFilter;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(3);

@@ -1,9 +1,9 @@
 //! RFC 5769 test vectors (files under tests/data) through the pre-scan, the integrity
 //! check and the stun-rs codec wrapper.
 
-use ferroturn::core::proto::codec;
-use ferroturn::core::proto::integrity::{long_term_key, verify};
-use ferroturn::core::proto::scan::scan;
+use ferroturn_core::proto::codec;
+use ferroturn_core::proto::integrity::{long_term_key, verify};
+use ferroturn_core::proto::scan::scan;
 use std::net::SocketAddr;
 
 fn vector(name: &str) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! path does it: the returned message ranges must stay inside the buffer.
 #![no_main]
 
-use ferroturn::core::proto::data::{self, HEADROOM, TAILROOM};
+use ferroturn_core::proto::data::{self, HEADROOM, TAILROOM};
 use libfuzzer_sys::fuzz_target;
 use std::net::{Ipv4Addr, SocketAddr};
 

@@ -14,11 +14,12 @@
 #![no_main]
 
 use ferroturn::config::Config;
-use ferroturn::core::proto::codec;
-use ferroturn::core::proto::data::{HEADROOM, TAILROOM};
-use ferroturn::core::proto::integrity;
-use ferroturn::core::proto::wire::{MAGIC_COOKIE, attr};
-use ferroturn::core::server::{AllocId, Event, FiveTuple, LocalState, Path, Server, Transport};
+use ferroturn_core::proto::codec;
+use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
+use ferroturn_core::proto::integrity;
+use ferroturn_core::proto::wire::{MAGIC_COOKIE, attr};
+use ferroturn::state::LocalState;
+use ferroturn_core::server::{AllocId, Event, FiveTuple, Secrets, Path, Server, Transport};
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, LazyLock};
@@ -64,7 +65,7 @@ impl Harness {
     fn new() -> Self {
         let config = Config::from_toml_str(CONFIG).expect("the fixed config is valid");
         let now = *T0;
-        let server = Server::new(config.server, Arc::new(LocalState::default()), [0; 32], now, 1_700_000_000);
+        let server = Server::new(config.server, Arc::new(LocalState::default()), Secrets { nonce_key: [0; 32], seed: [0; 32] }, now, 1_700_000_000);
         Harness { server, now, relay: None, nonce: None }
     }
 

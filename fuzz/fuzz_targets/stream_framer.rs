@@ -3,7 +3,7 @@
 //! buffer, and a frame must start with the header kind it is reported as.
 #![no_main]
 
-use ferroturn::core::proto::stream::{Frame, Framer, MAX_STREAM_FRAME};
+use ferroturn_core::proto::stream::{Frame, Framer, MAX_STREAM_FRAME};
 use libfuzzer_sys::fuzz_target;
 
 /// Chunk sizes are read from this many leading bytes (cycled).

@@ -2,7 +2,7 @@
 //! error, never a panic, and every range the scan reports must lie inside the input.
 #![no_main]
 
-use ferroturn::core::proto::{codec, integrity, scan};
+use ferroturn_core::proto::{codec, integrity, scan};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

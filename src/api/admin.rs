@@ -3,12 +3,12 @@
 //! blocking pool.
 
 use super::{ApiError, Params, auth};
-use crate::core::server::{Session, SessionFilter, Transport};
 use crate::net::Control;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ferroturn_core::server::{Session, SessionFilter, Transport};
 use serde::Serialize;
 use serde_json::json;
 use std::net::SocketAddr;

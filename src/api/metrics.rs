@@ -3,12 +3,13 @@
 //! codes, static reasons, transport, direction, kind): no user, IP or port ever becomes
 //! a label, so the number of series is bounded.
 
-use crate::core::server::stats::{AUTH_REASONS, ERROR_CODES};
 use crate::net::{Control, Metrics};
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
+use ferroturn_core::server::AuthFailure;
+use ferroturn_core::server::stats::ERROR_CODES;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -61,10 +62,6 @@ fn gauge<'a>(out: &'a mut String, name: &'static str, help: &str) -> Family<'a> 
 }
 
 /// "REST credential beyond the maximum TTL" -> "rest_credential_beyond_the_maximum_ttl".
-fn label(reason: &str) -> String {
-    reason.to_ascii_lowercase().replace(' ', "_")
-}
-
 /// The whole exposition.
 pub fn render(m: &Metrics) -> String {
     let s = &m.stats;
@@ -131,9 +128,13 @@ pub fn render(m: &Metrics) -> String {
         }
     }
 
-    let mut f = counter(o, "auth_failures_total", "401 responses, by reason.");
-    for (reason, n) in AUTH_REASONS.iter().zip(s.auth_failures) {
-        f.sample(&[("reason", &label(reason))], n);
+    let mut f = counter(
+        o,
+        "auth_failures_total",
+        "Failed authentications (401, and 438 for a stale nonce), by reason.",
+    );
+    for reason in AuthFailure::ALL {
+        f.sample(&[("reason", reason.label())], s.auth_failures_with(reason));
     }
     let mut f = counter(
         o,
@@ -210,7 +211,7 @@ mod tests {
     #[test]
     fn every_sample_line_is_name_labels_value() {
         let mut m = Metrics::default();
-        m.stats.auth_failures[5] = 3;
+        m.stats.auth_failures[AuthFailure::BeyondMaxTtl.index()] = 3;
         m.stats.relayed[1][0].bytes = 1200;
         let text = render(&m);
         assert!(text.contains(

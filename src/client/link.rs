@@ -7,8 +7,8 @@
 //! future. Sends are not: a stream send dropped half way leaves a partial message on
 //! the stream, after which the server can no longer delimit it.
 
-use crate::core::proto::stream::{Framer, MAX_STREAM_FRAME};
-use crate::core::proto::wire::padded;
+use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
+use ferroturn_core::proto::wire::padded;
 use std::io;
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -211,7 +211,7 @@ pub(super) fn channel_data_message(channel: u16, payload: &[u8], pad: bool) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::proto::stream::Frame;
+    use ferroturn_core::proto::stream::Frame;
     use std::time::Duration;
     use tokio::io::DuplexStream;
 

@@ -2,9 +2,9 @@
 //! indications out, ChannelData both ways, Data indications in.
 
 use super::Relayed;
-use crate::core::proto::data;
-use crate::core::proto::scan::scan;
-use crate::core::proto::wire::{self, Class, method};
+use ferroturn_core::proto::data;
+use ferroturn_core::proto::scan::scan;
+use ferroturn_core::proto::wire::{self, Class, method};
 use rand::RngExt;
 use std::net::SocketAddr;
 
@@ -26,7 +26,7 @@ pub fn send_indication(peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let n = wire::encode_xor_address(peer, &txn, &mut addr).unwrap_or(0);
     push_attr(&mut m, wire::attr::XOR_PEER_ADDRESS, &addr[..n]);
     push_attr(&mut m, wire::attr::DATA, payload);
-    crate::core::proto::integrity::seal(&mut m, None, true);
+    ferroturn_core::proto::integrity::seal(&mut m, None, true);
     m
 }
 

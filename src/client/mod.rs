@@ -9,9 +9,9 @@ mod message;
 pub use link::Transport;
 pub use message::{MAX_INDICATION_DATA, channel_data, parse_relayed, send_indication};
 
-use crate::core::proto::codec::{self, RequestAttr, Response};
-use crate::core::proto::integrity::long_term_key;
-use crate::core::proto::wire::method;
+use ferroturn_core::proto::codec::{self, RequestAttr, Response};
+use ferroturn_core::proto::integrity::long_term_key;
+use ferroturn_core::proto::wire::method;
 use link::Link;
 use rand::RngExt;
 use rustls_pki_types::ServerName;
@@ -388,8 +388,8 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::proto::codec::ResponseAttr;
-    use crate::core::proto::stream::{Frame, Framer};
+    use ferroturn_core::proto::codec::ResponseAttr;
+    use ferroturn_core::proto::stream::{Frame, Framer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     /// Reads the next STUN frame the client wrote, or `None` at the end of the stream.

@@ -8,7 +8,7 @@
 use super::stream::ConnLimits;
 use super::tls::CertStore;
 use crate::config::{Config, RawConfig};
-use crate::core::server::{Gauges, ServerConfig, Session, SessionFilter, Stats};
+use ferroturn_core::server::{Gauges, ServerConfig, Session, SessionFilter, Stats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

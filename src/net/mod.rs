@@ -6,7 +6,6 @@
 //! range, and its own core. Shards share only the [`SharedState`] (quotas, the set of
 //! live relayed addresses), which is off the packet path.
 
-mod batch;
 mod control;
 mod shard;
 mod stream;
@@ -17,7 +16,8 @@ pub use control::{Control, LogReloader, Metrics, ReloadReport};
 pub use tls::CertStore;
 
 use crate::config::Config;
-use crate::core::server::{LocalState, Server, SharedState};
+use crate::state::LocalState;
+use ferroturn_core::server::{Secrets, Server, SharedState};
 use rand::RngExt;
 use shard::SocketOptions;
 use std::io;
@@ -146,6 +146,8 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     let (stream_listeners, tcp_addrs, tls_addrs) = bind_streams(&config, shards)?;
     let conn_limits = Arc::new(ConnLimits::new(config.streams));
     let stop = Arc::new(AtomicBool::new(false));
+    // One nonce key for every shard: a nonce one shard issued is good at all of them.
+    let nonce_key: [u8; 32] = rand::rng().random();
     let mut links = Vec::with_capacity(shards);
     let mut threads = Vec::with_capacity(shards);
     for (index, (listeners, stream_listeners)) in
@@ -154,8 +156,11 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         let mut cfg = config.server.clone();
         (cfg.min_port, cfg.max_port) = port_slice(cfg.min_port, cfg.max_port, index, shards);
         share_between_shards(&mut cfg, shards);
-        let seed: [u8; 32] = rand::rng().random();
-        let core = Server::new(cfg, shared.clone(), seed, Instant::now(), unix_now());
+        let secrets = Secrets {
+            nonce_key,
+            seed: rand::rng().random(),
+        };
+        let core = Server::new(cfg, shared.clone(), secrets, Instant::now(), unix_now());
         let streams = Streams::new(
             stream_listeners,
             conn_limits.clone(),
@@ -197,7 +202,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
 /// Limits that hold for the whole server are split between the shards: each relays its
 /// share of `bps-capacity`, and answers its share of `unauthenticated-rate` (the kernel
 /// spreads one source IP's packets over every shard by source port).
-pub(crate) fn share_between_shards(cfg: &mut crate::core::server::ServerConfig, shards: usize) {
+pub(crate) fn share_between_shards(cfg: &mut ferroturn_core::server::ServerConfig, shards: usize) {
     let n = shards.max(1);
     cfg.bps_capacity = cfg.bps_capacity.div_ceil(n as u64);
     cfg.unauthenticated_rate = cfg.unauthenticated_rate.div_ceil(n as u32);

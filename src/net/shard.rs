@@ -8,12 +8,12 @@
 //! go out in batches (`sendmmsg`) grouped by socket: every peer-to-client datagram of a
 //! turn leaves through the listener in one call.
 
-use super::batch::{self, BATCH, RecvMeta, SendItem};
 use super::control::{Command, ShardLink};
 use super::stream::{CONN_BASE, Close, Conn, Streams};
-use crate::core::proto::data::{HEADROOM, TAILROOM};
-use crate::core::proto::stream::Frame;
-use crate::core::server::{AllocId, DataTransmit, Event, FiveTuple, Path, Server, Transport};
+use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
+use ferroturn_core::proto::stream::Frame;
+use ferroturn_core::server::{AllocId, DataTransmit, Event, FiveTuple, Path, Server, Transport};
+use ferroturn_udp::{self as batch, BATCH, RecvMeta, SendItem};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -141,7 +141,7 @@ pub struct Shard {
     pending: Vec<Pending>,
     meta: [RecvMeta; BATCH],
     /// Control messages being sent (reused).
-    control: Vec<crate::core::server::Transmit>,
+    control: Vec<ferroturn_core::server::Transmit>,
     /// UDP GSO for runs of datagrams to one destination; turned off if the kernel
     /// refuses it.
     gso: bool,

@@ -15,8 +15,8 @@
 //! `tcp-idle-timeout`.
 
 use crate::config::StreamLimits;
-use crate::core::proto::stream::{Framer, MAX_STREAM_FRAME};
-use crate::core::server::{FiveTuple, ListenerId, Transport};
+use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
+use ferroturn_core::server::{FiveTuple, ListenerId, Transport};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use std::collections::{HashMap, VecDeque};
@@ -128,7 +128,7 @@ pub enum Close {
     #[error("TLS: {0}")]
     Tls(rustls::Error),
     #[error("framing: {0}")]
-    Framing(crate::core::proto::stream::FramingError),
+    Framing(ferroturn_core::proto::stream::FramingError),
     #[error("handshake, first-message or idle timeout")]
     Timeout,
 }

@@ -3,9 +3,9 @@
 //! UDP session that returns every byte of each answer, and listeners that prove on the
 //! wire that nothing reached an address.
 
-use ferroturn::core::proto::codec::{self, Response};
-use ferroturn::core::proto::integrity;
-use ferroturn::core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, method};
+use ferroturn_core::proto::codec::{self, Response};
+use ferroturn_core::proto::integrity;
+use ferroturn_core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, method};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::UdpSocket;

@@ -3,10 +3,11 @@
 //! allocation-free test and the fast-path benchmark.
 
 use ferroturn::config::Config;
-use ferroturn::core::proto::codec::{self, RequestAttr};
-use ferroturn::core::proto::integrity::long_term_key;
-use ferroturn::core::proto::wire::method;
-use ferroturn::core::server::{AllocId, Event, FiveTuple, LocalState, Path, Server, Transport};
+use ferroturn::state::LocalState;
+use ferroturn_core::proto::codec::{self, RequestAttr};
+use ferroturn_core::proto::integrity::long_term_key;
+use ferroturn_core::proto::wire::method;
+use ferroturn_core::server::{AllocId, Event, FiveTuple, Path, Secrets, Server, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -35,7 +36,10 @@ pub fn relay_setup() -> Ready {
     let mut server = Server::new(
         config.server,
         Arc::new(LocalState::default()),
-        [1; 32],
+        Secrets {
+            nonce_key: [9; 32],
+            seed: [1; 32],
+        },
         now,
         1_000_000,
     );

@@ -1,0 +1,103 @@
+//! What operators ask of a running shard: list and delete sessions, apply a reloaded
+//! configuration without touching allocations, drain. Called by the I/O layer between
+//! packets, never on the packet path.
+
+use super::allocation::{AllocId, Transport};
+use super::{Nonces, Server, ServerConfig, limiter};
+use rand::RngExt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// One allocation, as an operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The quota owner (the user part of a REST username, or the static user).
+    pub user: String,
+    pub username: String,
+    pub client: SocketAddr,
+    pub transport: Transport,
+    pub relayed: SocketAddr,
+    pub age_secs: u64,
+    pub expires_in_secs: u64,
+    /// Payload bytes relayed client to peer and peer to client.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub permissions: usize,
+    pub channels: usize,
+}
+
+/// Which sessions to delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionFilter {
+    /// Every allocation of this user.
+    User(String),
+    /// The allocation with this relayed address.
+    Relayed(SocketAddr),
+    All,
+}
+
+impl Server {
+    /// Every complete allocation of this shard.
+    pub fn sessions(&self, now: Instant) -> Vec<Session> {
+        self.table
+            .iter()
+            .filter(|a| a.pending.is_none())
+            .map(|a| Session {
+                user: a.user.clone(),
+                username: a.username.clone(),
+                client: a.five_tuple.client,
+                transport: a.five_tuple.transport,
+                relayed: a.relayed,
+                age_secs: now.saturating_duration_since(a.created).as_secs(),
+                expires_in_secs: a.expires.saturating_duration_since(now).as_secs(),
+                bytes_up: a.bytes_up,
+                bytes_down: a.bytes_down,
+                permissions: a.permissions.len(),
+                channels: a.channels.iter().filter(|c| c.bound).count(),
+            })
+            .collect()
+    }
+
+    /// Deletes the allocations `filter` names (their relay sockets close, their clients
+    /// learn it on their next request: 437). Returns how many.
+    pub fn delete_sessions(&mut self, filter: &SessionFilter) -> usize {
+        let ids: Vec<AllocId> = self
+            .table
+            .iter()
+            .filter(|a| match filter {
+                SessionFilter::User(u) => &a.user == u,
+                SessionFilter::Relayed(r) => a.relayed == *r,
+                SessionFilter::All => true,
+            })
+            .map(|a| a.id)
+            .collect();
+        for id in &ids {
+            self.delete_allocation(*id, super::Deletion::ByOperator);
+        }
+        ids.len()
+    }
+
+    /// Applies a reloaded configuration: credentials, peer policy, quotas, caps, rates and
+    /// lifetimes for what comes next. Allocations, permissions and channels that exist
+    /// keep running with what they were granted. The nonce key and this shard's port
+    /// range and relay addresses stay (they need a restart).
+    pub fn reconfigure(&mut self, mut cfg: ServerConfig) {
+        cfg.min_port = self.cfg.min_port;
+        cfg.max_port = self.cfg.max_port;
+        cfg.relay_v4 = self.cfg.relay_v4;
+        cfg.relay_v6 = self.cfg.relay_v6;
+        if cfg.nonce_lifetime != self.cfg.nonce_lifetime {
+            self.nonces = Nonces::new(self.nonce_key, cfg.nonce_lifetime.as_secs());
+        }
+        if cfg.unauthenticated_rate != self.cfg.unauthenticated_rate {
+            let key = self.rng.random();
+            self.limiter = limiter::SourceLimiter::new(cfg.unauthenticated_rate, key);
+        }
+        self.cfg = cfg;
+    }
+
+    /// While draining, new allocations are refused (508) and everything else works.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+}

@@ -1,0 +1,215 @@
+//! Allocate (RFC 8656 section 7.2) and the completion of an allocation once the I/O layer
+//! has bound its relay socket.
+
+use super::allocation::{Allocation, FiveTuple, PendingAllocate};
+use super::auth::Authenticated;
+use super::deadlines::Timer;
+use super::error::RequestError;
+use super::request::Reply;
+use super::shared::QuotaError;
+use super::{AllocId, Event, MAX_BIND_ATTEMPTS, Server};
+use crate::proto::Request;
+use crate::proto::codec::{self, Family, ResponseAttr};
+use crate::proto::scan::Scan;
+use crate::proto::wire::method;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// RFC 8656 section 18.8: REQUESTED-TRANSPORT value for UDP.
+const PROTOCOL_UDP: u8 = 17;
+
+impl Server {
+    pub(super) fn handle_allocate(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        scan: &Scan,
+        req: &Request,
+        auth: &Authenticated,
+    ) -> Result<Reply, RequestError> {
+        // RFC 8656 7.2 step 2: an allocation exists and this is not a retransmission of
+        // the request that created it (those were answered from the cache).
+        if self.table.id_by_tuple(&tuple).is_some() {
+            return Err(RequestError::AllocationMismatch);
+        }
+        // Draining: existing allocations run on, new ones go elsewhere.
+        if self.draining {
+            return Err(match self.cfg.alternate_server {
+                Some(_) => RequestError::TryAlternate,
+                None => RequestError::InsufficientCapacity,
+            });
+        }
+        // Step 3: REQUESTED-TRANSPORT is required; only UDP is relayed.
+        match req.requested_transport {
+            None => return Err(RequestError::BadRequest),
+            Some(PROTOCOL_UDP) => {}
+            Some(_) => return Err(RequestError::UnsupportedTransportProtocol),
+        }
+        // RFC 8656 section 7.2 steps 5-6: RESERVATION-TOKEN excludes EVEN-PORT and
+        // REQUESTED-ADDRESS-FAMILY; this server issues no tokens, so any token is unknown.
+        if req.reservation_token {
+            if req.even_port.is_some() || req.requested_family.is_some() {
+                return Err(RequestError::BadRequest);
+            }
+            return Err(RequestError::InsufficientCapacity);
+        }
+        if req.requested_family.is_some() && req.additional_family {
+            return Err(RequestError::BadRequest);
+        }
+        let relay = match req.requested_family.unwrap_or(Family::V4) {
+            Family::V4 => self.cfg.relay_v4,
+            Family::V6 => self.cfg.relay_v6,
+        }
+        .ok_or(RequestError::AddressFamilyNotSupported)?;
+
+        // Quotas: 486 for the user, 508 for the server.
+        self.shared
+            .acquire_allocation(&auth.user, self.cfg.user_quota, self.cfg.total_quota)
+            .map_err(|e| match e {
+                QuotaError::User => RequestError::AllocationQuotaReached,
+                QuotaError::Total => RequestError::InsufficientCapacity,
+            })?;
+        let even = req.even_port.is_some();
+        let Some(port) = self.take_port(relay.local.is_ipv4(), even) else {
+            self.shared.release_allocation(&auth.user);
+            if self.noisy.allow(now) {
+                tracing::warn!("relay port range exhausted");
+            }
+            return Err(RequestError::InsufficientCapacity);
+        };
+        let id = self.table.next_id();
+        let lifetime = self.granted_lifetime(req.lifetime);
+        self.table.insert(Allocation {
+            id,
+            five_tuple: tuple,
+            username: auth.username.clone(),
+            user: auth.user.clone(),
+            key: auth.key,
+            relay_local: SocketAddr::new(relay.local, port),
+            relayed: SocketAddr::new(relay.advertised, port),
+            expires: now,
+            pending: Some(PendingAllocate {
+                lifetime,
+                fingerprint: scan.fingerprint,
+                even,
+                attempts: 1,
+            }),
+            allocate_txn: scan.txn,
+            allocate_response: Vec::new(),
+            last_response: None,
+            permissions: Vec::new(),
+            channels: Vec::new(),
+            bw_up: Default::default(),
+            bw_down: Default::default(),
+            new_peers: Default::default(),
+            created: now,
+            bytes_up: 0,
+            bytes_down: 0,
+        });
+        self.push_event(Event::BindRelay {
+            relay: id,
+            local: SocketAddr::new(relay.local, port),
+        });
+        Ok(Reply::Pending)
+    }
+
+    fn take_port(&mut self, v4: bool, even: bool) -> Option<u16> {
+        let pool = if v4 {
+            &mut self.ports_v4
+        } else {
+            &mut self.ports_v6
+        };
+        pool.take(&mut self.rng, even)
+    }
+
+    /// RFC 8656 sections 7.2 and 7.3: min(requested, max), but never below the default.
+    pub(super) fn granted_lifetime(&self, requested: Option<u32>) -> u32 {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        let (default, max) = (secs(self.cfg.default_lifetime), secs(self.cfg.max_lifetime));
+        match requested {
+            Some(r) => r.min(max).max(default.min(max)),
+            None => default.min(max),
+        }
+    }
+
+    /// The I/O layer's answer to [`Event::BindRelay`]: `bound` false means the port was
+    /// taken by someone else, so another one is tried, and after a few a 508 is sent.
+    pub fn handle_relay_bound(&mut self, now: Instant, relay: AllocId, bound: bool) {
+        let Some(a) = self.table.get_mut(relay) else {
+            return;
+        };
+        let Some(mut pending) = a.pending.take() else {
+            return;
+        };
+        let tuple = a.five_tuple;
+        if bound {
+            let lifetime = pending.lifetime;
+            a.expires = now + Duration::from_secs(u64::from(lifetime));
+            let attrs = [
+                ResponseAttr::XorRelayedAddress(a.relayed),
+                ResponseAttr::Lifetime(lifetime),
+                ResponseAttr::XorMappedAddress(tuple.client),
+            ];
+            let response = codec::encode(
+                method::ALLOCATE,
+                true,
+                &a.allocate_txn,
+                &attrs,
+                Some(&a.key),
+                pending.fingerprint,
+            );
+            if let Some(bytes) = &response {
+                a.allocate_response = bytes.clone();
+            }
+            let (expires, relayed, user) = (a.expires, a.relayed, a.user.clone());
+            self.deadlines
+                .rearm(None, expires, Timer::Allocation(relay));
+            self.shared.insert_relay(relayed);
+            self.stats.allocations_created += 1;
+            tracing::info!(client = %tuple.client, %relayed, %user, lifetime, "allocation created");
+            self.send_to_client(tuple, response);
+            return;
+        }
+        let old = a.relay_local;
+        let v4 = old.is_ipv4();
+        let pool = if v4 {
+            &mut self.ports_v4
+        } else {
+            &mut self.ports_v6
+        };
+        pool.release(old.port());
+        let next = if pending.attempts < MAX_BIND_ATTEMPTS {
+            self.take_port(v4, pending.even)
+        } else {
+            None
+        };
+        let Some(a) = self.table.get_mut(relay) else {
+            return;
+        };
+        match next {
+            Some(port) => {
+                pending.attempts += 1;
+                a.relay_local.set_port(port);
+                a.relayed.set_port(port);
+                a.pending = Some(pending);
+                let local = a.relay_local;
+                self.push_event(Event::BindRelay { relay, local });
+            }
+            None => {
+                let (txn, key, user) = (a.allocate_txn, a.key, a.user.clone());
+                self.table.remove(relay);
+                self.shared.release_allocation(&user);
+                tracing::warn!(client = %tuple.client, "no relay port could be bound");
+                let scan = Scan::for_reply(method::ALLOCATE, txn, pending.fingerprint);
+                let r = self.error_response(
+                    now,
+                    &tuple,
+                    &scan,
+                    RequestError::InsufficientCapacity,
+                    Some(&key),
+                );
+                self.send_to_client(tuple, r);
+            }
+        }
+    }
+}

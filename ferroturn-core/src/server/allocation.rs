@@ -1,0 +1,203 @@
+//! The allocation table (RFC 8656 section 6): allocations keyed by their 5-tuple, each
+//! with its relayed address, permissions and channel bindings.
+
+use super::rate::Bucket;
+use crate::auth::credentials::Key;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// Identifies an allocation and its relay socket. The generation makes a stale id (an
+/// allocation that has since been deleted and its slot reused) miss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// Index of a listener socket, assigned by the I/O driver.
+pub type ListenerId = u16;
+
+/// The client-side transport of a 5-tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// RFC 8656 section 2 (5-tuple): the client's address, the server address it reached (named by
+/// the listener that received it) and the transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub client: SocketAddr,
+    pub listener: ListenerId,
+    pub transport: Transport,
+}
+
+/// RFC 8656 section 9: a permission for one peer IP address (any port).
+#[derive(Clone, Copy, Debug)]
+pub struct Permission {
+    pub ip: IpAddr,
+    pub expires: Instant,
+}
+
+/// RFC 8656 section 12: a channel binding. After it expires it cools down (`bound` false)
+/// for 5 minutes during which neither its number nor its peer may be rebound elsewhere.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelBinding {
+    pub number: u16,
+    pub peer: SocketAddr,
+    pub expires: Instant,
+    pub bound: bool,
+}
+
+/// Waiting for the I/O layer to bind the relay socket.
+#[derive(Clone, Debug)]
+pub struct PendingAllocate {
+    pub lifetime: u32,
+    pub fingerprint: bool,
+    pub even: bool,
+    pub attempts: u8,
+}
+
+#[derive(Debug)]
+pub struct Allocation {
+    pub id: AllocId,
+    pub five_tuple: FiveTuple,
+    /// The USERNAME that created it; later requests must use the same (441).
+    pub username: String,
+    /// The quota owner (the user part of a REST username).
+    pub user: String,
+    pub key: Key,
+    /// Where the relay socket is bound, and the address clients are told (external-ip).
+    pub relay_local: SocketAddr,
+    pub relayed: SocketAddr,
+    pub expires: Instant,
+    pub pending: Option<PendingAllocate>,
+    /// RFC 8656 section 7.2: a retransmitted Allocate gets the original success.
+    pub allocate_txn: [u8; 12],
+    pub allocate_response: Vec<u8>,
+    /// The last response on this allocation, for retransmitted requests.
+    pub last_response: Option<([u8; 12], Vec<u8>)>,
+    pub permissions: Vec<Permission>,
+    pub channels: Vec<ChannelBinding>,
+    /// `max-bps` buckets: client to peer, peer to client.
+    pub bw_up: Bucket,
+    pub bw_down: Bucket,
+    /// `new-peer-rate` bucket.
+    pub new_peers: Bucket,
+    pub created: Instant,
+    /// Payload bytes relayed client to peer, peer to client.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+impl Allocation {
+    #[inline]
+    pub fn has_permission(&self, ip: IpAddr) -> bool {
+        self.permissions.iter().any(|p| p.ip == ip)
+    }
+
+    #[inline]
+    pub fn channel_by_number(&self, number: u16) -> Option<&ChannelBinding> {
+        self.channels.iter().find(|c| c.number == number)
+    }
+
+    #[inline]
+    pub fn channel_by_peer(&self, peer: SocketAddr) -> Option<&ChannelBinding> {
+        self.channels.iter().find(|c| c.peer == peer)
+    }
+}
+
+struct Slot {
+    generation: u32,
+    alloc: Option<Allocation>,
+}
+
+/// Allocations in a slab (stable ids, no per-packet hashing on the peer side) plus a
+/// 5-tuple index for the client side.
+#[derive(Default)]
+pub struct Table {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_tuple: HashMap<FiveTuple, AllocId>,
+}
+
+impl Table {
+    /// The id the next insert will use.
+    pub fn next_id(&self) -> AllocId {
+        match self.free.last() {
+            Some(&index) => AllocId {
+                index,
+                generation: self.slots[index as usize].generation,
+            },
+            None => AllocId {
+                index: self.slots.len() as u32,
+                generation: 0,
+            },
+        }
+    }
+
+    /// Inserts an allocation whose `id` came from [`Table::next_id`].
+    pub fn insert(&mut self, alloc: Allocation) {
+        let id = alloc.id;
+        self.by_tuple.insert(alloc.five_tuple, id);
+        match self.free.last() {
+            Some(&index) if index == id.index => {
+                self.free.pop();
+                self.slots[index as usize].alloc = Some(alloc);
+            }
+            _ => self.slots.push(Slot {
+                generation: id.generation,
+                alloc: Some(alloc),
+            }),
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, id: AllocId) -> Option<&Allocation> {
+        let slot = self.slots.get(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.alloc.as_ref()
+    }
+
+    #[inline]
+    pub fn get_mut(&mut self, id: AllocId) -> Option<&mut Allocation> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.alloc.as_mut()
+    }
+
+    #[inline]
+    pub fn id_by_tuple(&self, t: &FiveTuple) -> Option<AllocId> {
+        self.by_tuple.get(t).copied()
+    }
+
+    pub fn remove(&mut self, id: AllocId) -> Option<Allocation> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        let alloc = slot.alloc.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+        self.by_tuple.remove(&alloc.five_tuple);
+        Some(alloc)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Allocation> {
+        self.slots.iter().filter_map(|s| s.alloc.as_ref())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_tuple.is_empty()
+    }
+}

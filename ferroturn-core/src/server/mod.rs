@@ -1,0 +1,527 @@
+//! The sans-IO TURN server: one shard's allocation table and everything that decides.
+//!
+//! # Driving it
+//! The I/O layer owns sockets, buffers and the clock. In a loop it:
+//! 1. feeds inputs, each with `now`: [`Server::handle_client_datagram`] (from a listener),
+//!    [`Server::handle_peer_datagram`] (from a relay socket), [`Server::handle_relay_bound`]
+//!    (the answer to a [`Event::BindRelay`]) and [`Server::handle_timeout`];
+//! 2. sends the [`DataTransmit`] a data-path input may return at once, from its own buffer;
+//! 3. drains [`Server::poll_event`] (bind or close relay sockets) and
+//!    [`Server::poll_transmit`] (control responses), then sleeps until
+//!    [`Server::poll_timeout`] or the next datagram.
+//!
+//! Nothing here reads a clock, touches a socket or depends on tokio.
+
+pub mod admin;
+mod allocate;
+pub mod allocation;
+mod auth;
+mod channel_bind;
+mod deadlines;
+pub mod error;
+mod limiter;
+mod log_limit;
+mod permission;
+pub mod policy;
+pub mod ports;
+pub mod rate;
+mod refresh;
+mod relay;
+mod request;
+pub mod shared;
+pub mod stats;
+
+pub use crate::auth::AuthFailure;
+pub use admin::{Session, SessionFilter};
+pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
+pub use error::RequestError;
+pub use policy::{IpRange, PeerPolicy};
+pub use shared::{QuotaError, SharedState};
+pub use stats::{Gauges, Stats};
+
+use crate::auth::{Credentials, Nonces};
+use crate::proto::codec::{self, ResponseAttr};
+use crate::proto::data;
+use crate::proto::scan::{self, Scan, ScanError};
+use crate::proto::wire::{Class, method};
+use allocation::Table;
+use deadlines::{Deadlines, Timer};
+use ports::PortPool;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A relay address: where relay sockets are bound, and what clients are told
+/// (`external-ip` for a server behind NAT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayAddress {
+    pub local: IpAddr,
+    pub advertised: IpAddr,
+}
+
+/// The core's typed configuration.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub credentials: Credentials,
+    pub nonce_lifetime: Duration,
+    pub relay_v4: Option<RelayAddress>,
+    pub relay_v6: Option<RelayAddress>,
+    pub min_port: u16,
+    pub max_port: u16,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub policy: PeerPolicy,
+    /// Allocations per user and in total (0 = unlimited).
+    pub user_quota: u32,
+    pub total_quota: u32,
+    pub max_permissions: usize,
+    pub max_channels: usize,
+    /// Refuse expired REST usernames on requests for existing allocations too.
+    pub strict_expiry: bool,
+    /// Answers to unauthenticated requests per second per source IP (bursts of twice
+    /// that); 0 = unlimited.
+    pub unauthenticated_rate: u32,
+    /// Relayed bytes per second per allocation, each direction (0 = unlimited).
+    pub max_bps: u64,
+    /// Relayed bytes per second of this shard, each direction (0 = unlimited). The I/O
+    /// layer gives each shard its share of `bps-capacity`.
+    pub bps_capacity: u64,
+    /// New peer addresses (permissions for an IP not yet permitted) per second per
+    /// allocation, in bursts of twice that (0 = unlimited).
+    pub new_peer_rate: u32,
+    /// Where a draining server sends new allocations (300 Try Alternate); without it
+    /// they get 508.
+    pub alternate_server: Option<SocketAddr>,
+}
+
+/// The secrets a server starts with. The caller draws them from the OS CSPRNG at start-up
+/// (the core never asks the operating system for randomness).
+#[derive(Clone)]
+pub struct Secrets {
+    /// Key of the stateless nonces, the same in every shard so that a nonce issued by one
+    /// is accepted by all.
+    pub nonce_key: [u8; 32],
+    /// Seed of this shard's own random choices: relay ports, indication transaction ids,
+    /// the decoy key for unknown users, the rate limiter's bucket hash.
+    pub seed: [u8; 32],
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(..)")
+    }
+}
+
+/// Where a datagram goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// To the client of a 5-tuple, through its listener.
+    Client {
+        listener: ListenerId,
+        client: SocketAddr,
+        transport: Transport,
+    },
+    /// To a peer, through an allocation's relay socket.
+    Peer { relay: AllocId, peer: SocketAddr },
+}
+
+/// A control message to send (responses are rare; they own their bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub path: Path,
+    pub payload: Vec<u8>,
+}
+
+/// A relayed datagram: `range` of the caller's own buffer goes to `path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataTransmit {
+    pub path: Path,
+    pub range: Range<usize>,
+}
+
+/// Requests to the I/O layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Bind a UDP socket at `local` for `relay`, then call [`Server::handle_relay_bound`].
+    BindRelay { relay: AllocId, local: SocketAddr },
+    /// The allocation is gone: close its relay socket.
+    CloseRelay { relay: AllocId },
+}
+
+/// Why an allocation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// Its lifetime ran out.
+    Expired,
+    /// The client sent a Refresh with LIFETIME 0.
+    ByClient,
+    /// Its TCP or TLS connection closed.
+    ConnectionClosed,
+    /// An operator deleted it (admin API, `Control::delete_sessions`).
+    ByOperator,
+}
+
+impl Deletion {
+    /// The phrase logged when an allocation ends this way.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::ByClient => "deleted by client",
+            Self::ConnectionClosed => "deleted: connection closed",
+            Self::ByOperator => "deleted by an operator",
+        }
+    }
+}
+
+/// Bounds the output queues; the driver drains them after every input.
+const MAX_QUEUED: usize = 1024;
+/// RFC 8656 section 12: a channel and its peer stay reserved 5 minutes after expiry.
+const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+/// RFC 8489 section 6.3.1: responses are kept 40 s for retransmissions.
+const RETRANSMIT_WINDOW: Duration = Duration::from_secs(40);
+const MAX_CLOSED: usize = 64;
+const MAX_BIND_ATTEMPTS: u8 = 8;
+
+/// One shard's TURN server.
+pub struct Server {
+    cfg: ServerConfig,
+    shared: Arc<dyn SharedState>,
+    nonces: Nonces,
+    nonce_key: [u8; 32],
+    /// Verified against for unknown users, so that they cost the same work as known ones.
+    decoy: crate::auth::credentials::Key,
+    rng: StdRng,
+    table: Table,
+    deadlines: Deadlines,
+    ports_v4: PortPool,
+    ports_v6: PortPool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// Maps `Instant`s to unix seconds (REST expiry, nonces).
+    clock: (Instant, u64),
+    /// Responses to requests that deleted their allocation (Refresh with LIFETIME 0).
+    closed: VecDeque<(FiveTuple, [u8; 12], Vec<u8>, Instant)>,
+    indication_txn: [u8; 12],
+    limiter: limiter::SourceLimiter,
+    /// `bps-capacity` share of this shard: client to peer, peer to client.
+    total_up: rate::Bucket,
+    total_down: rate::Bucket,
+    stats: Stats,
+    /// Refusing new allocations (drain).
+    draining: bool,
+    /// Log lines remote parties can trigger.
+    noisy: log_limit::LogLimit,
+}
+
+impl Server {
+    /// A server whose random choices derive from `secrets.seed` and whose nonces are
+    /// keyed with `secrets.nonce_key`; `unix_now` is the wall clock at `now`.
+    pub fn new(
+        cfg: ServerConfig,
+        shared: Arc<dyn SharedState>,
+        secrets: Secrets,
+        now: Instant,
+        unix_now: u64,
+    ) -> Self {
+        let mut rng = StdRng::from_seed(secrets.seed);
+        let indication_txn: [u8; 12] = rng.random();
+        let decoy = rng.random();
+        let limiter_key = rng.random();
+        let cfg_rate = cfg.unauthenticated_rate;
+        Self {
+            nonces: Nonces::new(secrets.nonce_key, cfg.nonce_lifetime.as_secs()),
+            nonce_key: secrets.nonce_key,
+            decoy,
+            ports_v4: PortPool::new(cfg.min_port, cfg.max_port),
+            ports_v6: PortPool::new(cfg.min_port, cfg.max_port),
+            cfg,
+            shared,
+            rng,
+            table: Table::default(),
+            deadlines: Deadlines::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            clock: (now, unix_now),
+            closed: VecDeque::new(),
+            indication_txn,
+            limiter: limiter::SourceLimiter::new(cfg_rate, limiter_key),
+            total_up: rate::Bucket::default(),
+            total_down: rate::Bucket::default(),
+            stats: Stats::default(),
+            draining: false,
+            noisy: log_limit::LogLimit::default(),
+        }
+    }
+
+    /// Re-anchors the wall clock (the driver calls this now and then).
+    pub fn set_wall_clock(&mut self, now: Instant, unix_now: u64) {
+        self.clock = (now, unix_now);
+    }
+
+    fn unix(&self, now: Instant) -> u64 {
+        let (at, unix) = self.clock;
+        if now >= at {
+            unix + now.duration_since(at).as_secs()
+        } else {
+            unix.saturating_sub(at.duration_since(now).as_secs())
+        }
+    }
+
+    /// A datagram from a client. ChannelData and Send indications are relayed from `buf`
+    /// itself (the returned transmit names a range of it); requests queue a response.
+    pub fn handle_client_datagram(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        buf: &mut [u8],
+    ) -> Option<DataTransmit> {
+        if data::is_channel_data(buf) {
+            return self.relay_channel_data(now, tuple, buf);
+        }
+        let scan = match scan::scan(buf) {
+            Ok(scan) => scan,
+            Err(ScanError::Oversize(_)) => {
+                self.reply_oversize(now, tuple, buf);
+                return None;
+            }
+            Err(_) => return None,
+        };
+        match (scan.class, scan.method) {
+            (Class::Indication, method::SEND) => self.relay_send_indication(now, tuple, buf, &scan),
+            (Class::Request, method::BINDING) => {
+                self.handle_binding(now, tuple, &scan);
+                None
+            }
+            (
+                Class::Request,
+                method::ALLOCATE
+                | method::REFRESH
+                | method::CREATE_PERMISSION
+                | method::CHANNEL_BIND,
+            ) => {
+                self.handle_turn_request(now, tuple, buf, &scan);
+                None
+            }
+            (Class::Request, _) => {
+                // RFC 8489 section 6.3.1: an unknown method in a request is a 400.
+                self.reply_unauthenticated(now, tuple, &scan, RequestError::BadRequest);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// RFC 8489 section 14: over-long USERNAME/REALM/NONCE/SOFTWARE; a request gets 400.
+    fn reply_oversize(&mut self, now: Instant, tuple: FiveTuple, buf: &[u8]) {
+        let Some(scan) = scan::header_only(buf) else {
+            return;
+        };
+        if scan.class == Class::Request {
+            self.reply_unauthenticated(now, tuple, &scan, RequestError::BadRequest);
+        }
+    }
+
+    /// An error answer to a request that did not authenticate, within the per-source rate
+    /// limit (otherwise nothing is sent).
+    fn reply_unauthenticated(
+        &mut self,
+        now: Instant,
+        tuple: FiveTuple,
+        scan: &Scan,
+        err: RequestError,
+    ) {
+        if self.limiter.allow(tuple.client.ip(), now) {
+            let response = self.error_response(now, &tuple, scan, err, None);
+            self.send_to_client(tuple, response);
+        } else {
+            self.stats.rate_limited += 1;
+        }
+    }
+
+    /// RFC 8489 section 3: a Binding request is answered with the reflexive address; no
+    /// authentication, no SOFTWARE (it only adds amplification).
+    fn handle_binding(&mut self, now: Instant, tuple: FiveTuple, scan: &Scan) {
+        if !self.limiter.allow(tuple.client.ip(), now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        let response = if scan.unknown().is_empty() {
+            codec::encode(
+                method::BINDING,
+                true,
+                &scan.txn,
+                &[ResponseAttr::XorMappedAddress(tuple.client)],
+                None,
+                scan.fingerprint,
+            )
+        } else {
+            self.error_response(now, &tuple, scan, RequestError::UnknownAttribute, None)
+        };
+        self.send_to_client(tuple, response);
+    }
+
+    fn send_to_client(&mut self, tuple: FiveTuple, payload: Option<Vec<u8>>) {
+        let Some(payload) = payload else { return };
+        if self.transmits.len() >= MAX_QUEUED {
+            return;
+        }
+        self.transmits.push_back(Transmit {
+            path: Path::Client {
+                listener: tuple.listener,
+                client: tuple.client,
+                transport: tuple.transport,
+            },
+            payload,
+        });
+    }
+
+    fn push_event(&mut self, event: Event) {
+        // CloseRelay must never be lost (it frees a socket); BindRelay is bounded by the
+        // allocations that can exist, so the cap is only a guard.
+        if self.events.len() < MAX_QUEUED || matches!(event, Event::CloseRelay { .. }) {
+            self.events.push_back(event);
+        }
+    }
+
+    /// Expires allocations, permissions and channels due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.deadlines.pop_due(now) {
+            match timer {
+                Timer::Allocation(id) => self.delete_allocation(id, Deletion::Expired),
+                Timer::Permission(id, ip) => {
+                    if let Some(a) = self.table.get_mut(id) {
+                        a.permissions.retain(|p| p.ip != ip);
+                    }
+                }
+                Timer::Channel(id, number) => self.expire_channel(now, id, number),
+            }
+        }
+        while let Some((_, _, _, at)) = self.closed.front() {
+            if *at > now {
+                break;
+            }
+            self.closed.pop_front();
+        }
+    }
+
+    fn expire_channel(&mut self, now: Instant, id: AllocId, number: u16) {
+        let Some(a) = self.table.get_mut(id) else {
+            return;
+        };
+        let Some(pos) = a.channels.iter().position(|c| c.number == number) else {
+            return;
+        };
+        if a.channels[pos].bound {
+            a.channels[pos].bound = false;
+            a.channels[pos].expires = now + CHANNEL_COOLDOWN;
+            self.deadlines
+                .rearm(None, now + CHANNEL_COOLDOWN, Timer::Channel(id, number));
+        } else {
+            a.channels.swap_remove(pos);
+        }
+    }
+
+    /// Deletes an allocation and everything hanging off it.
+    fn delete_allocation(&mut self, id: AllocId, why: Deletion) {
+        let Some(a) = self.table.remove(id) else {
+            return;
+        };
+        self.deadlines.cancel(a.expires, Timer::Allocation(id));
+        for p in &a.permissions {
+            self.deadlines
+                .cancel(p.expires, Timer::Permission(id, p.ip));
+        }
+        for c in &a.channels {
+            self.deadlines
+                .cancel(c.expires, Timer::Channel(id, c.number));
+        }
+        match why {
+            Deletion::Expired => self.stats.allocations_expired += 1,
+            Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
+                self.stats.allocations_deleted += 1
+            }
+        }
+        self.pool(a.relay_local.ip()).release(a.relay_local.port());
+        self.shared.release_allocation(&a.user);
+        if a.pending.is_none() {
+            self.shared.remove_relay(a.relayed);
+            self.push_event(Event::CloseRelay { relay: id });
+            tracing::info!(client = %a.five_tuple.client, relayed = %a.relayed, user = %a.user, "allocation {}", why.describe());
+        }
+    }
+
+    fn pool(&mut self, ip: IpAddr) -> &mut PortPool {
+        if ip.is_ipv4() {
+            &mut self.ports_v4
+        } else {
+            &mut self.ports_v6
+        }
+    }
+
+    /// The next control transmit.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next request to the I/O layer.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Server::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let closed = self.closed.front().map(|c| c.3);
+        match (self.deadlines.next(), closed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What this shard did, refused and dropped so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Allocations, permissions and channels that exist now (a walk over the table).
+    pub fn gauges(&self) -> Gauges {
+        let mut g = Gauges::default();
+        for a in self.table.iter() {
+            g.allocations += 1;
+            g.permissions += a.permissions.len() as u64;
+            g.channels += a.channels.iter().filter(|c| c.bound).count() as u64;
+        }
+        g.deadlines = self.deadlines.len() as u64;
+        g
+    }
+
+    /// Number of allocations in this shard (pending ones included).
+    pub fn allocation_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Number of armed deadlines (for tests: one per live object).
+    pub fn deadline_count(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// The relayed address of the allocation on `tuple`, if any.
+    pub fn relayed_address(&self, tuple: &FiveTuple) -> Option<SocketAddr> {
+        let a = self.table.get(self.table.id_by_tuple(tuple)?)?;
+        a.pending.is_none().then_some(a.relayed)
+    }
+
+    /// The connection of a stream 5-tuple (TCP, TLS) closed: its allocation is deleted at
+    /// once and its relay port freed (RFC 8656 section 3.1: the allocation is bound to
+    /// the 5-tuple, which no longer exists).
+    pub fn handle_connection_closed(&mut self, tuple: FiveTuple) {
+        if let Some(id) = self.table.id_by_tuple(&tuple) {
+            self.delete_allocation(id, Deletion::ConnectionClosed);
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! Counters of what one shard's core did, refused and dropped, for metrics. Plain
+//! integers bumped on the paths that decide (no atomics on the packet path); the I/O
+//! layer copies them out now and then and adds the shards together. Every label set is
+//! fixed and small: error codes, [`AuthFailure`] reasons, transport and direction.
+
+use super::allocation::Transport;
+use crate::auth::AuthFailure;
+
+/// Error codes the core sends (RFC 8489 section 14.8, RFC 8656 section 19).
+pub const ERROR_CODES: [u16; 13] = [
+    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+];
+
+/// Packets and bytes relayed in one direction over one client transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub allocations_created: u64,
+    /// Deleted when their lifetime ran out.
+    pub allocations_expired: u64,
+    /// Deleted by the client (Refresh 0) or because the connection closed.
+    pub allocations_deleted: u64,
+    /// Relayed datagrams dropped by `max-bps` or `bps-capacity`.
+    pub bandwidth_dropped: u64,
+    /// Requests refused (508) by `new-peer-rate`.
+    pub peer_rate_refused: u64,
+    /// Peer addresses refused by the peer policy: requests answered 403 and datagrams
+    /// dropped on the data path.
+    pub policy_denied: u64,
+    /// Answers to unauthenticated requests not sent (`unauthenticated-rate`).
+    pub rate_limited: u64,
+    /// Error responses sent, indexed like [`ERROR_CODES`].
+    pub errors: [u64; ERROR_CODES.len()],
+    /// Failed authentications (401, and 438 for a stale nonce), indexed like
+    /// [`AuthFailure::ALL`].
+    pub auth_failures: [u64; AuthFailure::ALL.len()],
+    /// Relayed traffic: `[transport][direction]`, transport 0 UDP and 1 TCP/TLS,
+    /// direction 0 client to peer and 1 peer to client.
+    pub relayed: [[Traffic; 2]; 2],
+}
+
+impl Stats {
+    pub(super) fn error(&mut self, code: u16) {
+        if code == 403 {
+            self.policy_denied += 1;
+        }
+        if let Some(i) = ERROR_CODES.iter().position(|c| *c == code) {
+            self.errors[i] += 1;
+        }
+    }
+
+    pub(super) fn auth_failure(&mut self, reason: AuthFailure) {
+        self.auth_failures[reason.index()] += 1;
+    }
+
+    /// Failed authentications for `reason`.
+    pub fn auth_failures_with(&self, reason: AuthFailure) -> u64 {
+        self.auth_failures[reason.index()]
+    }
+
+    #[inline]
+    pub(super) fn relayed(&mut self, transport: Transport, up: bool, bytes: usize) {
+        let t = &mut self.relayed[usize::from(transport != Transport::Udp)][usize::from(!up)];
+        t.packets += 1;
+        t.bytes += bytes as u64;
+    }
+
+    /// Error responses sent with `code`.
+    pub fn errors_with(&self, code: u16) -> u64 {
+        ERROR_CODES
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.errors[i])
+    }
+
+    /// Adds another shard's counters to these.
+    pub fn add(&mut self, o: &Stats) {
+        self.allocations_created += o.allocations_created;
+        self.allocations_expired += o.allocations_expired;
+        self.allocations_deleted += o.allocations_deleted;
+        self.bandwidth_dropped += o.bandwidth_dropped;
+        self.peer_rate_refused += o.peer_rate_refused;
+        self.policy_denied += o.policy_denied;
+        self.rate_limited += o.rate_limited;
+        for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
+        for (a, b) in self.auth_failures.iter_mut().zip(o.auth_failures) {
+            *a += b;
+        }
+        for (ta, tb) in self.relayed.iter_mut().zip(o.relayed) {
+            for (a, b) in ta.iter_mut().zip(tb) {
+                a.packets += b.packets;
+                a.bytes += b.bytes;
+            }
+        }
+    }
+}
+
+/// What exists now in one shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    pub allocations: u64,
+    pub permissions: u64,
+    pub channels: u64,
+    /// Armed expiry timers (one per live object; a leak would show here first).
+    pub deadlines: u64,
+}
+
+impl Gauges {
+    pub fn add(&mut self, o: &Gauges) {
+        self.allocations += o.allocations;
+        self.permissions += o.permissions;
+        self.channels += o.channels;
+        self.deadlines += o.deadlines;
+    }
+}
