@@ -6,7 +6,8 @@
 mod relay_setup;
 
 use divan::{Bencher, black_box};
-use ferroturn_core::proto::codec::{self, RequestAttr};
+use ferroturn::client::codec::{self as client_codec, RequestAttr};
+use ferroturn_core::proto::codec;
 use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
 use ferroturn_core::proto::integrity::{long_term_key, verify};
 use ferroturn_core::proto::scan::scan;
@@ -26,7 +27,7 @@ fn allocate_request() -> (Vec<u8>, [u8; 16]) {
         RequestAttr::RequestedTransport(17),
         RequestAttr::Lifetime(600),
     ];
-    let msg = codec::encode_request(method::ALLOCATE, false, &[3; 12], &attrs, Some(&key))
+    let msg = client_codec::encode_request(method::ALLOCATE, false, &[3; 12], &attrs, Some(&key))
         .expect("encode");
     (msg, key)
 }

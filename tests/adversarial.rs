@@ -14,8 +14,9 @@ use common::adversary::{
     recv_from, rss_kib,
 };
 use common::{REALM, SECRET, TestServer, client, rest_credentials, start_server, start_server_raw};
+use ferroturn::client::codec::{self as client_codec, RequestAttr};
 use ferroturn::client::{ClientError, Relayed, TurnClient, parse_relayed};
-use ferroturn_core::proto::codec::{self, Family, RequestAttr};
+use ferroturn_core::proto::codec::Family;
 use ferroturn_core::proto::wire::{Class, HEADER_LEN, attr, method};
 use ferroturn_core::server::Stats;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -127,11 +128,11 @@ async fn session(server: &TestServer, local: &str, user: &str) -> Session {
 }
 
 fn lifetime(response: &[u8]) -> Option<u32> {
-    codec::decode_response(response).and_then(|r| r.lifetime)
+    client_codec::decode_response(response).and_then(|r| r.lifetime)
 }
 
 fn relayed_of(response: &[u8]) -> SocketAddr {
-    codec::decode_response(response)
+    client_codec::decode_response(response)
         .and_then(|r| r.xor_relayed)
         .expect("XOR-RELAYED-ADDRESS")
 }
@@ -1644,7 +1645,9 @@ async fn unknown_comprehension_required_attributes_get_420_with_a_capped_list() 
     }
     let r = s.exchange(&binding.bytes()).await.unwrap();
     assert_eq!(error_code(&r), Some(420));
-    let listed = codec::decode_response(&r).unwrap().unknown_attributes;
+    let listed = client_codec::decode_response(&r)
+        .unwrap()
+        .unknown_attributes;
     assert_eq!(listed, (0x7F00..0x7F08).collect::<Vec<u16>>());
     assert!(
         r.len() <= HEADER_LEN + 8 + 4 + 16,
@@ -1671,7 +1674,9 @@ async fn unknown_comprehension_required_attributes_get_420_with_a_capped_list() 
         .await;
     assert_eq!(error_code(&r), Some(420));
     assert_eq!(
-        codec::decode_response(&r).unwrap().unknown_attributes,
+        client_codec::decode_response(&r)
+            .unwrap()
+            .unknown_attributes,
         vec![UNKNOWN_ATTR]
     );
     assert!(attribute(&r, attr::MESSAGE_INTEGRITY).is_some());

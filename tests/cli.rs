@@ -145,14 +145,14 @@ fn the_server_runs_from_flags_alone_and_answers_binding() {
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let request =
-        ferroturn_core::proto::codec::encode_request(0x001, false, &[5; 12], &[], None).unwrap();
+        ferroturn::client::codec::encode_request(0x001, false, &[5; 12], &[], None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 1500];
     let response = loop {
         assert!(Instant::now() < deadline, "no Binding response");
         socket.send_to(&request, addr).unwrap();
         if let Ok((n, _)) = socket.recv_from(&mut buf) {
-            break ferroturn_core::proto::codec::decode_response(&buf[..n]).expect("decodes");
+            break ferroturn::client::codec::decode_response(&buf[..n]).expect("decodes");
         }
     };
     assert_eq!(response.xor_mapped, Some(socket.local_addr().unwrap()));

@@ -4,11 +4,13 @@
 //! no sleeping, no runtime. Each test is named for what it proves and cites the section
 //! of RFC 8656 (TURN) or RFC 8489 (STUN) it checks.
 
+use ferroturn::client::codec::{self as client_codec, RequestAttr, Response};
 use ferroturn::config::Config;
 use ferroturn::credentials::rest_credentials;
 use ferroturn::state::LocalState;
-use ferroturn_core::proto::codec::{self, Family, RequestAttr, Response};
-use ferroturn_core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, method};
+use ferroturn_core::proto::codec::Family;
+use ferroturn_core::proto::wire::{self, Class, HEADER_LEN, attr, method};
+use ferroturn_core::proto::writer::MessageWriter;
 use ferroturn_core::proto::{data, integrity, scan};
 use ferroturn_core::server::{
     AllocId, Event, FiveTuple, Path, Secrets, Server, Transmit, Transport,
@@ -231,7 +233,7 @@ impl Harness {
             if error_code(&response) != Some(438) {
                 return response;
             }
-            c.nonce = codec::decode_response(&response).and_then(|r| r.nonce);
+            c.nonce = client_codec::decode_response(&response).and_then(|r| r.nonce);
         }
         panic!("still 438 with a fresh nonce");
     }
@@ -333,39 +335,28 @@ impl Client {
         extra: &[(u16, &[u8])],
         fingerprint: bool,
     ) -> Vec<u8> {
-        let mut m = self.unsealed(txn, method, attrs);
+        let mut w = MessageWriter::resume(self.unsealed(txn, method, attrs)).expect("a header");
         for (t, v) in extra {
-            push_attr(&mut m, *t, v);
+            w.push(*t, v);
         }
-        integrity::seal(&mut m, Some(&self.key), fingerprint);
-        m
+        w.seal(Some(&self.key), fingerprint).expect("fits")
     }
 }
 
 // ---------------------------------------------------------------------------------
 // Wire helpers: building requests and reading responses byte by byte.
 
-fn set_body_len(m: &mut [u8]) {
-    let body = u16::try_from(m.len() - HEADER_LEN).expect("test message fits");
-    m[2..4].copy_from_slice(&body.to_be_bytes());
-}
-
+/// Appends attribute `t` to an encoded message.
 fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
-    m.extend_from_slice(&t.to_be_bytes());
-    m.extend_from_slice(&u16::try_from(v.len()).expect("short value").to_be_bytes());
-    m.extend_from_slice(v);
-    m.resize(wire::padded(m.len()), 0);
-    set_body_len(m);
+    let w = MessageWriter::resume(std::mem::take(m)).expect("a header");
+    *m = w.attr(t, v).finish().expect("fits");
 }
 
 /// A message with only a header.
 fn header(method: u16, class: Class, txn: &[u8; 12]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(64);
-    m.extend_from_slice(&wire::message_type(method, class).to_be_bytes());
-    m.extend_from_slice(&0u16.to_be_bytes());
-    m.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    m.extend_from_slice(txn);
-    m
+    MessageWriter::new(method, class, txn)
+        .finish()
+        .expect("a header")
 }
 
 /// A request through the codec, with `extra` raw attributes appended, then
@@ -378,17 +369,17 @@ fn build(
     key: Option<&[u8]>,
     fingerprint: bool,
 ) -> Vec<u8> {
-    let mut m = codec::encode_request(method, false, txn, attrs, None).expect("request encodes");
+    let mut m =
+        client_codec::encode_request(method, false, txn, attrs, None).expect("request encodes");
     // encode_request always ends with FINGERPRINT; drop it to append or seal again.
     let at = m.len() - 8;
     assert_eq!(wire::be16(&m, at), Some(attr::FINGERPRINT));
     m.truncate(at);
-    set_body_len(&mut m);
+    let mut w = MessageWriter::resume(m).expect("a header");
     for (t, v) in extra {
-        push_attr(&mut m, *t, v);
+        w.push(*t, v);
     }
-    integrity::seal(&mut m, key, fingerprint);
-    m
+    w.seal(key, fingerprint).expect("fits")
 }
 
 /// The attributes of a message, in order: (type, value offset, value length).
@@ -430,20 +421,20 @@ fn success(m: &[u8], method: u16) -> Response {
         "expected success, got error {:?}",
         error_code(m)
     );
-    let r = codec::decode_response(m).expect("response decodes");
+    let r = client_codec::decode_response(m).expect("response decodes");
     assert_eq!(r.error_code, None);
     r
 }
 
 fn error(m: &[u8], method: u16, code: u16) -> Response {
     assert_eq!(class_of(m), (method, Class::Error), "expected error {code}");
-    let r = codec::decode_response(m).expect("response decodes");
+    let r = client_codec::decode_response(m).expect("response decodes");
     assert_eq!(r.error_code, Some(code));
     r
 }
 
 fn error_code(m: &[u8]) -> Option<u16> {
-    codec::decode_response(m).and_then(|r| r.error_code)
+    client_codec::decode_response(m).and_then(|r| r.error_code)
 }
 
 /// The response carries MESSAGE-INTEGRITY and it verifies with `key` (RFC 8489 14.5).
@@ -470,15 +461,13 @@ fn send_indication(
     payload: &[u8],
     extra: &[(u16, &[u8])],
 ) -> Vec<u8> {
-    let mut m = header(method::SEND, Class::Indication, txn);
-    let mut value = [0u8; 20];
-    let n = wire::encode_xor_address(peer, txn, &mut value).expect("room for an address");
-    push_attr(&mut m, attr::XOR_PEER_ADDRESS, &value[..n]);
-    push_attr(&mut m, attr::DATA, payload);
+    let mut w = MessageWriter::new(method::SEND, Class::Indication, txn)
+        .xor_address(attr::XOR_PEER_ADDRESS, peer)
+        .attr(attr::DATA, payload);
     for (t, v) in extra {
-        push_attr(&mut m, *t, v);
+        w.push(*t, v);
     }
-    m
+    w.finish().expect("fits")
 }
 
 fn channel_data(number: u16, payload: &[u8]) -> Vec<u8> {

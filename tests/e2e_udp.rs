@@ -273,8 +273,8 @@ async fn ipv6_relay_over_ipv6_loopback() {
     // RFC 8656 section 7.2 (formerly RFC 6156): REQUESTED-ADDRESS-FAMILY picks the relay.
     let relayed = c
         .allocate_with(&[
-            ferroturn_core::proto::codec::RequestAttr::RequestedTransport(17),
-            ferroturn_core::proto::codec::RequestAttr::RequestedFamily(
+            ferroturn::client::codec::RequestAttr::RequestedTransport(17),
+            ferroturn::client::codec::RequestAttr::RequestedFamily(
                 ferroturn_core::proto::Family::V6,
             ),
         ])

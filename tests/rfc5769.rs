@@ -1,6 +1,7 @@
 //! RFC 5769 test vectors (files under tests/data) through the pre-scan, the integrity
 //! check and the stun-rs codec wrapper.
 
+use ferroturn::client::codec as client_codec;
 use ferroturn_core::proto::codec;
 use ferroturn_core::proto::integrity::{long_term_key, verify};
 use ferroturn_core::proto::scan::scan;
@@ -60,7 +61,7 @@ fn rfc5769_2_2_and_2_3_sample_responses_decode_mapped_addresses() {
             verify(&m, s.integrity.expect("MI"), SHORT_TERM_PASSWORD),
             "{file}"
         );
-        let r = codec::decode_response(&m).expect("decodes");
+        let r = client_codec::decode_response(&m).expect("decodes");
         assert_eq!(
             r.xor_mapped,
             Some(expected.parse::<SocketAddr>().unwrap()),

@@ -38,8 +38,8 @@ mod common;
 
 use common::tls::{TestPki, server_name};
 use common::{REALM, SECRET, TestServer, echo_peer, rest_credentials, start_server_raw};
+use ferroturn::client::codec::RequestAttr;
 use ferroturn::client::{ClientError, Relayed, TurnClient};
-use ferroturn_core::proto::codec::RequestAttr;
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@
 //! server keeps per unauthenticated source (ideally none: stateless nonces).
 
 use crate::common;
-use ferroturn_core::proto::codec::{self, RequestAttr};
+use ferroturn::client::codec::{self, RequestAttr};
 use ferroturn_core::proto::wire::method;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};

@@ -20,13 +20,21 @@ fuzz_target!(|data: &[u8]| {
     let channel = data.first().map_or(0x4000, |&b| 0x4000 | u16::from(b));
     for pad in [false, true] {
         if let Some(r) = data::frame_channel_data(&mut buf, payload.clone(), channel, pad) {
-            assert!(r.start <= r.end && r.end <= buf.len(), "{r:?} outside {}", buf.len());
+            assert!(
+                r.start <= r.end && r.end <= buf.len(),
+                "{r:?} outside {}",
+                buf.len()
+            );
             assert!(r.start <= payload.start && r.end >= payload.end);
         }
     }
     let txn = [7u8; 12];
     if let Some(r) = data::frame_data_indication(&mut buf, payload.clone(), PEER, &txn) {
-        assert!(r.start <= r.end && r.end <= buf.len(), "{r:?} outside {}", buf.len());
+        assert!(
+            r.start <= r.end && r.end <= buf.len(),
+            "{r:?} outside {}",
+            buf.len()
+        );
         assert!(r.start <= payload.start && r.end >= payload.end);
     }
 });

@@ -96,7 +96,11 @@ fn quoted(s: &str) -> String {
 /// bytes reach the extremes.
 fn integer(bytes: &[u8]) -> i64 {
     let n = bytes.len().min(8);
-    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 };
+    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+        0xff
+    } else {
+        0
+    };
     let mut b = [fill; 8];
     b[8 - n..].copy_from_slice(&bytes[..n]);
     i64::from_be_bytes(b)
@@ -150,8 +154,12 @@ fn value(kind: u8, bytes: &[u8], list: bool) -> String {
         }
         9 => {
             // A known value with bytes written over part of it.
-            let Some((&w, rest)) = bytes.split_first() else { return string(quoted("")) };
-            let Some((&at, patch)) = rest.split_first() else { return string(word(w)) };
+            let Some((&w, rest)) = bytes.split_first() else {
+                return string(quoted(""));
+            };
+            let Some((&at, patch)) = rest.split_first() else {
+                return string(word(w));
+            };
             let w = WORDS[usize::from(w) % WORDS.len()];
             let at = usize::from(at) % (w.len() + 1);
             let patch = String::from_utf8_lossy(patch);
@@ -194,7 +202,10 @@ fn check(text: &str) {
         Ok(raw) => raw,
         Err(e) => {
             assert!(!e.0.is_empty(), "empty error for {text:?}");
-            assert!(typed.is_err(), "Config accepted what RawConfig refused: {text:?}");
+            assert!(
+                typed.is_err(),
+                "Config accepted what RawConfig refused: {text:?}"
+            );
             return;
         }
     };
@@ -207,18 +218,37 @@ fn check(text: &str) {
     match typed {
         Err(e) => assert!(!e.0.is_empty(), "empty error for {text:?}"),
         Ok(c) => {
-            assert!((1..=256).contains(&c.relay_threads), "{} threads", c.relay_threads);
+            assert!(
+                (1..=256).contains(&c.relay_threads),
+                "{} threads",
+                c.relay_threads
+            );
             let s = &c.server;
-            assert!(s.min_port >= 1 && s.min_port <= s.max_port, "{}-{}", s.min_port, s.max_port);
+            assert!(
+                s.min_port >= 1 && s.min_port <= s.max_port,
+                "{}-{}",
+                s.min_port,
+                s.max_port
+            );
             assert!(
                 usize::from(s.max_port - s.min_port) + 1 >= c.relay_threads,
                 "fewer ports than threads"
             );
             assert!(s.default_lifetime <= s.max_lifetime);
-            assert!(s.relay_v4.is_some() || s.relay_v6.is_some(), "no relay address");
+            assert!(
+                s.relay_v4.is_some() || s.relay_v6.is_some(),
+                "no relay address"
+            );
             let l = &c.listeners;
-            assert!(!(l.udp.is_empty() && l.tcp.is_empty() && l.tls.is_empty()), "no listener");
-            assert_eq!(l.tls.is_empty(), c.tls.is_none(), "TLS listeners without files");
+            assert!(
+                !(l.udp.is_empty() && l.tcp.is_empty() && l.tls.is_empty()),
+                "no listener"
+            );
+            assert_eq!(
+                l.tls.is_empty(),
+                c.tls.is_none(),
+                "TLS listeners without files"
+            );
             assert!(!s.credentials.realm().is_empty());
         }
     }

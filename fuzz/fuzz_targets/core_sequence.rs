@@ -13,13 +13,14 @@
 //! After each record every `BindRelay` is answered as bound and the transmits drained.
 #![no_main]
 
+use ferroturn::client::codec as client_codec;
 use ferroturn::config::Config;
-use ferroturn_core::proto::codec;
+use ferroturn::state::LocalState;
 use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
 use ferroturn_core::proto::integrity;
 use ferroturn_core::proto::wire::{MAGIC_COOKIE, attr};
-use ferroturn::state::LocalState;
-use ferroturn_core::server::{AllocId, Event, FiveTuple, Secrets, Path, Server, Transport};
+use ferroturn_core::proto::writer::MessageWriter;
+use ferroturn_core::server::{AllocId, Event, FiveTuple, Path, Secrets, Server, Transport};
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, LazyLock};
@@ -43,7 +44,10 @@ const CLIENTS: [SocketAddr; 4] = [
     v4(203, 0, 113, 10, 40000),
     v4(203, 0, 113, 10, 40001),
     v4(203, 0, 113, 11, 40000),
-    SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), 40000),
+    SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        40000,
+    ),
 ];
 
 /// Three peers inside `allowed-peer-ip`, one outside.
@@ -65,8 +69,22 @@ impl Harness {
     fn new() -> Self {
         let config = Config::from_toml_str(CONFIG).expect("the fixed config is valid");
         let now = *T0;
-        let server = Server::new(config.server, Arc::new(LocalState::default()), Secrets { nonce_key: [0; 32], seed: [0; 32] }, now, 1_700_000_000);
-        Harness { server, now, relay: None, nonce: None }
+        let server = Server::new(
+            config.server,
+            Arc::new(LocalState::default()),
+            Secrets {
+                nonce_key: [0; 32],
+                seed: [0; 32],
+            },
+            now,
+            1_700_000_000,
+        );
+        Harness {
+            server,
+            now,
+            relay: None,
+            nonce: None,
+        }
     }
 
     fn client(&mut self, arg: u8, bytes: &[u8]) {
@@ -76,7 +94,10 @@ impl Harness {
             transport: Transport::Udp,
         };
         let mut buf = bytes.to_vec();
-        if let Some(t) = self.server.handle_client_datagram(self.now, tuple, &mut buf) {
+        if let Some(t) = self
+            .server
+            .handle_client_datagram(self.now, tuple, &mut buf)
+        {
             check_range(&t.range, buf.len());
         }
     }
@@ -87,9 +108,16 @@ impl Harness {
         buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
         let payload = HEADROOM..HEADROOM + bytes.len();
         let from = PEERS[usize::from(arg % 4)];
-        if let Some(t) = self.server.handle_peer_datagram(self.now, relay, from, &mut buf, payload) {
+        if let Some(t) = self
+            .server
+            .handle_peer_datagram(self.now, relay, from, &mut buf, payload)
+        {
             check_range(&t.range, buf.len());
-            assert!(matches!(t.path, Path::Client { .. }), "peer data relayed to {:?}", t.path);
+            assert!(
+                matches!(t.path, Path::Client { .. }),
+                "peer data relayed to {:?}",
+                t.path
+            );
         }
     }
 
@@ -101,15 +129,19 @@ impl Harness {
         msg[0] &= 0x3F;
         msg[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
         msg.resize(msg.len().next_multiple_of(4), 0);
-        push_attr(&mut msg, attr::USERNAME, b"u");
-        push_attr(&mut msg, attr::REALM, b"r");
+        let Some(mut w) = MessageWriter::resume(msg) else {
+            return;
+        };
+        w.push(attr::USERNAME, b"u").push(attr::REALM, b"r");
         if let Some(nonce) = &self.nonce {
-            push_attr(&mut msg, attr::NONCE, nonce.as_bytes());
+            w.push(attr::NONCE, nonce.as_bytes());
         }
-        if msg.len() + 24 + 8 > MAX_DATAGRAM {
+        if w.as_bytes().len() + 24 + 8 > MAX_DATAGRAM {
             return;
         }
-        integrity::seal(&mut msg, Some(&KEY[..]), arg & 4 != 0);
+        let Some(msg) = w.seal(Some(&KEY[..]), arg & 4 != 0) else {
+            return;
+        };
         self.client(arg, &msg);
     }
 
@@ -131,29 +163,27 @@ impl Harness {
             }
         }
         while let Some(t) = self.server.poll_transmit() {
-            if let Some(nonce) = codec::decode_response(&t.payload).and_then(|r| r.nonce) {
+            if let Some(nonce) = client_codec::decode_response(&t.payload).and_then(|r| r.nonce) {
                 self.nonce = Some(nonce);
             }
         }
     }
 }
 
-fn push_attr(msg: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    msg.extend_from_slice(&kind.to_be_bytes());
-    msg.extend_from_slice(&(value.len() as u16).to_be_bytes());
-    msg.extend_from_slice(value);
-    msg.resize(msg.len().next_multiple_of(4), 0);
-}
-
 fn check_range(r: &std::ops::Range<usize>, len: usize) {
-    assert!(r.start <= r.end && r.end <= len, "{r:?} outside a {len}-byte buffer");
+    assert!(
+        r.start <= r.end && r.end <= len,
+        "{r:?} outside a {len}-byte buffer"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut h = Harness::new();
     let mut rest = data;
     for _ in 0..MAX_RECORDS {
-        let [kind, arg, hi, lo, tail @ ..] = rest else { break };
+        let [kind, arg, hi, lo, tail @ ..] = rest else {
+            break;
+        };
         let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
         let (bytes, tail) = tail.split_at(len);
         rest = tail;

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     let (sizes, mut stream) = rest.split_at(SIZES);
     // Small capacities exercise compaction and TooLarge; 0 stands for the largest. Odd
     // bytes start small and grow to the largest frame (the drivers' configuration).
-    let capacity = if cap == 0 { MAX_STREAM_FRAME } else { usize::from(cap) * 4 };
+    let capacity = if cap == 0 {
+        MAX_STREAM_FRAME
+    } else {
+        usize::from(cap) * 4
+    };
     let mut framer = if cap & 1 == 1 {
         Framer::with_limit(capacity, MAX_STREAM_FRAME)
     } else {
@@ -30,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
         let want = usize::from(sizes[i % SIZES]).max(1);
         i += 1;
         let spare = framer.spare();
-        assert!(!spare.is_empty(), "no spare space with all complete frames pulled");
+        assert!(
+            !spare.is_empty(),
+            "no spare space with all complete frames pulled"
+        );
         let n = want.min(spare.len()).min(stream.len());
         spare[..n].copy_from_slice(&stream[..n]);
         stream = &stream[n..];
@@ -40,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some(frame)) => {
                     let r = frame.range();
                     let buf = framer.buffer();
-                    assert!(r.start < r.end && r.end <= buf.len(), "{r:?} outside {}", buf.len());
+                    assert!(
+                        r.start < r.end && r.end <= buf.len(),
+                        "{r:?} outside {}",
+                        buf.len()
+                    );
                     let first = buf[r.start] >> 6;
                     match frame {
                         Frame::Stun(_) => assert_eq!(first, 0),

@@ -2,6 +2,7 @@
 //! error, never a panic, and every range the scan reports must lie inside the input.
 #![no_main]
 
+use ferroturn::client::codec as client_codec;
 use ferroturn_core::proto::{codec, integrity, scan};
 use libfuzzer_sys::fuzz_target;
 
@@ -12,12 +13,16 @@ fuzz_target!(|data: &[u8]| {
             .into_iter()
             .flatten()
         {
-            assert!(r.start <= r.end && r.end <= data.len(), "{r:?} outside {}", data.len());
+            assert!(
+                r.start <= r.end && r.end <= data.len(),
+                "{r:?} outside {}",
+                data.len()
+            );
         }
         let _ = codec::decode_request(data, &s);
         if let Some(at) = s.integrity {
             let _ = integrity::verify(data, at, b"key");
         }
     }
-    let _ = codec::decode_response(data);
+    let _ = client_codec::decode_response(data);
 });

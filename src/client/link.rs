@@ -7,6 +7,7 @@
 //! future. Sends are not: a stream send dropped half way leaves a partial message on
 //! the stream, after which the server can no longer delimit it.
 
+use ferroturn_core::proto::data;
 use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
 use ferroturn_core::proto::wire::padded;
 use std::io;
@@ -196,15 +197,12 @@ impl Link {
 /// multiple of 4, which a stream requires (section 12.5). `None` for a payload too long
 /// for the 16-bit length field.
 pub(super) fn channel_data_message(channel: u16, payload: &[u8], pad: bool) -> Option<Vec<u8>> {
-    let len = u16::try_from(payload.len()).ok()?;
-    let total = 4 + payload.len();
-    let mut m = Vec::with_capacity(padded(total));
-    m.extend_from_slice(&channel.to_be_bytes());
-    m.extend_from_slice(&len.to_be_bytes());
-    m.extend_from_slice(payload);
-    if pad {
-        m.resize(padded(total), 0);
-    }
+    let header = ferroturn_core::proto::wire::CHANNEL_DATA_HEADER_LEN;
+    let mut m = vec![0u8; header + padded(payload.len())];
+    m.get_mut(header..header + payload.len())?
+        .copy_from_slice(payload);
+    let framed = data::frame_channel_data(&mut m, header..header + payload.len(), channel, pad)?;
+    m.truncate(framed.end);
     Some(m)
 }
 

@@ -5,6 +5,7 @@ use super::Relayed;
 use ferroturn_core::proto::data;
 use ferroturn_core::proto::scan::scan;
 use ferroturn_core::proto::wire::{self, Class, method};
+use ferroturn_core::proto::writer::MessageWriter;
 use rand::RngExt;
 use std::net::SocketAddr;
 
@@ -17,27 +18,12 @@ pub const MAX_INDICATION_DATA: usize = 65_532 - 24 - 4 - 8;
 pub fn send_indication(peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let payload = payload.get(..MAX_INDICATION_DATA).unwrap_or(payload);
     let txn: [u8; 12] = rand::rng().random();
-    let mut m = Vec::with_capacity(64 + payload.len());
-    m.extend_from_slice(&wire::message_type(method::SEND, Class::Indication).to_be_bytes());
-    m.extend_from_slice(&[0, 0]);
-    m.extend_from_slice(&wire::MAGIC_COOKIE.to_be_bytes());
-    m.extend_from_slice(&txn);
-    let mut addr = [0u8; 20];
-    let n = wire::encode_xor_address(peer, &txn, &mut addr).unwrap_or(0);
-    push_attr(&mut m, wire::attr::XOR_PEER_ADDRESS, &addr[..n]);
-    push_attr(&mut m, wire::attr::DATA, payload);
-    ferroturn_core::proto::integrity::seal(&mut m, None, true);
-    m
-}
-
-/// Appends an attribute of at most 65535 bytes and updates the message length.
-fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
-    m.extend_from_slice(&t.to_be_bytes());
-    m.extend_from_slice(&(v.len() as u16).to_be_bytes());
-    m.extend_from_slice(v);
-    m.resize(wire::padded(m.len()), 0);
-    let body = (m.len() - wire::HEADER_LEN) as u16;
-    m[2..4].copy_from_slice(&body.to_be_bytes());
+    MessageWriter::with_capacity(method::SEND, Class::Indication, &txn, 64 + payload.len())
+        .xor_address(wire::attr::XOR_PEER_ADDRESS, peer)
+        .attr(wire::attr::DATA, payload)
+        .seal(None, true)
+        // The payload was cut to what fits.
+        .unwrap_or_default()
 }
 
 /// Encodes ChannelData (RFC 8656 section 12.4) as sent over UDP, without padding; a

@@ -3,13 +3,14 @@
 //! retransmits requests over UDP, and keeps relayed data that arrives while it waits for
 //! a response. The relay to peers is UDP whatever the transport to the server.
 
+pub mod codec;
 mod link;
 mod message;
 
 pub use link::Transport;
 pub use message::{MAX_INDICATION_DATA, channel_data, parse_relayed, send_indication};
 
-use ferroturn_core::proto::codec::{self, RequestAttr, Response};
+use codec::{RequestAttr, Response};
 use ferroturn_core::proto::integrity::long_term_key;
 use ferroturn_core::proto::wire::method;
 use link::Link;
@@ -388,7 +389,7 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferroturn_core::proto::codec::ResponseAttr;
+    use ferroturn_core::proto::codec::{self as server_codec, ResponseAttr};
     use ferroturn_core::proto::stream::{Frame, Framer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -427,7 +428,7 @@ mod tests {
                 ResponseAttr::Realm("test"),
                 ResponseAttr::Nonce("abcd"),
             ];
-            let challenge = codec::encode(method::ALLOCATE, false, &txn, &attrs, None, true);
+            let challenge = server_codec::encode(method::ALLOCATE, false, &txn, &attrs, None, true);
             // ChannelData (padded) arrives just before the response, split from it.
             let cd = link::channel_data_message(0x4001, b"early", true).unwrap();
             io.write_all(&[cd, challenge.unwrap()].concat())
@@ -437,7 +438,8 @@ mod tests {
             assert_ne!(first[8..20], second[8..20]);
             let txn: [u8; 12] = second[8..20].try_into().unwrap();
             let attrs = [ResponseAttr::XorRelayedAddress(relayed)];
-            let ok = codec::encode(method::ALLOCATE, true, &txn, &attrs, None, true).unwrap();
+            let ok =
+                server_codec::encode(method::ALLOCATE, true, &txn, &attrs, None, true).unwrap();
             for byte in ok {
                 io.write_all(&[byte]).await.unwrap();
             }

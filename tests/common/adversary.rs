@@ -3,9 +3,10 @@
 //! UDP session that returns every byte of each answer, and listeners that prove on the
 //! wire that nothing reached an address.
 
-use ferroturn_core::proto::codec::{self, Response};
+use ferroturn::client::codec::{self as client_codec, Response};
 use ferroturn_core::proto::integrity;
-use ferroturn_core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, method};
+use ferroturn_core::proto::wire::{self, Class, HEADER_LEN, attr, method};
+use ferroturn_core::proto::writer::MessageWriter;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -15,21 +16,18 @@ use tokio::time::{Instant, timeout_at};
 pub const UDP: u8 = 17;
 pub const TCP: u8 = 6;
 
-/// A STUN message under construction. Attributes land exactly as pushed; the length field
-/// always covers what has been pushed so far.
+/// A STUN message under construction, on the core's [`MessageWriter`]. Attributes land
+/// exactly as pushed; the length field always covers what has been pushed so far.
 #[derive(Clone, Debug)]
 pub struct Msg {
-    buf: Vec<u8>,
+    w: MessageWriter,
 }
 
 impl Msg {
     pub fn new(method: u16, class: Class, txn: [u8; 12]) -> Self {
-        let mut buf = Vec::with_capacity(128);
-        buf.extend_from_slice(&wire::message_type(method, class).to_be_bytes());
-        buf.extend_from_slice(&[0, 0]);
-        buf.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
-        buf.extend_from_slice(&txn);
-        Self { buf }
+        Self {
+            w: MessageWriter::new(method, class, &txn),
+        }
     }
 
     /// A request with a random transaction id.
@@ -38,35 +36,25 @@ impl Msg {
     }
 
     pub fn txn(&self) -> [u8; 12] {
-        let mut t = [0u8; 12];
-        t.copy_from_slice(&self.buf[8..HEADER_LEN]);
-        t
+        self.w.txn()
     }
 
-    fn set_len(&mut self) {
-        let body = u16::try_from(self.buf.len() - HEADER_LEN).expect("message fits in 64 KiB");
-        self.buf[2..4].copy_from_slice(&body.to_be_bytes());
+    fn map(self, f: impl FnOnce(MessageWriter) -> MessageWriter) -> Self {
+        Self { w: f(self.w) }
     }
 
     /// An attribute with its true length, zero padded to a multiple of 4.
-    pub fn attr(mut self, t: u16, value: &[u8]) -> Self {
-        let len = u16::try_from(value.len()).expect("attribute fits in 64 KiB");
-        self.buf.extend_from_slice(&t.to_be_bytes());
-        self.buf.extend_from_slice(&len.to_be_bytes());
-        self.buf.extend_from_slice(value);
-        self.buf.resize(wire::padded(self.buf.len()), 0);
-        self.set_len();
-        self
+    pub fn attr(self, t: u16, value: &[u8]) -> Self {
+        self.map(|w| w.attr(t, value))
     }
 
     /// An attribute whose length field says `declared` whatever `value` holds, without
     /// padding (for malformed messages).
-    pub fn lying_attr(mut self, t: u16, declared: u16, value: &[u8]) -> Self {
-        self.buf.extend_from_slice(&t.to_be_bytes());
-        self.buf.extend_from_slice(&declared.to_be_bytes());
-        self.buf.extend_from_slice(value);
-        self.set_len();
-        self
+    pub fn lying_attr(self, t: u16, declared: u16, value: &[u8]) -> Self {
+        let mut header = [0u8; 4];
+        header[..2].copy_from_slice(&t.to_be_bytes());
+        header[2..].copy_from_slice(&declared.to_be_bytes());
+        self.map(|w| w.raw(&header).raw(value))
     }
 
     pub fn username(self, u: &str) -> Self {
@@ -100,26 +88,21 @@ impl Msg {
     }
 
     pub fn peer(self, addr: SocketAddr) -> Self {
-        let mut value = [0u8; 20];
-        let txn = self.txn();
-        let n = wire::encode_xor_address(addr, &txn, &mut value).expect("20 bytes suffice");
-        self.attr(attr::XOR_PEER_ADDRESS, &value[..n])
+        self.map(|w| w.xor_address(attr::XOR_PEER_ADDRESS, addr))
     }
 
     /// MESSAGE-INTEGRITY over everything pushed so far (RFC 8489 section 14.5).
-    pub fn integrity(mut self, key: &[u8]) -> Self {
-        integrity::seal(&mut self.buf, Some(key), false);
-        self
+    pub fn integrity(self, key: &[u8]) -> Self {
+        self.map(|w| w.integrity(key))
     }
 
     /// FINGERPRINT over everything pushed so far (RFC 8489 section 14.7).
-    pub fn fingerprint(mut self) -> Self {
-        integrity::seal(&mut self.buf, None, true);
-        self
+    pub fn fingerprint(self) -> Self {
+        self.map(MessageWriter::fingerprint)
     }
 
     pub fn bytes(self) -> Vec<u8> {
-        self.buf
+        self.w.finish().expect("test message fits in 64 KiB")
     }
 }
 
@@ -148,7 +131,7 @@ pub fn attribute(msg: &[u8], t: u16) -> Option<Vec<u8>> {
 
 /// The ERROR-CODE of a response (`None` for a success).
 pub fn error_code(msg: &[u8]) -> Option<u16> {
-    codec::decode_response(msg).and_then(|r| r.error_code)
+    client_codec::decode_response(msg).and_then(|r| r.error_code)
 }
 
 /// Whether `msg` is a success response.
@@ -221,7 +204,7 @@ impl Session {
 
     /// Keeps the REALM and NONCE of a 401 or 438.
     pub fn take_nonce(&mut self, response: &[u8]) {
-        let r: Response = codec::decode_response(response).expect("challenge decodes");
+        let r: Response = client_codec::decode_response(response).expect("challenge decodes");
         self.realm = r.realm.expect("challenge has REALM");
         self.nonce = r.nonce.expect("challenge has NONCE");
     }

@@ -2,9 +2,9 @@
 //! to [`CHANNEL_PEER`] and a permission for [`PERMITTED_PEER`]'s IP. Shared by the
 //! allocation-free test and the fast-path benchmark.
 
+use ferroturn::client::codec::{self as client_codec, RequestAttr};
 use ferroturn::config::Config;
 use ferroturn::state::LocalState;
-use ferroturn_core::proto::codec::{self, RequestAttr};
 use ferroturn_core::proto::integrity::long_term_key;
 use ferroturn_core::proto::wire::method;
 use ferroturn_core::server::{AllocId, Event, FiveTuple, Path, Secrets, Server, Transport};
@@ -49,7 +49,7 @@ pub fn relay_setup() -> Ready {
         transport: Transport::Udp,
     };
     let key = long_term_key("u", "r", b"p");
-    let mut first = codec::encode_request(
+    let mut first = client_codec::encode_request(
         method::ALLOCATE,
         false,
         &[1; 12],
@@ -58,7 +58,7 @@ pub fn relay_setup() -> Ready {
     )
     .expect("encode");
     server.handle_client_datagram(now, tuple, &mut first);
-    let nonce = codec::decode_response(&server.poll_transmit().expect("401").payload)
+    let nonce = client_codec::decode_response(&server.poll_transmit().expect("401").payload)
         .and_then(|r| r.nonce)
         .expect("nonce");
     let steps: [(u16, Vec<RequestAttr<'_>>); 3] = [
@@ -82,8 +82,9 @@ pub fn relay_setup() -> Ready {
             RequestAttr::Nonce(&nonce),
         ];
         attrs.extend(extra);
-        let mut msg = codec::encode_request(m, false, &[i as u8 + 2; 12], &attrs, Some(&key))
-            .expect("encode");
+        let mut msg =
+            client_codec::encode_request(m, false, &[i as u8 + 2; 12], &attrs, Some(&key))
+                .expect("encode");
         assert!(
             server
                 .handle_client_datagram(now, tuple, &mut msg)
@@ -92,7 +93,7 @@ pub fn relay_setup() -> Ready {
         while let Some(Event::BindRelay { relay, .. }) = server.poll_event() {
             server.handle_relay_bound(now, relay, true);
         }
-        let r = codec::decode_response(&server.poll_transmit().expect("response").payload)
+        let r = client_codec::decode_response(&server.poll_transmit().expect("response").payload)
             .expect("decode");
         assert_eq!(r.error_code, None, "setup step {i}");
     }

@@ -4,7 +4,7 @@
 //! answering 401/438 challenges itself. A handful of requests per flow per round, so it
 //! does not disturb the measurement.
 
-use ferroturn_core::proto::codec::{self, RequestAttr};
+use ferroturn::client::codec::{self, RequestAttr};
 use ferroturn_core::proto::integrity::long_term_key;
 use ferroturn_core::proto::wire::method;
 use std::net::SocketAddr;

@@ -6,7 +6,7 @@
 
 use super::refresh::{Binding, LIFETIME_S};
 use ferroturn::client::TurnClient;
-use ferroturn_core::proto::codec::RequestAttr;
+use ferroturn::client::codec::RequestAttr;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;

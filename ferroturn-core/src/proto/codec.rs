@@ -2,17 +2,12 @@
 //! types. Only requests that passed the pre-scan reach [`decode_request`]; the data path
 //! (ChannelData, Send and Data indications) never comes here.
 
-use super::integrity;
 use super::scan::Scan;
 use super::wire::{self, HEADER_LEN, attr};
+use super::writer::MessageWriter;
 use std::net::SocketAddr;
-use stun_rs::attributes::stun::{
-    ErrorCode as ErrorCodeAttr, Nonce, Realm, UnknownAttributes, UserName, XorMappedAddress,
-};
-use stun_rs::attributes::turn::{
-    ChannelNumber, EvenPort, LifeTime, RequestedAddressFamily, RequestedTrasport, XorPeerAddress,
-    XorRelayedAddress,
-};
+use stun_rs::attributes::stun::{ErrorCode as ErrorCodeAttr, UnknownAttributes, XorMappedAddress};
+use stun_rs::attributes::turn::{LifeTime, XorRelayedAddress};
 use stun_rs::{
     AddressFamily, MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, MessageMethod,
     StunAttribute, StunMessageBuilder, TransactionId,
@@ -110,18 +105,6 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
     Ok(req)
 }
 
-/// Appends an attribute with zero padding and updates the length field.
-fn push_raw_attribute(msg: &mut Vec<u8>, t: u16, value: &[u8]) -> Option<()> {
-    let len = u16::try_from(value.len()).ok()?;
-    msg.extend_from_slice(&t.to_be_bytes());
-    msg.extend_from_slice(&len.to_be_bytes());
-    msg.extend_from_slice(value);
-    msg.resize(wire::padded(msg.len()), 0);
-    let body = u16::try_from(msg.len() - HEADER_LEN).ok()?;
-    msg.get_mut(2..4)?.copy_from_slice(&body.to_be_bytes());
-    Some(())
-}
-
 /// The header and the attributes of `buf` before `end`, minus USERNAME, REALM, NONCE and
 /// MESSAGE-INTEGRITY, with the length field set to match. The pre-scan has checked every
 /// attribute header, so the walk stays in bounds (and returns `None` if it would not).
@@ -167,7 +150,7 @@ pub enum ResponseAttr<'a> {
 }
 
 /// Encodes a response or indication; MESSAGE-INTEGRITY (with `key`) and FINGERPRINT are
-/// appended by [`integrity::seal`]. Returns `None` only if stun-rs refuses a value, which
+/// appended by [`MessageWriter::seal`]. Returns `None` only if stun-rs refuses a value, which
 /// the caller treats as "send nothing".
 pub fn encode(
     method: u16,
@@ -217,134 +200,41 @@ pub fn encode(
         .encode(&mut out, &msg)
         .ok()?;
     out.truncate(n);
+    let mut w = MessageWriter::resume(out)?;
     for a in attrs {
         // REALM comes from the validated configuration and NONCE from our own base64.
-        if let ResponseAttr::Realm(text) | ResponseAttr::Nonce(text) = *a {
-            let t = if matches!(a, ResponseAttr::Realm(_)) {
-                attr::REALM
-            } else {
-                attr::NONCE
-            };
-            push_raw_attribute(&mut out, t, text.as_bytes())?;
-        }
-    }
-    integrity::seal(&mut out, key, fingerprint);
-    Some(out)
-}
-
-/// Builds a request (used by the test client and the load generator, never by the
-/// server's request path). `extra` carries the attributes; USERNAME/REALM/NONCE first.
-#[derive(Clone, Debug)]
-pub enum RequestAttr<'a> {
-    Username(&'a str),
-    Realm(&'a str),
-    Nonce(&'a str),
-    Lifetime(u32),
-    RequestedTransport(u8),
-    RequestedFamily(Family),
-    EvenPort(bool),
-    XorPeerAddress(SocketAddr),
-    ChannelNumber(u16),
-}
-
-/// Encodes a request or indication of `method` for clients; see [`RequestAttr`].
-pub fn encode_request(
-    method: u16,
-    indication: bool,
-    txn: &[u8; 12],
-    attrs: &[RequestAttr<'_>],
-    key: Option<&[u8]>,
-) -> Option<Vec<u8>> {
-    let class = if indication {
-        MessageClass::Indication
-    } else {
-        MessageClass::Request
-    };
-    let method = MessageMethod::try_from(method).ok()?;
-    let mut b =
-        StunMessageBuilder::new(method, class).with_transaction_id(TransactionId::from(*txn));
-    for a in attrs {
-        b = match *a {
-            RequestAttr::Username(u) => b.with_attribute(UserName::new(u).ok()?),
-            RequestAttr::Realm(r) => b.with_attribute(Realm::new(r).ok()?),
-            RequestAttr::Nonce(n) => b.with_attribute(Nonce::new(n).ok()?),
-            RequestAttr::Lifetime(l) => b.with_attribute(LifeTime::from(l)),
-            // stun-rs can only name UDP; other protocols are written by hand by tests.
-            RequestAttr::RequestedTransport(_) => {
-                b.with_attribute(RequestedTrasport::new(stun_rs::protocols::UDP))
-            }
-            RequestAttr::RequestedFamily(f) => {
-                b.with_attribute(RequestedAddressFamily::new(match f {
-                    Family::V4 => AddressFamily::IPv4,
-                    Family::V6 => AddressFamily::IPv6,
-                }))
-            }
-            RequestAttr::EvenPort(r) => b.with_attribute(EvenPort::new(r)),
-            RequestAttr::XorPeerAddress(a) => b.with_attribute(XorPeerAddress::from(a)),
-            RequestAttr::ChannelNumber(c) => b.with_attribute(ChannelNumber::new(c)),
+        match *a {
+            ResponseAttr::Realm(text) => w.push(attr::REALM, text.as_bytes()),
+            ResponseAttr::Nonce(text) => w.push(attr::NONCE, text.as_bytes()),
+            _ => &mut w,
         };
     }
-    let msg = b.build();
-    let mut out = vec![0u8; 1024];
-    let n = MessageEncoderBuilder::default()
-        .build()
-        .encode(&mut out, &msg)
-        .ok()?;
-    out.truncate(n);
-    integrity::seal(&mut out, key, true);
-    Some(out)
-}
-
-/// Reads the attributes a client needs from a response (test client, load generator).
-#[derive(Clone, Debug, Default)]
-pub struct Response {
-    pub error_code: Option<u16>,
-    pub realm: Option<String>,
-    pub nonce: Option<String>,
-    pub xor_mapped: Option<SocketAddr>,
-    pub xor_relayed: Option<SocketAddr>,
-    pub lifetime: Option<u32>,
-    pub unknown_attributes: Vec<u16>,
-}
-
-/// Decodes a response for a client; `None` if it is not a well-formed STUN message.
-pub fn decode_response(buf: &[u8]) -> Option<Response> {
-    let (msg, _) = MessageDecoderBuilder::default().build().decode(buf).ok()?;
-    let mut r = Response::default();
-    for a in msg.attributes() {
-        match a {
-            StunAttribute::ErrorCode(e) => r.error_code = Some(e.error_code().error_code()),
-            StunAttribute::Realm(x) => r.realm = Some(x.as_str().to_owned()),
-            StunAttribute::Nonce(x) => r.nonce = Some(x.as_str().to_owned()),
-            StunAttribute::XorMappedAddress(x) => r.xor_mapped = Some(*x.socket_address()),
-            StunAttribute::XorRelayedAddress(x) => r.xor_relayed = Some(*x.socket_address()),
-            StunAttribute::LifeTime(l) => r.lifetime = Some(*l.as_ref()),
-            StunAttribute::UnknownAttributes(u) => r.unknown_attributes = u.attributes().to_vec(),
-            _ => {}
-        }
-    }
-    Some(r)
+    w.seal(key, fingerprint)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proto::scan::scan;
+    use crate::proto::wire::{Class, method};
 
-    fn request(attrs: &[RequestAttr<'_>]) -> Vec<u8> {
-        encode_request(0x003, false, &[1; 12], attrs, Some(b"key")).expect("encodes")
+    /// An Allocate with USERNAME, REALM, NONCE, REQUESTED-TRANSPORT UDP, LIFETIME and a
+    /// XOR-PEER-ADDRESS, sealed with `key` and FINGERPRINT.
+    fn request(username: &[u8], key: &[u8]) -> Vec<u8> {
+        MessageWriter::new(method::ALLOCATE, Class::Request, &[1; 12])
+            .attr(attr::USERNAME, username)
+            .attr(attr::REALM, b"example.org")
+            .attr(attr::NONCE, b"n0nce")
+            .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+            .attr(attr::LIFETIME, &1234u32.to_be_bytes())
+            .xor_address(attr::XOR_PEER_ADDRESS, "192.0.2.9:7".parse().unwrap())
+            .seal(Some(key), true)
+            .unwrap()
     }
 
     #[test]
     fn text_attributes_are_read_raw_and_the_rest_through_stun_rs() {
-        let m = request(&[
-            RequestAttr::Username("1700000000:alice"),
-            RequestAttr::Realm("example.org"),
-            RequestAttr::Nonce("n0nce"),
-            RequestAttr::RequestedTransport(17),
-            RequestAttr::Lifetime(1234),
-            RequestAttr::XorPeerAddress("192.0.2.9:7".parse().unwrap()),
-        ]);
+        let m = request(b"1700000000:alice", b"key");
         let r = decode_request(&m, &scan(&m).unwrap()).unwrap();
         assert_eq!(r.username.as_deref(), Some("1700000000:alice"));
         assert_eq!(r.realm.as_deref(), Some("example.org"));
@@ -355,16 +245,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_username_is_a_decode_error() {
-        let mut m = request(&[
-            RequestAttr::Username("abcd"),
-            RequestAttr::RequestedTransport(17),
-        ]);
-        m[24] = 0xFF;
-        // Re-seal the FINGERPRINT over the changed byte.
-        let at = m.len() - 8;
-        m.truncate(at);
-        m[2..4].copy_from_slice(&((at - HEADER_LEN) as u16).to_be_bytes());
-        integrity::seal(&mut m, None, true);
+        let m = request(b"ab\xFFd", b"key");
         let s = scan(&m).unwrap();
         assert_eq!(decode_request(&m, &s).unwrap_err(), DecodeError);
     }
@@ -379,9 +260,22 @@ mod tests {
         let m = encode(0x003, false, &[2; 12], &attrs, None, true).unwrap();
         let s = scan(&m).expect("valid message with FINGERPRINT last");
         assert!(s.fingerprint);
-        let r = decode_response(&m).unwrap();
-        assert_eq!(r.error_code, Some(401));
-        assert_eq!(r.realm.as_deref(), Some("r.example"));
-        assert_eq!(r.nonce.as_deref(), Some("abc"));
+        let text = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &m[r]);
+        assert_eq!(text(&s.realm), Some(&b"r.example"[..]));
+        assert_eq!(text(&s.nonce), Some(&b"abc"[..]));
+        // ERROR-CODE, the first attribute: class 4, number 1.
+        assert_eq!(wire::be16(&m, HEADER_LEN), Some(attr::ERROR_CODE));
+        assert_eq!(&m[HEADER_LEN + 6..HEADER_LEN + 8], &[4, 1]);
+        let decoded = MessageDecoderBuilder::default()
+            .build()
+            .decode(&m)
+            .unwrap()
+            .0;
+        assert!(
+            decoded
+                .attributes()
+                .iter()
+                .any(|a| matches!(a, StunAttribute::Nonce(n) if n.as_str() == "abc"))
+        );
     }
 }

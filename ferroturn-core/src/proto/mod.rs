@@ -6,6 +6,7 @@
 //! - [`integrity`]: MESSAGE-INTEGRITY (constant time) and FINGERPRINT.
 //! - [`data`]: the zero-copy data path (ChannelData, Send and Data indications).
 //! - [`stream`]: framing of STUN and ChannelData messages on TCP and TLS streams.
+//! - [`writer`]: the one [`writer::MessageWriter`] for STUN messages written by hand.
 
 pub mod codec;
 pub mod data;
@@ -13,6 +14,7 @@ pub mod integrity;
 pub mod scan;
 pub mod stream;
 pub mod wire;
+pub mod writer;
 
 pub use codec::{Family, Request};
 pub use wire::Class;

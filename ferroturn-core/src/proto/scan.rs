@@ -228,6 +228,7 @@ pub fn fingerprint(covered: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::writer::MessageWriter;
 
     fn binding_request() -> Vec<u8> {
         let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
@@ -236,12 +237,8 @@ mod tests {
     }
 
     fn push_attr(m: &mut Vec<u8>, t: u16, v: &[u8]) {
-        m.extend_from_slice(&t.to_be_bytes());
-        m.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        m.extend_from_slice(v);
-        m.resize(padded(m.len()), 0);
-        let body = (m.len() - HEADER_LEN) as u16;
-        m[2..4].copy_from_slice(&body.to_be_bytes());
+        let w = MessageWriter::resume(std::mem::take(m)).unwrap();
+        *m = w.attr(t, v).finish().unwrap();
     }
 
     #[test]
