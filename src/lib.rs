@@ -1,19 +1,109 @@
 //! ferroturn: a STUN/TURN relay server.
 //!
-//! The protocol lives in the `ferroturn-core` crate (sans-IO); [`net`] drives it with
-//! sockets; [`config`] turns the TOML file and command-line flags into typed
-//! configuration.
+//! The protocol lives in the `ferroturn-core` crate (sans-IO). This crate drives it:
+//! [`config`] turns the TOML file and command-line flags into typed configuration,
+//! [`net`] runs the shards (sockets, event loops), [`api`] serves HTTP, and [`control`]
+//! is the operator side both reach. [`start`] wires them together; dependencies point
+//! one way: main -> [`start`] -> {net, api} -> control -> config -> core.
 
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod net;
 pub mod notify;
 pub mod state;
 
-pub use net::{Control, LogReloader, Metrics, ReloadReport, ServerHandle, start};
+pub use control::{Control, LogReloader, Metrics, ReloadError, ReloadReport};
+
+use config::Config;
+use control::{CertStore, ConnLimits};
+use ferroturn_core::server::SharedState;
+use state::LocalState;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// TURN REST credentials (for the `credentials` command and for tests).
 pub mod credentials {
     pub use ferroturn_core::auth::rest::{rest_credentials, rest_password};
+}
+
+/// A running server. Dropping it stops the server and waits for its threads. It
+/// dereferences to its [`Control`] (addresses, metrics, drain, sessions, reload), which
+/// [`ServerHandle::control`] also hands out for signal handlers.
+pub struct ServerHandle {
+    control: Arc<Control>,
+    // Dropped in this order: the API first, then the shards, then the watcher.
+    api: Option<api::ApiServer>,
+    shards: net::Shards,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for ServerHandle {
+    type Target = Control;
+    fn deref(&self) -> &Control {
+        &self.control
+    }
+}
+
+impl ServerHandle {
+    /// The control side, shareable with other tasks.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
+    /// The HTTP API's bound address, when `api-listen` is set.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(|a| a.addr())
+    }
+
+    /// Stops every shard and waits for them to exit.
+    pub fn stop(&mut self) {
+        self.api = None;
+        self.shards.stop();
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts the server: binds every listener (errors such as a port in use come back
+/// before anything runs), starts the shards, the certificate watcher and the HTTP API.
+pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
+    control::add_host_addresses(&mut config);
+    let shared: Arc<dyn SharedState> = Arc::new(LocalState::default());
+    let certs = match &config.tls {
+        Some(files) => Some(CertStore::load(files.clone()).map_err(io::Error::other)?),
+        None => None,
+    };
+    let conn_limits = Arc::new(ConnLimits::new(config.streams));
+    let shards = net::start(&config, shared, certs.as_ref(), &conn_limits)?;
+    let watcher = match &certs {
+        Some(c) => Some(control::watch_certificates(c.clone(), shards.stop.clone())?),
+        None => None,
+    };
+    let control = Arc::new(Control::new(
+        config,
+        shards.addrs.clone(),
+        certs,
+        conn_limits,
+        shards.links.clone(),
+    ));
+    let mut handle = ServerHandle {
+        control,
+        api: None,
+        shards,
+        watcher,
+    };
+    // On error the handle is dropped, which stops the shards.
+    handle.api = api::ApiServer::start(handle.control()).await?;
+    Ok(handle)
 }

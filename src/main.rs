@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferroturn::ServerHandle;
-use ferroturn::config::{Config, RawConfig};
+use ferroturn::config::{self, Config, RawConfig};
+use ferroturn::control::LogFilterError;
 use ferroturn::notify::{self, Notifier};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,16 +63,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => match load(Some(&file), RawConfig::default()) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
+        Some(Command::CheckConfig { file }) => {
+            match config::load(Some(&file), RawConfig::default()) {
+                Ok(_) => {
+                    println!("{}: OK", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Some(Command::Credentials {
             secret,
             user,
@@ -90,7 +93,7 @@ fn main() -> ExitCode {
             println!("username: {u}\npassword: {p}");
             ExitCode::SUCCESS
         }
-        None => match load(cli.config.as_deref(), cli.options.clone()) {
+        None => match config::load(cli.config.as_deref(), cli.options.clone()) {
             Ok(config) => run(config, cli.log_format, cli.config.map(|f| (f, cli.options))),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -98,14 +101,6 @@ fn main() -> ExitCode {
             }
         },
     }
-}
-
-fn load(file: Option<&std::path::Path>, flags: RawConfig) -> Result<Config, String> {
-    let base = match file {
-        Some(path) => RawConfig::from_file(path).map_err(|e| e.to_string())?,
-        None => RawConfig::default(),
-    };
-    Config::from_raw(base.overlay(flags)).map_err(|e| e.to_string())
 }
 
 /// Runs the server. `source` (the file and the flags over it) is what a reload re-reads.
@@ -172,8 +167,11 @@ fn init_logging(format: LogFormat, level: &str) -> ferroturn::LogReloader {
             let handle = builder.reload_handle();
             builder.init();
             Box::new(move |level: &str| {
-                let filter = EnvFilter::try_new(level).map_err(|e| format!("log-level: {e}"))?;
-                handle.reload(filter).map_err(|e| e.to_string())
+                let filter =
+                    EnvFilter::try_new(level).map_err(|e| LogFilterError(e.to_string()))?;
+                handle
+                    .reload(filter)
+                    .map_err(|e| LogFilterError(e.to_string()))
             })
         }};
     }
@@ -294,8 +292,7 @@ async fn serve(handle: &ServerHandle, notifier: &Notifier, signals: &mut Signals
             _ = signals.terminate.recv() => return Stop::Drain,
             _ = signals.hangup.recv() => {
                 notifier.reloading();
-                // Logged (and counted) by the reload itself.
-                let _ = reload(handle).await;
+                reload(handle).await;
                 // Also after a failure: the old configuration keeps serving.
                 notifier.ready();
             }
@@ -313,11 +310,12 @@ async fn serve(handle: &ServerHandle, notifier: &Notifier, signals: &mut Signals
 
 /// Everything a reload (SIGHUP, `systemctl reload`) re-reads, in one place: the
 /// configuration file (with the command-line flags over it) and the TLS certificate.
-async fn reload(handle: &ServerHandle) -> Result<ferroturn::ReloadReport, String> {
+/// The reload logs and counts its own outcome.
+async fn reload(handle: &ServerHandle) {
     let control = handle.control();
-    tokio::task::spawn_blocking(move || control.reload())
-        .await
-        .map_err(|e| e.to_string())?
+    if let Err(e) = tokio::task::spawn_blocking(move || control.reload()).await {
+        tracing::error!("reload did not run: {e}");
+    }
 }
 
 /// SIGTERM: new allocations are refused (readiness turns false) and existing ones run

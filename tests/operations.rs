@@ -147,6 +147,11 @@ async fn reload_changes_credentials_without_dropping_allocations() {
         .reload()
         .expect_err("invalid configuration refused");
     assert!(
+        matches!(err, ferroturn::ReloadError::Config(_)),
+        "refused as configuration: {err}"
+    );
+    let err = err.to_string();
+    assert!(
         err.contains("no-such-key") || err.contains("min-port"),
         "{err}"
     );

@@ -178,6 +178,15 @@ pub fn send_segmented(fd: RawFd, items: &[SendItem<'_>], gso: bool) -> io::Resul
     Ok(counts[..sent as usize].iter().sum())
 }
 
+/// Whether `e` is how the kernel (or the device) says it cannot do UDP GSO; the caller
+/// then sends the datagrams one by one.
+pub fn is_gso_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
 /// A GSO message may not exceed the largest IP payload.
 const MAX_DATAGRAM_BYTES: usize = 65_000;
 

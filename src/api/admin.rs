@@ -3,7 +3,7 @@
 //! blocking pool.
 
 use super::{ApiError, Params, auth};
-use crate::net::Control;
+use crate::control::Control;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -157,6 +157,6 @@ pub async fn reload(
     admin(&control, &headers)?;
     let report = blocking(&control, Control::reload)
         .await?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(json!({ "reloaded": true, "needs_restart": report.needs_restart })).into_response())
 }

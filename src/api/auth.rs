@@ -1,7 +1,7 @@
 //! Bearer tokens: the SHA-256 of the presented token is compared with every configured
 //! hash in constant time, so neither the match nor its position leaks through timing.
 
-use super::config::KeyHash;
+use crate::config::KeyHash;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};

@@ -7,10 +7,10 @@
 //! `Access-Control-Allow-Origin`. A preflight carries no token, so it is answered for
 //! any origin some key allows, and the real request is then checked against its key.
 
-use super::config::{ApiConfig, ApiKey};
 use super::{ApiError, Params, auth};
 use crate::config::Config;
-use crate::net::Control;
+use crate::config::{ApiConfig, ApiKey};
+use crate::control::Control;
 use axum::extract::State;
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -129,7 +129,7 @@ fn issue_for(
         key.max_ttl,
         api.max_ttl,
     );
-    let expiry = crate::net::unix_now().saturating_add(ttl);
+    let expiry = crate::control::unix_now().saturating_add(ttl);
     let (username, password) =
         crate::credentials::rest_credentials(secret.as_str(), &request.user, expiry, api.separator);
     let uris = uris(control, config);

@@ -3,7 +3,7 @@
 //! codes, static reasons, transport, direction, kind): no user, IP or port ever becomes
 //! a label, so the number of series is bounded.
 
-use crate::net::{Control, Metrics};
+use crate::control::{Control, Metrics};
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;

@@ -14,13 +14,11 @@
 
 mod admin;
 mod auth;
-pub mod config;
+
 mod credentials;
 mod metrics;
 
-pub use config::ApiConfig;
-
-use crate::net::{CertStore, Control};
+use crate::control::Control;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query};
 use axum::http::header::WWW_AUTHENTICATE;
@@ -63,22 +61,20 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Binds `api-listen` and serves it, or returns `None` when it is not set. `certs`
-    /// is the TURN certificate store, which `api-tls` serves too (its reloads apply).
-    pub async fn start(
-        control: Arc<Control>,
-        certs: Option<Arc<CertStore>>,
-    ) -> io::Result<Option<ApiServer>> {
+    /// Binds `api-listen` and serves it, or returns `None` when it is not set. With
+    /// `api-tls` it serves the TURN certificate store (its reloads apply).
+    pub async fn start(control: Arc<Control>) -> io::Result<Option<ApiServer>> {
         let config = control.config();
         let Some(listen) = config.api.listen else {
             return Ok(None);
         };
-        let tls = match (config.api.tls, certs) {
+        let tls = match (config.api.tls, control.certs()) {
             (false, _) => None,
             (true, Some(certs)) => {
-                let mut tls = (*certs.server_config().map_err(io::Error::other)?).clone();
-                tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Some(TlsAcceptor::from(Arc::new(tls)))
+                let tls = certs
+                    .server_config(&[b"http/1.1"])
+                    .map_err(io::Error::other)?;
+                Some(TlsAcceptor::from(tls))
             }
             (true, None) => return Err(io::Error::other("api-tls needs TLS (cert and pkey)")),
         };

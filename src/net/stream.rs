@@ -14,20 +14,19 @@
 //! one at a time cannot hold it), and one without an allocation may stay silent for
 //! `tcp-idle-timeout`.
 
+use super::shard::Source;
 use crate::config::StreamLimits;
+use crate::control::ConnLimits;
 use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
 use ferroturn_core::server::{FiveTuple, ListenerId, Transport};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-/// Tokens of connections start here (below are the waker, listeners and relays).
-pub const CONN_BASE: usize = 1 << 40;
 /// A connection's receive buffer between large frames.
 const INITIAL_FRAME_BUFFER: usize = 8 * 1024;
 /// Connections accepted from one listener per turn before others get a turn.
@@ -41,81 +40,6 @@ const KEEP_QUEUE: usize = 16 * 1024;
 pub struct StreamListener {
     pub socket: TcpListener,
     pub tls: bool,
-}
-
-/// Connection counts shared by every shard: in total and per client IP.
-#[derive(Debug)]
-pub struct ConnLimits {
-    limits: StreamLimits,
-    counts: Mutex<(usize, HashMap<IpAddr, u32>)>,
-    /// Frames toward clients dropped because a client did not read fast enough.
-    dropped: AtomicU64,
-    /// Connections accepted over TCP and over TLS, and refused by a cap.
-    accepted: [AtomicU64; 2],
-    refused: AtomicU64,
-}
-
-impl ConnLimits {
-    pub fn new(limits: StreamLimits) -> Self {
-        Self {
-            limits,
-            counts: Mutex::new((0, HashMap::new())),
-            dropped: AtomicU64::new(0),
-            accepted: [AtomicU64::new(0), AtomicU64::new(0)],
-            refused: AtomicU64::new(0),
-        }
-    }
-
-    /// Takes a slot for a connection from `ip`, if both caps allow it. The map holds at
-    /// most `max_connections` entries.
-    fn acquire(&self, ip: IpAddr) -> bool {
-        let Ok(mut guard) = self.counts.lock() else {
-            return false;
-        };
-        let (total, per_ip) = &mut *guard;
-        if *total >= self.limits.max_connections {
-            return false;
-        }
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= self.limits.max_per_ip {
-            return false;
-        }
-        *n += 1;
-        *total += 1;
-        true
-    }
-
-    fn release(&self, ip: IpAddr) {
-        if let Ok(mut guard) = self.counts.lock() {
-            let (total, per_ip) = &mut *guard;
-            *total = total.saturating_sub(1);
-            if let Some(n) = per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
-        }
-    }
-
-    /// Connections open in every shard.
-    pub fn total(&self) -> usize {
-        self.counts.lock().map_or(0, |g| g.0)
-    }
-
-    /// Frames dropped toward slow clients, in every shard.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    /// Connections accepted over TCP and TLS so far, and refused by a cap.
-    pub fn accepted(&self) -> (u64, u64, u64) {
-        (
-            self.accepted[0].load(Ordering::Relaxed),
-            self.accepted[1].load(Ordering::Relaxed),
-            self.refused.load(Ordering::Relaxed),
-        )
-    }
 }
 
 /// Why a connection is closed (for the log).
@@ -405,11 +329,11 @@ impl Streams {
             };
             let tls = listener.tls;
             if !self.limits.acquire(client.ip()) {
-                self.limits.refused.fetch_add(1, Ordering::Relaxed);
+                self.limits.count_refused();
                 tracing::debug!(%client, "connection refused: connection cap reached");
                 continue;
             }
-            self.limits.accepted[usize::from(tls)].fetch_add(1, Ordering::Relaxed);
+            self.limits.count_accepted(tls);
             if let Err(e) = self.admit(index, tls, socket, client, registry, now) {
                 self.limits.release(client.ip());
                 tracing::debug!(%client, "connection dropped: {e}");
@@ -440,7 +364,7 @@ impl Streams {
             (true, None) => return Err(io::Error::other("TLS listener without TLS config")),
         };
         let index = self.free.pop().unwrap_or(self.conns.len());
-        registry.register(&mut socket, Token(CONN_BASE + index), Interest::READABLE)?;
+        registry.register(&mut socket, Source::Conn(index).token(), Interest::READABLE)?;
         let tuple = FiveTuple {
             client,
             listener: listener as ListenerId,
@@ -503,11 +427,9 @@ impl Streams {
         match conn.write_frames(frames, limit) {
             Ok(dropped) => {
                 if dropped > 0 {
-                    self.limits
-                        .dropped
-                        .fetch_add(dropped as u64, Ordering::Relaxed);
+                    self.limits.count_dropped(dropped);
                 }
-                conn.update_interest(registry, Token(CONN_BASE + index))
+                conn.update_interest(registry, Source::Conn(index).token())
                     .is_ok()
             }
             Err(e) => {

@@ -35,7 +35,7 @@ pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
-pub use policy::{IpRange, PeerPolicy};
+pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, SharedState};
 pub use stats::{Gauges, Stats};
 

@@ -53,18 +53,26 @@ impl IpRange {
     }
 }
 
+/// Why a text is not an [`IpRange`]; both variants quote the text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IpRangeError {
+    #[error("`{0}` is not an IP address, CIDR block or `start-end` range")]
+    Syntax(String),
+    #[error("`{0}`: start after end or mixed families")]
+    Order(String),
+}
+
 impl FromStr for IpRange {
-    type Err = String;
+    type Err = IpRangeError;
 
     /// Accepts `a.b.c.d`, `a.b.c.d/len`, `start-end` (either family).
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, IpRangeError> {
         let s = s.trim();
-        let bad = || format!("`{s}` is not an IP address, CIDR block or `start-end` range");
+        let bad = || IpRangeError::Syntax(s.to_owned());
         if let Some((a, b)) = s.split_once('-') {
             let a: IpAddr = a.trim().parse().map_err(|_| bad())?;
             let b: IpAddr = b.trim().parse().map_err(|_| bad())?;
-            return Self::new(a, b)
-                .ok_or_else(|| format!("`{s}`: start after end or mixed families"));
+            return Self::new(a, b).ok_or_else(|| IpRangeError::Order(s.to_owned()));
         }
         if let Some((ip, len)) = s.split_once('/') {
             let ip: IpAddr = ip.parse().map_err(|_| bad())?;

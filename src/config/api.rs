@@ -1,15 +1,12 @@
 //! The HTTP API's options, checked once into [`ApiConfig`]. Keys are configured as the
 //! hex SHA-256 of the bearer token, so the file never holds a usable token.
 
-use crate::config::{ConfigError, RawConfig};
+use super::error::{ConfigError, err};
+use super::raw::RawConfig;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-
-/// Default lifetime of issued credentials (draft-uberti-behave-turn-rest suggests a day:
-/// with `strict-credential-expiry` a call cannot outlive its credential).
-const DEFAULT_TTL: u64 = 86_400;
 
 /// A credentials key with its own limits, as written in the file (`[[api-key]]`) or on
 /// the command line (`sha256=HEX,max-ttl=SECONDS,origin=URL,...`).
@@ -23,26 +20,28 @@ pub struct RawApiKey {
 }
 
 impl FromStr for RawApiKey {
-    type Err = String;
+    type Err = ConfigError;
 
-    fn from_str(spec: &str) -> Result<Self, String> {
+    fn from_str(spec: &str) -> Result<Self, ConfigError> {
         let mut key = RawApiKey::default();
         for part in spec.split(',') {
-            let (name, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("`{part}` is not name=value"))?;
+            let (name, value) = part.split_once('=').ok_or_else(|| {
+                ConfigError::new("api-key", format!("`{part}` is not name=value"))
+            })?;
             match name.trim() {
                 "sha256" => key.sha256 = value.trim().to_owned(),
                 "max-ttl" => {
-                    key.max_ttl = Some(
-                        value
-                            .trim()
-                            .parse()
-                            .map_err(|_| format!("max-ttl `{value}` is not a number"))?,
-                    )
+                    key.max_ttl = Some(value.trim().parse().map_err(|_| {
+                        ConfigError::new("api-key", format!("max-ttl `{value}` is not a number"))
+                    })?)
                 }
                 "origin" => key.origins.push(value.trim().to_owned()),
-                other => return Err(format!("unknown field `{other}` (sha256, max-ttl, origin)")),
+                other => {
+                    return err(
+                        "api-key",
+                        format!("unknown field `{other}` (sha256, max-ttl, origin)"),
+                    );
+                }
             }
         }
         Ok(key)
@@ -100,10 +99,6 @@ pub struct ApiConfig {
     pub turn_uris: Vec<String>,
 }
 
-fn err<T>(key: &str, msg: impl fmt::Display) -> Result<T, ConfigError> {
-    Err(ConfigError(format!("`{key}`: {msg}")))
-}
-
 /// Checks the API options. `separator` and `max_ttl` are the REST settings the TURN side
 /// verifies usernames with.
 pub fn from_raw(
@@ -144,7 +139,9 @@ pub fn from_raw(
             "the credentials endpoint signs with static-auth-secret, and none is set",
         );
     }
-    let default_ttl = raw.credential_ttl.unwrap_or(DEFAULT_TTL);
+    let default_ttl = raw
+        .credential_ttl
+        .unwrap_or(super::defaults::CREDENTIAL_TTL);
     if default_ttl == 0 || default_ttl > u64::from(u32::MAX) {
         return err("credential-ttl", "must be between 1 and 4294967295 seconds");
     }
@@ -204,7 +201,7 @@ fn host_for_uri(host: &str) -> Result<String, ConfigError> {
 }
 
 /// 64 hex digits.
-fn parse_hash(key: &str, hex: &str) -> Result<KeyHash, ConfigError> {
+fn parse_hash(key: &'static str, hex: &str) -> Result<KeyHash, ConfigError> {
     let hex = hex.trim();
     let mut out = [0u8; 32];
     if hex.len() != 64 || !hex.is_ascii() {
@@ -288,13 +285,13 @@ mod tests {
             ),
         ] {
             let e = Config::from_toml_str(&format!("{BASE}{extra}")).unwrap_err();
-            assert!(e.0.contains(key), "{extra}: {e}");
+            assert!(e.to_string().contains(key), "{extra}: {e}");
         }
         let e = Config::from_toml_str(&format!(
             "listening-ip = [\"127.0.0.1\"]\nuser = [\"a:b\"]\napi-key-sha256 = [\"{HASH}\"]\n"
         ))
         .unwrap_err();
-        assert!(e.0.contains("static-auth-secret"), "{e}");
+        assert!(e.to_string().contains("static-auth-secret"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,140 @@
+//! Configuration: the TOML file and the command-line flags share one schema
+//! ([`RawConfig`], coturn's option names), flags override the file, and the result is
+//! turned once into typed configuration ([`Config`]). Unknown keys and bad values are
+//! [`ConfigError`]s that name the key. Nothing here draws randomness: secrets are made
+//! at start-up.
+
+pub mod api;
+pub mod defaults;
+mod error;
+mod raw;
+mod typed;
+
+pub use api::{ApiConfig, ApiKey, KeyHash, RawApiKey, Secret};
+pub use error::ConfigError;
+pub use raw::RawConfig;
+pub use typed::{Config, Listeners, StreamLimits, TlsFiles};
+
+use std::path::Path;
+
+/// The configuration from `file` (if any) with the command-line `flags` over it.
+pub fn load(file: Option<&Path>, flags: RawConfig) -> Result<Config, ConfigError> {
+    let base = match file {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    Config::from_raw(base.overlay(flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::typed::parse_user;
+    use super::*;
+    use std::net::{IpAddr, SocketAddr};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    const BASE: &str = "listening-ip = [\"127.0.0.1\"]\nstatic-auth-secret = [\"s\"]\n";
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::from_toml_str(BASE).unwrap();
+        assert_eq!(c.listeners.udp, vec!["127.0.0.1:3478".parse().unwrap()]);
+        assert_eq!(c.listeners.tcp, c.listeners.udp);
+        assert!(
+            c.listeners.tls.is_empty() && c.tls.is_none(),
+            "TLS is off without cert"
+        );
+        assert_eq!(c.server.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.server.default_lifetime, Duration::from_secs(600));
+        assert_eq!(
+            c.server.relay_v4.unwrap().local,
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(c.server.relay_v6.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::from_toml_str(&format!("{BASE}no-such-option = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("no-such-option"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}denied-peer-ip = [\"10.0.0.0/99\"]\n"))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("denied-peer-ip") && e.to_string().contains("10.0.0.0/99"),
+            "{e}"
+        );
+        let e = Config::from_toml_str(&format!("{BASE}min-port = 5000\nmax-port = 4000\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("min-port"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}listening-port = \"x\"\n")).unwrap_err();
+        assert!(e.to_string().contains("listening-port"), "{e}");
+        let e = Config::from_toml_str("listening-ip = [\"127.0.0.1\"]\n").unwrap_err();
+        assert!(e.to_string().contains("static-auth-secret"), "{e}");
+        let e = Config::from_toml_str("static-auth-secret = [\"s\"]\n").unwrap_err();
+        assert!(e.to_string().contains("relay-ip"), "{e}");
+    }
+
+    #[test]
+    fn external_ip_maps_the_relay() {
+        let c = Config::from_toml_str(&format!(
+            "{BASE}relay-ip = [\"10.0.0.5\"]\nexternal-ip = [\"203.0.113.5/10.0.0.5\"]\n"
+        ))
+        .unwrap();
+        let r = c.server.relay_v4.unwrap();
+        assert_eq!(r.local.to_string(), "10.0.0.5");
+        assert_eq!(r.advertised.to_string(), "203.0.113.5");
+    }
+
+    #[test]
+    fn command_line_overrides_file() {
+        let file = RawConfig::from_toml_str(&format!("{BASE}realm = \"file\"\nmin-port = 50000\n"))
+            .unwrap();
+        let cli = RawConfig {
+            realm: Some("cli".into()),
+            static_auth_secret: vec!["t".into()],
+            ..Default::default()
+        };
+        let merged = file.overlay(cli);
+        assert_eq!(merged.realm.as_deref(), Some("cli"));
+        assert_eq!(merged.min_port, Some(50000));
+        assert_eq!(merged.static_auth_secret, vec!["t".to_string()]);
+    }
+
+    #[test]
+    fn listeners_per_protocol() {
+        let c = Config::from_toml_str(&format!(
+            "{BASE}cert = \"c.pem\"\npkey = \"k.pem\"\nalt-listening-port = 3479\n\
+             tls-listening-port = 443\nno-udp = true\n"
+        ))
+        .unwrap();
+        let addrs =
+            |v: &[&str]| -> Vec<SocketAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        assert!(c.listeners.udp.is_empty());
+        assert_eq!(
+            c.listeners.tcp,
+            addrs(&["127.0.0.1:3478", "127.0.0.1:3479"])
+        );
+        assert_eq!(c.listeners.tls, addrs(&["127.0.0.1:443"]));
+        assert_eq!(c.tls.unwrap().cert, PathBuf::from("c.pem"));
+        let e = Config::from_toml_str(&format!("{BASE}cert = \"c.pem\"\n")).unwrap_err();
+        assert!(e.to_string().contains("pkey"), "{e}");
+        let e =
+            Config::from_toml_str(&format!("{BASE}no-udp = true\nno-tcp = true\n")).unwrap_err();
+        assert!(e.to_string().contains("nothing to listen on"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}tcp-send-queue = 10\n")).unwrap_err();
+        assert!(e.to_string().contains("tcp-send-queue"), "{e}");
+    }
+
+    #[test]
+    fn users_parse() {
+        assert!(parse_user("alice:pw").is_ok());
+        assert!(parse_user("alice:0x00112233445566778899aabbccddeeff").is_ok());
+        assert!(parse_user("alice:0x0011").is_err());
+        // Found by the config_parse fuzzer: a multi-byte character among the digits.
+        assert!(parse_user("a:0x0\u{e9}0112233445566778899aabbccddee").is_err());
+        assert!(parse_user("a:0x+f+f112233445566778899aabbccddee").is_err());
+        assert!(parse_user("alice").is_err());
+        assert!(parse_user(":pw").is_err());
+    }
+}

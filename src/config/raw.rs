@@ -1,0 +1,244 @@
+//! The schema: every option as written in the TOML file or on the command line (coturn's
+//! names), all optional here; the file and the flags share it, and the flags win.
+
+use super::ConfigError;
+use super::api::RawApiKey;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Every option, as written in the file or on the command line. All are optional here;
+/// defaults ([`super::defaults`]) are applied in [`super::Config::from_raw`].
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address to listen on (repeat for several). Default 0.0.0.0.
+    #[arg(long, value_name = "IP")]
+    #[serde(default)]
+    pub listening_ip: Vec<IpAddr>,
+    /// Port for STUN/TURN over UDP and TCP. Default 3478.
+    #[arg(long, value_name = "PORT")]
+    pub listening_port: Option<u16>,
+    /// Port for TURN over TLS. Default 5349 (443 passes most firewalls).
+    #[arg(long, value_name = "PORT")]
+    pub tls_listening_port: Option<u16>,
+    /// A second port served like listening-port (UDP and TCP). Default: none.
+    #[arg(long, value_name = "PORT")]
+    pub alt_listening_port: Option<u16>,
+    /// A second port served like tls-listening-port. Default: none.
+    #[arg(long, value_name = "PORT")]
+    pub alt_tls_listening_port: Option<u16>,
+    /// Do not listen on UDP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_udp: Option<bool>,
+    /// Do not listen on TCP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_tcp: Option<bool>,
+    /// Do not listen on TLS.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_tls: Option<bool>,
+    /// PEM file with the TLS certificate chain (leaf first). TLS is off without it.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the TLS private key (PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE")]
+    pub pkey: Option<PathBuf>,
+    /// TCP and TLS connections in total. Default 10000.
+    #[arg(long, value_name = "N")]
+    pub max_tcp_connections: Option<usize>,
+    /// TCP and TLS connections per client IP. Default 256.
+    #[arg(long, value_name = "N")]
+    pub max_tcp_connections_per_ip: Option<u32>,
+    /// Seconds a new TCP/TLS connection has to finish its handshake and deliver its first
+    /// message. Default 10.
+    #[arg(long, value_name = "SECONDS")]
+    pub tcp_handshake_timeout: Option<u64>,
+    /// Seconds a TCP/TLS connection without an allocation may stay silent. Default 60.
+    #[arg(long, value_name = "SECONDS")]
+    pub tcp_idle_timeout: Option<u64>,
+    /// Bytes queued toward a slow TCP/TLS client before its media is dropped. Default
+    /// 65536.
+    #[arg(long, value_name = "BYTES")]
+    pub tcp_send_queue: Option<usize>,
+    /// Address relay sockets are bound to (one per family). Default: the listening IPs.
+    #[arg(long, value_name = "IP")]
+    #[serde(default)]
+    pub relay_ip: Vec<IpAddr>,
+    /// Public address announced for relays behind NAT: `PUBLIC` or `PUBLIC/PRIVATE`.
+    #[arg(long, value_name = "IP[/IP]")]
+    #[serde(default)]
+    pub external_ip: Vec<String>,
+    /// Lowest relay port. Default 49152.
+    #[arg(long, value_name = "PORT")]
+    pub min_port: Option<u16>,
+    /// Highest relay port. Default 65535.
+    #[arg(long, value_name = "PORT")]
+    pub max_port: Option<u16>,
+    /// The authentication realm. Default "ferroturn".
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// TURN REST shared secret (repeat for rotation: every one is accepted).
+    #[arg(long, value_name = "SECRET")]
+    #[serde(default)]
+    pub static_auth_secret: Vec<String>,
+    /// Static user `name:password` or `name:0x<md5 key hex>` (repeat for several).
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    #[serde(default)]
+    pub user: Vec<String>,
+    /// Separator between expiry and user in REST usernames. Default ':'.
+    #[arg(long, value_name = "CHAR")]
+    pub rest_api_separator: Option<char>,
+    /// Refuse REST usernames expiring more than this many seconds ahead (0: no limit).
+    /// Default 604800 (7 days).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_credential_ttl: Option<u64>,
+    /// Refuse expired REST usernames also for existing allocations. Default true.
+    #[arg(long, value_name = "BOOL")]
+    pub strict_credential_expiry: Option<bool>,
+    /// Nonce lifetime in seconds. Default 600.
+    #[arg(long, value_name = "SECONDS")]
+    pub stale_nonce: Option<u64>,
+    /// Allocation lifetime when the client asks for less or nothing. Default 600.
+    #[arg(long, value_name = "SECONDS")]
+    pub default_allocate_lifetime: Option<u64>,
+    /// Longest allocation lifetime granted. Default 3600.
+    #[arg(long, value_name = "SECONDS")]
+    pub max_allocate_lifetime: Option<u64>,
+    /// Permission lifetime. Default 300 (RFC 8656).
+    #[arg(long, value_name = "SECONDS")]
+    pub permission_lifetime: Option<u64>,
+    /// Channel binding lifetime. Default 600 (RFC 8656).
+    #[arg(long, value_name = "SECONDS")]
+    pub channel_lifetime: Option<u64>,
+    /// Peer ranges to refuse on top of the default list (CIDR, IP or `start-end`).
+    #[arg(long, value_name = "RANGE")]
+    #[serde(default)]
+    pub denied_peer_ip: Vec<String>,
+    /// Peer ranges to allow even if denied (e.g. 127.0.0.1 for local tests).
+    #[arg(long, value_name = "RANGE")]
+    #[serde(default)]
+    pub allowed_peer_ip: Vec<String>,
+    /// Allocations per user (0: unlimited). Default 0.
+    #[arg(long, value_name = "N")]
+    pub user_quota: Option<u32>,
+    /// Allocations in total (0: unlimited). Default 0.
+    #[arg(long, value_name = "N")]
+    pub total_quota: Option<u32>,
+    /// Permissions per allocation. Default 128.
+    #[arg(long, value_name = "N")]
+    pub max_permissions: Option<usize>,
+    /// Channel bindings per allocation. Default 128.
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<usize>,
+    /// Relayed bytes per second per allocation, each direction separately; excess
+    /// datagrams are dropped (0: unlimited). Default 12500000 (100 Mbit/s).
+    #[arg(long, value_name = "BYTES")]
+    pub max_bps: Option<u64>,
+    /// Relayed bytes per second of the whole server, each direction separately, shared
+    /// evenly by the relay threads (0: unlimited). Default 0.
+    #[arg(long, value_name = "BYTES")]
+    pub bps_capacity: Option<u64>,
+    /// New peer addresses an allocation may permit per second, in bursts of twice that;
+    /// more is refused with 508 (0: unlimited). Default 20.
+    #[arg(long, value_name = "N")]
+    pub new_peer_rate: Option<u32>,
+    /// While draining, answer new allocations with 300 and this ALTERNATE-SERVER instead
+    /// of 508.
+    #[arg(long, value_name = "IP:PORT")]
+    pub alternate_server: Option<SocketAddr>,
+    /// Seconds a drain (SIGTERM) waits for allocations to end before exiting. Default 30.
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout: Option<u64>,
+    /// Answers to unauthenticated requests (401/438 challenges, Binding) per second per
+    /// source IP, in bursts of twice that; 0 = unlimited. Default 50.
+    #[arg(long, value_name = "N")]
+    pub unauthenticated_rate: Option<u32>,
+    /// Relay threads (shards), each with its own listener socket (SO_REUSEPORT), relay
+    /// sockets and a share of the port range. Default: the number of CPUs.
+    #[arg(long, value_name = "N")]
+    pub relay_threads: Option<usize>,
+    /// SO_RCVBUF of listener and relay sockets, in bytes. Default: 4 MiB for listeners
+    /// (every client of a shard shares one), the OS default for relay sockets.
+    #[arg(long, value_name = "BYTES")]
+    pub socket_recv_buffer_size: Option<usize>,
+    /// SO_SNDBUF of listener and relay sockets, in bytes. Default: 4 MiB for listeners,
+    /// the OS default for relay sockets.
+    #[arg(long, value_name = "BYTES")]
+    pub socket_send_buffer_size: Option<usize>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive). Default info.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    // --- HTTP API (src/config/api.rs checks these) ---
+    /// Address of the HTTP API: credentials, metrics, health, admin. Default: off.
+    #[arg(long, value_name = "IP:PORT")]
+    pub api_listen: Option<SocketAddr>,
+    /// Serve the HTTP API over TLS with `cert` and `pkey`. Default false.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub api_tls: Option<bool>,
+    /// Hex SHA-256 of a bearer token the credentials endpoint accepts (repeat).
+    #[arg(long, value_name = "HEX")]
+    #[serde(default)]
+    pub api_key_sha256: Vec<String>,
+    /// A credentials key with its own limits: `sha256=HEX[,max-ttl=SECONDS][,origin=URL]`
+    /// (in the file: `[[api-key]]` tables with `sha256`, `max-ttl` and `origins`).
+    #[arg(long, value_name = "SPEC")]
+    #[serde(default)]
+    pub api_key: Vec<RawApiKey>,
+    /// Hex SHA-256 of a bearer token the admin endpoints accept (repeat).
+    #[arg(long, value_name = "HEX")]
+    #[serde(default)]
+    pub admin_key_sha256: Vec<String>,
+    /// Lifetime in seconds of credentials the API issues when the request names none.
+    /// Default 86400.
+    #[arg(long, value_name = "SECONDS")]
+    pub credential_ttl: Option<u64>,
+    /// Host name in the `uris` the API returns. Default: the listening address.
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// The `uris` the API returns, verbatim (repeat); replaces the derived ones.
+    #[arg(long, value_name = "URI")]
+    #[serde(default)]
+    pub turn_uris: Vec<String>,
+}
+
+macro_rules! overlay {
+    ($base:ident, $top:ident; opt: $($o:ident),*; list: $($l:ident),*) => {
+        $( if $top.$o.is_some() { $base.$o = $top.$o; } )*
+        $( if !$top.$l.is_empty() { $base.$l = $top.$l; } )*
+    };
+}
+
+impl RawConfig {
+    /// `top` (the command line) overrides `self` (the file), option by option; a list
+    /// given on the command line replaces the file's list.
+    pub fn overlay(mut self, top: RawConfig) -> RawConfig {
+        overlay!(self, top;
+            opt: listening_port, tls_listening_port, alt_listening_port,
+                alt_tls_listening_port, no_udp, no_tcp, no_tls, cert, pkey,
+                max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
+                tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
+                alternate_server, drain_timeout,
+                min_port, max_port, realm, rest_api_separator,
+                max_credential_ttl, strict_credential_expiry, stale_nonce,
+                default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
+                channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
+                relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
+                api_listen, api_tls, credential_ttl, public_host;
+            list: listening_ip, relay_ip, external_ip, static_auth_secret, user,
+                denied_peer_ip, allowed_peer_ip,
+                api_key_sha256, api_key, admin_key_sha256, turn_uris);
+        self
+    }
+
+    /// Parses TOML; unknown keys and values of the wrong type are errors naming them.
+    pub fn from_toml_str(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::syntax(e.to_string().trim_end()))
+    }
+
+    /// Reads and parses a file; errors name the file.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::syntax(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml_str(&text).map_err(|e| e.in_file(path))
+    }
+}

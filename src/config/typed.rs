@@ -1,0 +1,422 @@
+//! The typed configuration the server runs with, made once from a [`RawConfig`]:
+//! defaults applied, every value checked, every error naming its key.
+
+use super::api::ApiConfig;
+use super::defaults as d;
+use super::error::{ConfigError, err};
+use super::raw::RawConfig;
+use ferroturn_core::auth::Credentials;
+use ferroturn_core::auth::credentials::Password;
+use ferroturn_core::server::{IpRange, PeerPolicy, RelayAddress, ServerConfig};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The typed configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listener addresses per protocol.
+    pub listeners: Listeners,
+    /// Certificate and key files; `None` when TLS is off.
+    pub tls: Option<TlsFiles>,
+    pub streams: StreamLimits,
+    /// How long a drain waits for allocations to end.
+    pub drain_timeout: Duration,
+    pub server: ServerConfig,
+    /// Number of shards (relay threads).
+    pub relay_threads: usize,
+    pub socket_recv_buffer_size: Option<usize>,
+    pub socket_send_buffer_size: Option<usize>,
+    pub log_level: String,
+    /// The HTTP API (off unless `api-listen` is set).
+    pub api: ApiConfig,
+}
+
+/// Where the server listens. TCP shares the UDP port numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listeners {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+/// The PEM files TLS listeners serve (re-read on reload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub pkey: PathBuf,
+}
+
+/// Bounds on TCP and TLS connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    pub max_connections: usize,
+    pub max_per_ip: u32,
+    /// To finish the TLS handshake and deliver the first complete message.
+    pub handshake_timeout: Duration,
+    /// Silence allowed on a connection without an allocation.
+    pub idle_timeout: Duration,
+    /// Bytes queued toward the client beyond what the socket takes.
+    pub send_queue: usize,
+}
+
+impl Config {
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::from_raw(RawConfig::from_toml_str(text)?)
+    }
+
+    /// Applies defaults and checks every value.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let listening_ips = if raw.listening_ip.is_empty() {
+            vec![d::LISTENING_IP]
+        } else {
+            raw.listening_ip.clone()
+        };
+        let (listeners, tls) = listeners(&raw, &listening_ips)?;
+        let streams = stream_limits(&raw)?;
+
+        let min_port = raw.min_port.unwrap_or(d::MIN_PORT);
+        let max_port = raw.max_port.unwrap_or(d::MAX_PORT);
+        if min_port == 0 || min_port > max_port {
+            return err(
+                "min-port",
+                format!("must be between 1 and max-port ({max_port})"),
+            );
+        }
+
+        let (relay_v4, relay_v6) = relay_addresses(&raw, &listening_ips)?;
+        let ports = usize::from(max_port - min_port) + 1;
+        let relay_threads = match raw.relay_threads {
+            Some(0) => return err("relay-threads", "must be at least 1"),
+            Some(n) if n > 256 => return err("relay-threads", "must be at most 256"),
+            Some(n) if n > ports => {
+                return err(
+                    "relay-threads",
+                    "exceeds the number of relay ports (min-port to max-port)",
+                );
+            }
+            Some(n) => n,
+            // Each shard needs a port of its own.
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(ports),
+        };
+
+        let realm = raw.realm.clone().unwrap_or_else(|| d::REALM.into());
+        if realm.is_empty() || realm.len() > 763 {
+            return err("realm", "must be 1 to 763 bytes");
+        }
+        let mut users = Vec::new();
+        for u in &raw.user {
+            users.push(parse_user(u)?);
+        }
+        if raw.static_auth_secret.is_empty() && users.is_empty() {
+            return err(
+                "static-auth-secret",
+                "no credentials configured: set static-auth-secret or user",
+            );
+        }
+        if raw.static_auth_secret.iter().any(String::is_empty) {
+            return err("static-auth-secret", "must not be empty");
+        }
+        let separator = raw.rest_api_separator.unwrap_or(d::REST_API_SEPARATOR);
+        // A far-future REST username is a credential that never expires.
+        let max_ttl =
+            Some(raw.max_credential_ttl.unwrap_or(d::MAX_CREDENTIAL_TTL)).filter(|t| *t > 0);
+        let credentials = Credentials::new(
+            realm,
+            raw.static_auth_secret.clone(),
+            users,
+            separator,
+            max_ttl,
+        );
+
+        let secs =
+            |key: &'static str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+                match v.unwrap_or(default) {
+                    0 => err(key, "must be at least 1 second"),
+                    s if s > u64::from(u32::MAX) => err(key, "is too large"),
+                    s => Ok(Duration::from_secs(s)),
+                }
+            };
+        let default_lifetime = secs(
+            "default-allocate-lifetime",
+            raw.default_allocate_lifetime,
+            d::DEFAULT_ALLOCATE_LIFETIME,
+        )?;
+        let max_lifetime = secs(
+            "max-allocate-lifetime",
+            raw.max_allocate_lifetime,
+            d::MAX_ALLOCATE_LIFETIME,
+        )?;
+        if default_lifetime > max_lifetime {
+            return err(
+                "default-allocate-lifetime",
+                "must not exceed max-allocate-lifetime",
+            );
+        }
+
+        let parse_ranges =
+            |key: &'static str, list: &[String]| -> Result<Vec<IpRange>, ConfigError> {
+                list.iter()
+                    .map(|r| r.parse::<IpRange>().or_else(|e| err(key, e)))
+                    .collect()
+            };
+        let allowed = parse_ranges("allowed-peer-ip", &raw.allowed_peer_ip)?;
+        let denied =
+            PeerPolicy::default_denied(parse_ranges("denied-peer-ip", &raw.denied_peer_ip)?);
+        let mut own: Vec<IpAddr> = listening_ips
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        for r in [relay_v4, relay_v6].into_iter().flatten() {
+            own.push(r.local);
+            own.push(r.advertised);
+        }
+        let policy = PeerPolicy::new(allowed, denied, own);
+
+        let server = ServerConfig {
+            credentials,
+            nonce_lifetime: secs("stale-nonce", raw.stale_nonce, d::STALE_NONCE)?,
+            relay_v4,
+            relay_v6,
+            min_port,
+            max_port,
+            default_lifetime,
+            max_lifetime,
+            permission_lifetime: secs(
+                "permission-lifetime",
+                raw.permission_lifetime,
+                d::PERMISSION_LIFETIME,
+            )?,
+            channel_lifetime: secs(
+                "channel-lifetime",
+                raw.channel_lifetime,
+                d::CHANNEL_LIFETIME,
+            )?,
+            policy,
+            user_quota: raw.user_quota.unwrap_or(d::USER_QUOTA),
+            total_quota: raw.total_quota.unwrap_or(d::TOTAL_QUOTA),
+            max_permissions: raw.max_permissions.unwrap_or(d::MAX_PERMISSIONS),
+            max_channels: raw.max_channels.unwrap_or(d::MAX_CHANNELS),
+            strict_expiry: raw
+                .strict_credential_expiry
+                .unwrap_or(d::STRICT_CREDENTIAL_EXPIRY),
+            unauthenticated_rate: raw.unauthenticated_rate.unwrap_or(d::UNAUTHENTICATED_RATE),
+            max_bps: raw.max_bps.unwrap_or(d::MAX_BPS),
+            bps_capacity: raw.bps_capacity.unwrap_or(d::BPS_CAPACITY),
+            new_peer_rate: raw.new_peer_rate.unwrap_or(d::NEW_PEER_RATE),
+            alternate_server: raw.alternate_server,
+        };
+        Ok(Config {
+            listeners,
+            tls,
+            streams,
+            drain_timeout: Duration::from_secs(raw.drain_timeout.unwrap_or(d::DRAIN_TIMEOUT)),
+            server,
+            relay_threads,
+            socket_recv_buffer_size: raw.socket_recv_buffer_size,
+            socket_send_buffer_size: raw.socket_send_buffer_size,
+            log_level: raw.log_level.clone().unwrap_or_else(|| d::LOG_LEVEL.into()),
+            api: super::api::from_raw(&raw, separator, max_ttl)?,
+        })
+    }
+}
+
+/// Listener addresses of every enabled protocol, and the TLS files when TLS is on (it is
+/// off without `cert`, or with `no-tls`).
+fn listeners(
+    raw: &RawConfig,
+    ips: &[IpAddr],
+) -> Result<(Listeners, Option<TlsFiles>), ConfigError> {
+    let on = |flag: Option<bool>| !flag.unwrap_or(false);
+    let plain: Vec<u16> = [
+        Some(raw.listening_port.unwrap_or(d::LISTENING_PORT)),
+        raw.alt_listening_port,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let secure: Vec<u16> = [
+        Some(raw.tls_listening_port.unwrap_or(d::TLS_LISTENING_PORT)),
+        raw.alt_tls_listening_port,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let addrs = |ports: &[u16]| -> Vec<SocketAddr> {
+        ports
+            .iter()
+            .flat_map(|p| ips.iter().map(move |ip| SocketAddr::new(*ip, *p)))
+            .collect()
+    };
+    let tls = match (on(raw.no_tls), &raw.cert, &raw.pkey) {
+        (false, _, _) | (true, None, None) => None,
+        (true, Some(cert), Some(pkey)) => Some(TlsFiles {
+            cert: cert.clone(),
+            pkey: pkey.clone(),
+        }),
+        (true, Some(_), None) => return err("pkey", "`cert` is set but `pkey` is not"),
+        (true, None, Some(_)) => return err("cert", "`pkey` is set but `cert` is not"),
+    };
+    let listeners = Listeners {
+        udp: if on(raw.no_udp) {
+            addrs(&plain)
+        } else {
+            Vec::new()
+        },
+        tcp: if on(raw.no_tcp) {
+            addrs(&plain)
+        } else {
+            Vec::new()
+        },
+        tls: if tls.is_some() {
+            addrs(&secure)
+        } else {
+            Vec::new()
+        },
+    };
+    if listeners.udp.is_empty() && listeners.tcp.is_empty() && listeners.tls.is_empty() {
+        return err(
+            "no-udp",
+            "nothing to listen on: UDP, TCP and TLS are all off (TLS needs cert and pkey)",
+        );
+    }
+    Ok((listeners, tls))
+}
+
+fn stream_limits(raw: &RawConfig) -> Result<StreamLimits, ConfigError> {
+    let secs = |key: &'static str, v: Option<u64>, default: u64| match v.unwrap_or(default) {
+        0 => err(key, "must be at least 1 second"),
+        s if s > 86_400 => err(key, "must be at most 86400 seconds"),
+        s => Ok(Duration::from_secs(s)),
+    };
+    let max_connections = raw.max_tcp_connections.unwrap_or(d::MAX_TCP_CONNECTIONS);
+    let max_per_ip = raw
+        .max_tcp_connections_per_ip
+        .unwrap_or(d::MAX_TCP_CONNECTIONS_PER_IP);
+    if max_per_ip == 0 {
+        return err("max-tcp-connections-per-ip", "must be at least 1");
+    }
+    let send_queue = raw.tcp_send_queue.unwrap_or(d::TCP_SEND_QUEUE);
+    if !(4096..=64 << 20).contains(&send_queue) {
+        return err("tcp-send-queue", "must be between 4096 and 67108864 bytes");
+    }
+    Ok(StreamLimits {
+        max_connections,
+        max_per_ip,
+        handshake_timeout: secs(
+            "tcp-handshake-timeout",
+            raw.tcp_handshake_timeout,
+            d::TCP_HANDSHAKE_TIMEOUT,
+        )?,
+        idle_timeout: secs(
+            "tcp-idle-timeout",
+            raw.tcp_idle_timeout,
+            d::TCP_IDLE_TIMEOUT,
+        )?,
+        send_queue,
+    })
+}
+
+/// `name:password`, or `name:0x<32 hex digits>` for a precomputed key (as coturn has).
+pub(super) fn parse_user(entry: &str) -> Result<(String, Password), ConfigError> {
+    let Some((name, pw)) = entry.split_once(':') else {
+        return err("user", "expected `name:password`");
+    };
+    if name.is_empty() || pw.is_empty() {
+        return err("user", "expected `name:password` with both parts non-empty");
+    }
+    if let Some(hex) = pw.strip_prefix("0x") {
+        let mut key = [0u8; 16];
+        // Bytes, not chars: anything but ASCII hex digits is refused before decoding.
+        let digits = hex.as_bytes();
+        if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            return err("user", format!("{name}: a 0x key has 32 hex digits"));
+        }
+        let nibble = |d: u8| (d as char).to_digit(16).unwrap_or(0) as u8;
+        for (k, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+            *k = nibble(pair[0]) << 4 | nibble(pair[1]);
+        }
+        return Ok((name.to_owned(), Password::Key(key)));
+    }
+    Ok((name.to_owned(), Password::Plain(pw.to_owned())))
+}
+
+/// Relay addresses per family: `relay-ip`, else the specific listening IPs; each mapped
+/// to its `external-ip` when one is given.
+fn relay_addresses(
+    raw: &RawConfig,
+    listening: &[IpAddr],
+) -> Result<(Option<RelayAddress>, Option<RelayAddress>), ConfigError> {
+    let locals: Vec<IpAddr> = if raw.relay_ip.is_empty() {
+        listening
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_unspecified())
+            .collect()
+    } else {
+        raw.relay_ip.clone()
+    };
+    if locals.iter().any(IpAddr::is_unspecified) {
+        return err("relay-ip", "must be a specific address, not 0.0.0.0 or ::");
+    }
+    // Relays of one family are bound to one address: a second one would be ignored.
+    // Derived from several listening IPs, the first of each family relays.
+    for v4 in [true, false] {
+        let same: Vec<&IpAddr> = raw
+            .relay_ip
+            .iter()
+            .filter(|ip| ip.is_ipv4() == v4)
+            .collect();
+        if same.len() > 1 {
+            let list: Vec<String> = same.iter().map(|ip| ip.to_string()).collect();
+            return err(
+                "relay-ip",
+                format!(
+                    "at most one address per family, got {} ({})",
+                    list.len(),
+                    list.join(", ")
+                ),
+            );
+        }
+    }
+    let mut externals = Vec::new();
+    for e in &raw.external_ip {
+        let (public, private) = match e.split_once('/') {
+            Some((p, l)) => (p, Some(l)),
+            None => (e.as_str(), None),
+        };
+        let public: IpAddr = public
+            .parse()
+            .or_else(|_| err("external-ip", format!("`{e}` is not IP or IP/IP")))?;
+        let private: Option<IpAddr> = match private {
+            Some(l) => Some(
+                l.parse()
+                    .or_else(|_| err("external-ip", format!("`{e}` is not IP or IP/IP")))?,
+            ),
+            None => None,
+        };
+        externals.push((public, private));
+    }
+    let pick = |v4: bool| -> Option<RelayAddress> {
+        let local = *locals.iter().find(|ip| ip.is_ipv4() == v4)?;
+        let advertised = externals
+            .iter()
+            .find(|(p, l)| match l {
+                Some(l) => *l == local,
+                None => p.is_ipv4() == v4,
+            })
+            .map_or(local, |(p, _)| *p);
+        Some(RelayAddress { local, advertised })
+    };
+    let (v4, v6) = (pick(true), pick(false));
+    if v4.is_none() && v6.is_none() {
+        return err(
+            "relay-ip",
+            "no relay address: set relay-ip (listening on 0.0.0.0 or :: names no address to relay from)",
+        );
+    }
+    Ok((v4, v6))
+}

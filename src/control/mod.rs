@@ -1,0 +1,248 @@
+//! The operator side of a running server, shared by the handle, the signal handlers and
+//! the HTTP API: addresses, metrics, readiness and drain, sessions, configuration and
+//! certificate reload. It talks to the shards only through their mailboxes
+//! ([`ShardLink`]): commands in, counters out, answers on a channel with a bounded wait.
+//! It never touches a socket, so it knows nothing of the I/O layer.
+
+mod certs;
+mod connections;
+mod mailbox;
+mod reload;
+
+pub use certs::{CertError, CertStore, watch as watch_certificates};
+pub use connections::ConnLimits;
+pub use mailbox::{Command, ShardLink, Wake};
+pub use reload::{
+    LogFilterError, LogReloader, ReloadError, ReloadReport, add_host_addresses, shard_config,
+};
+
+use crate::config::{Config, RawConfig};
+use ferroturn_core::server::{Gauges, Session, SessionFilter, Stats};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long an operator request waits for the shards.
+const SHARD_REPLY: Duration = Duration::from_secs(2);
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A snapshot of the server's counters and gauges, every shard added up (the shards
+/// publish theirs once a second).
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub stats: Stats,
+    pub gauges: Gauges,
+    pub connections_open: u64,
+    pub connections_accepted_tcp: u64,
+    pub connections_accepted_tls: u64,
+    pub connections_refused: u64,
+    pub stream_frames_dropped: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub draining: bool,
+    pub shards: usize,
+}
+
+/// The bound listener addresses, ephemeral ports resolved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+/// The shared state of a running server.
+pub struct Control {
+    addrs: BoundAddrs,
+    certs: Option<Arc<CertStore>>,
+    conn_limits: Arc<ConnLimits>,
+    shards: Vec<Arc<ShardLink>>,
+    config: RwLock<Arc<Config>>,
+    source: Mutex<Option<(PathBuf, RawConfig)>>,
+    log: Mutex<Option<LogReloader>>,
+    draining: AtomicBool,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+impl Control {
+    /// The control side of shards reached through `shards`, running `config`.
+    pub fn new(
+        config: Config,
+        addrs: BoundAddrs,
+        certs: Option<Arc<CertStore>>,
+        conn_limits: Arc<ConnLimits>,
+        shards: Vec<Arc<ShardLink>>,
+    ) -> Self {
+        Self {
+            addrs,
+            certs,
+            conn_limits,
+            shards,
+            config: RwLock::new(Arc::new(config)),
+            source: Mutex::new(None),
+            log: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        }
+    }
+
+    /// The bound UDP listener addresses (ephemeral ports resolved).
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.addrs.udp
+    }
+
+    /// The bound TCP listener addresses.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.addrs.tcp
+    }
+
+    /// The bound TLS listener addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.addrs.tls
+    }
+
+    /// The certificate store, when TLS is on.
+    pub fn certs(&self) -> Option<&Arc<CertStore>> {
+        self.certs.as_ref()
+    }
+
+    /// Wakes every shard (after its stop flag was set).
+    pub fn wake_shards(&self) {
+        for s in &self.shards {
+            s.wake();
+        }
+    }
+
+    /// The configuration in force (the last one loaded or reloaded).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Re-reads the certificate and key files. New TLS handshakes use the new
+    /// certificate; established connections keep running. On error the old certificate
+    /// stays and the error (naming the file) is returned. Without TLS this does nothing.
+    pub fn reload_tls(&self) -> Result<(), CertError> {
+        match &self.certs {
+            Some(certs) => certs.reload(),
+            None => Ok(()),
+        }
+    }
+
+    /// TCP and TLS connections open in every shard.
+    pub fn connection_count(&self) -> usize {
+        self.conn_limits.total()
+    }
+
+    /// Frames toward TCP/TLS clients dropped because the client read slower than its
+    /// media arrived (`tcp-send-queue` full).
+    pub fn stream_frames_dropped(&self) -> u64 {
+        self.conn_limits.dropped()
+    }
+
+    /// Counters and gauges of every shard, added up.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics {
+            shards: self.shards.len(),
+            draining: self.is_draining(),
+            reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+            reloads_failed: self.reloads_failed.load(Ordering::Relaxed),
+            ..Metrics::default()
+        };
+        for s in &self.shards {
+            let (stats, gauges) = s.published();
+            m.stats.add(&stats);
+            m.gauges.add(&gauges);
+        }
+        let (tcp, tls, refused) = self.conn_limits.accepted();
+        m.connections_open = self.conn_limits.total() as u64;
+        m.connections_accepted_tcp = tcp;
+        m.connections_accepted_tls = tls;
+        m.connections_refused = refused;
+        m.stream_frames_dropped = self.conn_limits.dropped();
+        m
+    }
+
+    /// Listeners are bound (they are, once the server started) and not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts (or ends) draining: new allocations are refused with 508, existing ones run
+    /// on, readiness turns false at once.
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Release);
+        for s in &self.shards {
+            s.send(Command::Drain(on));
+        }
+        tracing::info!(
+            draining = on,
+            "drain {}",
+            if on { "started" } else { "stopped" }
+        );
+    }
+
+    /// Drains: refuses new allocations, then waits until the last allocation has ended
+    /// or `drain-timeout` has passed (blocking; shards publish their gauges once a
+    /// second). Returns the allocations still open.
+    pub fn drain_and_wait(&self) -> u64 {
+        self.set_draining(true);
+        let deadline = std::time::Instant::now() + self.config().drain_timeout;
+        // Let every shard publish once after the drain started.
+        std::thread::sleep(Duration::from_millis(1100));
+        loop {
+            let open = self.metrics().gauges.allocations;
+            if open == 0 || std::time::Instant::now() >= deadline {
+                tracing::info!(open, "drain finished");
+                return open;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every allocation of every shard.
+    pub fn sessions(&self) -> Vec<Session> {
+        let (tx, rx) = channel();
+        for s in &self.shards {
+            s.send(Command::Sessions(tx.clone()));
+        }
+        drop(tx);
+        let mut all = Vec::new();
+        for _ in &self.shards {
+            match rx.recv_timeout(SHARD_REPLY) {
+                Ok(mut v) => all.append(&mut v),
+                Err(_) => break,
+            }
+        }
+        all
+    }
+
+    /// Deletes the allocations `filter` names in every shard; returns how many.
+    pub fn delete_sessions(&self, filter: SessionFilter) -> usize {
+        let (tx, rx) = channel();
+        for s in &self.shards {
+            s.send(Command::Delete(filter.clone(), tx.clone()));
+        }
+        drop(tx);
+        (0..self.shards.len())
+            .map_while(|_| rx.recv_timeout(SHARD_REPLY).ok())
+            .sum()
+    }
+}

@@ -1,0 +1,153 @@
+//! Configuration reload: re-read the file with the original command-line flags over it,
+//! validate it whole, then hand each shard its share and report what needs a restart.
+
+use super::{CertError, Command, Control};
+use crate::config::{self, Config, ConfigError, RawConfig};
+use ferroturn_core::server::ServerConfig;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// What a reload changed, and what it could not change without a restart.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Options whose new values only take effect after a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// A log filter the tracing subscriber refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("log-level: {0}")]
+pub struct LogFilterError(pub String);
+
+/// Sets the log filter at run time (installed by the binary, which owns tracing).
+pub type LogReloader = Box<dyn Fn(&str) -> Result<(), LogFilterError> + Send + Sync>;
+
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    #[error(transparent)]
+    LogFilter(#[from] LogFilterError),
+}
+
+/// Every address of this host is the server's own: SSH or a database on another
+/// interface address must not be reachable through a relay either.
+pub fn add_host_addresses(config: &mut Config) {
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => config
+            .server
+            .policy
+            .add_own(interfaces.into_iter().map(|i| i.ip())),
+        Err(e) => tracing::warn!("cannot list this host's addresses for the peer policy: {e}"),
+    }
+}
+
+/// The core configuration of one of `shards` shards. Limits that hold for the whole
+/// server are split between them: each relays its share of `bps-capacity` and answers
+/// its share of `unauthenticated-rate` (the kernel spreads one source IP's packets over
+/// every shard by source port).
+pub fn shard_config(config: &Config, shards: usize) -> ServerConfig {
+    let mut cfg = config.server.clone();
+    let n = shards.max(1);
+    cfg.bps_capacity = cfg.bps_capacity.div_ceil(n as u64);
+    cfg.unauthenticated_rate = cfg.unauthenticated_rate.div_ceil(n as u32);
+    cfg
+}
+
+impl Control {
+    /// Remembers where the configuration came from, for [`Control::reload`].
+    pub fn set_config_source(&self, file: PathBuf, flags: RawConfig) {
+        if let Ok(mut s) = self.source.lock() {
+            *s = Some((file, flags));
+        }
+    }
+
+    /// Installs the function that changes the log filter on reload.
+    pub fn set_log_reloader(&self, f: LogReloader) {
+        if let Ok(mut l) = self.log.lock() {
+            *l = Some(f);
+        }
+    }
+
+    /// Re-reads the configuration file (with the command-line flags over it, as at
+    /// start) and applies it; without a file, reloads the TLS certificate only. A file
+    /// that fails validation is refused as a whole: the old configuration stays, the
+    /// error is returned, logged and counted.
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let source = self.source.lock().ok().and_then(|s| s.clone());
+        let result = match source {
+            Some((file, flags)) => config::load(Some(&file), flags)
+                .map_err(ReloadError::from)
+                .and_then(|config| self.apply(config)),
+            None => self
+                .reload_tls()
+                .map(|()| ReloadReport::default())
+                .map_err(ReloadError::from),
+        };
+        match &result {
+            Ok(report) => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(needs_restart = ?report.needs_restart, "configuration reloaded");
+            }
+            Err(e) => {
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("reload refused, the running configuration stays: {e}");
+            }
+        }
+        result
+    }
+
+    /// Applies a validated configuration: credentials, policy, quotas, caps, lifetimes,
+    /// log level and certificates now; options that need a restart are reported.
+    pub fn apply(&self, mut new: Config) -> Result<ReloadReport, ReloadError> {
+        add_host_addresses(&mut new);
+        let old = self.config();
+        let mut report = ReloadReport::default();
+        let mut restart = |changed: bool, name: &'static str| {
+            if changed {
+                report.needs_restart.push(name);
+            }
+        };
+        restart(old.listeners != new.listeners, "listening-ip/ports");
+        restart(old.tls != new.tls, "cert/pkey paths");
+        restart(old.relay_threads != new.relay_threads, "relay-threads");
+        restart(
+            (old.server.min_port, old.server.max_port)
+                != (new.server.min_port, new.server.max_port),
+            "min-port/max-port",
+        );
+        restart(
+            (old.server.relay_v4, old.server.relay_v6)
+                != (new.server.relay_v4, new.server.relay_v6),
+            "relay-ip/external-ip",
+        );
+        restart(old.streams != new.streams, "tcp limits");
+        restart(
+            (old.api.listen, old.api.tls) != (new.api.listen, new.api.tls),
+            "api-listen/api-tls",
+        );
+        restart(
+            (old.socket_recv_buffer_size, old.socket_send_buffer_size)
+                != (new.socket_recv_buffer_size, new.socket_send_buffer_size),
+            "socket buffer sizes",
+        );
+        self.reload_tls()?;
+        if new.log_level != old.log_level {
+            if let Some(f) = self.log.lock().ok().as_ref().and_then(|l| l.as_ref()) {
+                f(&new.log_level)?;
+            }
+        }
+        let cfg = shard_config(&new, self.shards.len());
+        for s in &self.shards {
+            s.send(Command::Reconfigure(Box::new(cfg.clone())));
+        }
+        if let Ok(mut c) = self.config.write() {
+            *c = Arc::new(new);
+        }
+        Ok(report)
+    }
+}

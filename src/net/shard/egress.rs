@@ -1,0 +1,181 @@
+//! Everything a shard sends, relayed data and control messages alike: items sorted by
+//! socket and destination leave UDP sockets in `sendmmsg` calls (runs to one destination
+//! as UDP GSO messages), and TCP/TLS connections in one write per connection.
+
+use super::relays::Relay;
+use crate::net::stream::Streams;
+use ferroturn_core::server::{AllocId, Path, Transport};
+use ferroturn_udp::{self as udp, SendItem};
+use mio::Registry;
+use mio::net::UdpSocket;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+
+/// Which socket an outgoing message leaves through. The order matters: items are sorted
+/// by it, so everything for TCP/TLS connections comes last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Via {
+    Listener(u16),
+    Relay(AllocId),
+    /// A TCP/TLS connection of this stream listener (the destination names which).
+    Stream(u16),
+}
+
+impl Via {
+    pub fn of(path: &Path) -> Via {
+        match *path {
+            Path::Client {
+                listener,
+                transport: Transport::Udp,
+                ..
+            } => Via::Listener(listener),
+            Path::Client { listener, .. } => Via::Stream(listener),
+            Path::Peer { relay, .. } => Via::Relay(relay),
+        }
+    }
+}
+
+/// Where a message goes.
+pub fn destination(path: &Path) -> SocketAddr {
+    match *path {
+        Path::Client { client, .. } => client,
+        Path::Peer { peer, .. } => peer,
+    }
+}
+
+/// The sockets messages leave through, borrowed apart from the rest of the shard.
+pub struct Sockets<'a> {
+    pub listeners: &'a [UdpSocket],
+    pub relays: &'a [Option<Relay>],
+}
+
+impl Sockets<'_> {
+    /// The UDP socket behind `through`, if it still exists.
+    fn fd(&self, through: Via) -> Option<RawFd> {
+        match through {
+            Via::Listener(l) => self.listeners.get(usize::from(l)).map(|s| s.as_raw_fd()),
+            Via::Relay(id) => match self.relays.get(id.index as usize) {
+                Some(Some(r)) if r.id == id => Some(r.socket.as_raw_fd()),
+                _ => None,
+            },
+            // Connections are written by `write_streams`.
+            Via::Stream(_) => None,
+        }
+    }
+}
+
+/// Where the stream part of a send goes, and what it reports back.
+pub struct StreamOut<'a> {
+    pub streams: &'a mut Streams,
+    pub registry: &'a Registry,
+    /// Connections whose write failed, to be closed by the caller.
+    pub failed: &'a mut Vec<usize>,
+}
+
+/// Sends `n` messages, `item(i)` naming each one's socket, bytes and destination; the
+/// items are sorted by (socket, destination), so runs share a socket and everything for
+/// connections comes last. UDP runs leave in `sendmmsg` calls, GSO for runs to one
+/// destination while `gso` holds (cleared if the kernel refuses GSO); a full socket
+/// buffer drops the rest of a run, as UDP would. Frames for connections are written with
+/// `streams` when given.
+pub fn transmit<'a>(
+    n: usize,
+    item: impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
+    sockets: &Sockets<'_>,
+    gso: &mut bool,
+    streams: Option<StreamOut<'_>>,
+) {
+    let first_stream = partition_point(n, |i| !matches!(item(i).0, Via::Stream(_)));
+    send_runs(first_stream, &item, sockets, gso);
+    if let Some(out) = streams {
+        if first_stream < n {
+            write_streams(first_stream..n, &item, out);
+        }
+    }
+}
+
+/// The first `i` in `0..n` for which `before(i)` is false (`before` holds for a prefix).
+fn partition_point(n: usize, before: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if before(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// The UDP part of [`transmit`]: items `0..n`.
+fn send_runs<'a>(
+    n: usize,
+    item: &impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
+    sockets: &Sockets<'_>,
+    gso: &mut bool,
+) {
+    let mut i = 0;
+    while i < n {
+        let (through, _, to) = item(i);
+        let mut items = [SendItem { bytes: &[], to }; udp::MAX_ITEMS];
+        let mut m = 0;
+        while i + m < n && m < udp::MAX_ITEMS {
+            let (v, bytes, to) = item(i + m);
+            if v != through {
+                break;
+            }
+            items[m] = SendItem { bytes, to };
+            m += 1;
+        }
+        if let Some(fd) = sockets.fd(through) {
+            let mut sent = 0;
+            while sent < m {
+                match udp::send_segmented(fd, &items[sent..m], *gso) {
+                    Ok(0) => break,
+                    Ok(k) => sent += k,
+                    Err(e) if *gso && udp::is_gso_refusal(&e) => {
+                        tracing::info!("UDP GSO unavailable ({e}); sending datagrams one by one");
+                        *gso = false;
+                    }
+                    Err(e) => {
+                        tracing::trace!("send failed: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        i += m;
+    }
+}
+
+/// The stream part of [`transmit`]: frames for one connection are consecutive and go
+/// out in one write. Connections whose write fails land in `out.failed`.
+fn write_streams<'a>(
+    range: std::ops::Range<usize>,
+    item: &impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
+    out: StreamOut<'_>,
+) {
+    let mut i = range.start;
+    while i < range.end {
+        let (through, _, client) = item(i);
+        let mut end = i + 1;
+        while end < range.end && {
+            let (v, _, c) = item(end);
+            v == through && c == client
+        } {
+            end += 1;
+        }
+        if let Via::Stream(listener) = through {
+            if let Some(index) = out.streams.index_of(listener, client) {
+                if !out
+                    .streams
+                    .write(index, (i..end).map(|k| item(k).1), out.registry)
+                {
+                    out.failed.push(index);
+                }
+            }
+        }
+        i = end;
+    }
+}

@@ -1,0 +1,257 @@
+//! One shard's event loop: its UDP, TCP and TLS listener sockets (SO_REUSEPORT siblings
+//! of the other shards'), its TCP/TLS connections, its relay sockets, and its core, with
+//! nothing shared on the packet path.
+//!
+//! - [`ingress`]: UDP receive into a ring of slots with headroom, so relayed data is
+//!   framed in place;
+//! - [`egress`]: one send path for relayed data and control messages (`sendmmsg`, GSO,
+//!   one write per connection);
+//! - [`conns`]: TCP/TLS connections; [`relays`]: relay sockets; [`token`]: what a mio
+//!   token names.
+//!
+//! A turn: operator commands, then every ready socket (a budget each, the rest in the
+//! backlog), then the flush of relayed datagrams, the clock (once a second: wall-clock
+//! anchor, connection deadlines, published counters), timeouts, core events and control
+//! responses.
+
+mod conns;
+mod egress;
+mod ingress;
+mod relays;
+mod token;
+
+pub use token::Source;
+
+use crate::control::{Command, ShardLink, unix_now};
+use crate::net::socket::SocketOptions;
+use crate::net::stream::Streams;
+use egress::{Sockets, StreamOut, Via};
+use ferroturn_core::server::{AllocId, Event, Server, Transmit};
+use ingress::{SLOTS, Slots};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use relays::Relay;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct Shard {
+    poll: Poll,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    core: Server,
+    opts: SocketOptions,
+    listeners: Vec<UdpSocket>,
+    streams: Streams,
+    relays: Vec<Option<Relay>>,
+    /// Sockets that still had data when their budget ran out.
+    backlog: Vec<Token>,
+    slots: Slots,
+    /// Control messages being sent (reused).
+    control: Vec<Transmit>,
+    /// UDP GSO for runs of datagrams to one destination; turned off if the kernel
+    /// refuses it.
+    gso: bool,
+    /// Datagrams toward peers from the connection being read (ranges of its framer).
+    stream_sends: Vec<(AllocId, Range<usize>, SocketAddr)>,
+    /// Connections to close after a write failed (reused).
+    failed: Vec<usize>,
+    /// Operator commands in, counters and gauges out (once a second).
+    link: Option<Arc<ShardLink>>,
+}
+
+impl Shard {
+    pub fn new(
+        core: Server,
+        mut listeners: Vec<UdpSocket>,
+        mut streams: Streams,
+        opts: SocketOptions,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(l, Source::Listener(i).token(), Interest::READABLE)?;
+        }
+        for (i, l) in streams.listeners.iter_mut().enumerate() {
+            poll.registry().register(
+                &mut l.socket,
+                Source::StreamListener(i).token(),
+                Interest::READABLE,
+            )?;
+        }
+        Ok(Self {
+            poll,
+            waker,
+            stop,
+            core,
+            opts,
+            listeners,
+            streams,
+            relays: Vec::new(),
+            backlog: Vec::new(),
+            slots: Slots::new(),
+            control: Vec::with_capacity(SLOTS),
+            gso: true,
+            stream_sends: Vec::new(),
+            failed: Vec::new(),
+            link: None,
+        })
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    pub fn set_link(&mut self, link: Arc<ShardLink>) {
+        self.link = Some(link);
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut ready: Vec<Token> = Vec::with_capacity(1024);
+        let mut last_clock = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            let timeout = if self.backlog.is_empty() {
+                let next = self
+                    .core
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(Instant::now()));
+                next.unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(1))
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!("event loop failed: {e}");
+                    return;
+                }
+            }
+            // Commands first: one queued before a datagram was sent applies to it.
+            self.handle_commands();
+            ready.clear();
+            ready.append(&mut self.backlog);
+            let waker = Source::Waker.token();
+            ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != waker));
+            for &token in &ready {
+                self.drain(token);
+            }
+            self.flush_data();
+            let now = Instant::now();
+            if now.duration_since(last_clock) >= Duration::from_secs(1) {
+                self.core.set_wall_clock(now, unix_now());
+                self.close_expired(now);
+                self.publish();
+                last_clock = now;
+            }
+            self.core.handle_timeout(now);
+            self.handle_events();
+            self.send_control();
+        }
+    }
+
+    /// Copies the core's counters and gauges out for the metrics endpoint.
+    fn publish(&self) {
+        if let Some(link) = &self.link {
+            link.publish(self.core.stats().clone(), self.core.gauges());
+        }
+    }
+
+    /// Carries out operator commands (sessions, reload, drain) between packets.
+    fn handle_commands(&mut self) {
+        let Some(link) = self.link.clone() else {
+            return;
+        };
+        for command in link.take() {
+            match command {
+                Command::Sessions(reply) => {
+                    let _ = reply.send(self.core.sessions(Instant::now()));
+                }
+                Command::Delete(filter, reply) => {
+                    let n = self.core.delete_sessions(&filter);
+                    self.handle_events();
+                    let _ = reply.send(n);
+                }
+                Command::Reconfigure(cfg) => self.core.reconfigure(*cfg),
+                Command::Drain(on) => self.core.set_draining(on),
+            }
+        }
+    }
+
+    /// Serves the socket behind `token`: up to a budget of batches from a UDP socket, a
+    /// connection's pending writes and reads, or a stream listener's new connections.
+    fn drain(&mut self, token: Token) {
+        let source = Source::of(token);
+        let more = match source {
+            Source::Conn(index) => self.serve_conn(index),
+            Source::StreamListener(index) => {
+                self.streams
+                    .accept(index, self.poll.registry(), Instant::now())
+            }
+            Source::Listener(_) | Source::Relay(_) => self.drain_udp(source),
+            Source::Waker => false,
+        };
+        if more && !self.backlog.contains(&token) {
+            self.backlog.push(token);
+        }
+    }
+
+    /// Carries out the core's requests (bind or close relay sockets), at once: the
+    /// allocation completes before the next datagram is handled.
+    fn handle_events(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                Event::BindRelay { relay, local } => {
+                    let bound = self.bind_relay(relay, local);
+                    if let Err(e) = &bound {
+                        tracing::debug!(%local, "relay bind failed: {e}");
+                    }
+                    self.core
+                        .handle_relay_bound(Instant::now(), relay, bound.is_ok());
+                }
+                Event::CloseRelay { relay } => self.close_relay(relay),
+            }
+        }
+    }
+
+    /// Sends the core's control messages queued this turn, grouped by socket and
+    /// destination (in order within each: a stable sort).
+    fn send_control(&mut self) {
+        self.control.clear();
+        self.control
+            .extend(std::iter::from_fn(|| self.core.poll_transmit()));
+        self.control
+            .sort_by_key(|t| (Via::of(&t.path), egress::destination(&t.path)));
+        let control = &self.control;
+        let sockets = Sockets {
+            listeners: &self.listeners,
+            relays: &self.relays,
+        };
+        let mut failed = std::mem::take(&mut self.failed);
+        egress::transmit(
+            control.len(),
+            |i| {
+                let t = &control[i];
+                (
+                    Via::of(&t.path),
+                    &t.payload[..],
+                    egress::destination(&t.path),
+                )
+            },
+            &sockets,
+            &mut false,
+            Some(StreamOut {
+                streams: &mut self.streams,
+                registry: self.poll.registry(),
+                failed: &mut failed,
+            }),
+        );
+        self.control.clear();
+        self.close_failed(failed);
+    }
+}

@@ -1,0 +1,46 @@
+//! Relay sockets: one UDP socket per allocation, bound when the core asks and closed when
+//! the allocation ends, kept in a slab indexed like the core's allocation table.
+
+use super::Shard;
+use super::token::Source;
+use crate::net::socket;
+use ferroturn_core::server::AllocId;
+use mio::Interest;
+use mio::net::UdpSocket;
+use std::io;
+use std::net::SocketAddr;
+
+/// The relay socket of allocation `id`.
+pub struct Relay {
+    pub id: AllocId,
+    pub socket: UdpSocket,
+}
+
+impl Shard {
+    pub(super) fn bind_relay(&mut self, id: AllocId, local: SocketAddr) -> io::Result<()> {
+        let mut socket = socket::bind_udp(local, false, self.opts)?;
+        let index = id.index as usize;
+        self.poll.registry().register(
+            &mut socket,
+            Source::Relay(index).token(),
+            Interest::READABLE,
+        )?;
+        if self.relays.len() <= index {
+            self.relays.resize_with(index + 1, || None);
+        }
+        if let Some(mut old) = self.relays[index].replace(Relay { id, socket }) {
+            let _ = self.poll.registry().deregister(&mut old.socket);
+        }
+        Ok(())
+    }
+
+    pub(super) fn close_relay(&mut self, id: AllocId) {
+        if let Some(slot) = self.relays.get_mut(id.index as usize) {
+            if slot.as_ref().is_some_and(|r| r.id == id) {
+                if let Some(mut r) = slot.take() {
+                    let _ = self.poll.registry().deregister(&mut r.socket);
+                }
+            }
+        }
+    }
+}

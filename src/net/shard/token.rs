@@ -1,0 +1,67 @@
+//! What a mio token names in a shard's event loop: one enum, one mapping each way.
+
+use mio::Token;
+
+const WAKER: usize = 0;
+const LISTENER_BASE: usize = 1;
+const STREAM_LISTENER_BASE: usize = 1 << 15;
+const RELAY_BASE: usize = 1 << 16;
+const CONN_BASE: usize = 1 << 40;
+
+/// A source of events in a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The mailbox's waker.
+    Waker,
+    /// UDP listener socket `n`.
+    Listener(usize),
+    /// TCP or TLS listener `n`.
+    StreamListener(usize),
+    /// The relay socket in relay slot `n` (the allocation's slab index).
+    Relay(usize),
+    /// TCP or TLS connection `n`.
+    Conn(usize),
+}
+
+impl Source {
+    pub fn token(self) -> Token {
+        Token(match self {
+            Source::Waker => WAKER,
+            Source::Listener(n) => LISTENER_BASE + n,
+            Source::StreamListener(n) => STREAM_LISTENER_BASE + n,
+            Source::Relay(n) => RELAY_BASE + n,
+            Source::Conn(n) => CONN_BASE + n,
+        })
+    }
+
+    pub fn of(token: Token) -> Source {
+        match token.0 {
+            WAKER => Source::Waker,
+            t if t >= CONN_BASE => Source::Conn(t - CONN_BASE),
+            t if t >= RELAY_BASE => Source::Relay(t - RELAY_BASE),
+            t if t >= STREAM_LISTENER_BASE => Source::StreamListener(t - STREAM_LISTENER_BASE),
+            t => Source::Listener(t - LISTENER_BASE),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Source;
+
+    #[test]
+    fn tokens_round_trip() {
+        for s in [
+            Source::Waker,
+            Source::Listener(0),
+            Source::Listener(7),
+            Source::StreamListener(3),
+            Source::Relay(0),
+            Source::Relay(70_000),
+            Source::Conn(0),
+            Source::Conn(1 << 20),
+        ] {
+            assert_eq!(Source::of(s.token()), s);
+        }
+    }
+}
