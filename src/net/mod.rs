@@ -147,6 +147,11 @@ fn bind_streams(
         for (i, (configured, tls)) in configured.iter().enumerate() {
             let addr = bound.get(i).copied().unwrap_or(*configured);
             let kind = if *tls { "tls" } else { "tcp" };
+            if shard == 0 {
+                socket::ensure_free(addr, socket::Proto::Tcp).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {kind}: {e}"))
+                })?;
+            }
             let socket = socket::bind_tcp(addr).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {kind} {addr}: {e}"))
             })?;
