@@ -1,5 +1,5 @@
 //! Every default of the configuration, in one place. `turnserver.toml.example` and the
-//! flags' help texts state the same values; tests/cli.rs checks the help against these.
+//! flags' help texts state the same values; the tests below hold both to these.
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -46,3 +46,100 @@ pub const CREDENTIAL_TTL: u64 = 86_400;
 /// SO_RCVBUF / SO_SNDBUF of listener sockets when `socket-*-buffer-size` is not set:
 /// every client of a shard shares one listener (the kernel caps it at rmem_max/wmem_max).
 pub const LISTENER_BUFFER: usize = 4 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use clap::Args;
+
+    /// What each option's help says its default is, as the constant spells it.
+    fn stated() -> Vec<(&'static str, String)> {
+        vec![
+            ("listening-ip", LISTENING_IP.to_string()),
+            ("listening-port", LISTENING_PORT.to_string()),
+            ("tls-listening-port", TLS_LISTENING_PORT.to_string()),
+            ("max-tcp-connections", MAX_TCP_CONNECTIONS.to_string()),
+            (
+                "max-tcp-connections-per-ip",
+                MAX_TCP_CONNECTIONS_PER_IP.to_string(),
+            ),
+            ("tcp-handshake-timeout", TCP_HANDSHAKE_TIMEOUT.to_string()),
+            ("tcp-idle-timeout", TCP_IDLE_TIMEOUT.to_string()),
+            ("tcp-send-queue", TCP_SEND_QUEUE.to_string()),
+            ("min-port", MIN_PORT.to_string()),
+            ("max-port", MAX_PORT.to_string()),
+            ("realm", format!("\"{REALM}\"")),
+            ("rest-api-separator", format!("'{REST_API_SEPARATOR}'")),
+            ("max-credential-ttl", MAX_CREDENTIAL_TTL.to_string()),
+            (
+                "strict-credential-expiry",
+                STRICT_CREDENTIAL_EXPIRY.to_string(),
+            ),
+            ("stale-nonce", STALE_NONCE.to_string()),
+            (
+                "default-allocate-lifetime",
+                DEFAULT_ALLOCATE_LIFETIME.to_string(),
+            ),
+            ("max-allocate-lifetime", MAX_ALLOCATE_LIFETIME.to_string()),
+            ("permission-lifetime", PERMISSION_LIFETIME.to_string()),
+            ("channel-lifetime", CHANNEL_LIFETIME.to_string()),
+            ("user-quota", USER_QUOTA.to_string()),
+            ("total-quota", TOTAL_QUOTA.to_string()),
+            ("max-permissions", MAX_PERMISSIONS.to_string()),
+            ("max-channels", MAX_CHANNELS.to_string()),
+            ("max-bps", MAX_BPS.to_string()),
+            ("bps-capacity", BPS_CAPACITY.to_string()),
+            ("new-peer-rate", NEW_PEER_RATE.to_string()),
+            ("drain-timeout", DRAIN_TIMEOUT.to_string()),
+            ("unauthenticated-rate", UNAUTHENTICATED_RATE.to_string()),
+            ("log-level", LOG_LEVEL.to_string()),
+            ("credential-ttl", CREDENTIAL_TTL.to_string()),
+        ]
+    }
+
+    #[test]
+    fn every_help_text_states_the_default_in_force() {
+        let cmd = RawConfig::augment_args(clap::Command::new("ferroturn"));
+        for (option, value) in stated() {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == Some(option))
+                .unwrap_or_else(|| panic!("no flag --{option}"));
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                help.contains(&format!("Default {value}")),
+                "--{option}: help says `{help}`, the default is {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_states_the_same_defaults() {
+        // The example documents each default in a comment (`# key = value` or the value
+        // set); a few keys are set to other values on purpose and are not listed here.
+        let text = include_str!("../../turnserver.toml.example");
+        for (key, value) in [
+            ("min-port", MIN_PORT.to_string()),
+            ("max-port", MAX_PORT.to_string()),
+            ("stale-nonce", STALE_NONCE.to_string()),
+            ("max-allocate-lifetime", MAX_ALLOCATE_LIFETIME.to_string()),
+            ("permission-lifetime", PERMISSION_LIFETIME.to_string()),
+            ("channel-lifetime", CHANNEL_LIFETIME.to_string()),
+            ("max-bps", MAX_BPS.to_string()),
+            ("unauthenticated-rate", UNAUTHENTICATED_RATE.to_string()),
+        ] {
+            let line = text
+                .lines()
+                .find(|l| {
+                    let l = l.trim_start_matches(['#', ' ']);
+                    l.starts_with(&format!("{key} ="))
+                })
+                .unwrap_or_else(|| panic!("turnserver.toml.example does not mention {key}"));
+            let stated = line.split('=').nth(1).unwrap_or("").trim();
+            let stated = stated.split_whitespace().next().unwrap_or("");
+            assert_eq!(stated, value, "turnserver.toml.example: {line}");
+        }
+    }
+}
