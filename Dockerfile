@@ -8,7 +8,9 @@
 # The image's own /etc/ferroturn/turnserver.toml is turnserver.toml.example (a local
 # trial on 127.0.0.1 with a development secret): mount your configuration over it,
 # readable by the container's user, uid/gid 10001 (`chgrp 10001 FILE; chmod 0640 FILE`).
-# `docker kill -s HUP ferroturn` reloads the TLS certificate; `docker stop` shuts down.
+# `docker kill -s HUP ferroturn` reloads the configuration (credentials, peer policy,
+# quotas, caps, lifetimes, log level, TLS certificate; listeners, ports and relay
+# addresses need a restart); `docker stop` shuts down.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src

@@ -6,6 +6,10 @@
 #     turns: through an NSS database it makes with certutil
 #   - systemd (systemd-analyze) from Debian: tests/systemd.rs verifies the unit file
 #   - tests/browser/node_modules (playwright-core, pinned in tests/browser/package-lock.json)
+#   - the fuzz stage's tools (skipped with FUZZ_SECONDS=0, which skips that stage):
+#     cargo-fuzz from crates.io, and a nightly toolchain when rustup can install one;
+#     without nightly, scripts/fuzz.sh runs cargo-fuzz on the default toolchain with
+#     RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z flags), so no nightly is strictly needed
 #
 # Idempotent and non-interactive: anything already present is left alone, and
 # `apt-get update` runs only when a package actually has to be installed.
@@ -111,4 +115,45 @@ else
   node_modules_ok || die "tests/browser/node_modules/playwright-core does not match package.json after npm"
 fi
 
-log "ready: $(/usr/bin/chromium --version 2>/dev/null | head -n1); coturn $(turnserver --version 2>/dev/null | head -n1 || true); playwright-core $(cd "$browser_dir" && node -p 'require("./node_modules/playwright-core/package.json").version')"
+# --- Fuzz stage: cargo-fuzz and, where rustup can get it, nightly --------------------------
+# Pinned: a new cargo-fuzz may need a newer toolchain than the one the machine has.
+cargo_fuzz_version=0.13.2
+
+if [ "${FUZZ_SECONDS:-30}" = 0 ]; then
+  log "FUZZ_SECONDS=0: fuzz tools not needed"
+  fuzz_tools="fuzz tools not checked (FUZZ_SECONDS=0)"
+else
+  command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust with rustup"
+  if RUSTUP_AUTO_INSTALL=0 cargo +nightly --version >/dev/null 2>&1; then
+    log "nightly toolchain already installed"
+  elif ! command -v rustup >/dev/null 2>&1; then
+    log "no rustup and no nightly: scripts/fuzz.sh will use RUSTC_BOOTSTRAP=1"
+  else
+    # Where the toolchain server cannot be reached this fails within seconds; the fuzz
+    # stage then runs on the default toolchain with RUSTC_BOOTSTRAP=1.
+    log "no nightly toolchain; trying rustup toolchain install nightly --profile minimal"
+    if timeout 300 rustup toolchain install nightly --profile minimal </dev/null; then
+      log "nightly toolchain installed"
+    else
+      log "could not install nightly: scripts/fuzz.sh will use RUSTC_BOOTSTRAP=1"
+    fi
+  fi
+
+  # `cargo fuzz` on the default toolchain: cargo-fuzz is a binary in cargo's bin
+  # directory, found whatever toolchain then runs it.
+  if have="$(RUSTUP_AUTO_INSTALL=0 cargo fuzz --version 2>/dev/null)"; then
+    log "$have already installed"
+  else
+    log "installing cargo-fuzz $cargo_fuzz_version from crates.io"
+    # Unset CARGO_TARGET_DIR: cargo install then builds in a temporary directory instead
+    # of the project's target directory.
+    env -u CARGO_TARGET_DIR \
+      cargo install cargo-fuzz --version "$cargo_fuzz_version" --locked </dev/null \
+      || die "cargo install cargo-fuzz $cargo_fuzz_version failed"
+    have="$(RUSTUP_AUTO_INSTALL=0 cargo fuzz --version 2>/dev/null)" \
+      || die "cargo fuzz still missing after cargo install (is ${CARGO_HOME:-$HOME/.cargo}/bin on PATH?)"
+  fi
+  fuzz_tools="$have"
+fi
+
+log "ready: $(/usr/bin/chromium --version 2>/dev/null | head -n1); coturn $(turnserver --version 2>/dev/null | head -n1 || true); playwright-core $(cd "$browser_dir" && node -p 'require("./node_modules/playwright-core/package.json").version'); $fuzz_tools"

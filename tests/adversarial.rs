@@ -1713,6 +1713,29 @@ async fn unknown_comprehension_required_attributes_get_420_with_a_capped_list() 
     assert_eq!(got, vec![b"plain".to_vec()]);
 }
 
+/// RFC 5780's RESPONSE-PORT and PADDING are comprehension-required and ferroturn
+/// implements neither (no NAT behaviour discovery): a Binding carrying one is answered 420
+/// with UNKNOWN-ATTRIBUTES naming it (RFC 8489 section 7.3.1), not a success that ignored
+/// it, which would have a client believe its response port or padding was honoured.
+#[tokio::test]
+async fn rfc5780_response_port_and_padding_get_420_as_unknown() {
+    let server = start_server("").await;
+    let s = session(&server, "127.0.0.1", "alice").await;
+    for (t, value) in [
+        (attr::RESPONSE_PORT, &[0x13, 0x88, 0, 0][..]),
+        (attr::PADDING, &[0; 8][..]),
+    ] {
+        let binding = Msg::request(method::BINDING).attr(t, value);
+        let r = s.exchange(&binding.bytes()).await.expect("an answer");
+        assert_eq!(error_code(&r), Some(420), "Binding with {t:#06x}");
+        assert_eq!(
+            codec::decode_response(&r).unwrap().unknown_attributes,
+            vec![t],
+            "Binding with {t:#06x}"
+        );
+    }
+}
+
 /// Messages near the 64 KiB datagram limit: a Binding padded with a 65 000-byte optional
 /// attribute is answered (briefly), an oversize SOFTWARE or USERNAME gets 400, 64 KiB of
 /// garbage is dropped, and a 65 000-byte ChannelData and Send indication are relayed

@@ -8,6 +8,7 @@ use common::tls::{TestPki, server_name};
 use common::{SECRET, echo_peer, rest_credentials, start_server};
 use ferroturn::client::{ClientError, Relayed, TurnClient};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
@@ -182,6 +183,62 @@ async fn presented_certificate(pki: &TestPki, addr: SocketAddr) -> Vec<u8> {
         "ALPN stun.turn"
     );
     conn.peer_certificates().expect("server certificate")[0].to_vec()
+}
+
+/// A handshake that offers `alpn` (none: no ALPN extension at all) and trusts the test
+/// CA; the protocol the server chose.
+async fn alpn_handshake(
+    pki: &TestPki,
+    addr: SocketAddr,
+    alpn: &[&[u8]],
+) -> std::io::Result<Option<Vec<u8>>> {
+    let mut config = (*pki.client_config()).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let tls = tokio::time::timeout(WAIT, connector.connect(server_name(), tcp))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
+    Ok(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+}
+
+/// ALPN (RFC 7443): `stun.turn` is the only protocol the server agrees to. A client that
+/// offers it among others (coturn's uclient offers `http/1.1`, `stun.turn`,
+/// `stun.nat-discovery`) gets it; a client that sends no ALPN is served, a Binding
+/// included; a client that offers only `stun.nat-discovery` (RFC 5780, not implemented)
+/// is refused with no_application_protocol (RFC 7301 section 3.2).
+#[tokio::test]
+async fn tls_alpn_agrees_on_stun_turn_only() {
+    let (server, pki) = tls_server("").await;
+    let addr = server.handle.tls_addrs()[0];
+    let coturn: [&[u8]; 3] = [b"http/1.1", b"stun.turn", b"stun.nat-discovery"];
+    assert_eq!(
+        alpn_handshake(&pki, addr, &coturn).await.unwrap(),
+        Some(b"stun.turn".to_vec())
+    );
+    assert_eq!(alpn_handshake(&pki, addr, &[]).await.unwrap(), None);
+
+    let refused = alpn_handshake(&pki, addr, &[b"stun.nat-discovery"])
+        .await
+        .expect_err("stun.nat-discovery alone must not be agreed to");
+    let alert = refused
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    assert_eq!(
+        alert,
+        Some(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::NoApplicationProtocol
+        )),
+        "{refused}"
+    );
+
+    let mut no_alpn = (*pki.client_config()).clone();
+    no_alpn.alpn_protocols.clear();
+    let (u, p) = rest_credentials(SECRET, "dave", Duration::from_secs(600));
+    let mut c = TurnClient::connect_tls(addr, server_name(), Arc::new(no_alpn), &u, &p)
+        .await
+        .expect("TLS without ALPN");
+    assert_eq!(c.binding().await.unwrap(), c.local_addr().unwrap());
 }
 
 #[tokio::test]

@@ -5,8 +5,13 @@ use crate::control::CertStore;
 use std::io;
 use std::sync::Arc;
 
-/// ALPN protocol ids accepted (RFC 7443); a client that offers none is accepted too.
-const ALPN: [&[u8]; 2] = [b"stun.turn", b"stun.nat-discovery"];
+/// The one ALPN protocol id offered, `stun.turn` (RFC 7443). rustls applies RFC 7301
+/// section 3.2 to the rest: a client that sends no ALPN extension (Chromium sends none) is
+/// served without one, and a client whose list has no `stun.turn` (only
+/// `stun.nat-discovery`, say: RFC 5780 NAT behaviour discovery is not implemented) is
+/// refused with a fatal no_application_protocol alert rather than served a protocol it
+/// did not ask for.
+const ALPN: [&[u8]; 1] = [b"stun.turn"];
 
 /// The configuration every TLS listener of every shard uses.
 pub fn server_config(certs: &Arc<CertStore>) -> io::Result<Arc<rustls::ServerConfig>> {

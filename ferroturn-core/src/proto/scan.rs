@@ -82,6 +82,10 @@ impl Scan {
 }
 
 /// True for the attribute types this server understands (RFC 8489 section 14, RFC 8656).
+/// RFC 5780's comprehension-required PADDING and RESPONSE-PORT are left out on purpose:
+/// NAT behaviour discovery is not implemented, so a request carrying them is answered 420
+/// naming them (RFC 8489 section 7.3.1; RFC 5780 sections 7.5 and 7.6), not served as if
+/// they were absent.
 fn understood(t: u16) -> bool {
     matches!(
         t,
@@ -107,8 +111,6 @@ fn understood(t: u16) -> bool {
             | attr::RESERVATION_TOKEN
             | attr::PRIORITY
             | attr::USE_CANDIDATE
-            | attr::PADDING
-            | attr::RESPONSE_PORT
             | attr::CONNECTION_ID
     )
 }
@@ -276,6 +278,18 @@ mod tests {
         assert_eq!(s.unknown_len, MAX_UNKNOWN);
         assert_eq!(s.unknown()[0], 0x7F00);
         assert!(!s.unknown().contains(&0x8F00));
+    }
+
+    #[test]
+    fn reports_rfc5780_response_port_and_padding_as_unknown() {
+        for (t, value) in [
+            (attr::RESPONSE_PORT, &[0x13, 0x88, 0, 0][..]),
+            (attr::PADDING, &[0; 8][..]),
+        ] {
+            let mut m = binding_request();
+            push_attr(&mut m, t, value);
+            assert_eq!(scan(&m).unwrap().unknown(), [t], "{t:#06x}");
+        }
     }
 
     #[test]
