@@ -1729,7 +1729,9 @@ async fn rfc5780_response_port_and_padding_get_420_as_unknown() {
         let r = s.exchange(&binding.bytes()).await.expect("an answer");
         assert_eq!(error_code(&r), Some(420), "Binding with {t:#06x}");
         assert_eq!(
-            codec::decode_response(&r).unwrap().unknown_attributes,
+            client_codec::decode_response(&r)
+                .unwrap()
+                .unknown_attributes,
             vec![t],
             "Binding with {t:#06x}"
         );
