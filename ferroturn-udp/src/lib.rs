@@ -3,14 +3,23 @@
 //! for runs of datagrams to one destination. This crate holds all of ferroturn's unsafe
 //! socket code (quinn-udp is the model).
 //!
-//! [`recv_batch`] and [`send_segmented`] work on buffers the caller already has (the
-//! server's slot ring): [`RecvMeta`] and [`SendItem`] describe each datagram.
+//! Two ways in, over the same calls:
+//!
+//! - [`recv_batch`] and [`send_segmented`] work on buffers the caller already has (the
+//!   server's slot ring): [`RecvMeta`] and [`SendItem`] describe each datagram.
+//! - [`Slots`] owns a fixed set of equal-sized buffers with one length, address and
+//!   truncation flag each: a datagram received into a slot can be sent back (an echo) or
+//!   on (after [`Slots::set_addr`]) without a copy, and sends fall back by themselves
+//!   when the kernel refuses GSO.
 //!
 //! Message headers live on the stack of each call; nothing is allocated per datagram or
 //! per batch.
 
 mod mmsg;
+mod slots;
 mod sockaddr;
+
+pub use slots::{Slots, Wait};
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,7 +30,8 @@ use std::os::fd::RawFd;
 pub const BATCH: usize = 32;
 /// The most segments in one GSO send (the kernel's UDP_MAX_SEGMENTS).
 pub const MAX_SEGMENTS: usize = 64;
-/// The most datagrams one [`send_segmented`] call moves.
+/// The most datagrams one [`send_segmented`] call moves, and the most slots a [`Slots`]
+/// has.
 pub const MAX_ITEMS: usize = 64;
 
 /// Where a received datagram came from and how long it is.
@@ -72,6 +82,15 @@ pub fn send_segmented(fd: RawFd, items: &[SendItem<'_>], gso: bool) -> io::Resul
         to: Some(items[i].to),
     };
     mmsg::send::<BATCH>(fd, items.len(), item, gso)
+}
+
+/// Whether a failed GSO send means the kernel or the device cannot do UDP GSO (then the
+/// same datagrams go out one per message).
+pub fn is_gso_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EOPNOTSUPP | libc::EIO | libc::ENOPROTOOPT)
+    )
 }
 
 #[cfg(test)]
