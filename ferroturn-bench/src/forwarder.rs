@@ -14,7 +14,7 @@
 //! [`IDLE_EXPIRY`] loses its socket, so one forwarder serves run after run), and it exits
 //! after `--duration` (at most 600 s) or on SIGINT/SIGTERM.
 
-use crate::common;
+use crate::{process, sockets};
 use ferroturn_udp::{Slots, Wait};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -83,13 +83,13 @@ struct Forwarder {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    common::require_loopback(args.listen)?;
-    common::require_loopback(args.peer)?;
+    sockets::require_loopback(args.listen)?;
+    sockets::require_loopback(args.peer)?;
     if !(1..=MAX_DURATION_S).contains(&args.duration) {
         return Err("--duration must be in 1..=600 seconds".into());
     }
-    let stop = common::stop_on_signals();
-    common::raise_nofile_limit();
+    let stop = process::stop_on_signals();
+    process::raise_nofile_limit();
     let mut f = Forwarder::new(args.listen, args.peer)?;
     let local = f.listen.local_addr().map_err(|e| e.to_string())?;
     eprintln!(
@@ -155,7 +155,7 @@ impl Forwarder {
     fn new(listen: SocketAddr, peer: SocketAddr) -> Result<Self, String> {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let mut socket = UdpSocket::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
-        common::enlarge_buffers(&socket, BUFFER_BYTES);
+        sockets::enlarge_buffers(&socket, BUFFER_BYTES);
         poll.registry()
             .register(&mut socket, LISTEN, Interest::READABLE)
             .map_err(|e| format!("poll: {e}"))?;
@@ -194,7 +194,7 @@ impl Forwarder {
         let i = self.free.last().copied().unwrap_or(self.relays.len());
         let mut socket = UdpSocket::bind(local).ok()?;
         socket.connect(self.peer).ok()?;
-        common::enlarge_buffers(&socket, BUFFER_BYTES);
+        sockets::enlarge_buffers(&socket, BUFFER_BYTES);
         self.poll
             .registry()
             .register(&mut socket, Token(i), Interest::READABLE)

@@ -11,8 +11,8 @@
 //! (best effort). `--hold` keeps them idle first, and samples the server's RSS at the end
 //! of the hold: (RSS then - RSS before) / allocations is the memory per idle allocation.
 
-use crate::common;
-use crate::common::{RequestWriter, ResponseFields};
+use crate::common::{self, RequestWriter, ResponseFields};
+use crate::{process, sockets};
 use ferroturn_core::proto::integrity::long_term_key;
 use ferroturn_core::proto::wire::{attr, method};
 use mio::net::UdpSocket;
@@ -85,20 +85,20 @@ const STEP: Duration = Duration::from_millis(100);
 const RELEASE_DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn run(args: Args) -> Result<(), String> {
-    common::require_loopback(args.server)?;
-    common::require_loopback(args.peer)?;
+    sockets::require_loopback(args.server)?;
+    sockets::require_loopback(args.peer)?;
     let bind = args
         .bind
-        .unwrap_or_else(|| common::default_client_ip(args.server));
-    let sources = common::loopback_pool(bind, args.source_ips, args.server)?;
-    let fd_limit = common::raise_nofile_limit();
+        .unwrap_or_else(|| sockets::default_client_ip(args.server));
+    let sources = sockets::loopback_pool(bind, args.source_ips, args.server)?;
+    let fd_limit = process::raise_nofile_limit();
     let (user, password) =
         common::credentials(args.secret.as_deref(), &args.user, args.password.as_deref());
     let mut driver = Driver::new(args.server, sources, args.peer, user, password)?;
     let pid = args.server_pid;
-    let rss_before = pid.and_then(common::process_rss_bytes);
-    let server_cpu0 = pid.and_then(common::process_cpu_seconds);
-    let own_cpu0 = Some(common::own_cpu_seconds());
+    let rss_before = pid.and_then(process::process_rss_bytes);
+    let server_cpu0 = pid.and_then(process::process_cpu_seconds);
+    let own_cpu0 = Some(process::own_cpu_seconds());
     let started = Instant::now();
     eprintln!(
         "setup: {} setups, {} in flight, from {} address(es) at {bind} to {} (fd limit {fd_limit})",
@@ -114,10 +114,10 @@ pub fn run(args: Args) -> Result<(), String> {
     )?;
     let elapsed = driver.last_done.unwrap_or(started).duration_since(started);
     let cpu = Cpu {
-        own: delta(own_cpu0, Some(common::own_cpu_seconds())),
-        server: delta(server_cpu0, pid.and_then(common::process_cpu_seconds)),
+        own: delta(own_cpu0, Some(process::own_cpu_seconds())),
+        server: delta(server_cpu0, pid.and_then(process::process_cpu_seconds)),
     };
-    let rss_after = pid.and_then(common::process_rss_bytes);
+    let rss_after = pid.and_then(process::process_rss_bytes);
     let rss_held = args.hold.and_then(|secs| {
         eprintln!(
             "setup: holding {} allocations for {secs} s",
@@ -127,10 +127,10 @@ pub fn run(args: Args) -> Result<(), String> {
         while Instant::now() < end && !driver.stop.load(Ordering::Relaxed) {
             std::thread::sleep(end.saturating_duration_since(Instant::now()).min(STEP));
         }
-        pid.and_then(common::process_rss_bytes)
+        pid.and_then(process::process_rss_bytes)
     });
     let (released, release_failed) = driver.release(args.concurrency as usize)?;
-    let rss_released = pid.and_then(common::process_rss_bytes);
+    let rss_released = pid.and_then(process::process_rss_bytes);
     let memory = Memory {
         before: rss_before,
         after: rss_after,
@@ -344,7 +344,7 @@ impl Driver {
             release: (0, 0),
             last_done: None,
             fatal: None,
-            stop: common::stop_on_signals(),
+            stop: process::stop_on_signals(),
         })
     }
 
@@ -404,7 +404,7 @@ impl Driver {
                 let held = self.open.len() + self.active;
                 let ip = self.sources[self.started % self.sources.len()];
                 self.started += 1;
-                match common::bind_load_socket(ip, held) {
+                match sockets::bind_load_socket(ip, held) {
                     Ok(s) => {
                         *left -= 1;
                         (s, Stage::Challenge, String::new(), Vec::new())

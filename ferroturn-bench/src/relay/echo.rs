@@ -2,7 +2,7 @@
 //! the slot it arrived in (recvmmsg, then one GSO train per run of equal-length replies
 //! to one relay address, sendmmsg for the rest; no copy).
 
-use crate::common;
+use crate::{process, sockets};
 use ferroturn_udp::{Slots, Wait};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -33,7 +33,7 @@ impl EchoPeer {
     pub fn start(addr: SocketAddr, max_len: usize) -> Result<Self, String> {
         let socket = UdpSocket::bind(addr).map_err(|e| format!("echo peer on {addr}: {e}"))?;
         let addr = socket.local_addr().map_err(|e| e.to_string())?;
-        common::enlarge_buffers(&socket, 4 << 20);
+        sockets::enlarge_buffers(&socket, 4 << 20);
         socket
             .set_read_timeout(Some(POLL))
             .map_err(|e| e.to_string())?;
@@ -56,7 +56,7 @@ fn echo(socket: &UdpSocket, max_len: usize, stop: &AtomicBool) -> EchoStats {
     let fd = socket.as_raw_fd();
     let mut batch = Slots::new(BATCH, max_len).with_gso();
     let mut stats = EchoStats::default();
-    let cpu_start = common::thread_cpu_seconds();
+    let cpu_start = process::thread_cpu_seconds();
     while !stop.load(Ordering::Relaxed) {
         let n = match batch.recv(fd, 0..BATCH, Wait::ForOne) {
             Ok(n) => n,
@@ -82,6 +82,6 @@ fn echo(socket: &UdpSocket, max_len: usize, stop: &AtomicBool) -> EchoStats {
         }
         stats.echoed += sent as u64;
     }
-    stats.cpu_s = common::thread_cpu_seconds() - cpu_start;
+    stats.cpu_s = process::thread_cpu_seconds() - cpu_start;
     stats
 }
