@@ -63,7 +63,8 @@ pub struct SendItem<'a> {
 /// `len` larger than the buffer; callers drop those.
 pub fn recv_batch(fd: RawFd, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> io::Result<usize> {
     let n = bufs.len().min(meta.len());
-    mmsg::recv::<BATCH>(fd, &mut bufs[..n], libc::MSG_DONTWAIT, |i, r| {
+    let bufs = bufs[..n].iter_mut().map(|b| &mut **b);
+    mmsg::recv::<BATCH>(fd, bufs, libc::MSG_DONTWAIT, |i, r| {
         meta[i] = RecvMeta {
             len: if r.truncated { usize::MAX } else { r.len },
             from: r.from.unwrap_or(meta[i].from),

@@ -1,7 +1,7 @@
 //! The system calls under every batched receive and send. Message headers, iovecs,
 //! addresses and control messages live on the stack of each call, sized by the caller's
-//! batch (`N`) and initialized only as far as they are used; the payload buffers are the
-//! caller's. Nothing here allocates.
+//! batch (`N`); a call writes only the entries it uses, and leaves receive addresses for
+//! the kernel to fill. The payload buffers are the caller's. Nothing here allocates.
 
 use crate::{MAX_ITEMS, MAX_SEGMENTS, sockaddr};
 use std::io;
@@ -22,26 +22,25 @@ pub(crate) struct Received {
 /// `recvmmsg` into the first `N` of `bufs`, one datagram each, with `flags`
 /// (MSG_DONTWAIT or MSG_WAITFORONE). Calls `on(i, what)` for each datagram received, in
 /// order, and returns how many there were.
-pub(crate) fn recv<const N: usize>(
+pub(crate) fn recv<'a, const N: usize>(
     fd: RawFd,
-    bufs: &mut [&mut [u8]],
+    bufs: impl IntoIterator<Item = &'a mut [u8]>,
     flags: libc::c_int,
     mut on: impl FnMut(usize, Received),
 ) -> io::Result<usize> {
-    let n = bufs.len().min(N);
-    if n == 0 {
-        return Ok(0);
-    }
     let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; N];
     let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; N];
     let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; N];
-    for (i, buf) in bufs[..n].iter_mut().enumerate() {
-        iovs[i].write(libc::iovec {
+    let mut n = 0;
+    for (iov, buf) in iovs.iter_mut().zip(bufs) {
+        iov.write(libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         });
-        // Zeroed, so that reading the address back never meets uninitialized bytes.
-        names[i].write(zeroed());
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(0);
     }
     // Taken once, after the writes above: every header points through these.
     let (name_at, iov_at) = (names.as_mut_ptr(), iovs.as_mut_ptr());
@@ -58,7 +57,7 @@ pub(crate) fn recv<const N: usize>(
     }
     // SAFETY: the first `n` headers are initialized and point at the first `n` iovecs
     // and address slots of this frame; each iovec covers one of `bufs`, borrowed mutably
-    // for the whole call; the kernel writes within the lengths given.
+    // for 'a, which outlives the call; the kernel writes within the lengths given.
     let got = unsafe {
         libc::recvmmsg(
             fd,
@@ -73,15 +72,17 @@ pub(crate) fn recv<const N: usize>(
     }
     let got = (got as usize).min(n);
     for i in 0..got {
-        // SAFETY: the first `n` headers and addresses were initialized above (the kernel
-        // only changed their contents).
-        let (h, name) = unsafe { (hdrs[i].assume_init_ref(), names[i].assume_init_ref()) };
+        // SAFETY: the first `n` headers and iovecs were initialized above (the kernel
+        // only changed the headers' contents).
+        let (h, iov) = unsafe { (hdrs[i].assume_init_ref(), iovs[i].assume_init_ref()) };
+        // SAFETY: the kernel wrote msg_namelen bytes of address into names[i].
+        let from = unsafe { sockaddr::read(&names[i], h.msg_hdr.msg_namelen) };
         on(
             i,
             Received {
-                len: (h.msg_len as usize).min(bufs[i].len()),
+                len: (h.msg_len as usize).min(iov.iov_len),
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-                from: sockaddr::read(name, h.msg_hdr.msg_namelen),
+                from,
             },
         );
     }
@@ -97,6 +98,17 @@ pub(crate) struct Datagram<'a> {
 
 /// Room for one control message carrying a u16 (CMSG_SPACE(2)), 8-byte aligned.
 type Control = [u64; 4];
+
+/// One message of a send: its first datagram, how many it carries, its address length
+/// (0: none). Bytes, so that a call's table stays small to clear.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    first: u8,
+    len: u8,
+    name_len: u8,
+}
+
+const _: () = assert!(MAX_ITEMS <= u8::MAX as usize && MAX_SEGMENTS <= u8::MAX as usize);
 
 /// `sendmmsg` of the first `count` (at most [`MAX_ITEMS`]) datagrams `item(0)`,
 /// `item(1)`, ..., in at most `N` messages. With `gso`, each run of consecutive datagrams
@@ -117,8 +129,7 @@ pub(crate) fn send<'a, const N: usize>(
     let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_ITEMS];
     let mut controls = [const { MaybeUninit::<Control>::uninit() }; N];
     let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; N];
-    // Per message: its first datagram, how many it carries, its address length.
-    let mut runs = [(0usize, 0usize, 0 as libc::socklen_t); N];
+    let mut runs = [Run::default(); N];
     let mut messages = 0;
     let mut i = 0;
     while i < count && messages < N {
@@ -138,18 +149,24 @@ pub(crate) fn send<'a, const N: usize>(
         if n > 1 {
             controls[messages].write([0; 4]);
         }
-        runs[messages] = (i, n, name_len);
+        // In range: i < MAX_ITEMS, n <= MAX_SEGMENTS, name_len <= sockaddr_in6's size.
+        runs[messages] = Run {
+            first: i as u8,
+            len: n as u8,
+            name_len: name_len as u8,
+        };
         messages += 1;
         i += n;
     }
     // Taken once, after the writes above: every header points through these.
     let (name_at, iov_at) = (names.as_mut_ptr(), iovs.as_mut_ptr());
     let control_at = controls.as_mut_ptr();
-    for (m, &(first, n, name_len)) in runs[..messages].iter().enumerate() {
+    for (m, run) in runs[..messages].iter().enumerate() {
+        let (first, n) = (usize::from(run.first), usize::from(run.len));
         let mut h: libc::msghdr = zeroed();
-        if name_len > 0 {
+        if run.name_len > 0 {
             h.msg_name = name_at.wrapping_add(m).cast();
-            h.msg_namelen = name_len;
+            h.msg_namelen = libc::socklen_t::from(run.name_len);
         }
         h.msg_iov = iov_at.wrapping_add(first).cast();
         h.msg_iovlen = n as _;
@@ -190,7 +207,7 @@ pub(crate) fn send<'a, const N: usize>(
     }
     Ok(runs[..(sent as usize).min(messages)]
         .iter()
-        .map(|&(_, n, _)| n)
+        .map(|r| usize::from(r.len))
         .sum())
 }
 
@@ -232,4 +249,3 @@ fn zeroed<T: PlainC>() -> T {
 /// C structs whose all-zero value is valid.
 trait PlainC {}
 impl PlainC for libc::msghdr {}
-impl PlainC for libc::sockaddr_storage {}

@@ -115,11 +115,9 @@ impl Slots {
             Wait::ForOne => libc::MSG_WAITFORONE,
         };
         let area = &mut self.buf[slots.start * self.stride..slots.end * self.stride];
-        let mut chunks = area.chunks_exact_mut(self.stride);
-        let mut bufs: [&mut [u8]; MAX_ITEMS] =
-            std::array::from_fn(|_| chunks.next().unwrap_or_default());
+        let bufs = area.chunks_exact_mut(self.stride);
         let (len, truncated, addr) = (&mut self.len, &mut self.truncated, &mut self.addr);
-        mmsg::recv::<MAX_ITEMS>(fd, &mut bufs[..slots.len()], flags, |k, r| {
+        mmsg::recv::<MAX_ITEMS>(fd, bufs, flags, |k, r| {
             let i = slots.start + k;
             len[i] = r.len;
             truncated[i] = r.truncated;

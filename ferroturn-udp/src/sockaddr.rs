@@ -43,21 +43,35 @@ pub(crate) fn write(
     }
 }
 
-/// The address the kernel wrote into `s` (`len` bytes of it); `None` for another family
-/// or a length too short for the family.
-pub(crate) fn read(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    match libc::c_int::from(s.ss_family) {
+/// The address the kernel wrote into `s`; `None` for another family or a length too
+/// short for the family.
+///
+/// # Safety
+///
+/// The first `len` bytes of `s` are initialized: `len` is the address length the kernel
+/// reported for what it wrote there (recvmmsg's `msg_namelen`).
+pub(crate) unsafe fn read(
+    s: &MaybeUninit<libc::sockaddr_storage>,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
+    let len = (len as usize).min(size_of::<libc::sockaddr_storage>());
+    if len < size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    let s = s.as_ptr();
+    // SAFETY: ss_family leads the storage, and the caller says its bytes are initialized.
+    let family = libc::c_int::from(unsafe { (*s).ss_family });
+    match family {
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, and
-            // sockaddr_storage is large and aligned enough for one.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            // SAFETY: the family says the storage holds a sockaddr_in, whose bytes the
+            // caller says are initialized; sockaddr_storage is aligned for it.
+            let a = unsafe { s.cast::<libc::sockaddr_in>().read() };
             let ip = Ipv4Addr::from(a.sin_addr.s_addr.to_ne_bytes());
             Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
         }
         libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a = unsafe { s.cast::<libc::sockaddr_in6>().read() };
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
@@ -88,8 +102,7 @@ mod tests {
             let mut s = zeroed();
             let len = write(addr, &mut s);
             // SAFETY: zeroed, then partly overwritten: initialized throughout.
-            let s = unsafe { s.assume_init() };
-            assert_eq!(read(&s, len), Some(addr));
+            assert_eq!(unsafe { read(&s, len) }, Some(addr));
         }
     }
 
@@ -97,10 +110,11 @@ mod tests {
     fn short_lengths_and_other_families_read_as_none() {
         let mut s = zeroed();
         let len = write("[::1]:9".parse().unwrap(), &mut s);
-        // SAFETY: as above.
-        let mut s = unsafe { s.assume_init() };
-        assert_eq!(read(&s, len - 1), None);
-        s.ss_family = libc::AF_UNIX as libc::sa_family_t;
-        assert_eq!(read(&s, len), None);
+        // SAFETY (all three reads): zeroed, then partly overwritten.
+        assert_eq!(unsafe { read(&s, len - 1) }, None);
+        assert_eq!(unsafe { read(&s, 1) }, None);
+        // SAFETY: the storage is initialized throughout; ss_family is a plain integer.
+        unsafe { (*s.as_mut_ptr()).ss_family = libc::AF_UNIX as libc::sa_family_t };
+        assert_eq!(unsafe { read(&s, len) }, None);
     }
 }
