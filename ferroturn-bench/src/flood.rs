@@ -6,7 +6,7 @@
 //! back per byte received, which makes it a reflector when above 1), and the memory the
 //! server keeps per unauthenticated source (ideally none: stateless nonces).
 
-use crate::common;
+use crate::{common, process, sockets};
 use ferroturn::client::codec::{self, RequestAttr};
 use ferroturn_core::proto::wire::method;
 use mio::net::UdpSocket;
@@ -66,18 +66,18 @@ struct Counts {
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    common::require_loopback(args.server)?;
+    sockets::require_loopback(args.server)?;
     let bind = args
         .bind
-        .unwrap_or_else(|| common::default_client_ip(args.server));
-    let ips = common::loopback_pool(bind, args.source_ips.min(args.sources), args.server)?;
-    let fd_limit = common::raise_nofile_limit();
+        .unwrap_or_else(|| sockets::default_client_ip(args.server));
+    let ips = sockets::loopback_pool(bind, args.source_ips.min(args.sources), args.server)?;
+    let fd_limit = process::raise_nofile_limit();
     let pid = args.server_pid;
-    let rss_before = pid.and_then(common::process_rss_bytes);
+    let rss_before = pid.and_then(process::process_rss_bytes);
     let mut poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
     let mut sockets = Vec::with_capacity(args.sources as usize);
     for i in 0..args.sources as usize {
-        let mut s = common::bind_load_socket(ips[i % ips.len()], i)?;
+        let mut s = sockets::bind_load_socket(ips[i % ips.len()], i)?;
         poll.registry()
             .register(&mut s, Token(i), Interest::READABLE)
             .map_err(|e| format!("epoll register: {e}"))?;
@@ -91,8 +91,8 @@ pub fn run(args: Args) -> Result<(), String> {
         ips.len(),
         args.server
     );
-    let server_cpu0 = pid.and_then(common::process_cpu_seconds);
-    let own_cpu0 = Some(common::own_cpu_seconds());
+    let server_cpu0 = pid.and_then(process::process_cpu_seconds);
+    let own_cpu0 = Some(process::own_cpu_seconds());
     let mut flood = Flood {
         poll: &mut poll,
         events: Events::with_capacity(1024),
@@ -105,11 +105,11 @@ pub fn run(args: Args) -> Result<(), String> {
     let started = Instant::now();
     flood.send_all(&args, started)?;
     let elapsed = started.elapsed();
-    let own_cpu = delta(own_cpu0, Some(common::own_cpu_seconds()));
+    let own_cpu = delta(own_cpu0, Some(process::own_cpu_seconds()));
     flood.drain()?;
     let counts = flood.counts;
-    let server_cpu = delta(server_cpu0, pid.and_then(common::process_cpu_seconds));
-    let rss_after = pid.and_then(common::process_rss_bytes);
+    let server_cpu = delta(server_cpu0, pid.and_then(process::process_cpu_seconds));
+    let rss_after = pid.and_then(process::process_rss_bytes);
     report(
         &args,
         &counts,
@@ -147,7 +147,7 @@ impl Flood<'_> {
         )
         .ok_or("cannot encode an Allocate")?;
         let limit = Duration::from_secs(args.max_duration);
-        let stop = common::stop_on_signals();
+        let stop = process::stop_on_signals();
         let mut i = 0u64;
         while i < args.requests {
             let elapsed = started.elapsed();

@@ -14,7 +14,8 @@
 //! [`IDLE_EXPIRY`] loses its socket, so one forwarder serves run after run), and it exits
 //! after `--duration` (at most 600 s) or on SIGINT/SIGTERM.
 
-use crate::common::{self, MsgBatch};
+use crate::{process, sockets};
+use ferroturn_udp::{Slots, Wait};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
@@ -74,21 +75,21 @@ struct Forwarder {
     /// The current poll turn's time, for `Relay::used`.
     now: Instant,
     /// Datagrams from clients, forwarded in place.
-    up: MsgBatch,
+    up: Slots,
     /// Replies for clients, collected across relay sockets: `down_len` slots filled.
-    down: MsgBatch,
+    down: Slots,
     down_len: usize,
     counts: Counts,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
-    common::require_loopback(args.listen)?;
-    common::require_loopback(args.peer)?;
+    sockets::require_loopback(args.listen)?;
+    sockets::require_loopback(args.peer)?;
     if !(1..=MAX_DURATION_S).contains(&args.duration) {
         return Err("--duration must be in 1..=600 seconds".into());
     }
-    let stop = common::stop_on_signals();
-    common::raise_nofile_limit();
+    let stop = process::stop_on_signals();
+    process::raise_nofile_limit();
     let mut f = Forwarder::new(args.listen, args.peer)?;
     let local = f.listen.local_addr().map_err(|e| e.to_string())?;
     eprintln!(
@@ -154,14 +155,10 @@ impl Forwarder {
     fn new(listen: SocketAddr, peer: SocketAddr) -> Result<Self, String> {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let mut socket = UdpSocket::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
-        common::enlarge_buffers(&socket, BUFFER_BYTES);
+        sockets::enlarge_buffers(&socket, BUFFER_BYTES);
         poll.registry()
             .register(&mut socket, LISTEN, Interest::READABLE)
             .map_err(|e| format!("poll: {e}"))?;
-        let mut down = MsgBatch::new(BATCH, MAX_DATAGRAM).with_gso();
-        for i in 0..BATCH {
-            down.set_dest(i, None);
-        }
         Ok(Self {
             poll,
             listen: socket,
@@ -170,8 +167,8 @@ impl Forwarder {
             relays: Vec::new(),
             free: Vec::new(),
             now: Instant::now(),
-            up: MsgBatch::new(BATCH, MAX_DATAGRAM).with_gso(),
-            down,
+            up: Slots::new(BATCH, MAX_DATAGRAM).with_gso(),
+            down: Slots::new(BATCH, MAX_DATAGRAM).with_gso(),
             down_len: 0,
             counts: Counts::default(),
         })
@@ -197,7 +194,7 @@ impl Forwarder {
         let i = self.free.last().copied().unwrap_or(self.relays.len());
         let mut socket = UdpSocket::bind(local).ok()?;
         socket.connect(self.peer).ok()?;
-        common::enlarge_buffers(&socket, BUFFER_BYTES);
+        sockets::enlarge_buffers(&socket, BUFFER_BYTES);
         self.poll
             .registry()
             .register(&mut socket, Token(i), Interest::READABLE)
@@ -237,7 +234,7 @@ impl Forwarder {
     fn drain_listen(&mut self) -> Result<(), String> {
         let fd = self.listen.as_raw_fd();
         loop {
-            let n = match self.up.recv(fd, 0..BATCH, false) {
+            let n = match self.up.recv(fd, 0..BATCH, Wait::No) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -251,9 +248,9 @@ impl Forwarder {
                     i += 1;
                     continue;
                 }
-                let src = self.up.source(i);
+                let src = self.up.addr(i);
                 let mut j = i + 1;
-                while j < n && self.up.source(j) == src && !self.up.truncated(j) {
+                while j < n && self.up.addr(j) == src && !self.up.truncated(j) {
                     j += 1;
                 }
                 match src.and_then(|s| self.relay_for(s)) {
@@ -272,7 +269,7 @@ impl Forwarder {
     fn forward_run(&mut self, r: usize, run: std::ops::Range<usize>) {
         let mut at = run.start;
         for k in run.clone() {
-            self.up.set_dest(k, None);
+            self.up.set_addr(k, None);
         }
         let Some(relay) = self.relays[r].as_mut() else {
             // `clients` only names live relays; never reached.
@@ -282,7 +279,7 @@ impl Forwarder {
         relay.used = self.now;
         let fd = relay.socket.as_raw_fd();
         while at < run.end {
-            match self.up.send_grouped(fd, at..run.end) {
+            match self.up.send(fd, at..run.end) {
                 Ok(k) => at += k,
                 // A full buffer or a pending ICMP error: drop this one, keep going.
                 Err(_) => {
@@ -305,7 +302,7 @@ impl Forwarder {
                 self.flush_down();
             }
             let want = BATCH - self.down_len;
-            let n = match self.down.recv(fd, self.down_len..BATCH, false) {
+            let n = match self.down.recv(fd, self.down_len..BATCH, Wait::No) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 // ICMP errors (the peer was gone for a moment) and signals.
@@ -320,7 +317,7 @@ impl Forwarder {
                 Err(e) => return Err(format!("receive on relay socket {i}: {e}")),
             };
             for k in self.down_len..self.down_len + n {
-                self.down.set_dest(k, Some(client));
+                self.down.set_addr(k, Some(client));
             }
             self.down_len += n;
             if n < want {
@@ -334,7 +331,7 @@ impl Forwarder {
         let fd = self.listen.as_raw_fd();
         let mut at = 0;
         while at < self.down_len {
-            match self.down.send_grouped(fd, at..self.down_len) {
+            match self.down.send(fd, at..self.down_len) {
                 Ok(k) => {
                     at += k;
                     self.counts.down += k as u64;

@@ -16,8 +16,10 @@
 mod common;
 mod flood;
 mod forwarder;
+mod process;
 mod relay;
 mod setup;
+mod sockets;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

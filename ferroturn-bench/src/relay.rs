@@ -21,7 +21,7 @@ mod ring;
 mod stats;
 mod turn;
 
-use crate::common;
+use crate::{common, process, sockets};
 use flows::Sockets;
 use generator::{Generator, Load, Plan};
 use packet::{Framing, PROBE_LEN};
@@ -142,11 +142,11 @@ fn validate(a: &Args) -> Result<(), String> {
     if !(1..=BATCH_MAX).contains(&a.burst) || a.burst > a.pps {
         return bad("--burst must be in 1..=64 and at most --pps");
     }
-    common::require_loopback(SocketAddr::new(a.peer_ip, 0))?;
-    common::require_loopback(SocketAddr::new(a.bind, 0))?;
+    sockets::require_loopback(SocketAddr::new(a.peer_ip, 0))?;
+    sockets::require_loopback(SocketAddr::new(a.bind, 0))?;
     match (a.raw, a.server) {
         (Some(fwd), _) => {
-            common::require_loopback(fwd)?;
+            sockets::require_loopback(fwd)?;
             if a.peer_port.is_none() {
                 return bad("--raw needs --peer-port (the forwarder's --peer port)");
             }
@@ -158,7 +158,7 @@ fn validate(a: &Args) -> Result<(), String> {
             }
         }
         (None, Some(server)) => {
-            common::require_loopback(server)?;
+            sockets::require_loopback(server)?;
             if a.secret.is_none() && a.password.is_none() {
                 return bad("give --secret, or --user and --password");
             }
@@ -170,8 +170,8 @@ fn validate(a: &Args) -> Result<(), String> {
 
 pub fn run(args: Args) -> Result<(), String> {
     validate(&args)?;
-    let stop = common::stop_on_signals();
-    common::raise_nofile_limit();
+    let stop = process::stop_on_signals();
+    process::raise_nofile_limit();
     let peer = echo::EchoPeer::start(
         SocketAddr::new(args.peer_ip, args.peer_port.unwrap_or(0)),
         args.size + 64,
@@ -203,10 +203,10 @@ fn drive(
             Transport::Udp => {
                 let s = UdpSocket::bind(SocketAddr::new(args.bind, 0))
                     .map_err(|e| format!("cannot bind a flow socket on {}: {e}", args.bind))?;
-                common::enlarge_buffers(&s, BUFFER_BYTES);
+                sockets::enlarge_buffers(&s, BUFFER_BYTES);
                 FlowSocket::Udp(s)
             }
-            Transport::Tcp => FlowSocket::Tcp(common::connect_load_stream(args.bind, target, i)?),
+            Transport::Tcp => FlowSocket::Tcp(sockets::connect_load_stream(args.bind, target, i)?),
         });
     }
     let turn = match args.raw {

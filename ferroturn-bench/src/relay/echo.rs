@@ -2,7 +2,8 @@
 //! the slot it arrived in (recvmmsg, then one GSO train per run of equal-length replies
 //! to one relay address, sendmmsg for the rest; no copy).
 
-use crate::common::{self, MsgBatch};
+use crate::{process, sockets};
+use ferroturn_udp::{Slots, Wait};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ impl EchoPeer {
     pub fn start(addr: SocketAddr, max_len: usize) -> Result<Self, String> {
         let socket = UdpSocket::bind(addr).map_err(|e| format!("echo peer on {addr}: {e}"))?;
         let addr = socket.local_addr().map_err(|e| e.to_string())?;
-        common::enlarge_buffers(&socket, 4 << 20);
+        sockets::enlarge_buffers(&socket, 4 << 20);
         socket
             .set_read_timeout(Some(POLL))
             .map_err(|e| e.to_string())?;
@@ -53,11 +54,11 @@ impl EchoPeer {
 
 fn echo(socket: &UdpSocket, max_len: usize, stop: &AtomicBool) -> EchoStats {
     let fd = socket.as_raw_fd();
-    let mut batch = MsgBatch::new(BATCH, max_len).with_gso();
+    let mut batch = Slots::new(BATCH, max_len).with_gso();
     let mut stats = EchoStats::default();
-    let cpu_start = common::thread_cpu_seconds();
+    let cpu_start = process::thread_cpu_seconds();
     while !stop.load(Ordering::Relaxed) {
-        let n = match batch.recv(fd, 0..BATCH, true) {
+        let n = match batch.recv(fd, 0..BATCH, Wait::ForOne) {
             Ok(n) => n,
             // Timeouts (EAGAIN), signals, and ICMP errors from earlier sends.
             Err(_) => continue,
@@ -71,7 +72,7 @@ fn echo(socket: &UdpSocket, max_len: usize, stop: &AtomicBool) -> EchoStats {
             if done == n {
                 break;
             }
-            match batch.send_grouped(fd, done..n) {
+            match batch.send(fd, done..n) {
                 Ok(k) => {
                     done += k;
                     sent += k;
@@ -81,6 +82,6 @@ fn echo(socket: &UdpSocket, max_len: usize, stop: &AtomicBool) -> EchoStats {
         }
         stats.echoed += sent as u64;
     }
-    stats.cpu_s = common::thread_cpu_seconds() - cpu_start;
+    stats.cpu_s = process::thread_cpu_seconds() - cpu_start;
     stats
 }

@@ -9,9 +9,9 @@
 //!   framed, is dropped from the run: its outstanding packets end as losses.
 
 use super::packet::{Probe, Template};
-use crate::common::MsgBatch;
 use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
 use ferroturn_core::proto::wire::padded;
+use ferroturn_udp::{Slots, Wait};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use std::io::{ErrorKind, Read, Write};
@@ -38,8 +38,8 @@ pub enum Sockets {
 pub enum Flows {
     Udp {
         sockets: Vec<UdpSocket>,
-        out: Box<MsgBatch>,
-        inb: Box<MsgBatch>,
+        out: Slots,
+        inb: Slots,
     },
     Tcp {
         conns: Vec<Conn>,
@@ -72,16 +72,15 @@ impl Flows {
     pub fn new(sockets: Sockets, template: &Template, max_len: usize) -> Self {
         match sockets {
             Sockets::Udp(sockets) => {
-                let mut out = MsgBatch::new(BATCH, template.bytes.len()).with_gso();
+                let mut out = Slots::new(BATCH, template.bytes.len()).with_gso();
                 for i in 0..BATCH {
-                    out.slot_mut(i).copy_from_slice(&template.bytes);
+                    out.buf_mut(i).copy_from_slice(&template.bytes);
                     out.set_len(i, template.bytes.len());
-                    out.set_dest(i, None);
                 }
                 Flows::Udp {
                     sockets,
-                    out: Box::new(out),
-                    inb: Box::new(MsgBatch::new(BATCH, max_len)),
+                    out,
+                    inb: Slots::new(BATCH, max_len),
                 }
             }
             Sockets::Tcp(streams) => {
@@ -154,9 +153,9 @@ impl Flows {
         match self {
             Flows::Udp { sockets, out, .. } => {
                 for j in 0..n {
-                    template.stamp(out.slot_mut(j), channel, probe(j));
+                    template.stamp(out.buf_mut(j), channel, probe(j));
                 }
-                out.send_grouped(sockets[i].as_raw_fd(), 0..n)
+                out.send(sockets[i].as_raw_fd(), 0..n)
             }
             Flows::Tcp { conns, message } => {
                 let c = &mut conns[i];
@@ -208,7 +207,7 @@ impl Flows {
                 let fd = sockets[i].as_raw_fd();
                 // Each pass takes a full batch or returns; an ICMP error is reported once.
                 loop {
-                    let n = match inb.recv(fd, 0..BATCH, false) {
+                    let n = match inb.recv(fd, 0..BATCH, Wait::No) {
                         Ok(n) => n,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(d),
                         Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -2,7 +2,7 @@
 //! the window's edges, and the once-a-second progress line.
 
 use super::histogram::Histogram;
-use crate::common;
+use crate::process;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -134,9 +134,9 @@ impl Sample {
     pub fn take(at: u64, server_pid: Option<u32>) -> Self {
         Self {
             at,
-            server_cpu: server_pid.and_then(common::process_cpu_seconds),
-            own_cpu: common::own_cpu_seconds(),
-            thread_cpu: common::thread_cpu_seconds(),
+            server_cpu: server_pid.and_then(process::process_cpu_seconds),
+            own_cpu: process::own_cpu_seconds(),
+            thread_cpu: process::thread_cpu_seconds(),
             cores: CoreTicks::read(),
         }
     }
