@@ -10,80 +10,49 @@
 mod common;
 
 use common::adversary::{
-    Msg, Session, TCP, Target, UDP, attribute, attributes, drain, error_code, is_success,
-    recv_from, rss_kib,
+    Msg, Session, TCP, Target, UDP, attribute, attributes, drain, error_code, is_success, recv_from,
 };
-use common::{REALM, SECRET, TestServer, client, rest_credentials, start_server, start_server_raw};
+use common::process::{alone, rss_kib, run_alone};
+use common::wire::{UNKNOWN_ATTR, lifetime, relayed_of};
+use common::{
+    METRICS_WAIT, QUIET, REALM, SECRET, TestServer, WAIT, addr, client, code, config_toml, ip,
+    rest_credentials, start_server, start_server_raw, unix_now,
+};
 use ferroturn::client::codec::{self as client_codec, RequestAttr};
-use ferroturn::client::{ClientError, Relayed, TurnClient, parse_relayed};
+use ferroturn::client::{Relayed, TurnClient, parse_relayed};
 use ferroturn_core::proto::codec::Family;
 use ferroturn_core::proto::wire::{Class, HEADER_LEN, attr, method};
 use ferroturn_core::server::Stats;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, sleep};
 
-/// How long something that should arrive may take.
-const WAIT: Duration = Duration::from_secs(2);
-/// How long a listener waits to show that nothing arrives.
-const QUIET: Duration = Duration::from_millis(300);
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// A comprehension-required attribute type no STUN or TURN document defines.
-const UNKNOWN_ATTR: u16 = 0x7F01;
 
 // ---------------------------------------------------------------------------------
 // Servers and clients.
 
-/// A server with the default peer policy (no `allowed-peer-ip`), IPv4 and IPv6 relays,
-/// plus `extra` TOML keys.
-fn config(extra: &str) -> String {
-    format!(
-        "listening-ip = [\"127.0.0.1\"]\n\
-         listening-port = 0\n\
-         realm = \"{REALM}\"\n\
-         static-auth-secret = [\"{SECRET}\"]\n\
-         relay-ip = [\"127.0.0.1\", \"::1\"]\n\
-         min-port = 40000\n\
-         max-port = 60000\n\
-         {extra}\n"
+/// The base configuration with the default peer policy, or `allowed` peers let through
+/// (the control), IPv4 and IPv6 relays, plus `extra` TOML keys.
+fn config(allowed: &[&str], extra: &str) -> String {
+    let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+    config_toml(
+        SECRET,
+        &format!(
+            "allowed-peer-ip = [{}]\nrelay-ip = [\"127.0.0.1\", \"::1\"]\n{extra}",
+            list.join(", ")
+        ),
     )
 }
 
 async fn denying_server(extra: &str) -> TestServer {
-    start_server_raw(&config(extra)).await
+    start_server_raw(&config(&[], extra)).await
 }
 
 /// The control: the same server with `allowed` peers let through.
 async fn allowing_server(allowed: &[&str], extra: &str) -> TestServer {
-    let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
-    start_server_raw(&config(&format!(
-        "allowed-peer-ip = [{}]\n{extra}",
-        list.join(", ")
-    )))
-    .await
-}
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
-    match r {
-        Err(ClientError::Error(code)) => code,
-        other => panic!("expected an error response, got {other:?}"),
-    }
-}
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("test address parses")
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test IP parses")
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
+    start_server_raw(&config(allowed, extra)).await
 }
 
 /// A client with an IPv4 relay, and its relayed address.
@@ -127,20 +96,10 @@ async fn session(server: &TestServer, local: &str, user: &str) -> Session {
     Session::challenged(ip(local), server.addr, &u, &p).await
 }
 
-fn lifetime(response: &[u8]) -> Option<u32> {
-    client_codec::decode_response(response).and_then(|r| r.lifetime)
-}
-
-fn relayed_of(response: &[u8]) -> SocketAddr {
-    client_codec::decode_response(response)
-        .and_then(|r| r.xor_relayed)
-        .expect("XOR-RELAYED-ADDRESS")
-}
-
 /// A counter of the server's metrics (published by each shard once a second), once it
-/// has reached `at_least` or after 3 s.
+/// has reached `at_least` or after [`METRICS_WAIT`].
 async fn counter(server: &TestServer, read: impl Fn(&Stats) -> u64, at_least: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + METRICS_WAIT;
     loop {
         let value = read(&server.handle.metrics().stats);
         if value >= at_least || Instant::now() >= deadline {
@@ -992,12 +951,10 @@ async fn unknown_user_and_wrong_password_get_byte_identical_401s() {
 /// `msg` with the NONCE value zeroed.
 fn without_nonce(msg: &[u8]) -> Vec<u8> {
     let mut out = msg.to_vec();
-    let mut at = HEADER_LEN;
-    for (t, v) in attributes(msg) {
+    for (t, at, len) in attributes(msg) {
         if t == attr::NONCE {
-            out[at + 4..at + 4 + v.len()].fill(0);
+            out[at..at + len].fill(0);
         }
-        at += 4 + v.len().next_multiple_of(4);
     }
     out
 }
@@ -1195,11 +1152,7 @@ async fn relay_port_exhaustion_is_508_never_a_crash() {
         let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = probe.local_addr().unwrap().port() | 1;
         drop(probe);
-        let toml = config("").replace(
-            "min-port = 40000\nmax-port = 60000\n",
-            &format!("min-port = {port}\nmax-port = {port}\n"),
-        );
-        let server = start_server_raw(&toml).await;
+        let server = denying_server(&format!("min-port = {port}\nmax-port = {port}")).await;
         let mut first = client(&server, "alice").await;
         match first.allocate().await {
             Ok(relayed) => {
@@ -1822,32 +1775,6 @@ async fn out_of_range_channel_numbers_are_refused_and_dropped() {
 // ---------------------------------------------------------------------------------
 // Unauthenticated floods and amplification.
 
-/// Environment variable under which the memory test runs alone in a child process, so
-/// that no other test's server shares the resident set it measures.
-const ALONE: &str = "FERROTURN_ADVERSARIAL_ALONE";
-
-/// Re-runs test `name` of this binary alone in a child process and checks it passed.
-async fn run_alone(name: &str) {
-    let exe = std::env::current_exe().expect("test binary path");
-    let child = tokio::process::Command::new(exe)
-        .args([name, "--exact", "--test-threads=1", "--nocapture"])
-        .env(ALONE, "1")
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(50), child)
-        .await
-        .expect("the child finishes in time")
-        .expect("the child runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran no test:\n{stdout}"
-    );
-    print!("{stdout}");
-}
-
 /// What one flood source got back: how many answers, and whether each was a 401 of
 /// `expected_len` bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -1913,8 +1840,12 @@ async fn flood(
 #[tokio::test]
 async fn spoofed_source_allocate_flood_keeps_memory_flat() {
     const SOURCES: usize = 2000;
-    if std::env::var_os(ALONE).is_none() {
-        return run_alone("spoofed_source_allocate_flood_keeps_memory_flat").await;
+    if !alone() {
+        return run_alone(
+            module_path!(),
+            "spoofed_source_allocate_flood_keeps_memory_flat",
+        )
+        .await;
     }
     let server = denying_server("").await;
     let challenge_len = HEADER_LEN + 8 + 4 + REALM.len().next_multiple_of(4) + 20;
@@ -2012,11 +1943,7 @@ async fn spoofed_flood_at_one_victim_is_answered_at_most_at_the_unauthenticated_
 /// asked): 2.2 times a bare 20-byte request in UDP payload, 1.35 times in IP packets.
 #[tokio::test]
 async fn binding_amplification_is_at_most_1_6_over_ipv4() {
-    let server = start_server_raw(&config("").replace(
-        "listening-ip = [\"127.0.0.1\"]",
-        "listening-ip = [\"127.0.0.1\", \"::1\"]",
-    ))
-    .await;
+    let server = denying_server("listening-ip = [\"127.0.0.1\", \"::1\"]").await;
     let v4 = *server
         .handle
         .udp_addrs()

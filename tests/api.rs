@@ -4,11 +4,14 @@
 
 mod common;
 
-use common::{REALM, echo_peer, start_server, start_server_raw, test_config_toml};
+use common::process::TempDir;
+use common::{
+    METRICS_WAIT, WAIT, config_toml, echo_peer, sha256_hex, start_server, start_server_raw,
+    test_config_toml,
+};
 use ferroturn::client::{ClientError, Relayed, TurnClient};
 use ferroturn::config::RawConfig;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,22 +20,18 @@ use tokio::net::TcpStream;
 
 const TOKEN: &str = "test-api-token";
 const ADMIN: &str = "test-admin-token";
-const WAIT: Duration = Duration::from_secs(3);
-/// Shards publish their counters once a second.
-const METRICS_WAIT: Duration = Duration::from_secs(6);
-
-fn sha256_hex(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// API keys for the test server; `extra` goes last (it may hold `[[api-key]]` tables).
 fn api_toml(extra: &str) -> String {
+    api_keys_toml(TOKEN, extra)
+}
+
+/// The API on an ephemeral port with `token` as the credentials key and [`ADMIN`] as
+/// the admin key, then `extra`.
+fn api_keys_toml(token: &str, extra: &str) -> String {
     format!(
         "api-listen = \"127.0.0.1:0\"\napi-key-sha256 = [\"{}\"]\nadmin-key-sha256 = [\"{}\"]\n{extra}",
-        sha256_hex(TOKEN),
+        sha256_hex(token),
         sha256_hex(ADMIN)
     )
 }
@@ -678,19 +677,9 @@ async fn admin_lists_and_deletes_sessions() {
 
 #[tokio::test]
 async fn admin_reload_applies_secrets_and_keys_or_reports_the_error() {
-    let dir = std::env::temp_dir().join(format!("ferroturn-api-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("api-reload");
     let file = dir.join("turnserver.toml");
-    let config = |secret: &str, token: &str| {
-        format!(
-            "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{REALM}\"\n\
-             static-auth-secret = [\"{secret}\"]\nallowed-peer-ip = [\"127.0.0.1\"]\n\
-             min-port = 40000\nmax-port = 60000\napi-listen = \"127.0.0.1:0\"\n\
-             api-key-sha256 = [\"{}\"]\nadmin-key-sha256 = [\"{}\"]\n",
-            sha256_hex(token),
-            sha256_hex(ADMIN)
-        )
-    };
+    let config = |secret: &str, token: &str| config_toml(secret, &api_keys_toml(token, ""));
     let first = config("secret-one", TOKEN);
     std::fs::write(&file, &first).unwrap();
     let server = start_server_raw(&first).await;
@@ -765,7 +754,6 @@ async fn admin_reload_applies_secrets_and_keys_or_reports_the_error() {
     let m = metrics(api).await;
     assert_eq!(m["ferroturn_reloads_total"], 1.0);
     assert_eq!(m["ferroturn_reload_failures_total"], 1.0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -1,12 +1,13 @@
 //! The `ferroturn` command itself: check-config, credentials, and a server run from flags
 //! alone, answered over UDP.
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferroturn");
+use common::process::{BIN, ServerProcess, TempDir};
+use common::{PROCESS_WAIT, unix_now};
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 fn repo(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
@@ -28,8 +29,7 @@ fn check_config_accepts_the_shipped_example() {
 
 #[test]
 fn check_config_names_an_unknown_key() {
-    let dir = std::env::temp_dir().join(format!("ferroturn-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("cli");
     let file = dir.join("bad.toml");
     std::fs::write(
         &file,
@@ -41,7 +41,7 @@ fn check_config_names_an_unknown_key() {
         .arg(&file)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("listening-prot"), "{stderr}");
@@ -74,10 +74,7 @@ fn credentials_prints_a_rest_pair_the_server_accepts() {
     let password = field("password:");
     let (expiry, user) = username.split_once(':').unwrap();
     assert_eq!(user, "alice");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let expiry: u64 = expiry.parse().unwrap();
     assert!(
         expiry > now + 500 && expiry <= now + 601,
@@ -89,57 +86,24 @@ fn credentials_prints_a_rest_pair_the_server_accepts() {
     );
 }
 
-/// Kills the server when the test ends, pass or fail.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_server_runs_from_flags_alone_and_answers_binding() {
-    let child = Command::new(BIN)
-        .args([
-            "--listening-ip",
-            "127.0.0.1",
-            "--listening-port",
-            "0",
-            "--realm",
-            "example.org",
-            "--static-auth-secret",
-            "s3cret",
-            "--allowed-peer-ip",
-            "127.0.0.1",
-        ])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    // The log line "listening (udp) addr=127.0.0.1:PORT" names the bound port.
-    let stdout = server.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let addr = addr
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .trim_matches(|c: char| !c.is_ascii_graphic());
-                let _ = tx.send(addr.to_owned());
-            }
-        }
-    });
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("listening line")
-        .parse()
-        .expect("address");
+    let args = [
+        "--listening-ip",
+        "127.0.0.1",
+        "--listening-port",
+        "0",
+        "--realm",
+        "example.org",
+        "--static-auth-secret",
+        "s3cret",
+        "--allowed-peer-ip",
+        "127.0.0.1",
+    ]
+    .map(std::ffi::OsStr::new);
+    // Killed when the test ends, pass or fail.
+    let server = ServerProcess::start(&args, PROCESS_WAIT);
+    let addr = server.addr;
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))

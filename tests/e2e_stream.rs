@@ -5,14 +5,11 @@
 mod common;
 
 use common::tls::{TestPki, server_name};
-use common::{SECRET, echo_peer, rest_credentials, start_server};
+use common::{QUIET, SECRET, WAIT, echo_peer, rest_credentials, start_server};
 use ferroturn::client::{ClientError, Relayed, TurnClient};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::{Instant, sleep};
-
-const WAIT: Duration = Duration::from_secs(3);
-const SHORT: Duration = Duration::from_millis(300);
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -58,7 +55,7 @@ async fn relay_both_ways(kind: Kind) {
     c.send_indication(peer.addr, b"no permission")
         .await
         .unwrap();
-    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+    assert_eq!(c.recv_relayed(QUIET).await.unwrap(), None);
 
     c.create_permission(&[peer.addr]).await.unwrap();
     for size in [1usize, 3, 200, 1201, 8000] {

@@ -3,25 +3,15 @@
 
 mod common;
 
-use common::{echo_peer, rest_credentials, start_server, start_server_raw};
-use ferroturn::client::{ClientError, Relayed, TurnClient};
+use common::process::{ServerProcess, TempDir};
+use common::{
+    PROCESS_WAIT, WAIT, client_with, code, config_toml, echo_peer, rest_credentials, start_server,
+    start_server_raw,
+};
+use ferroturn::client::{Relayed, TurnClient};
 use ferroturn::config::RawConfig;
 use ferroturn_core::server::SessionFilter;
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(3);
-
-async fn client_with(server: &common::TestServer, secret: &str, user: &str) -> TurnClient {
-    let (u, p) = rest_credentials(secret, user, Duration::from_secs(600));
-    TurnClient::new(server.addr, &u, &p).await.unwrap()
-}
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
-    match r {
-        Err(ClientError::Error(c)) => c,
-        other => panic!("expected an error response, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn sessions_are_listed_and_deleted_by_user() {
@@ -85,10 +75,9 @@ async fn a_draining_server_refuses_new_allocations_and_keeps_the_old_ones() {
 
 #[tokio::test]
 async fn reload_changes_credentials_without_dropping_allocations() {
-    let dir = std::env::temp_dir().join(format!("ferroturn-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("reload");
     let file = dir.join("turnserver.toml");
-    let base = common::config_toml;
+    let base = config_toml;
     let first = base("secret-one", "");
     std::fs::write(&file, &first).unwrap();
     let server = start_server_raw(&first).await;
@@ -168,17 +157,12 @@ async fn reload_changes_credentials_without_dropping_allocations() {
     assert_eq!((m.reloads_ok, m.reloads_failed), (1, 1));
 
     // A listener change is reported as needing a restart, not silently ignored.
-    std::fs::write(
-        &file,
-        base("secret-two", "").replace("listening-port = 0", "listening-port = 3999"),
-    )
-    .unwrap();
+    std::fs::write(&file, base("secret-two", "listening-port = 3999")).unwrap();
     let report = server.handle.reload().unwrap();
     assert!(
         report.needs_restart.contains(&"listening-ip/ports"),
         "{report:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -223,37 +207,14 @@ async fn drain_waits_for_the_last_allocation_or_the_timeout() {
 /// running), SIGTERM drains (the process waits for the last allocation, then exits 0).
 #[tokio::test]
 async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let dir = std::env::temp_dir().join(format!("ferroturn-signals-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("signals");
     let file = dir.join("turnserver.toml");
-    let conf = |secret: &str| common::config_toml(secret, "relay-threads = 1\ndrain-timeout = 20");
+    let conf = |secret: &str| config_toml(secret, "relay-threads = 1\ndrain-timeout = 20");
     std::fs::write(&file, conf("before")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .arg("--config")
-        .arg(&file)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let addr = addr.split_whitespace().next().unwrap_or("").to_owned();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr: std::net::SocketAddr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("listening line")
-        .parse()
-        .unwrap();
+    let ServerProcess {
+        child: mut server,
+        addr,
+    } = ServerProcess::start(&["--config".as_ref(), file.as_os_str()], PROCESS_WAIT);
     let client = |secret: &'static str, user: &'static str| async move {
         let (u, p) = rest_credentials(secret, user, Duration::from_secs(600));
         TurnClient::new(addr, &u, &p).await.unwrap()
@@ -262,16 +223,7 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     old.allocate().await.unwrap();
 
     std::fs::write(&file, conf("after")).unwrap();
-    let kill = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    kill("-HUP");
+    server.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         if client("after", "mo").await.allocate().await.is_ok() {
@@ -291,10 +243,10 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     );
 
     // Allocations are open (lee's, mo's): SIGTERM drains and waits for them.
-    kill("-TERM");
+    server.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        child.try_wait().unwrap().is_none(),
+        server.exited().is_none(),
         "draining while allocations remain"
     );
     assert_eq!(
@@ -304,15 +256,10 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     );
     assert_eq!(old.refresh(600).await.unwrap(), 600, "existing ones run on");
     // A second SIGTERM ends the drain at once.
-    kill("-TERM");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "did not exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    server.signal(libc::SIGTERM);
+    let status = server
+        .exit_within(Duration::from_secs(5))
+        .await
+        .expect("did not exit");
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

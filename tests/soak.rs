@@ -36,8 +36,9 @@
 
 mod common;
 
+use common::process::status_field;
 use common::tls::{TestPki, server_name};
-use common::{REALM, SECRET, TestServer, echo_peer, rest_credentials, start_server_raw};
+use common::{SECRET, TestServer, echo_peer, rest_credentials, start_server};
 use ferroturn::client::codec::RequestAttr;
 use ferroturn::client::{ClientError, Relayed, TurnClient};
 use std::collections::HashSet;
@@ -65,10 +66,12 @@ const LONG_LIFETIME: u32 = 20;
 /// once a second.
 const CONN_TIMEOUT: u64 = 2;
 
-/// How long a relayed message may take to come back.
-const WAIT: Duration = Duration::from_secs(5);
-/// How long "nothing arrives" is watched.
-const QUIET: Duration = Duration::from_millis(500);
+/// How long a relayed message may take to come back: longer than `common::WAIT`, for
+/// the load of a round.
+const LOADED_WAIT: Duration = Duration::from_secs(5);
+/// How long "nothing arrives" is watched: longer than `common::QUIET`, for the same
+/// reason.
+const LOADED_QUIET: Duration = Duration::from_millis(500);
 /// The longest one client of a round may take (its own waits are far shorter).
 const CLIENT_LIMIT: Duration = Duration::from_secs(40);
 /// The longest the server may take to return to idle: every allocation left behind is
@@ -222,14 +225,11 @@ impl Ctx {
     }
 }
 
-fn server_toml(pki: &TestPki) -> String {
+/// The base configuration with this test's relay ports, lifetimes and timeouts, and a
+/// TLS listener.
+fn server_extra(pki: &TestPki) -> String {
     format!(
-        "listening-ip = [\"127.0.0.1\"]\n\
-         listening-port = 0\n\
-         realm = \"{REALM}\"\n\
-         static-auth-secret = [\"{SECRET}\"]\n\
-         allowed-peer-ip = [\"127.0.0.1\"]\n\
-         min-port = {MIN_PORT}\n\
+        "min-port = {MIN_PORT}\n\
          max-port = {MAX_PORT}\n\
          relay-threads = 2\n\
          default-allocate-lifetime = {SHORT_LIFETIME}\n\
@@ -282,16 +282,6 @@ impl std::fmt::Display for Snapshot {
             self.ended,
         )
     }
-}
-
-fn status_field(name: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /proc/self/status"))
 }
 
 /// The inodes of this process's sockets.
@@ -414,12 +404,12 @@ async fn relay(ctx: &Ctx, c: &mut TurnClient, channel: Option<u16>, tag: u64, co
             None => Relayed::Indication { peer, data },
         };
         let got = c
-            .recv_relayed(WAIT)
+            .recv_relayed(LOADED_WAIT)
             .await
             .unwrap_or_else(|e| panic!("{kind} client {tag}: receive message {i}: {e}"));
         assert!(
             got.as_ref() == Some(&want),
-            "{kind} client {tag}: message {i} did not come back whole within {WAIT:?} \
+            "{kind} client {tag}: message {i} did not come back whole within {LOADED_WAIT:?} \
              (got {:?})",
             got.map(|g| match g {
                 Relayed::Channel { channel, data } =>
@@ -524,7 +514,7 @@ async fn run_client(ctx: Arc<Ctx>, kind: Kind, end: Ending) {
                         .await
                         .unwrap();
                 }
-                let got = c.recv_relayed(QUIET).await.unwrap();
+                let got = c.recv_relayed(LOADED_QUIET).await.unwrap();
                 assert!(
                     got.is_none(),
                     "{kind:?} client {id}: relayed after expiry: {got:?}"
@@ -733,7 +723,7 @@ async fn allocation_churn_returns_to_baseline() {
     let secs = env_number("SOAK_SECS", 20);
     let clients = env_number("SOAK_CLIENTS", 8).clamp(1, 64) as usize;
     let pki = TestPki::new();
-    let server = start_server_raw(&server_toml(&pki)).await;
+    let server = start_server(&server_extra(&pki)).await;
     let peer = echo_peer().await;
     let ctx = Arc::new(Ctx {
         server,
