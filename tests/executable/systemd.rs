@@ -2,10 +2,8 @@
 //! over `$NOTIFY_SOCKET`, as a service manager would see it), journald- and
 //! shipper-friendly logs, and the unit file (`systemd-analyze verify` and `security`).
 
-mod common;
-
-use common::process::{BIN, ChildGuard, TempDir};
-use common::{PROCESS_WAIT as WAIT, SECRET, config_toml};
+use crate::common::process::{BIN, ChildGuard, TempDir};
+use crate::common::{PROCESS_WAIT as WAIT, SECRET, config_toml};
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};

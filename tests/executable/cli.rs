@@ -1,10 +1,8 @@
 //! The `ferroturn` command itself: check-config, credentials, and a server run from flags
 //! alone, answered over UDP.
 
-mod common;
-
-use common::process::{BIN, ServerProcess, TempDir};
-use common::{PROCESS_WAIT, unix_now};
+use crate::common::process::{BIN, ServerProcess, TempDir};
+use crate::common::{PROCESS_WAIT, unix_now};
 use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
