@@ -1,9 +1,7 @@
 //! End to end over real sockets: a server on 127.0.0.1:0, our TURN client, a UDP echo
 //! peer.
 
-mod common;
-
-use common::{
+use crate::common::{
     QUIET, SECRET, WAIT, client, code, echo_peer, echo_peer_on, rest_credentials, start_server,
     unix_now,
 };

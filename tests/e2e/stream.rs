@@ -2,10 +2,8 @@
 //! private test CA), our TURN client over each stream transport, a UDP echo peer. The relay
 //! toward the peer is UDP in both cases (RFC 8656 section 3.1).
 
-mod common;
-
-use common::tls::{TestPki, server_name};
-use common::{QUIET, SECRET, WAIT, echo_peer, rest_credentials, start_server};
+use crate::common::tls::{TestPki, server_name};
+use crate::common::{QUIET, SECRET, TestServer, WAIT, echo_peer, rest_credentials, start_server};
 use ferroturn::client::{ClientError, Relayed, TurnClient};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,7 +15,7 @@ enum Kind {
     Tls,
 }
 
-async fn connect(server: &common::TestServer, pki: &TestPki, kind: Kind, user: &str) -> TurnClient {
+async fn connect(server: &TestServer, pki: &TestPki, kind: Kind, user: &str) -> TurnClient {
     let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
     match kind {
         Kind::Tcp => TurnClient::connect_tcp(server.handle.tcp_addrs()[0], &u, &p)
@@ -35,7 +33,7 @@ async fn connect(server: &common::TestServer, pki: &TestPki, kind: Kind, user: &
     }
 }
 
-async fn tls_server(extra: &str) -> (common::TestServer, TestPki) {
+async fn tls_server(extra: &str) -> (TestServer, TestPki) {
     let pki = TestPki::new();
     let server = start_server(&format!("{}{extra}", pki.server_toml())).await;
     (server, pki)

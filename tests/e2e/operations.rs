@@ -1,12 +1,10 @@
 //! Operating a running server in process: sessions listed and deleted, drain, and a
 //! configuration reload that changes credentials without dropping allocations.
 
-mod common;
-
-use common::process::{ServerProcess, TempDir};
-use common::{
-    PROCESS_WAIT, WAIT, client_with, code, config_toml, echo_peer, rest_credentials, start_server,
-    start_server_raw,
+use crate::common::process::{ServerProcess, TempDir};
+use crate::common::{
+    PROCESS_WAIT, WAIT, client, client_with, code, config_toml, echo_peer, rest_credentials,
+    start_server, start_server_raw,
 };
 use ferroturn::client::{Relayed, TurnClient};
 use ferroturn::config::RawConfig;
@@ -16,8 +14,8 @@ use std::time::Duration;
 #[tokio::test]
 async fn sessions_are_listed_and_deleted_by_user() {
     let server = start_server("").await;
-    let mut alice = client_with(&server, common::SECRET, "alice").await;
-    let mut bob = client_with(&server, common::SECRET, "bob").await;
+    let mut alice = client(&server, "alice").await;
+    let mut bob = client(&server, "bob").await;
     let alice_relay = alice.allocate().await.unwrap();
     bob.allocate().await.unwrap();
     let peer = echo_peer().await;
@@ -54,12 +52,12 @@ async fn sessions_are_listed_and_deleted_by_user() {
 #[tokio::test]
 async fn a_draining_server_refuses_new_allocations_and_keeps_the_old_ones() {
     let server = start_server("").await;
-    let mut old = client_with(&server, common::SECRET, "old").await;
+    let mut old = client(&server, "old").await;
     old.allocate().await.unwrap();
     assert!(server.handle.is_ready());
     server.handle.set_draining(true);
     assert!(!server.handle.is_ready(), "not ready at once");
-    let mut new = client_with(&server, common::SECRET, "new").await;
+    let mut new = client(&server, "new").await;
     assert_eq!(code(new.allocate().await), 508);
     assert_eq!(
         old.refresh(600).await.unwrap(),
@@ -169,14 +167,14 @@ async fn reload_changes_credentials_without_dropping_allocations() {
 async fn draining_with_an_alternate_server_redirects_new_allocations() {
     let server = start_server("alternate-server = \"192.0.2.7:3478\"").await;
     server.handle.set_draining(true);
-    let mut c = client_with(&server, common::SECRET, "ivy").await;
+    let mut c = client(&server, "ivy").await;
     assert_eq!(code(c.allocate().await), 300, "300 Try Alternate");
 }
 
 #[tokio::test]
 async fn drain_waits_for_the_last_allocation_or_the_timeout() {
     let server = start_server("drain-timeout = 20").await;
-    let mut c = client_with(&server, common::SECRET, "jay").await;
+    let mut c = client(&server, "jay").await;
     c.allocate().await.unwrap();
     let control = server.handle.control();
     let waiting = tokio::task::spawn_blocking(move || control.drain_and_wait());
@@ -190,7 +188,7 @@ async fn drain_waits_for_the_last_allocation_or_the_timeout() {
     assert_eq!(open, 0);
 
     let server = start_server("drain-timeout = 1").await;
-    let mut c = client_with(&server, common::SECRET, "kim").await;
+    let mut c = client(&server, "kim").await;
     c.allocate().await.unwrap();
     let control = server.handle.control();
     let open = tokio::time::timeout(
