@@ -2,12 +2,13 @@
 //! client, and peer datagrams framed as ChannelData or Data indications, counted with a
 //! counting global allocator around each call.
 
-#[path = "support/relay_setup.rs"]
-mod relay_setup;
+#[path = "common/core_harness.rs"]
+mod core_harness;
 
+use core_harness::wire::addr;
+use core_harness::{CHANNEL_PEER, Harness, PERMITTED_PEER, RELAY_CHANNEL as CHANNEL};
 use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
 use ferroturn_core::server::Path;
-use relay_setup::{CHANNEL, CHANNEL_PEER, PERMITTED_PEER, addr, relay_setup};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -43,8 +44,9 @@ fn allocations_during<T>(f: impl FnOnce() -> T) -> (usize, T) {
 
 #[test]
 fn the_relay_fast_path_allocates_nothing() {
-    let mut r = relay_setup();
-    let (now, tuple, relay) = (r.now, r.tuple, r.relay);
+    let mut h = Harness::new("");
+    let (client, relay) = h.relay_ready();
+    let (now, tuple) = (h.now, client.tuple);
     let (peer_ch, peer_ind) = (addr(CHANNEL_PEER), addr(PERMITTED_PEER));
     // Every buffer is prepared before counting.
     let mut channel_data = ferroturn::client::channel_data(CHANNEL, &[7u8; 1200]);
@@ -54,7 +56,7 @@ fn the_relay_fast_path_allocates_nothing() {
 
     for _ in 0..3 {
         let (n, t) = allocations_during(|| {
-            r.server
+            h.server
                 .handle_client_datagram(now, tuple, &mut channel_data)
         });
         assert!(
@@ -62,21 +64,21 @@ fn the_relay_fast_path_allocates_nothing() {
         );
         assert_eq!(n, 0, "ChannelData from the client allocated");
 
-        let (n, t) = allocations_during(|| r.server.handle_client_datagram(now, tuple, &mut send));
+        let (n, t) = allocations_during(|| h.server.handle_client_datagram(now, tuple, &mut send));
         assert!(
             matches!(t.expect("Send relayed").path, Path::Peer { peer, .. } if peer == peer_ind)
         );
         assert_eq!(n, 0, "Send indication allocated");
 
         let (n, t) = allocations_during(|| {
-            r.server
+            h.server
                 .handle_peer_datagram(now, relay, peer_ch, &mut peer_buf, payload.clone())
         });
         assert_eq!(t.expect("peer datagram relayed").range.len(), 4 + 1200);
         assert_eq!(n, 0, "peer datagram to ChannelData allocated");
 
         let (n, t) = allocations_during(|| {
-            r.server
+            h.server
                 .handle_peer_datagram(now, relay, peer_ind, &mut peer_buf, payload.clone())
         });
         assert_eq!(t.expect("peer datagram relayed").range.len(), 36 + 1200);

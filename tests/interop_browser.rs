@@ -27,9 +27,10 @@
 
 mod common;
 
-use std::io::Read;
+use common::process::ChildGuard;
+use common::sha256_hex;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -96,45 +97,6 @@ fn check_certutil() {
     );
 }
 
-/// Kills the child if the test panics or times out before it exits.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("child still owned")
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Reads a child's pipe to the end on its own thread; the text arrives on the receiver.
-fn drain<R: Read + Send + 'static>(mut pipe: R) -> tokio::sync::oneshot::Receiver<String> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-    });
-    rx
-}
-
-async fn collect(rx: tokio::sync::oneshot::Receiver<String>) -> String {
-    match tokio::time::timeout(Duration::from_secs(10), rx).await {
-        Ok(Ok(text)) => text,
-        Ok(Err(_)) => String::from("<pipe reader ended without output>"),
-        Err(_) => String::from("<pipe still open 10 s after the process ended>"),
-    }
-}
-
 /// One run of relay.mjs: which server, how to reach it, and what must happen.
 struct RelayCheck<'a> {
     /// `turn:...?transport=udp|tcp` or `turns:...`.
@@ -158,9 +120,9 @@ struct RelayRun {
 }
 
 /// Runs `node tests/browser/relay.mjs` against `server_addr` and waits for it, bounded
-/// by `timeout_ms` plus headroom. The child runs on a plain std process (tokio's
-/// `process` feature is not enabled); waiting polls without blocking the runtime, so
-/// the in-process server keeps serving.
+/// by `timeout_ms` plus headroom. The child is a std process under the shared
+/// `ChildGuard`, whose wait polls without blocking the runtime, so the in-process server
+/// keeps serving.
 async fn run_relay_check(check: &RelayCheck<'_>) -> RelayRun {
     let RelayCheck {
         url,
@@ -211,55 +173,29 @@ async fn run_node(mut command: Command, timeout_ms: u64) -> RelayRun {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let started = Instant::now();
-    let child = match command.spawn() {
-        Ok(child) => child,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            panic!("`node` not found on PATH ({err}); install Node.js >= 20, then {INSTALL_HINT}")
-        }
-        Err(err) => panic!("cannot start node: {err}"),
-    };
-    let mut guard = ChildGuard(Some(child));
-    let stdout_rx = drain(guard.child().stdout.take().expect("stdout piped"));
-    let stderr_rx = drain(guard.child().stderr.take().expect("stderr piped"));
+    let hint = format!("install Node.js >= 20, then {INSTALL_HINT}");
+    // Killed if the test panics or times out before it exits.
+    let mut child = ChildGuard::spawn(&mut command, &hint);
+    let (stdout, stderr) = (child.stdout_text(), child.stderr_text());
 
-    let deadline = started + Duration::from_millis(timeout_ms) + PROCESS_HEADROOM;
-    let mut status = None;
-    loop {
-        match guard.child().try_wait() {
-            Ok(Some(exit)) => {
-                status = Some(exit);
-                break;
-            }
-            Ok(None) => {}
-            Err(err) => panic!("waiting for node failed: {err}"),
-        }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "node still running after {:?}; terminating it",
-                started.elapsed()
-            );
-            // SIGTERM first so the script closes Chromium and removes its profile directory.
-            let pid = guard.child().id().to_string();
-            let _ = Command::new("kill").args(["-TERM", &pid]).status();
-            let grace = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < grace {
-                if let Ok(Some(_)) = guard.child().try_wait() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            break; // status stays None: timed out. The guard kills whatever is left.
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let limit = Duration::from_millis(timeout_ms) + PROCESS_HEADROOM;
+    let status = child.exit_within(limit).await;
+    if status.is_none() {
+        eprintln!(
+            "node still running after {:?}; terminating it",
+            started.elapsed()
+        );
+        // SIGTERM first so the script closes Chromium and removes its profile directory.
+        child.signal(libc::SIGTERM);
+        // Status stays None: timed out. Dropping the guard kills whatever is left.
+        let _ = child.exit_within(Duration::from_secs(15)).await;
     }
-    drop(guard);
+    drop(child);
     let elapsed = started.elapsed();
-    let stdout = collect(stdout_rx).await;
-    let stderr = collect(stderr_rx).await;
     RelayRun {
         status,
-        stdout,
-        stderr,
+        stdout: stdout.text().await,
+        stderr: stderr.text().await,
         elapsed,
     }
 }
@@ -484,7 +420,7 @@ async fn test_certificates_verify_for_loopback() {
         let replaced = pki.replace_server_cert();
         assert_ne!(before, replaced, "a replaced certificate differs");
     }
-    let dir = pki.dir.clone();
+    let dir = pki.dir.path().to_owned();
     drop(pki);
     assert!(!dir.exists(), "the temporary directory is removed on drop");
 }
@@ -492,14 +428,6 @@ async fn test_certificates_verify_for_loopback() {
 const API_TOKEN: &str = "browser-page-token";
 /// A key without origins: a backend key the browser must not be able to use.
 const BACKEND_TOKEN: &str = "backend-only-token";
-
-fn sha256_hex(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// Serves `tests/browser/api_flow.html` at `/` on 127.0.0.1 (the page's origin) until
 /// the task is aborted.

@@ -45,11 +45,10 @@
 
 mod common;
 
-use std::io::{self, Read};
+use common::process::ChildGuard;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const UCLIENT: &str = "turnutils_uclient";
@@ -306,24 +305,8 @@ fn number_after(line: &str, key: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-/// A child process killed and reaped when dropped, so a failing test leaves nothing behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_tool(program: &str, command: &mut Command) -> KillOnDrop {
-    match command.stdin(Stdio::null()).spawn() {
-        Ok(child) => KillOnDrop(child),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            panic!("{program} not found on PATH; {INSTALL_HINT}")
-        }
-        Err(e) => panic!("cannot start {program}: {e}; {INSTALL_HINT}"),
-    }
+fn spawn_tool(command: &mut Command) -> ChildGuard {
+    ChildGuard::spawn(command.stdin(Stdio::null()), INSTALL_HINT)
 }
 
 struct ToolRun {
@@ -341,39 +324,21 @@ async fn run_uclient(args: &[String]) -> ToolRun {
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = spawn_tool(UCLIENT, &mut command);
-    let stdout = drain(child.0.stdout.take());
-    let stderr = drain(child.0.stderr.take());
-    let deadline = Instant::now() + UCLIENT_TIMEOUT;
-    let status = loop {
-        match child.0.try_wait().expect("waiting for turnutils_uclient") {
-            Some(status) => break Some(status),
-            None if Instant::now() >= deadline => break None,
-            None => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let mut child = spawn_tool(&mut command);
+    let (stdout, stderr) = (child.stdout_text(), child.stderr_text());
+    let status = child.exit_within(UCLIENT_TIMEOUT).await;
     drop(child); // kills it if it timed out, which closes the pipes the readers wait on
     ToolRun {
         status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
+        stdout: stdout.text().await,
+        stderr: stderr.text().await,
     }
-}
-
-fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut bytes);
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
 }
 
 /// A running `turnutils_peer`: it echoes every datagram on `addr` and on the next port.
 struct EchoPeer {
     addr: SocketAddr,
-    _process: KillOnDrop,
+    _process: ChildGuard,
 }
 
 async fn start_echo_peer() -> EchoPeer {
@@ -384,7 +349,7 @@ async fn start_echo_peer() -> EchoPeer {
             .args(["-L", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let process = spawn_tool(PEER, &mut command);
+        let process = spawn_tool(&mut command);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let next = SocketAddr::from((Ipv4Addr::LOCALHOST, port + 1));
         if echoes(addr).await && echoes(next).await {

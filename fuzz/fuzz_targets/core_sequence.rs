@@ -1,39 +1,42 @@
-//! The sans-IO server driven by a sequence of inputs, in virtual time, the way the UDP
-//! driver drives it. Any panic is a bug.
+//! The sans-IO server driven by a sequence of inputs, in virtual time, through the core
+//! harness the tests use (`tests/common/core_harness.rs`), which plays the UDP driver.
+//! Any panic is a bug: the server's own, or a broken invariant the harness checks after
+//! every input (requests answered once, client data relayed only to peers and peer data
+//! only to clients, output ranges inside their buffers, timers silent, no due deadline
+//! left behind).
 //!
 //! The input is a list of records, each `[kind][arg][len: u16 BE][len bytes]`:
 //! - kind 0: a datagram from client `arg % 4`;
 //! - kind 1: a datagram from peer `arg % 4` on the relay named by the last `BindRelay`;
-//! - kind 2: virtual time advances by `arg` seconds, then `handle_timeout`;
+//! - kind 2: virtual time jumps `arg` seconds ahead, then one `handle_timeout`;
 //! - kind 3: like kind 0, but the bytes are made into a request carrying the long-term
 //!   credentials of `u:p`: the magic cookie is set, USERNAME, REALM and the last NONCE
 //!   the server sent are appended, then MESSAGE-INTEGRITY (and FINGERPRINT when
 //!   `arg & 4`). Without it the fuzzer would never get past the 401.
 //!
-//! After each record every `BindRelay` is answered as bound and the transmits drained.
+//! After each record every `BindRelay` has been answered as bound and the transmits
+//! drained.
 #![no_main]
 
+#[path = "../../tests/common/core_harness.rs"]
+mod core_harness;
+
+use core_harness::Harness;
 use ferroturn::client::codec as client_codec;
-use ferroturn::config::Config;
-use ferroturn::state::LocalState;
-use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
 use ferroturn_core::proto::integrity;
 use ferroturn_core::proto::wire::{MAGIC_COOKIE, attr};
 use ferroturn_core::proto::writer::MessageWriter;
-use ferroturn_core::server::{AllocId, Event, FiveTuple, Path, Secrets, Server, Transport};
+use ferroturn_core::server::{FiveTuple, Transmit, Transport};
 use libfuzzer_sys::fuzz_target;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
+use std::time::Duration;
 
 const CONFIG: &str = "listening-ip = [\"127.0.0.1\"]\nrealm = \"r\"\nuser = [\"u:p\"]\n\
                       allowed-peer-ip = [\"198.51.100.0/24\"]\n";
 const MAX_RECORDS: usize = 64;
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Taken once: `Instant`s cannot be built from nothing, and a fixed origin keeps runs
-/// reproducible (only differences from it matter to the server).
-static T0: LazyLock<Instant> = LazyLock::new(Instant::now);
 static KEY: LazyLock<[u8; 16]> = LazyLock::new(|| integrity::long_term_key("u", "r", b"p"));
 
 const fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddr {
@@ -58,67 +61,28 @@ const PEERS: [SocketAddr; 4] = [
     v4(192, 0, 2, 1, 5000),
 ];
 
-struct Harness {
-    server: Server,
-    now: Instant,
-    relay: Option<AllocId>,
+/// The harness and what a client of `u:p` has learnt from the server.
+struct Sequence {
+    h: Harness,
     nonce: Option<String>,
 }
 
-impl Harness {
-    fn new() -> Self {
-        let config = Config::from_toml_str(CONFIG).expect("the fixed config is valid");
-        let now = *T0;
-        let server = Server::new(
-            config.server,
-            Arc::new(LocalState::default()),
-            Secrets {
-                nonce_key: [0; 32],
-                seed: [0; 32],
-            },
-            now,
-            1_700_000_000,
-        );
-        Harness {
-            server,
-            now,
-            relay: None,
-            nonce: None,
-        }
-    }
-
+impl Sequence {
     fn client(&mut self, arg: u8, bytes: &[u8]) {
         let tuple = FiveTuple {
             client: CLIENTS[usize::from(arg % 4)],
             listener: 0,
             transport: Transport::Udp,
         };
-        let mut buf = bytes.to_vec();
-        if let Some(t) = self
-            .server
-            .handle_client_datagram(self.now, tuple, &mut buf)
-        {
-            check_range(&t.range, buf.len());
-        }
+        let (_, transmits) = self.h.send(tuple, bytes);
+        self.learn(&transmits);
     }
 
     fn peer(&mut self, arg: u8, bytes: &[u8]) {
-        let Some(relay) = self.relay else { return };
-        let mut buf = vec![0u8; HEADROOM + bytes.len() + TAILROOM];
-        buf[HEADROOM..HEADROOM + bytes.len()].copy_from_slice(bytes);
-        let payload = HEADROOM..HEADROOM + bytes.len();
-        let from = PEERS[usize::from(arg % 4)];
-        if let Some(t) = self
-            .server
-            .handle_peer_datagram(self.now, relay, from, &mut buf, payload)
-        {
-            check_range(&t.range, buf.len());
-            assert!(
-                matches!(t.path, Path::Client { .. }),
-                "peer data relayed to {:?}",
-                t.path
-            );
-        }
+        let Some(relay) = self.h.last_relay() else {
+            return;
+        };
+        self.h.peer_datagram(relay, PEERS[usize::from(arg % 4)], bytes);
     }
 
     fn authenticated(&mut self, arg: u8, bytes: &[u8]) {
@@ -145,24 +109,9 @@ impl Harness {
         self.client(arg, &msg);
     }
 
-    fn tick(&mut self, secs: u8) {
-        self.now += Duration::from_secs(u64::from(secs));
-        self.server.handle_timeout(self.now);
-        if let Some(at) = self.server.poll_timeout() {
-            // Everything due was handled.
-            assert!(at > self.now, "deadline {:?} left behind", at - *T0);
-        }
-    }
-
-    /// What the driver does after every input: bind relays, send responses.
-    fn drain(&mut self) {
-        while let Some(event) = self.server.poll_event() {
-            if let Event::BindRelay { relay, .. } = event {
-                self.relay = Some(relay);
-                self.server.handle_relay_bound(self.now, relay, true);
-            }
-        }
-        while let Some(t) = self.server.poll_transmit() {
+    /// Keeps the last NONCE the server sent, as a client would.
+    fn learn(&mut self, transmits: &[Transmit]) {
+        for t in transmits {
             if let Some(nonce) = client_codec::decode_response(&t.payload).and_then(|r| r.nonce) {
                 self.nonce = Some(nonce);
             }
@@ -170,15 +119,11 @@ impl Harness {
     }
 }
 
-fn check_range(r: &std::ops::Range<usize>, len: usize) {
-    assert!(
-        r.start <= r.end && r.end <= len,
-        "{r:?} outside a {len}-byte buffer"
-    );
-}
-
 fuzz_target!(|data: &[u8]| {
-    let mut h = Harness::new();
+    let mut s = Sequence {
+        h: Harness::with_config(CONFIG),
+        nonce: None,
+    };
     let mut rest = data;
     for _ in 0..MAX_RECORDS {
         let [kind, arg, hi, lo, tail @ ..] = rest else {
@@ -188,11 +133,10 @@ fuzz_target!(|data: &[u8]| {
         let (bytes, tail) = tail.split_at(len);
         rest = tail;
         match kind % 4 {
-            0 => h.client(*arg, bytes),
-            1 => h.peer(*arg, bytes),
-            2 => h.tick(*arg),
-            _ => h.authenticated(*arg, bytes),
+            0 => s.client(*arg, bytes),
+            1 => s.peer(*arg, bytes),
+            2 => s.h.jump(Duration::from_secs(u64::from(*arg))),
+            _ => s.authenticated(*arg, bytes),
         }
-        h.drain();
     }
 });

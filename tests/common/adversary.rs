@@ -3,18 +3,18 @@
 //! UDP session that returns every byte of each answer, and listeners that prove on the
 //! wire that nothing reached an address.
 
+#[allow(unused_imports)]
+pub use super::wire::{TCP, UDP, attribute, attributes, error_code, is_success};
+
+use super::WAIT;
 use ferroturn::client::codec::{self as client_codec, Response};
 use ferroturn_core::proto::integrity;
-use ferroturn_core::proto::wire::{self, Class, HEADER_LEN, attr, method};
+use ferroturn_core::proto::wire::{Class, HEADER_LEN, attr, method};
 use ferroturn_core::proto::writer::MessageWriter;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, timeout_at};
-
-/// REQUESTED-TRANSPORT protocol numbers (RFC 8656 section 18.8).
-pub const UDP: u8 = 17;
-pub const TCP: u8 = 6;
 
 /// A STUN message under construction, on the core's [`MessageWriter`]. Attributes land
 /// exactly as pushed; the length field always covers what has been pushed so far.
@@ -106,40 +106,6 @@ impl Msg {
     }
 }
 
-/// The attributes of a STUN message in order, as (type, value); stops at the first
-/// inconsistency.
-pub fn attributes(msg: &[u8]) -> Vec<(u16, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut at = HEADER_LEN;
-    while let (Some(t), Some(len)) = (wire::be16(msg, at), wire::be16(msg, at + 2)) {
-        let Some(value) = msg.get(at + 4..at + 4 + usize::from(len)) else {
-            break;
-        };
-        out.push((t, value.to_vec()));
-        at += 4 + wire::padded(usize::from(len));
-    }
-    out
-}
-
-/// The value of the first attribute of type `t`.
-pub fn attribute(msg: &[u8], t: u16) -> Option<Vec<u8>> {
-    attributes(msg)
-        .into_iter()
-        .find(|(at, _)| *at == t)
-        .map(|(_, v)| v)
-}
-
-/// The ERROR-CODE of a response (`None` for a success).
-pub fn error_code(msg: &[u8]) -> Option<u16> {
-    client_codec::decode_response(msg).and_then(|r| r.error_code)
-}
-
-/// Whether `msg` is a success response.
-pub fn is_success(msg: &[u8]) -> bool {
-    msg.len() >= HEADER_LEN
-        && wire::split_message_type(u16::from_be_bytes([msg[0], msg[1]])).1 == Class::Success
-}
-
 /// A client speaking raw bytes over its own UDP socket: long-term credentials are applied
 /// by [`Session::authed`], nothing else is added to what the test builds.
 pub struct Session {
@@ -150,10 +116,6 @@ pub struct Session {
     pub realm: String,
     pub nonce: String,
 }
-
-/// How long an exchange retransmits before giving up (RFC 8489 section 6.2.1 style,
-/// 250 ms doubling).
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Session {
     /// A session from a fresh socket on `local_ip`, not yet challenged.
@@ -235,10 +197,11 @@ impl Session {
     }
 
     /// Sends `msg` (retransmitting) until the response with its transaction id arrives;
-    /// other datagrams are skipped. `None` if none arrives within 3 s.
+    /// other datagrams are skipped (RFC 8489 section 6.2.1 style, 250 ms doubling).
+    /// `None` if none arrives within [`WAIT`].
     pub async fn exchange(&self, msg: &[u8]) -> Option<Vec<u8>> {
         let txn = msg.get(8..HEADER_LEN)?.to_vec();
-        let deadline = Instant::now() + EXCHANGE_TIMEOUT;
+        let deadline = Instant::now() + WAIT;
         let mut rto = Duration::from_millis(250);
         while Instant::now() < deadline {
             self.send(msg).await;
@@ -338,14 +301,4 @@ impl Target {
         }
         got
     }
-}
-
-/// The resident set size of this process in KiB (Linux /proc/self/status VmRSS).
-pub fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
 }

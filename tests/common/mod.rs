@@ -1,40 +1,93 @@
-//! Shared helpers for the end-to-end tests: a real server on 127.0.0.1:0.
+//! What the test binaries share: a real server in this process on 127.0.0.1:0 and the
+//! one base configuration it starts from, the deadlines every test waits by, TURN REST
+//! credentials and clients, a UDP echo peer, and small readers (`addr`, `code`,
+//! `sha256_hex`). Submodules: `process` (child processes, temporary directories),
+//! `adversary` (raw STUN over UDP), `tls` (a private CA), and `core_harness` (the
+//! sans-IO core in virtual time, with its `wire` helpers).
 #![allow(dead_code)]
 
 pub mod adversary;
+pub mod core_harness;
+pub mod process;
 pub mod tls;
 
+#[allow(unused_imports)]
+pub use core_harness::wire::{self, addr, ip};
+
+use ferroturn::client::{ClientError, TurnClient};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const REALM: &str = "ferroturn.test";
 pub const SECRET: &str = "test-secret";
 
+// ---------------------------------------------------------------------------------
+// Deadlines: one set for every test, sized for loopback on a two-core machine that runs
+// two tests at a time.
+
+/// How long something that should arrive may take: a response, a relayed datagram.
+pub const WAIT: Duration = Duration::from_secs(3);
+/// How long a test listens to show that nothing arrives.
+pub const QUIET: Duration = Duration::from_millis(300);
+/// How long a change may take to show in the metrics (each shard publishes its counters
+/// once a second).
+pub const METRICS_WAIT: Duration = Duration::from_secs(6);
+/// How long a ferroturn process may take to start listening, to reload or to exit.
+pub const PROCESS_WAIT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------------
+// The base configuration.
+
+/// The base configuration with [`SECRET`]; see [`config_toml`].
+pub fn test_config_toml(extra: &str) -> String {
+    config_toml(SECRET, extra)
+}
+
+/// The configuration every test server starts from: a loopback listener on an ephemeral
+/// port, [`REALM`], `secret` as the one REST secret, loopback peers allowed, relay ports
+/// 40000-60000. `extra` is TOML appended after it; a top-level key that `extra` sets
+/// replaces the base's (`allowed-peer-ip = []` brings back the default peer policy).
+pub fn config_toml(secret: &str, extra: &str) -> String {
+    let base = [
+        ("listening-ip", "[\"127.0.0.1\"]".to_owned()),
+        ("listening-port", "0".to_owned()),
+        ("realm", format!("\"{REALM}\"")),
+        ("static-auth-secret", format!("[\"{secret}\"]")),
+        ("allowed-peer-ip", "[\"127.0.0.1\"]".to_owned()),
+        ("min-port", "40000".to_owned()),
+        ("max-port", "60000".to_owned()),
+    ];
+    let replaced = top_level_keys(extra);
+    let mut toml = String::new();
+    for (key, value) in base {
+        if !replaced.contains(&key) {
+            toml.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    toml.push_str(extra);
+    toml.push('\n');
+    toml
+}
+
+/// The keys `toml` sets before its first table header.
+fn top_level_keys(toml: &str) -> Vec<&str> {
+    toml.lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with('['))
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, _)| key.trim())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// A server in this process, and clients of it.
+
 /// A ferroturn server running in this process, stopped when dropped.
 pub struct TestServer {
     /// The UDP listener's bound address (127.0.0.1:<ephemeral>).
     pub addr: SocketAddr,
     pub handle: ferroturn::ServerHandle,
-}
-
-/// Base configuration shared by every test: loopback listener on an ephemeral port,
-/// one REST secret, loopback peers allowed. `extra` is appended TOML (top-level keys).
-pub fn test_config_toml(extra: &str) -> String {
-    config_toml(SECRET, extra)
-}
-
-/// The base configuration with `secret` as the one REST secret.
-pub fn config_toml(secret: &str, extra: &str) -> String {
-    format!(
-        "listening-ip = [\"127.0.0.1\"]\n\
-         listening-port = 0\n\
-         realm = \"{REALM}\"\n\
-         static-auth-secret = [\"{secret}\"]\n\
-         allowed-peer-ip = [\"127.0.0.1\"]\n\
-         min-port = 40000\n\
-         max-port = 60000\n\
-         {extra}\n"
-    )
 }
 
 /// Starts a server with the base configuration plus `extra` TOML keys.
@@ -53,8 +106,29 @@ pub async fn start_server_raw(toml: &str) -> TestServer {
 
 /// TURN REST credentials valid for `ttl` from now: (username, password).
 pub fn rest_credentials(secret: &str, user: &str, ttl: Duration) -> (String, String) {
-    let expiry = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + ttl;
+    let expiry = Duration::from_secs(unix_now()) + ttl;
     ferroturn::credentials::rest_credentials(secret, user, expiry.as_secs(), ':')
+}
+
+/// A TURN client with valid REST credentials for `user`.
+pub async fn client(server: &TestServer, user: &str) -> TurnClient {
+    client_with(server, SECRET, user).await
+}
+
+/// A TURN client for `user` with REST credentials signed by `secret`.
+pub async fn client_with(server: &TestServer, secret: &str, user: &str) -> TurnClient {
+    let (u, p) = rest_credentials(secret, user, Duration::from_secs(600));
+    TurnClient::new(server.addr, &u, &p)
+        .await
+        .expect("client socket")
+}
+
+/// The ERROR-CODE of a request that must have failed with an error response.
+pub fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
+    match r {
+        Err(ClientError::Error(code)) => code,
+        other => panic!("expected an error response, got {other:?}"),
+    }
 }
 
 /// A UDP echo peer on 127.0.0.1 that sends every datagram back; stops when dropped.
@@ -70,7 +144,12 @@ impl Drop for EchoPeer {
 }
 
 pub async fn echo_peer() -> EchoPeer {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+    echo_peer_on("127.0.0.1:0").await
+}
+
+/// A UDP echo peer bound to `local` (an IP and port 0, say).
+pub async fn echo_peer_on(local: &str) -> EchoPeer {
+    let socket = tokio::net::UdpSocket::bind(local)
         .await
         .expect("bind echo peer");
     let addr = socket.local_addr().expect("echo peer address");
@@ -83,10 +162,22 @@ pub async fn echo_peer() -> EchoPeer {
     EchoPeer { addr, task }
 }
 
-/// A TURN client with valid REST credentials for `user`.
-pub async fn client(server: &TestServer, user: &str) -> ferroturn::client::TurnClient {
-    let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
-    ferroturn::client::TurnClient::new(server.addr, &u, &p)
-        .await
-        .expect("client socket")
+// ---------------------------------------------------------------------------------
+// Small readers.
+
+/// The wall clock in unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// An API key as configured: the lowercase hex SHA-256 of the token.
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -16,8 +16,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::process::TempDir;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -35,7 +36,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A private CA, the server certificate it issued, and the files a server is given.
 pub struct TestPki {
     /// The directory holding the three files; removed when this value is dropped.
-    pub dir: PathBuf,
+    pub dir: TempDir,
     /// Server certificate then CA certificate, PEM (the `cert` configuration key).
     pub cert_chain_path: PathBuf,
     /// The server's private key, PKCS#8 PEM (the `pkey` configuration key).
@@ -54,7 +55,7 @@ pub struct TestPki {
 impl TestPki {
     /// A new CA and server certificate, written to a fresh temporary directory.
     pub fn new() -> TestPki {
-        let dir = fresh_temp_dir();
+        let dir = TempDir::new("tls");
         let mut params = CertificateParams::default();
         params
             .distinguished_name
@@ -166,12 +167,6 @@ impl TestPki {
     }
 }
 
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// The name clients verify the server certificate for: IP address 127.0.0.1.
 pub fn server_name() -> ServerName<'static> {
     ServerName::IpAddress(Ipv4Addr::LOCALHOST.into())
@@ -186,29 +181,6 @@ fn set_validity(params: &mut CertificateParams) {
     let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
     params.not_before = now - Duration::from_secs(24 * 3600);
     params.not_after = now + Duration::from_secs(30 * 24 * 3600);
-}
-
-/// A new, empty directory under the system temp dir that no other test (in this
-/// process or another) uses.
-fn fresh_temp_dir() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    for _ in 0..100 {
-        let name = format!(
-            "ferroturn-tls-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = std::env::temp_dir().join(name);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return dir,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => panic!("cannot create {}: {e}", dir.display()),
-        }
-    }
-    panic!("no free temporary directory name after 100 tries");
 }
 
 /// Writes `bytes` to a sibling temporary file, then renames it over `path`.

@@ -2,59 +2,26 @@
 //! over `$NOTIFY_SOCKET`, as a service manager would see it), journald- and
 //! shipper-friendly logs, and the unit file (`systemd-analyze verify` and `security`).
 
+use crate::common::process::{BIN, ChildGuard, TempDir};
+use crate::common::{PROCESS_WAIT as WAIT, SECRET, config_toml};
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ferroturn");
-
-/// A scratch directory, removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("ferroturn-systemd-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The server process, killed when the test ends, pass or fail.
 struct Server {
-    child: Child,
+    child: ChildGuard,
     log: PathBuf,
 }
 
 impl Server {
-    /// Starts the binary on 127.0.0.1, port 0, with `env` added to a clean systemd
-    /// environment and stdout and stderr going to `dir/server.log`.
+    /// Starts the binary with the base configuration (one relay thread), `env` added to
+    /// a clean systemd environment, and stdout and stderr going to `dir/server.log`.
     fn start(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let config = dir.path("turnserver.toml");
-        std::fs::write(
-            &config,
-            "listening-ip = [\"127.0.0.1\"]\n\
-             listening-port = 0\n\
-             realm = \"ferroturn.test\"\n\
-             static-auth-secret = [\"test-secret\"]\n\
-             min-port = 40000\n\
-             max-port = 40999\n\
-             relay-threads = 1\n",
-        )
-        .expect("write config");
-        let log = dir.path("server.log");
+        let config = dir.join("turnserver.toml");
+        std::fs::write(&config, config_toml(SECRET, "relay-threads = 1")).expect("write config");
+        let log = dir.join("server.log");
         let out = std::fs::File::create(&log).expect("create log");
         let err = out.try_clone().expect("clone log");
         let mut cmd = Command::new(BIN);
@@ -74,42 +41,27 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn ferroturn");
+        let child = ChildGuard::spawn(&mut cmd, "cargo builds it for the tests");
         Server { child, log }
     }
 
     fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) with a live child's pid and a valid signal number.
-        let rc = unsafe { libc::kill(pid, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal})");
+        self.child.signal(signal);
     }
 
     /// Waits at most `limit` for the process to exit.
     fn wait(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let status = self.child.exit_within_blocking(limit);
+        status.unwrap_or_else(|| {
+            panic!(
                 "ferroturn did not exit within {limit:?}; log:\n{}",
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            )
+        })
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -163,12 +115,10 @@ impl NotifySocket {
     }
 }
 
-const WAIT: Duration = Duration::from_secs(20);
-
 #[test]
 fn notifies_ready_watchdog_reloading_and_stopping_in_order() {
-    let dir = TempDir::new("notify");
-    let socket_path = dir.path("notify.sock");
+    let dir = TempDir::new("systemd-notify");
+    let socket_path = dir.join("notify.sock");
     let notify = NotifySocket::bind(&socket_path);
     let mut server = Server::start(
         &dir,
@@ -230,7 +180,7 @@ fn notifies_ready_watchdog_reloading_and_stopping_in_order() {
 
 #[test]
 fn abstract_socket_names_work_and_a_watchdog_for_another_pid_is_ignored() {
-    let dir = TempDir::new("abstract");
+    let dir = TempDir::new("systemd-abstract");
     let name = format!("ferroturn-test-{}", std::process::id());
     #[cfg(target_os = "linux")]
     use std::os::linux::net::SocketAddrExt;
@@ -259,7 +209,7 @@ fn abstract_socket_names_work_and_a_watchdog_for_another_pid_is_ignored() {
 
 #[test]
 fn without_notify_socket_the_server_runs_and_stops_as_before() {
-    let dir = TempDir::new("plain");
+    let dir = TempDir::new("systemd-plain");
     let mut server = Server::start(&dir, &[], &[("WATCHDOG_USEC", "100000")]);
     let deadline = Instant::now() + WAIT;
     while !server.log().contains("listening (udp)") {
@@ -276,7 +226,7 @@ fn without_notify_socket_the_server_runs_and_stops_as_before() {
 
 /// Starts the server with `args`/`env`, waits for READY=1, stops it, returns its log.
 fn log_of_a_run(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> String {
-    let socket_path = dir.path("notify.sock");
+    let socket_path = dir.join("notify.sock");
     let notify = NotifySocket::bind(&socket_path);
     let mut env = env.to_vec();
     env.push(("NOTIFY_SOCKET", socket_path.to_str().expect("utf-8 path")));
@@ -289,7 +239,7 @@ fn log_of_a_run(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let dir = TempDir::new("json");
+    let dir = TempDir::new("systemd-json");
     let log = log_of_a_run(&dir, &["--log-format", "json"], &[]);
     let mut listening = false;
     for line in log.lines() {
@@ -312,7 +262,7 @@ fn json_logs_are_one_object_per_line() {
     assert!(listening, "{log}");
 
     // The same through the environment (Docker, systemd Environment=).
-    let dir = TempDir::new("json-env");
+    let dir = TempDir::new("systemd-json-env");
     let log = log_of_a_run(&dir, &[], &[("FERROTURN_LOG_FORMAT", "json")]);
     assert!(log.lines().count() > 0);
     for line in log.lines() {
@@ -339,9 +289,9 @@ fn text_logs_into_the_journal_carry_priorities_and_no_timestamps() {
     use std::os::unix::fs::MetadataExt;
     // stdout is the log file: $JOURNAL_STREAM names its device and inode, as systemd
     // does for the journal's stream socket.
-    let dir = TempDir::new("journal");
-    std::fs::File::create(dir.path("server.log")).expect("create log");
-    let meta = std::fs::metadata(dir.path("server.log")).expect("stat log");
+    let dir = TempDir::new("systemd-journal");
+    std::fs::File::create(dir.join("server.log")).expect("create log");
+    let meta = std::fs::metadata(dir.join("server.log")).expect("stat log");
     // Server::start truncates the same file (same inode).
     let stream = format!("{}:{}", meta.dev(), meta.ino());
     let log = log_of_a_run(&dir, &[], &[("JOURNAL_STREAM", &stream)]);
@@ -356,7 +306,7 @@ fn text_logs_into_the_journal_carry_priorities_and_no_timestamps() {
     assert!(!line.contains("Z "), "timestamp in {line:?}");
 
     // A JOURNAL_STREAM inherited by a process whose stdout is elsewhere is ignored.
-    let dir = TempDir::new("not-journal");
+    let dir = TempDir::new("systemd-not-journal");
     let log = log_of_a_run(&dir, &[], &[("JOURNAL_STREAM", "1:2")]);
     let line = log
         .lines()
@@ -395,7 +345,7 @@ fn unit_for_the_built_binary(dir: &TempDir) -> PathBuf {
         "ExecStart=/usr/bin/ferroturn ",
         &format!("ExecStart={BIN} "),
     );
-    let path = dir.path("ferroturn.service");
+    let path = dir.join("ferroturn.service");
     std::fs::write(&path, unit).expect("write unit");
     path
 }
@@ -403,7 +353,7 @@ fn unit_for_the_built_binary(dir: &TempDir) -> PathBuf {
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
     let analyze = systemd_analyze();
-    let dir = TempDir::new("verify");
+    let dir = TempDir::new("systemd-verify");
     let unit = unit_for_the_built_binary(&dir);
     let out = Command::new(analyze)
         .arg("verify")
@@ -427,7 +377,7 @@ fn the_unit_passes_systemd_analyze_verify() {
 #[test]
 fn the_unit_is_hardened_per_systemd_analyze_security() {
     let analyze = systemd_analyze();
-    let dir = TempDir::new("security");
+    let dir = TempDir::new("systemd-security");
     let unit = unit_for_the_built_binary(&dir);
     let out = Command::new(analyze)
         .args(["security", "--offline=yes", "--no-pager", "--threshold=20"])

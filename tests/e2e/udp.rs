@@ -1,22 +1,13 @@
 //! End to end over real sockets: a server on 127.0.0.1:0, our TURN client, a UDP echo
 //! peer.
 
-mod common;
-
-use common::{SECRET, client, echo_peer, rest_credentials, start_server, start_server_raw};
-use ferroturn::client::{ClientError, Relayed, TurnClient};
+use crate::common::{
+    QUIET, SECRET, WAIT, client, code, echo_peer, echo_peer_on, rest_credentials, start_server,
+    unix_now,
+};
+use ferroturn::client::{Relayed, TurnClient};
 use std::net::SocketAddr;
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(2);
-const SHORT: Duration = Duration::from_millis(300);
-
-fn error_code(r: Result<impl std::fmt::Debug, ClientError>) -> u16 {
-    match r {
-        Err(ClientError::Error(code)) => code,
-        other => panic!("expected an error response, got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn binding_reflects_the_client_address() {
@@ -70,7 +61,7 @@ async fn channel_data_round_trips_through_an_echo_peer() {
     }
     // ChannelData on an unbound channel is dropped.
     c.send_channel_data(0x4002, b"lost").await.unwrap();
-    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+    assert_eq!(c.recv_relayed(QUIET).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -83,11 +74,11 @@ async fn peers_without_permission_are_not_relayed() {
     c.send_indication(peer.addr, b"no permission")
         .await
         .unwrap();
-    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+    assert_eq!(c.recv_relayed(QUIET).await.unwrap(), None);
     // ...and so is a datagram a stranger sends to the relayed address.
     let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     stranger.send_to(b"unsolicited", relayed).await.unwrap();
-    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+    assert_eq!(c.recv_relayed(QUIET).await.unwrap(), None);
     // A permission for the stranger's IP lets it through (permissions ignore the port).
     c.create_permission(&[stranger.local_addr().unwrap()])
         .await
@@ -110,11 +101,11 @@ async fn wrong_password_and_unknown_user_get_401() {
     let mut c = TurnClient::new(server.addr, &u, &format!("{p}x"))
         .await
         .unwrap();
-    assert_eq!(error_code(c.allocate().await), 401);
+    assert_eq!(code(c.allocate().await), 401);
     let mut c = TurnClient::new(server.addr, "mallory", "pw").await.unwrap();
-    assert_eq!(error_code(c.allocate().await), 401);
+    assert_eq!(code(c.allocate().await), 401);
     let mut c = TurnClient::new(server.addr, "bob", "wrong").await.unwrap();
-    assert_eq!(error_code(c.allocate().await), 401);
+    assert_eq!(code(c.allocate().await), 401);
     // The static user and a REST user work side by side.
     let mut c = TurnClient::new(server.addr, "bob", "hunter2")
         .await
@@ -127,16 +118,13 @@ async fn wrong_password_and_unknown_user_get_401() {
 #[tokio::test]
 async fn expired_rest_credentials_are_refused() {
     let server = start_server("").await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let (u, p) = ferroturn::credentials::rest_credentials(SECRET, "alice", now - 10, ':');
     let mut c = TurnClient::new(server.addr, &u, &p).await.unwrap();
-    assert_eq!(error_code(c.allocate().await), 401);
+    assert_eq!(code(c.allocate().await), 401);
     let (u, p) = ferroturn::credentials::rest_credentials("other-secret", "alice", now + 600, ':');
     let mut c = TurnClient::new(server.addr, &u, &p).await.unwrap();
-    assert_eq!(error_code(c.allocate().await), 401);
+    assert_eq!(code(c.allocate().await), 401);
 }
 
 #[tokio::test]
@@ -148,9 +136,9 @@ async fn a_second_user_on_the_same_five_tuple_gets_441_and_changes_nothing() {
     c.create_permission(&[peer.addr]).await.unwrap();
     let (u, p) = rest_credentials(SECRET, "eve", Duration::from_secs(600));
     c.set_credentials(&u, &p);
-    assert_eq!(error_code(c.refresh(0).await), 441);
+    assert_eq!(code(c.refresh(0).await), 441);
     // RFC 8656 section 7.2: an Allocate on a 5-tuple in use is 437, whoever sends it.
-    assert_eq!(error_code(c.allocate().await), 437);
+    assert_eq!(code(c.allocate().await), 437);
     // Alice's allocation still relays.
     c.send_indication(peer.addr, b"still mine").await.unwrap();
     assert!(matches!(
@@ -166,7 +154,7 @@ async fn refresh_zero_deletes_and_the_allocation_expires() {
     c.allocate().await.unwrap();
     assert_eq!(c.refresh(1200).await.unwrap(), 1200);
     assert_eq!(c.refresh(0).await.unwrap(), 0);
-    assert_eq!(error_code(c.refresh(600).await), 437);
+    assert_eq!(code(c.refresh(600).await), 437);
     // A new allocation on the same 5-tuple works after deletion.
     c.allocate().await.unwrap();
 }
@@ -186,32 +174,28 @@ async fn allocations_and_permissions_expire() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     // The permission has expired: nothing goes through.
     c.send_indication(peer.addr, b"after").await.unwrap();
-    assert_eq!(c.recv_relayed(SHORT).await.unwrap(), None);
+    assert_eq!(c.recv_relayed(QUIET).await.unwrap(), None);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     // The allocation has expired too.
-    assert_eq!(error_code(c.create_permission(&[peer.addr]).await), 437);
+    assert_eq!(code(c.create_permission(&[peer.addr]).await), 437);
 }
 
 #[tokio::test]
 async fn loopback_peers_are_refused_by_default_but_relays_reach_each_other() {
-    let toml = format!(
-        "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{}\"\nstatic-auth-secret = [\"{SECRET}\"]\n",
-        common::REALM
-    );
-    let server = start_server_raw(&toml).await;
+    let server = start_server("allowed-peer-ip = []").await;
     let peer = echo_peer().await;
     let mut a = client(&server, "alice").await;
     let mut b = client(&server, "bob").await;
     let ra = a.allocate().await.unwrap();
     let rb = b.allocate().await.unwrap();
     // Loopback, in any spelling, and the server's own listener are refused.
-    assert_eq!(error_code(a.create_permission(&[peer.addr]).await), 403);
+    assert_eq!(code(a.create_permission(&[peer.addr]).await), 403);
     let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{}", peer.addr.port())
         .parse()
         .unwrap();
-    assert_eq!(error_code(a.create_permission(&[mapped]).await), 443);
-    assert_eq!(error_code(a.create_permission(&[server.addr]).await), 403);
-    assert_eq!(error_code(a.channel_bind(0x4000, peer.addr).await), 403);
+    assert_eq!(code(a.create_permission(&[mapped]).await), 443);
+    assert_eq!(code(a.create_permission(&[server.addr]).await), 403);
+    assert_eq!(code(a.channel_bind(0x4000, peer.addr).await), 403);
     // Another allocation's relayed address on this server is reachable.
     a.channel_bind(0x4000, rb).await.unwrap();
     b.channel_bind(0x4000, ra).await.unwrap();
@@ -254,21 +238,11 @@ async fn garbage_is_dropped_and_the_next_request_is_served() {
 
 #[tokio::test]
 async fn ipv6_relay_over_ipv6_loopback() {
-    let toml = format!(
-        "listening-ip = [\"::1\"]\nlistening-port = 0\nrealm = \"{}\"\nstatic-auth-secret = [\"{SECRET}\"]\n\
-         relay-ip = [\"127.0.0.1\", \"::1\"]\nallowed-peer-ip = [\"::1\", \"127.0.0.1\"]\n",
-        common::REALM
-    );
-    let server = start_server_raw(&toml).await;
+    let relays = "relay-ip = [\"127.0.0.1\", \"::1\"]\nallowed-peer-ip = [\"::1\", \"127.0.0.1\"]";
+    let server = start_server(&format!("listening-ip = [\"::1\"]\n{relays}")).await;
     assert!(server.addr.is_ipv6());
-    let socket = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
-    let peer_addr = socket.local_addr().unwrap();
-    let echo = tokio::spawn(async move {
-        let mut buf = [0u8; 2048];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let _ = socket.send_to(&buf[..n], from).await;
-        }
-    });
+    let peer = echo_peer_on("[::1]:0").await;
+    let peer_addr = peer.addr;
     let mut c = client(&server, "alice").await;
     // RFC 8656 section 7.2 (formerly RFC 6156): REQUESTED-ADDRESS-FAMILY picks the relay.
     let relayed = c
@@ -291,14 +265,12 @@ async fn ipv6_relay_over_ipv6_loopback() {
         })
     );
     // An IPv4 client on the same server gets an IPv4 relay by default.
-    let v4 = start_server_raw(&toml.replace(
-        "[\"::1\"]\nlistening-port",
-        "[\"127.0.0.1\", \"::1\"]\nlistening-port",
+    let v4 = start_server(&format!(
+        "listening-ip = [\"127.0.0.1\", \"::1\"]\n{relays}"
     ))
     .await;
     let mut c4 = client(&v4, "bob").await;
     assert!(c4.allocate().await.unwrap().is_ipv4());
-    echo.abort();
 }
 
 /// With several shards the kernel spreads client 5-tuples across them: a nonce issued by
@@ -307,12 +279,11 @@ async fn ipv6_relay_over_ipv6_loopback() {
 #[tokio::test]
 async fn shards_share_nonces_quotas_and_relayed_addresses() {
     const CLIENTS: usize = 24;
-    let toml = format!(
-        "listening-ip = [\"127.0.0.1\"]\nlistening-port = 0\nrealm = \"{}\"\nstatic-auth-secret = [\"{SECRET}\"]\n\
-         relay-threads = 2\nmin-port = 50000\nmax-port = 50999\nuser-quota = {CLIENTS}\n",
-        common::REALM
-    );
-    let server = start_server_raw(&toml).await;
+    let server = start_server(&format!(
+        "allowed-peer-ip = []\nrelay-threads = 2\nmin-port = 50000\nmax-port = 50999\n\
+         user-quota = {CLIENTS}"
+    ))
+    .await;
     let mut first = client(&server, "alice").await;
     let mut relayed = vec![first.allocate().await.unwrap()];
     let (realm, nonce) = first
@@ -334,7 +305,7 @@ async fn shards_share_nonces_quotas_and_relayed_addresses() {
     assert!(relayed.iter().any(|r| r.port() < 50500) && relayed.iter().any(|r| r.port() >= 50500));
     // The user quota counts across shards.
     let mut over = client(&server, "alice").await;
-    assert_eq!(error_code(over.allocate().await), 486);
+    assert_eq!(code(over.allocate().await), 486);
     // Every client reaches the next one's relayed address, whatever shard owns it.
     for i in 0..CLIENTS {
         let next = (i + 1) % CLIENTS;

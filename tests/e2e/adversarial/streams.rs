@@ -3,8 +3,6 @@
 //! per second, and a thousand idle connections from one address. Each test also checks that
 //! the server still serves a well-behaved connection afterwards.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,8 +51,8 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
     }
 }
 
-async fn server_with(extra: &str) -> (common::TestServer, SocketAddr) {
-    let server = common::start_server(extra).await;
+async fn server_with(extra: &str) -> (crate::common::TestServer, SocketAddr) {
+    let server = crate::common::start_server(extra).await;
     let tcp = server.handle.tcp_addrs()[0];
     (server, tcp)
 }
@@ -242,9 +240,10 @@ async fn a_connection_over_the_total_cap_is_refused() {
 
 #[tokio::test]
 async fn tls_port_silent_garbage_and_handshake_without_a_message_are_closed() {
-    let pki = common::tls::TestPki::new();
+    let pki = crate::common::tls::TestPki::new();
     let server =
-        common::start_server(&format!("{}tcp-handshake-timeout = 2\n", pki.server_toml())).await;
+        crate::common::start_server(&format!("{}tcp-handshake-timeout = 2\n", pki.server_toml()))
+            .await;
     let tls = server.handle.tls_addrs()[0];
     // Connected, silent: closed at the handshake deadline.
     let mut silent = TcpStream::connect(tls).await.unwrap();

@@ -1,33 +1,21 @@
 //! Operating a running server in process: sessions listed and deleted, drain, and a
 //! configuration reload that changes credentials without dropping allocations.
 
-mod common;
-
-use common::{echo_peer, rest_credentials, start_server, start_server_raw};
-use ferroturn::client::{ClientError, Relayed, TurnClient};
+use crate::common::process::{ServerProcess, TempDir};
+use crate::common::{
+    PROCESS_WAIT, WAIT, client, client_with, code, config_toml, echo_peer, rest_credentials,
+    start_server, start_server_raw,
+};
+use ferroturn::client::{Relayed, TurnClient};
 use ferroturn::config::RawConfig;
 use ferroturn_core::server::SessionFilter;
 use std::time::Duration;
 
-const WAIT: Duration = Duration::from_secs(3);
-
-async fn client_with(server: &common::TestServer, secret: &str, user: &str) -> TurnClient {
-    let (u, p) = rest_credentials(secret, user, Duration::from_secs(600));
-    TurnClient::new(server.addr, &u, &p).await.unwrap()
-}
-
-fn code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
-    match r {
-        Err(ClientError::Error(c)) => c,
-        other => panic!("expected an error response, got {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn sessions_are_listed_and_deleted_by_user() {
     let server = start_server("").await;
-    let mut alice = client_with(&server, common::SECRET, "alice").await;
-    let mut bob = client_with(&server, common::SECRET, "bob").await;
+    let mut alice = client(&server, "alice").await;
+    let mut bob = client(&server, "bob").await;
     let alice_relay = alice.allocate().await.unwrap();
     bob.allocate().await.unwrap();
     let peer = echo_peer().await;
@@ -64,12 +52,12 @@ async fn sessions_are_listed_and_deleted_by_user() {
 #[tokio::test]
 async fn a_draining_server_refuses_new_allocations_and_keeps_the_old_ones() {
     let server = start_server("").await;
-    let mut old = client_with(&server, common::SECRET, "old").await;
+    let mut old = client(&server, "old").await;
     old.allocate().await.unwrap();
     assert!(server.handle.is_ready());
     server.handle.set_draining(true);
     assert!(!server.handle.is_ready(), "not ready at once");
-    let mut new = client_with(&server, common::SECRET, "new").await;
+    let mut new = client(&server, "new").await;
     assert_eq!(code(new.allocate().await), 508);
     assert_eq!(
         old.refresh(600).await.unwrap(),
@@ -85,10 +73,9 @@ async fn a_draining_server_refuses_new_allocations_and_keeps_the_old_ones() {
 
 #[tokio::test]
 async fn reload_changes_credentials_without_dropping_allocations() {
-    let dir = std::env::temp_dir().join(format!("ferroturn-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("reload");
     let file = dir.join("turnserver.toml");
-    let base = common::config_toml;
+    let base = config_toml;
     let first = base("secret-one", "");
     std::fs::write(&file, &first).unwrap();
     let server = start_server_raw(&first).await;
@@ -173,31 +160,26 @@ async fn reload_changes_credentials_without_dropping_allocations() {
     assert_eq!((m.reloads_ok, m.reloads_failed), (1, 1));
 
     // A listener change is reported as needing a restart, not silently ignored.
-    std::fs::write(
-        &file,
-        base("secret-two", "").replace("listening-port = 0", "listening-port = 3999"),
-    )
-    .unwrap();
+    std::fs::write(&file, base("secret-two", "listening-port = 3999")).unwrap();
     let report = server.handle.reload().unwrap();
     assert!(
         report.needs_restart.contains(&"listening-ip/ports"),
         "{report:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn draining_with_an_alternate_server_redirects_new_allocations() {
     let server = start_server("alternate-server = \"192.0.2.7:3478\"").await;
     server.handle.set_draining(true);
-    let mut c = client_with(&server, common::SECRET, "ivy").await;
+    let mut c = client(&server, "ivy").await;
     assert_eq!(code(c.allocate().await), 300, "300 Try Alternate");
 }
 
 #[tokio::test]
 async fn drain_waits_for_the_last_allocation_or_the_timeout() {
     let server = start_server("drain-timeout = 20").await;
-    let mut c = client_with(&server, common::SECRET, "jay").await;
+    let mut c = client(&server, "jay").await;
     c.allocate().await.unwrap();
     let control = server.handle.control();
     let waiting = tokio::task::spawn_blocking(move || control.drain_and_wait());
@@ -211,7 +193,7 @@ async fn drain_waits_for_the_last_allocation_or_the_timeout() {
     assert_eq!(open, 0);
 
     let server = start_server("drain-timeout = 1").await;
-    let mut c = client_with(&server, common::SECRET, "kim").await;
+    let mut c = client(&server, "kim").await;
     c.allocate().await.unwrap();
     let control = server.handle.control();
     let open = tokio::time::timeout(
@@ -228,37 +210,15 @@ async fn drain_waits_for_the_last_allocation_or_the_timeout() {
 /// running), SIGTERM drains (the process waits for the last allocation, then exits 0).
 #[tokio::test]
 async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let dir = std::env::temp_dir().join(format!("ferroturn-signals-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("signals");
     let file = dir.join("turnserver.toml");
-    let conf = |secret: &str| common::config_toml(secret, "relay-threads = 1\ndrain-timeout = 20");
+    let conf = |secret: &str| config_toml(secret, "relay-threads = 1\ndrain-timeout = 20");
     std::fs::write(&file, conf("before")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferroturn"))
-        .arg("--config")
-        .arg(&file)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let addr = addr.split_whitespace().next().unwrap_or("").to_owned();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr: std::net::SocketAddr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("listening line")
-        .parse()
-        .unwrap();
+    let ServerProcess {
+        child: mut server,
+        addr,
+        ..
+    } = ServerProcess::start(&["--config".as_ref(), file.as_os_str()], PROCESS_WAIT);
     let client = |secret: &'static str, user: &'static str| async move {
         let (u, p) = rest_credentials(secret, user, Duration::from_secs(600));
         TurnClient::new(addr, &u, &p).await.unwrap()
@@ -267,16 +227,7 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     old.allocate().await.unwrap();
 
     std::fs::write(&file, conf("after")).unwrap();
-    let kill = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    kill("-HUP");
+    server.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         if client("after", "mo").await.allocate().await.is_ok() {
@@ -296,10 +247,10 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     );
 
     // Allocations are open (lee's, mo's): SIGTERM drains and waits for them.
-    kill("-TERM");
+    server.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        child.try_wait().unwrap().is_none(),
+        server.exited().is_none(),
         "draining while allocations remain"
     );
     assert_eq!(
@@ -309,15 +260,10 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
     );
     assert_eq!(old.refresh(600).await.unwrap(), 600, "existing ones run on");
     // A second SIGTERM ends the drain at once.
-    kill("-TERM");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "did not exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    server.signal(libc::SIGTERM);
+    let status = server
+        .exit_within(Duration::from_secs(5))
+        .await
+        .expect("did not exit");
     assert!(status.success(), "{status:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

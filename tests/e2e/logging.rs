@@ -1,9 +1,9 @@
 //! Secrets and passwords never reach a log line, even at TRACE, while authentication
-//! failures and allocations are logged.
+//! failures and allocations are logged. The test installs the process's global log
+//! subscriber, so it runs alone in a child process.
 
-mod common;
-
-use common::{SECRET, client, echo_peer, rest_credentials, start_server};
+use crate::common::process::{alone, run_alone};
+use crate::common::{SECRET, client, echo_peer, rest_credentials, start_server};
 use ferroturn::client::TurnClient;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,9 @@ impl Write for Captured {
 
 #[tokio::test]
 async fn secrets_and_passwords_never_reach_the_log() {
+    if !alone() {
+        return run_alone(module_path!(), "secrets_and_passwords_never_reach_the_log").await;
+    }
     let captured = Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()

@@ -1,0 +1,447 @@
+//! The sans-IO core driven in virtual time, as quinn-proto's `tests/util.rs` `Pair`
+//! drives its endpoints: one `Server`, a clock that only moves when told, and the I/O
+//! driver's side of the event protocol played here, so that a test is a sequence of
+//! inputs and checks on every output. No sockets, no sleeping, no runtime.
+//!
+//! After every input the harness does what the driver does: it answers each `BindRelay`
+//! (bound, or not when `bind_ok` is false), records each `CloseRelay`, and drains the
+//! transmits, which the input functions return. Simulated clients are [`Client`]s (a
+//! 5-tuple with long-term credentials and the last NONCE); peers are addresses whose
+//! datagrams arrive on a relay through [`Harness::peer_datagram`].
+//!
+//! Invariants checked on every call, so every user (tests, benchmarks, the fuzz target)
+//! checks them: a request is answered exactly once and never relayed, data is never
+//! answered, client data is relayed only to peers and peer data only to clients, an
+//! output range lies inside its buffer, timers send nothing, and no due deadline is left
+//! unhandled.
+//!
+//! Only ferroturn, ferroturn-core and std: `fuzz/fuzz_targets/core_sequence.rs` and
+//! `tests/support/relay_setup.rs` include this file with `#[path]`.
+#![allow(dead_code)]
+
+#[path = "wire.rs"]
+pub mod wire;
+
+use self::wire::{build, error, error_code, success, verifies};
+use ferroturn::client::codec::{self as client_codec, RequestAttr, Response};
+use ferroturn::config::Config;
+use ferroturn::credentials::rest_credentials;
+use ferroturn::state::LocalState;
+use ferroturn_core::proto::data;
+use ferroturn_core::proto::integrity;
+use ferroturn_core::proto::wire::method;
+use ferroturn_core::proto::writer::MessageWriter;
+use ferroturn_core::server::{
+    AllocId, Event, FiveTuple, Path, Secrets, Server, Transmit, Transport,
+};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const REALM: &str = "virtual.test";
+/// The wall clock at the base instant (unix seconds), so REST expiries are exact.
+pub const UNIX0: u64 = 1_700_000_000;
+
+/// The base configuration: two REST secrets (a rotation), two static users.
+const BASE: &str = "listening-ip = [\"127.0.0.1\"]\n\
+                    realm = \"virtual.test\"\n\
+                    static-auth-secret = [\"old-secret\", \"new-secret\"]\n\
+                    user = [\"alice:alice-pw\", \"bob:bob-pw\"]\n";
+
+/// The channel [`Harness::relay_ready`] binds to [`CHANNEL_PEER`].
+pub const RELAY_CHANNEL: u16 = 0x4001;
+pub const CHANNEL_PEER: &str = "198.51.100.2:6000";
+/// The peer [`Harness::relay_ready`] installs a permission for.
+pub const PERMITTED_PEER: &str = "198.51.100.3:7000";
+
+/// A client 5-tuple over UDP on listener 0.
+pub fn udp(client: &str) -> FiveTuple {
+    FiveTuple {
+        client: wire::addr(client),
+        listener: 0,
+        transport: Transport::Udp,
+    }
+}
+
+/// Where the server sends what is meant for the client of `tuple`.
+pub fn to_client(tuple: FiveTuple) -> Path {
+    Path::Client {
+        listener: tuple.listener,
+        client: tuple.client,
+        transport: tuple.transport,
+    }
+}
+
+/// One server, a virtual clock and the I/O driver's side of the event protocol.
+pub struct Harness {
+    pub server: Server,
+    pub t0: Instant,
+    pub now: Instant,
+    /// How the next `BindRelay` events are answered.
+    pub bind_ok: bool,
+    /// Every `BindRelay` seen, answered or not.
+    pub binds: Vec<(AllocId, SocketAddr)>,
+    /// Every `CloseRelay` seen.
+    pub closed: Vec<AllocId>,
+    txn_counter: u32,
+}
+
+impl Harness {
+    /// A server from the base configuration plus `extra` TOML keys.
+    pub fn new(extra: &str) -> Self {
+        Self::with_config(&format!("{BASE}{extra}\n"))
+    }
+
+    /// A server from exactly this configuration, with fixed secrets (runs repeat).
+    pub fn with_config(toml: &str) -> Self {
+        let config = Config::from_toml_str(toml).expect("test configuration is valid");
+        let t0 = Instant::now();
+        let server = Server::new(
+            config.server,
+            Arc::new(LocalState::default()),
+            Secrets {
+                nonce_key: [9; 32],
+                seed: [7; 32],
+            },
+            t0,
+            UNIX0,
+        );
+        Self {
+            server,
+            t0,
+            now: t0,
+            bind_ok: true,
+            binds: Vec::new(),
+            closed: Vec::new(),
+            txn_counter: 0,
+        }
+    }
+
+    pub fn at(&self, secs: u64) -> Instant {
+        self.t0 + Duration::from_secs(secs)
+    }
+
+    pub fn next_txn(&mut self) -> [u8; 12] {
+        self.txn_counter += 1;
+        let mut txn = [0xA5; 12];
+        txn[8..].copy_from_slice(&self.txn_counter.to_be_bytes());
+        txn
+    }
+
+    /// The relay named by the last `BindRelay`.
+    pub fn last_relay(&self) -> Option<AllocId> {
+        self.binds.last().map(|(relay, _)| *relay)
+    }
+
+    /// Answers relay binds (which may ask for another bind) and records closes.
+    fn drain_events(&mut self) {
+        while let Some(event) = self.server.poll_event() {
+            match event {
+                Event::BindRelay { relay, local } => {
+                    self.binds.push((relay, local));
+                    self.server
+                        .handle_relay_bound(self.now, relay, self.bind_ok);
+                }
+                Event::CloseRelay { relay } => self.closed.push(relay),
+            }
+        }
+    }
+
+    fn drain_transmits(&mut self) -> Vec<Transmit> {
+        std::iter::from_fn(|| self.server.poll_transmit()).collect()
+    }
+
+    // -----------------------------------------------------------------------------
+    // Time.
+
+    /// Moves the clock to `t0 + secs` the way a punctual driver does: wake at every
+    /// `poll_timeout` on the way, handle it, drain the outputs.
+    pub fn advance_to(&mut self, secs: u64) {
+        let target = self.at(secs);
+        assert!(target >= self.now, "virtual time only moves forward");
+        while let Some(deadline) = self.server.poll_timeout() {
+            if deadline > target {
+                break;
+            }
+            assert!(deadline > self.now, "a handled deadline was reported again");
+            self.now = deadline;
+            self.server.handle_timeout(deadline);
+            self.settle();
+        }
+        self.now = target;
+        self.server.handle_timeout(target);
+        self.settle();
+    }
+
+    /// Moves the clock `by` ahead in one step, the way a late driver does: one
+    /// `handle_timeout` for every deadline that passed meanwhile.
+    pub fn jump(&mut self, by: Duration) {
+        self.now += by;
+        self.server.handle_timeout(self.now);
+        self.settle();
+    }
+
+    /// After `handle_timeout(now)`: binds and closes answered, nothing sent, nothing due
+    /// left behind.
+    fn settle(&mut self) {
+        self.drain_events();
+        assert!(self.drain_transmits().is_empty(), "timers send nothing");
+        if let Some(next) = self.server.poll_timeout() {
+            assert!(
+                next > self.now,
+                "deadline {:?} left behind at {:?}",
+                next - self.t0,
+                self.now - self.t0
+            );
+        }
+    }
+
+    // -----------------------------------------------------------------------------
+    // Datagrams.
+
+    /// Feeds a client datagram; returns what was relayed at once (where to, which bytes)
+    /// and the control transmits queued.
+    pub fn send(
+        &mut self,
+        tuple: FiveTuple,
+        msg: &[u8],
+    ) -> (Option<(Path, Vec<u8>)>, Vec<Transmit>) {
+        let mut buf = msg.to_vec();
+        let relayed = self
+            .server
+            .handle_client_datagram(self.now, tuple, &mut buf)
+            .map(|t| {
+                assert!(
+                    matches!(t.path, Path::Peer { .. }),
+                    "client data relayed to {:?}",
+                    t.path
+                );
+                (t.path, within(&buf, t.range).to_vec())
+            });
+        self.drain_events();
+        (relayed, self.drain_transmits())
+    }
+
+    /// Sends a request and returns the one response to its client.
+    pub fn exchange(&mut self, tuple: FiveTuple, msg: &[u8]) -> Vec<u8> {
+        let (relayed, mut out) = self.send(tuple, msg);
+        assert!(relayed.is_none(), "a request is never relayed");
+        assert_eq!(out.len(), 1, "exactly one response");
+        let t = out.remove(0);
+        assert_eq!(t.path, to_client(tuple));
+        assert_eq!(
+            &t.payload[8..20],
+            &msg[8..20],
+            "response echoes the transaction"
+        );
+        t.payload
+    }
+
+    /// Feeds a client datagram that must produce no response; returns what was relayed.
+    pub fn relay_from_client(&mut self, tuple: FiveTuple, msg: &[u8]) -> Option<(Path, Vec<u8>)> {
+        let (relayed, out) = self.send(tuple, msg);
+        assert!(out.is_empty(), "data is never answered");
+        relayed
+    }
+
+    /// A datagram from `from` arriving on `relay`'s socket, received the way the driver
+    /// does: HEADROOM free bytes in front of the payload and TAILROOM behind it.
+    pub fn peer_datagram(
+        &mut self,
+        relay: AllocId,
+        from: SocketAddr,
+        payload: &[u8],
+    ) -> Option<(Path, Vec<u8>)> {
+        let mut buf = vec![0u8; data::HEADROOM + payload.len() + data::TAILROOM];
+        let range = data::HEADROOM..data::HEADROOM + payload.len();
+        buf[range.clone()].copy_from_slice(payload);
+        let out = self
+            .server
+            .handle_peer_datagram(self.now, relay, from, &mut buf, range)
+            .map(|t| {
+                assert!(
+                    matches!(t.path, Path::Client { .. }),
+                    "peer data relayed to {:?}",
+                    t.path
+                );
+                (t.path, within(&buf, t.range).to_vec())
+            });
+        self.drain_events();
+        assert!(
+            self.drain_transmits().is_empty(),
+            "peer data is never answered"
+        );
+        out
+    }
+
+    // -----------------------------------------------------------------------------
+    // Requests of a client with long-term credentials.
+
+    /// Gets a NONCE the way a client does: the request without credentials, answered
+    /// with 401, REALM and NONCE (RFC 8489 section 9.2.4).
+    pub fn challenge(&mut self, c: &mut Client, method: u16, attrs: &[RequestAttr<'_>]) {
+        let txn = self.next_txn();
+        let msg = build(method, &txn, attrs, &[], None, true);
+        let r = error(&self.exchange(c.tuple, &msg), method, 401);
+        assert_eq!(r.realm.as_deref(), Some(REALM));
+        c.nonce = Some(r.nonce.expect("a 401 challenge carries a NONCE"));
+    }
+
+    /// An authenticated request with the 401 dance first if the client has no nonce, and
+    /// one retry with the fresh nonce after a 438 (RFC 8489 section 9.2.5).
+    pub fn request_with(
+        &mut self,
+        c: &mut Client,
+        method: u16,
+        attrs: &[RequestAttr<'_>],
+        extra: &[(u16, &[u8])],
+        fingerprint: bool,
+    ) -> Vec<u8> {
+        if c.nonce.is_none() {
+            self.challenge(c, method, attrs);
+        }
+        for _ in 0..2 {
+            let txn = self.next_txn();
+            let msg = c.signed(&txn, method, attrs, extra, fingerprint);
+            let response = self.exchange(c.tuple, &msg);
+            if error_code(&response) != Some(438) {
+                return response;
+            }
+            c.nonce = client_codec::decode_response(&response).and_then(|r| r.nonce);
+        }
+        panic!("still 438 with a fresh nonce");
+    }
+
+    pub fn request(&mut self, c: &mut Client, method: u16, attrs: &[RequestAttr<'_>]) -> Vec<u8> {
+        self.request_with(c, method, attrs, &[], true)
+    }
+
+    /// Allocate for UDP with `attrs` added; the raw response.
+    pub fn allocate_raw(&mut self, c: &mut Client, attrs: &[RequestAttr<'_>]) -> Vec<u8> {
+        let mut all = vec![RequestAttr::RequestedTransport(wire::UDP)];
+        all.extend_from_slice(attrs);
+        self.request(c, method::ALLOCATE, &all)
+    }
+
+    /// A successful allocation: its response and the relay the driver bound for it.
+    pub fn allocate(&mut self, c: &mut Client, attrs: &[RequestAttr<'_>]) -> (Response, AllocId) {
+        let raw = self.allocate_raw(c, attrs);
+        let r = success(&raw, method::ALLOCATE);
+        assert!(verifies(&raw, &c.key));
+        let (relay, local) = *self.binds.last().expect("the allocation bound a relay");
+        assert_eq!(r.xor_relayed, Some(local));
+        assert_eq!(self.server.relayed_address(&c.tuple), Some(local));
+        (r, relay)
+    }
+
+    pub fn permit(&mut self, c: &mut Client, peer: SocketAddr) {
+        let raw = self.request(
+            c,
+            method::CREATE_PERMISSION,
+            &[RequestAttr::XorPeerAddress(peer)],
+        );
+        success(&raw, method::CREATE_PERMISSION);
+        assert!(verifies(&raw, &c.key));
+    }
+
+    pub fn bind_channel(&mut self, c: &mut Client, number: u16, peer: SocketAddr) -> Vec<u8> {
+        self.request(
+            c,
+            method::CHANNEL_BIND,
+            &[
+                RequestAttr::ChannelNumber(number),
+                RequestAttr::XorPeerAddress(peer),
+            ],
+        )
+    }
+
+    pub fn refresh(&mut self, c: &mut Client, lifetime: Option<u32>) -> Response {
+        let attrs: Vec<RequestAttr<'_>> = lifetime.map(RequestAttr::Lifetime).into_iter().collect();
+        let raw = self.request(c, method::REFRESH, &attrs);
+        assert!(verifies(&raw, &c.key));
+        success(&raw, method::REFRESH)
+    }
+
+    /// One allocation whose relay path is ready, as quinn's `Pair::connect` makes a
+    /// connection: alice allocates, binds [`RELAY_CHANNEL`] to [`CHANNEL_PEER`] and
+    /// installs a permission for [`PERMITTED_PEER`]'s IP. Returns her and her relay.
+    pub fn relay_ready(&mut self) -> (Client, AllocId) {
+        let mut c = alice();
+        let (_, relay) = self.allocate(&mut c, &[]);
+        let raw = self.bind_channel(&mut c, RELAY_CHANNEL, wire::addr(CHANNEL_PEER));
+        success(&raw, method::CHANNEL_BIND);
+        self.permit(&mut c, wire::addr(PERMITTED_PEER));
+        assert_eq!(self.server.poll_event(), None);
+        (c, relay)
+    }
+}
+
+/// `buf[range]`, after checking that the core returned a range inside its buffer.
+fn within(buf: &[u8], range: Range<usize>) -> &[u8] {
+    assert!(
+        range.start <= range.end && range.end <= buf.len(),
+        "{range:?} outside a {}-byte buffer",
+        buf.len()
+    );
+    &buf[range]
+}
+
+/// A client on one 5-tuple with long-term credentials.
+pub struct Client {
+    pub tuple: FiveTuple,
+    pub username: String,
+    pub key: [u8; 16],
+    pub nonce: Option<String>,
+}
+
+/// alice (a static user) from 203.0.113.10:40000.
+pub fn alice() -> Client {
+    Client::new("203.0.113.10:40000", "alice", "alice-pw")
+}
+
+impl Client {
+    pub fn new(client: &str, username: &str, password: &str) -> Self {
+        Self {
+            tuple: udp(client),
+            username: username.to_owned(),
+            key: integrity::long_term_key(username, REALM, password.as_bytes()),
+            nonce: None,
+        }
+    }
+
+    /// A client with TURN REST credentials for `user`, expiring at `expiry`.
+    pub fn rest(client: &str, secret: &str, user: &str, expiry: u64) -> Self {
+        let (username, password) = rest_credentials(secret, user, expiry, ':');
+        Self::new(client, &username, &password)
+    }
+
+    /// The request with USERNAME, REALM and NONCE first and nothing sealed yet.
+    pub fn unsealed(&self, txn: &[u8; 12], method: u16, attrs: &[RequestAttr<'_>]) -> Vec<u8> {
+        let nonce = self.nonce.as_deref().expect("challenged first");
+        let mut all = vec![
+            RequestAttr::Username(&self.username),
+            RequestAttr::Realm(REALM),
+            RequestAttr::Nonce(nonce),
+        ];
+        all.extend_from_slice(attrs);
+        build(method, txn, &all, &[], None, false)
+    }
+
+    /// The request sealed with this client's key; `extra` raw attributes go before
+    /// MESSAGE-INTEGRITY.
+    pub fn signed(
+        &self,
+        txn: &[u8; 12],
+        method: u16,
+        attrs: &[RequestAttr<'_>],
+        extra: &[(u16, &[u8])],
+        fingerprint: bool,
+    ) -> Vec<u8> {
+        let mut w = MessageWriter::resume(self.unsealed(txn, method, attrs)).expect("a header");
+        for (t, v) in extra {
+            w.push(*t, v);
+        }
+        w.seal(Some(&self.key), fingerprint).expect("fits")
+    }
+}

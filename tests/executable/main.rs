@@ -1,0 +1,9 @@
+//! The built `ferroturn` executable as a process: its command line (check-config,
+//! credentials, a server run from flags alone) and life under systemd (the readiness
+//! protocol, journald- and shipper-friendly logs, the unit file).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod systemd;

@@ -1,0 +1,192 @@
+//! Allocate, Refresh and the allocation's lifetime (RFC 8656 sections 7.2 and 8.2).
+
+use crate::prelude::*;
+
+/// RFC 8656 section 7.2: the success response carries XOR-RELAYED-ADDRESS (the relay
+/// the driver bound), LIFETIME and XOR-MAPPED-ADDRESS (the client's reflexive address),
+/// and is integrity-protected with the request's key (RFC 8489 section 9.2.4).
+#[test]
+fn allocate_success_carries_relayed_and_mapped_addresses_and_integrity() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let raw = h.allocate_raw(&mut c, &[]);
+    // Message type 0x0103: Allocate success (RFC 8489 section 5, RFC 8656 section 17).
+    assert_eq!(&raw[..2], &[0x01, 0x03]);
+    let r = success(&raw, method::ALLOCATE);
+    let (_, local) = h.binds[0];
+    assert_eq!(h.binds.len(), 1);
+    assert_eq!(local.ip(), IpAddr::from([127, 0, 0, 1]));
+    assert!((49152..=65535).contains(&local.port()));
+    assert_eq!(r.xor_relayed, Some(local));
+    assert_eq!(r.xor_mapped, Some(c.tuple.client));
+    assert_eq!(r.lifetime, Some(600));
+    assert!(verifies(&raw, &c.key));
+    assert!(!verifies(&raw, &[0u8; 16]));
+    assert_eq!(h.server.allocation_count(), 1);
+    assert_eq!(h.server.deadline_count(), 1);
+    assert_eq!(h.server.poll_timeout(), Some(h.at(600)));
+}
+
+/// RFC 8656 section 7.2: the granted lifetime is min(requested, maximum), raised to the
+/// default when that is smaller; no LIFETIME gets the default.
+#[test]
+fn allocate_lifetime_defaults_to_600_caps_at_3600_and_never_goes_below_default() {
+    let mut h = Harness::new("");
+    for (client, requested, granted) in [
+        ("203.0.113.10:1", None, 600),
+        ("203.0.113.10:2", Some(5000), 3600),
+        ("203.0.113.10:3", Some(10), 600),
+        ("203.0.113.10:4", Some(1800), 1800),
+    ] {
+        let mut c = Client::new(client, "alice", "alice-pw");
+        let attrs: Vec<RequestAttr<'_>> =
+            requested.map(RequestAttr::Lifetime).into_iter().collect();
+        let (r, _) = h.allocate(&mut c, &attrs);
+        assert_eq!(r.lifetime, Some(granted), "requested {requested:?}");
+    }
+}
+
+/// RFC 8489 section 14.7: FINGERPRINT in a response when the request had one, and not
+/// otherwise; MESSAGE-INTEGRITY verifies either way (RFC 8489 section 14.5).
+#[test]
+fn allocate_response_has_fingerprint_exactly_when_the_request_did() {
+    let mut h = Harness::new("");
+    let mut with = Client::new("203.0.113.10:1", "alice", "alice-pw");
+    let raw = h.allocate_raw(&mut with, &[]);
+    assert!(has_fingerprint(&raw));
+    assert!(verifies(&raw, &with.key));
+
+    let mut without = Client::new("203.0.113.10:2", "alice", "alice-pw");
+    let attrs = [RequestAttr::RequestedTransport(UDP)];
+    h.challenge(&mut without, method::ALLOCATE, &attrs);
+    let raw = h.request_with(&mut without, method::ALLOCATE, &attrs, &[], false);
+    success(&raw, method::ALLOCATE);
+    assert!(!has_fingerprint(&raw));
+    assert_eq!(attr_types(&raw).last(), Some(&attr::MESSAGE_INTEGRITY));
+    assert!(verifies(&raw, &without.key));
+}
+
+/// RFC 8656 section 7.2 and RFC 8489 section 6.3.1: a retransmitted Allocate (same
+/// transaction) gets the original success byte for byte and binds nothing new; a new
+/// Allocate on the 5-tuple is 437 Allocation Mismatch.
+#[test]
+fn retransmitted_allocate_is_answered_identically_and_a_new_one_gets_437() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let attrs = [RequestAttr::RequestedTransport(UDP)];
+    h.challenge(&mut c, method::ALLOCATE, &attrs);
+    let txn = h.next_txn();
+    let msg = c.signed(&txn, method::ALLOCATE, &attrs, &[], true);
+    let first = h.exchange(c.tuple, &msg);
+    success(&first, method::ALLOCATE);
+    h.advance_to(5);
+    let again = h.exchange(c.tuple, &msg);
+    assert_eq!(first, again);
+    assert_eq!(h.binds.len(), 1);
+    assert_eq!(h.server.allocation_count(), 1);
+
+    let raw = h.allocate_raw(&mut c, &[]);
+    // Message type 0x0113: Allocate error response.
+    assert_eq!(&raw[..2], &[0x01, 0x13]);
+    error(&raw, method::ALLOCATE, 437);
+    assert!(verifies(&raw, &c.key));
+    assert_eq!(h.binds.len(), 1);
+}
+
+/// RFC 8656 section 8.2 and RFC 8489 section 6.3.1: a retransmission of the Refresh
+/// that deleted the allocation gets the same success again, not a 437.
+#[test]
+fn retransmitted_refresh_zero_after_deletion_is_answered_identically() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let txn = h.next_txn();
+    let msg = c.signed(
+        &txn,
+        method::REFRESH,
+        &[RequestAttr::Lifetime(0)],
+        &[],
+        true,
+    );
+    let first = h.exchange(c.tuple, &msg);
+    assert_eq!(success(&first, method::REFRESH).lifetime, Some(0));
+    assert_eq!(h.closed, vec![relay]);
+    assert_eq!(h.server.allocation_count(), 0);
+    h.advance_to(3);
+    let again = h.exchange(c.tuple, &msg);
+    assert_eq!(first, again);
+    assert_eq!(h.closed, vec![relay], "closed once");
+}
+
+// ---------------------------------------------------------------------------------
+// Refresh and expiry (RFC 8656 sections 7.2 and 8.2).
+
+/// RFC 8656 section 8.2: a Refresh re-arms the expiry from now, so the allocation
+/// outlives its original lifetime.
+#[test]
+fn refresh_extends_the_allocation_past_its_original_expiry() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let relayed = h.server.relayed_address(&c.tuple);
+    h.advance_to(500);
+    assert_eq!(h.refresh(&mut c, None).lifetime, Some(600));
+    assert_eq!(h.server.deadline_count(), 1);
+    h.advance_to(1099);
+    assert_eq!(h.server.relayed_address(&c.tuple), relayed);
+    assert!(h.closed.is_empty());
+    assert_eq!(h.refresh(&mut c, Some(5000)).lifetime, Some(3600));
+    h.advance_to(1099 + 3599);
+    assert!(h.closed.is_empty());
+    h.advance_to(1099 + 3600);
+    assert_eq!(h.closed, vec![relay]);
+}
+
+/// RFC 8656 section 8.2: LIFETIME 0 deletes the allocation at once: success with
+/// LIFETIME 0, the relay socket closed, nothing left armed, and the 5-tuple free.
+#[test]
+fn refresh_with_lifetime_zero_deletes_the_allocation_and_closes_its_relay() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    h.permit(&mut c, addr(PEER));
+    assert_eq!(h.refresh(&mut c, Some(0)).lifetime, Some(0));
+    assert_eq!(h.closed, vec![relay]);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.relayed_address(&c.tuple), None);
+    assert_eq!(h.peer_datagram(relay, addr(PEER), b"x"), None);
+    let raw = h.request(&mut c, method::REFRESH, &[]);
+    error(&raw, method::REFRESH, 437);
+    // Only the retransmission cache is left, and it goes too.
+    h.advance_to(60);
+    assert_eq!(h.server.deadline_count(), 0);
+    assert_eq!(h.server.poll_timeout(), None);
+    h.allocate(&mut c, &[]);
+}
+
+/// RFC 8656 section 7.2 (time-to-expiry): without a refresh the allocation is deleted
+/// when its lifetime runs out, with its permissions and channels; no timer survives it.
+#[test]
+fn allocation_expires_after_its_lifetime_and_leaves_no_timer_behind() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[]);
+    let peer = addr(PEER);
+    h.advance_to(100);
+    success(&h.bind_channel(&mut c, CHANNEL, peer), method::CHANNEL_BIND);
+    h.permit(&mut c, addr("198.51.100.9:1"));
+    assert_eq!(h.server.deadline_count(), 4);
+    h.advance_to(599);
+    assert!(h.closed.is_empty());
+    assert_eq!(h.server.allocation_count(), 1);
+    h.advance_to(600);
+    assert_eq!(h.closed, vec![relay]);
+    assert_eq!(h.server.allocation_count(), 0);
+    assert_eq!(h.server.deadline_count(), 0);
+    assert_eq!(h.server.poll_timeout(), None);
+    assert_eq!(
+        h.relay_from_client(c.tuple, &channel_data(CHANNEL, b"x")),
+        None
+    );
+    assert_eq!(h.peer_datagram(relay, peer, b"x"), None);
+}
