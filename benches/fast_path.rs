@@ -2,9 +2,11 @@
 //! pre-scan, stun-rs decode and integrity check of an authenticated Allocate, the
 //! integrity check alone, and the relay fast path in both directions through the core.
 
-#[path = "../tests/support/relay_setup.rs"]
-mod relay_setup;
+#[path = "../tests/common/core_harness.rs"]
+mod core_harness;
 
+use core_harness::wire::addr;
+use core_harness::{CHANNEL_PEER, Harness, PERMITTED_PEER, RELAY_CHANNEL as CHANNEL};
 use divan::{Bencher, black_box};
 use ferroturn::client::codec::{self as client_codec, RequestAttr};
 use ferroturn_core::proto::codec;
@@ -12,10 +14,32 @@ use ferroturn_core::proto::data::{HEADROOM, TAILROOM};
 use ferroturn_core::proto::integrity::{long_term_key, verify};
 use ferroturn_core::proto::scan::scan;
 use ferroturn_core::proto::wire::method;
-use relay_setup::{CHANNEL, CHANNEL_PEER, PERMITTED_PEER, addr};
+use ferroturn_core::server::{AllocId, FiveTuple, Server};
+use std::time::Instant;
 
 fn main() {
     divan::main();
+}
+
+/// A server with one allocation whose relay path is ready (the shared harness's
+/// `relay_ready`: channel [`CHANNEL`] bound to [`CHANNEL_PEER`], a permission for
+/// [`PERMITTED_PEER`]'s IP), handed over bare.
+struct Ready {
+    server: Server,
+    now: Instant,
+    tuple: FiveTuple,
+    relay: AllocId,
+}
+
+fn relay_setup() -> Ready {
+    let mut h = Harness::new("");
+    let (client, relay) = h.relay_ready();
+    Ready {
+        server: h.server,
+        now: h.now,
+        tuple: client.tuple,
+        relay,
+    }
 }
 
 fn allocate_request() -> (Vec<u8>, [u8; 16]) {
@@ -57,7 +81,7 @@ fn integrity_verify(bencher: Bencher) {
 
 #[divan::bench(args = [200, 1200])]
 fn client_channel_data_to_peer(bencher: Bencher, size: usize) {
-    let mut r = relay_setup::relay_setup();
+    let mut r = relay_setup();
     let mut cd = ferroturn::client::channel_data(CHANNEL, &vec![7u8; size]);
     bencher.bench_local(|| {
         black_box(
@@ -69,7 +93,7 @@ fn client_channel_data_to_peer(bencher: Bencher, size: usize) {
 
 #[divan::bench(args = [200, 1200])]
 fn client_send_indication_to_peer(bencher: Bencher, size: usize) {
-    let mut r = relay_setup::relay_setup();
+    let mut r = relay_setup();
     let mut send = ferroturn::client::send_indication(addr(PERMITTED_PEER), &vec![7u8; size]);
     bencher.bench_local(|| {
         black_box(
@@ -81,7 +105,7 @@ fn client_send_indication_to_peer(bencher: Bencher, size: usize) {
 
 /// A peer datagram of `size` bytes from `peer` through the core to the client.
 fn peer_to_client(bencher: Bencher, size: usize, peer: &str) {
-    let mut r = relay_setup::relay_setup();
+    let mut r = relay_setup();
     let peer = addr(peer);
     let mut buf = vec![0u8; HEADROOM + size + TAILROOM];
     bencher.bench_local(|| {

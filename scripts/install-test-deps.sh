@@ -4,7 +4,7 @@
 #   - chromium (/usr/bin/chromium) from Debian, driven headless by the browser test
 #   - libnss3-tools (certutil) from Debian: the browser test trusts its test CA for
 #     turns: through an NSS database it makes with certutil
-#   - systemd (systemd-analyze) from Debian: tests/systemd.rs verifies the unit file
+#   - systemd (systemd-analyze) from Debian: tests/executable/systemd.rs verifies the unit file
 #   - tests/browser/node_modules (playwright-core, pinned in tests/browser/package-lock.json)
 #   - the fuzz stage's tools (skipped with FUZZ_SECONDS=0, which skips that stage):
 #     cargo-fuzz from crates.io, and a nightly toolchain when rustup can install one;

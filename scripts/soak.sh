@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long soak / leak test (tests/soak.rs): allocation churn over UDP, TCP and TLS with
+# The long soak / leak test (tests/soak/): allocation churn over UDP, TCP and TLS with
 # traffic, deletions, closes and expiries for $1 seconds (default 600, i.e. 10 minutes),
 # in a release build; then RSS, open fds, relay ports and connections must be back at
 # their baseline. Prints the test's report (start, quarterly and end figures) last.

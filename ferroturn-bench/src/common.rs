@@ -1,7 +1,5 @@
-//! The STUN messages the tools write and read by hand, and the credentials they sign
-//! them with.
-
-use std::net::SocketAddr;
+//! What the tools read from responses without decoding them fully, and the credentials
+//! they sign requests with (requests are written with the core's `MessageWriter`).
 
 /// TURN REST credentials for `user` valid for a day, or the static pair given.
 pub fn credentials(secret: Option<&str>, user: &str, password: Option<&str>) -> (String, String) {
@@ -14,51 +12,6 @@ pub fn credentials(secret: Option<&str>, user: &str, password: Option<&str>) -> 
             ferroturn::credentials::rest_credentials(s, user, now + 86_400, ':')
         }
         (None, None) => (user.to_owned(), String::new()),
-    }
-}
-
-/// A STUN request written by hand for load tools: stun-rs validates USERNAME, REALM and
-/// NONCE through a grammar parser, which costs a generator more CPU per request than the
-/// server under test spends. MESSAGE-INTEGRITY and FINGERPRINT come from the library.
-pub struct RequestWriter {
-    msg: Vec<u8>,
-    txn: [u8; 12],
-}
-
-impl RequestWriter {
-    pub fn new(method: u16, txn: [u8; 12]) -> Self {
-        use ferroturn_core::proto::wire::{Class, MAGIC_COOKIE, message_type};
-        let mut msg = Vec::with_capacity(192);
-        msg.extend_from_slice(&message_type(method, Class::Request).to_be_bytes());
-        msg.extend_from_slice(&[0, 0]);
-        msg.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
-        msg.extend_from_slice(&txn);
-        Self { msg, txn }
-    }
-
-    /// Appends attribute `kind` with `value`, padded to 4 bytes.
-    pub fn attr(mut self, kind: u16, value: &[u8]) -> Self {
-        let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
-        self.msg.extend_from_slice(&kind.to_be_bytes());
-        self.msg.extend_from_slice(&len.to_be_bytes());
-        self.msg.extend_from_slice(value);
-        let padded = ferroturn_core::proto::wire::padded(self.msg.len());
-        self.msg.resize(padded, 0);
-        self
-    }
-
-    /// Appends an XOR address attribute (XOR-PEER-ADDRESS and the like).
-    pub fn xor_address(self, kind: u16, addr: SocketAddr) -> Self {
-        let mut value = [0u8; 20];
-        let txn = self.txn;
-        let n = ferroturn_core::proto::wire::encode_xor_address(addr, &txn, &mut value);
-        self.attr(kind, &value[..n.unwrap_or(0)])
-    }
-
-    /// Sets the length and appends MESSAGE-INTEGRITY (with `key`) and FINGERPRINT.
-    pub fn finish(mut self, key: Option<&[u8]>) -> Vec<u8> {
-        ferroturn_core::proto::integrity::seal(&mut self.msg, key, true);
-        self.msg
     }
 }
 

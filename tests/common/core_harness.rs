@@ -16,7 +16,7 @@
 //! unhandled.
 //!
 //! Only ferroturn, ferroturn-core and std: `fuzz/fuzz_targets/core_sequence.rs` and
-//! `tests/support/relay_setup.rs` include this file with `#[path]`.
+//! `benches/fast_path.rs` include this file with `#[path]`.
 #![allow(dead_code)]
 
 #[path = "wire.rs"]

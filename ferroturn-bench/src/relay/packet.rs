@@ -3,6 +3,7 @@
 
 use ferroturn_core::proto::data;
 use ferroturn_core::proto::wire::{self, Class, HEADER_LEN, MAGIC_COOKIE, attr, be16, method};
+use ferroturn_core::proto::writer::MessageWriter;
 use std::net::SocketAddr;
 
 /// Flow id (u32), sequence number (u32), send time in ns on the run's clock (u64).
@@ -61,12 +62,14 @@ impl Template {
                 payload_at: 0,
             }),
             Framing::Channel => {
-                let mut bytes = vec![0x40, 0x00];
-                bytes.extend_from_slice(&u16::try_from(size).ok()?.to_be_bytes());
+                // Channel 0x4000 here; `stamp` writes each flow's own.
+                let at = wire::CHANNEL_DATA_HEADER_LEN;
+                let mut bytes = vec![0; at];
                 bytes.extend(filler);
+                data::frame_channel_data(&mut bytes, at..at + size, 0x4000, false)?;
                 Some(Self {
                     bytes,
-                    payload_at: wire::CHANNEL_DATA_HEADER_LEN,
+                    payload_at: at,
                 })
             }
             Framing::Indication { peer } => send_indication(peer, filler.collect()),
@@ -87,27 +90,14 @@ impl Template {
 /// would have to be recomputed for every stamped payload.
 fn send_indication(peer: SocketAddr, payload: Vec<u8>) -> Option<Template> {
     let txn: [u8; 12] = rand::random();
-    let mut addr = [0u8; 20];
-    let addr_len = wire::encode_xor_address(peer, &txn, &mut addr)?;
-    let data_len = u16::try_from(payload.len()).ok()?;
-    let payload_at = HEADER_LEN + 4 + addr_len + 4;
-    let body = payload_at - HEADER_LEN + wire::padded(payload.len());
-    let mut m = Vec::with_capacity(HEADER_LEN + body);
-    m.extend_from_slice(&wire::message_type(method::SEND, Class::Indication).to_be_bytes());
-    m.extend_from_slice(&u16::try_from(body).ok()?.to_be_bytes());
-    m.extend_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    m.extend_from_slice(&txn);
-    m.extend_from_slice(&attr::XOR_PEER_ADDRESS.to_be_bytes());
-    m.extend_from_slice(&(addr_len as u16).to_be_bytes());
-    m.extend_from_slice(&addr[..addr_len]);
-    m.extend_from_slice(&attr::DATA.to_be_bytes());
-    m.extend_from_slice(&data_len.to_be_bytes());
-    m.extend_from_slice(&payload);
-    m.resize(HEADER_LEN + body, 0);
-    Some(Template {
-        bytes: m,
-        payload_at,
-    })
+    let bytes =
+        MessageWriter::with_capacity(method::SEND, Class::Indication, &txn, 64 + payload.len())
+            .xor_address(attr::XOR_PEER_ADDRESS, peer)
+            .attr(attr::DATA, &payload)
+            .finish()?;
+    // The payload is the DATA attribute's value, the last attribute.
+    let payload_at = bytes.len() - wire::padded(payload.len());
+    Some(Template { bytes, payload_at })
 }
 
 /// What arrived on a flow socket.

@@ -4,10 +4,12 @@
 //! section 6.2.1) until answered or timed out.
 
 use super::report::Stats;
-use crate::common::{self, RequestWriter, ResponseFields};
+use crate::common::{self, ResponseFields};
 use crate::{process, sockets};
 use ferroturn_core::proto::integrity::long_term_key;
+use ferroturn_core::proto::wire::Class;
 use ferroturn_core::proto::wire::{attr, method};
+use ferroturn_core::proto::writer::MessageWriter;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use rand::RngExt;
@@ -236,7 +238,7 @@ impl Driver {
             Stage::ChannelBind => method::CHANNEL_BIND,
             Stage::Release => method::REFRESH,
         };
-        let mut w = RequestWriter::new(method, job.txn);
+        let mut w = MessageWriter::with_capacity(method, Class::Request, &job.txn, 192);
         if job.stage != Stage::Challenge {
             w = w
                 .attr(attr::USERNAME, self.user.as_bytes())
@@ -256,7 +258,9 @@ impl Driver {
             Stage::Release => w.attr(attr::LIFETIME, &0u32.to_be_bytes()),
         };
         let key = (job.stage != Stage::Challenge).then(|| self.key_for(&job.realm));
-        job.msg = w.finish(key.as_ref().map(|k| &k[..]));
+        job.msg = w
+            .seal(key.as_ref().map(|k| &k[..]), true)
+            .ok_or("a request does not fit in a STUN message")?;
         let now = Instant::now();
         job.first_sent = now;
         job.rto = Duration::from_millis(250);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seeds from captured traffic. Reads a pcap of loopback UDP, taken with
 
-    tcpdump -i lo -U -w e2e.pcap udp    # while `cargo test --test e2e_udp` runs
+    tcpdump -i lo -U -w e2e.pcap udp    # while `cargo test --test e2e udp::` runs
 
 and writes under SEEDS_DIR: one STUN message of each kind to stun_scan_decode/, one
 ChannelData message of each channel and length to channel_data/, a client session back
