@@ -15,14 +15,16 @@
 //! Message headers live on the stack of each call; nothing is allocated per datagram or
 //! per batch.
 
+mod cmsg;
 mod mmsg;
 mod slots;
 mod sockaddr;
 
+pub use cmsg::enable_destination_address;
 pub use slots::{Slots, Wait};
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 
 /// The most datagrams one [`recv_batch`] call receives, and the most messages one
@@ -34,11 +36,14 @@ pub const MAX_SEGMENTS: usize = 64;
 /// has.
 pub const MAX_ITEMS: usize = 64;
 
-/// Where a received datagram came from and how long it is.
+/// Where a received datagram came from, where it was sent to, and how long it is.
 #[derive(Clone, Copy, Debug)]
 pub struct RecvMeta {
     pub len: usize,
     pub from: SocketAddr,
+    /// The local address the datagram was sent to, on a socket that asked for it with
+    /// [`enable_destination_address`] (a wildcard listener); `None` otherwise.
+    pub dst: Option<IpAddr>,
 }
 
 impl Default for RecvMeta {
@@ -46,6 +51,7 @@ impl Default for RecvMeta {
         Self {
             len: 0,
             from: SocketAddr::from(([0, 0, 0, 0], 0)),
+            dst: None,
         }
     }
 }
@@ -55,6 +61,9 @@ impl Default for RecvMeta {
 pub struct SendItem<'a> {
     pub bytes: &'a [u8],
     pub to: SocketAddr,
+    /// The local address to send from (IP_PKTINFO / IPV6_PKTINFO), for a socket bound to
+    /// a wildcard address; `None`: the one the routing table picks.
+    pub src: Option<IpAddr>,
 }
 
 /// Receives up to `min(bufs.len(), BATCH)` datagrams, each into its own buffer. Returns
@@ -68,12 +77,13 @@ pub fn recv_batch(fd: RawFd, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> i
         meta[i] = RecvMeta {
             len: if r.truncated { usize::MAX } else { r.len },
             from: r.from.unwrap_or(meta[i].from),
+            dst: r.dst,
         };
     })
 }
 
 /// Sends `items` with `sendmmsg`, one message per run of consecutive items to the same
-/// destination whose lengths are equal (the last of a run may be shorter): such a run
+/// destination and source whose lengths are equal (the last of a run may be shorter): such a run
 /// leaves as a single UDP GSO message (`UDP_SEGMENT`), which the kernel splits into
 /// datagrams at the last possible moment. `gso` false sends one message per item.
 /// Returns how many items the kernel took.
@@ -81,6 +91,7 @@ pub fn send_segmented(fd: RawFd, items: &[SendItem<'_>], gso: bool) -> io::Resul
     let item = |i: usize| mmsg::Datagram {
         bytes: items[i].bytes,
         to: Some(items[i].to),
+        src: items[i].src,
     };
     mmsg::send::<BATCH>(fd, items.len(), item, gso)
 }
@@ -108,8 +119,14 @@ mod tests {
             b.set_nonblocking(true).unwrap();
             let to = b.local_addr().unwrap();
             let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
-            let items: Vec<SendItem<'_>> =
-                payloads.iter().map(|p| SendItem { bytes: p, to }).collect();
+            let items: Vec<SendItem<'_>> = payloads
+                .iter()
+                .map(|p| SendItem {
+                    bytes: p,
+                    to,
+                    src: None,
+                })
+                .collect();
             assert_eq!(send_segmented(a.as_raw_fd(), &items, false).unwrap(), 5);
             let mut storage = vec![vec![0u8; 64]; 8];
             let mut bufs: Vec<&mut [u8]> = storage.iter_mut().map(|b| &mut b[..]).collect();
@@ -164,7 +181,11 @@ mod tests {
         ];
         let items: Vec<SendItem<'_>> = payloads
             .iter()
-            .map(|(p, to)| SendItem { bytes: p, to: *to })
+            .map(|(p, to)| SendItem {
+                bytes: p,
+                to: *to,
+                src: None,
+            })
             .collect();
         for gso in [true, false] {
             assert_eq!(send_segmented(a.as_raw_fd(), &items, gso).unwrap(), 8);
@@ -190,5 +211,114 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(recv_batch(b.as_raw_fd(), &mut bufs, &mut meta).unwrap(), 1);
         assert_eq!(meta[0].len, usize::MAX);
+    }
+
+    /// A socket on the wildcard address learns which local address each datagram was
+    /// sent to, and answers from it: a client connected to 127.0.0.3 (which only accepts
+    /// datagrams from there) hears back, and a GSO run never mixes two sources.
+    #[test]
+    fn a_wildcard_socket_answers_from_the_address_it_was_sent_to() {
+        let server = UdpSocket::bind("0.0.0.0:0").unwrap();
+        enable_destination_address(server.as_raw_fd(), false).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let locals: [std::net::IpAddr; 2] =
+            ["127.0.0.1".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+        let clients: Vec<UdpSocket> = locals
+            .iter()
+            .map(|ip| {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                c.connect(SocketAddr::new(*ip, port)).unwrap();
+                c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                    .unwrap();
+                c.send(b"hello").unwrap();
+                c
+            })
+            .collect();
+        let mut storage = vec![vec![0u8; 64]; 4];
+        let mut bufs: Vec<&mut [u8]> = storage.iter_mut().map(|b| &mut b[..]).collect();
+        let mut meta = [RecvMeta::default(); 4];
+        let mut got = 0;
+        for _ in 0..200 {
+            match recv_batch(server.as_raw_fd(), &mut bufs[got..], &mut meta[got..]) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(e) => panic!("{e}"),
+            }
+            if got == 2 {
+                break;
+            }
+        }
+        assert_eq!(got, 2);
+        let mut dsts: Vec<_> = meta[..2].iter().map(|m| m.dst).collect();
+        dsts.sort();
+        assert_eq!(dsts, vec![Some(locals[0]), Some(locals[1])]);
+        for m in &meta[..2] {
+            // Two equal datagrams per client: GSO may join them, never across sources.
+            let items = [SendItem {
+                bytes: b"reply",
+                to: m.from,
+                src: m.dst,
+            }; 2];
+            assert_eq!(send_segmented(server.as_raw_fd(), &items, true).unwrap(), 2);
+        }
+        let mut buf = [0u8; 16];
+        for c in &clients {
+            for _ in 0..2 {
+                let n = c
+                    .recv(&mut buf)
+                    .expect("a reply from the address it sent to");
+                assert_eq!(&buf[..n], b"reply");
+            }
+        }
+        // A plain socket reports no destination.
+        let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+        clients[0]
+            .send_to(b"x", plain.local_addr().unwrap())
+            .unwrap();
+        plain.set_nonblocking(false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut one = [&mut buf[..]];
+        let mut meta = [RecvMeta::default()];
+        assert_eq!(
+            recv_batch(plain.as_raw_fd(), &mut one, &mut meta).unwrap(),
+            1
+        );
+        assert_eq!(meta[0].dst, None);
+    }
+
+    #[test]
+    fn an_ipv6_wildcard_socket_reports_and_uses_its_address() {
+        let server = UdpSocket::bind("[::]:0").unwrap();
+        enable_destination_address(server.as_raw_fd(), true).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let client = UdpSocket::bind("[::1]:0").unwrap();
+        client.connect(("::1", port)).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        client.send(b"six").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut buf = [0u8; 16];
+        let mut one = [&mut buf[..]];
+        let mut meta = [RecvMeta::default()];
+        assert_eq!(
+            recv_batch(server.as_raw_fd(), &mut one, &mut meta).unwrap(),
+            1
+        );
+        assert_eq!(meta[0].dst, Some("::1".parse().unwrap()));
+        let item = SendItem {
+            bytes: b"back",
+            to: meta[0].from,
+            src: meta[0].dst,
+        };
+        assert_eq!(
+            send_segmented(server.as_raw_fd(), &[item], true).unwrap(),
+            1
+        );
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"back");
     }
 }

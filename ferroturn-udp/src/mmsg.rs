@@ -3,10 +3,10 @@
 //! batch (`N`); a call writes only the entries it uses, and leaves receive addresses for
 //! the kernel to fill. The payload buffers are the caller's. Nothing here allocates.
 
-use crate::{MAX_ITEMS, MAX_SEGMENTS, sockaddr};
+use crate::{MAX_ITEMS, MAX_SEGMENTS, cmsg, sockaddr};
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 
 /// What the kernel reported for one received datagram.
@@ -17,6 +17,9 @@ pub(crate) struct Received {
     /// The datagram was longer than its buffer; the kernel dropped the rest.
     pub truncated: bool,
     pub from: Option<SocketAddr>,
+    /// The address the datagram was sent to, when the socket reports it
+    /// ([`crate::enable_destination_address`]).
+    pub dst: Option<IpAddr>,
 }
 
 /// `recvmmsg` into the first `N` of `bufs`, one datagram each, with `flags`
@@ -30,6 +33,7 @@ pub(crate) fn recv<'a, const N: usize>(
 ) -> io::Result<usize> {
     let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; N];
     let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; N];
+    let mut controls = [const { MaybeUninit::<cmsg::Buffer>::uninit() }; N];
     let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; N];
     let mut n = 0;
     for (iov, buf) in iovs.iter_mut().zip(bufs) {
@@ -44,20 +48,25 @@ pub(crate) fn recv<'a, const N: usize>(
     }
     // Taken once, after the writes above: every header points through these.
     let (name_at, iov_at) = (names.as_mut_ptr(), iovs.as_mut_ptr());
+    let control_at = controls.as_mut_ptr();
     for (i, hdr) in hdrs[..n].iter_mut().enumerate() {
         let mut h: libc::msghdr = zeroed();
         h.msg_name = name_at.wrapping_add(i).cast();
         h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         h.msg_iov = iov_at.wrapping_add(i).cast();
         h.msg_iovlen = 1;
+        // The kernel writes control messages only for options the socket enabled.
+        h.msg_control = control_at.wrapping_add(i).cast();
+        h.msg_controllen = size_of::<cmsg::Buffer>() as _;
         hdr.write(libc::mmsghdr {
             msg_hdr: h,
             msg_len: 0,
         });
     }
-    // SAFETY: the first `n` headers are initialized and point at the first `n` iovecs
-    // and address slots of this frame; each iovec covers one of `bufs`, borrowed mutably
-    // for 'a, which outlives the call; the kernel writes within the lengths given.
+    // SAFETY: the first `n` headers are initialized and point at the first `n` iovecs,
+    // address slots and control buffers of this frame; each iovec covers one of `bufs`,
+    // borrowed mutably for 'a, which outlives the call; the kernel writes within the
+    // lengths given.
     let got = unsafe {
         libc::recvmmsg(
             fd,
@@ -77,27 +86,30 @@ pub(crate) fn recv<'a, const N: usize>(
         let (h, iov) = unsafe { (hdrs[i].assume_init_ref(), iovs[i].assume_init_ref()) };
         // SAFETY: the kernel wrote msg_namelen bytes of address into names[i].
         let from = unsafe { sockaddr::read(&names[i], h.msg_hdr.msg_namelen) };
+        // SAFETY: msg_control points at controls[i], of which the kernel wrote
+        // msg_controllen bytes (0 when the socket reports nothing).
+        let dst = unsafe { cmsg::destination(&h.msg_hdr) };
         on(
             i,
             Received {
                 len: (h.msg_len as usize).min(iov.iov_len),
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
                 from,
+                dst,
             },
         );
     }
     Ok(got)
 }
 
-/// One datagram to send: its bytes, and its destination (`None` on a connected socket).
+/// One datagram to send: its bytes, its destination (`None` on a connected socket) and
+/// the source address to send from (`None`: the one the kernel picks).
 #[derive(Clone, Copy)]
 pub(crate) struct Datagram<'a> {
     pub bytes: &'a [u8],
     pub to: Option<SocketAddr>,
+    pub src: Option<IpAddr>,
 }
-
-/// Room for one control message carrying a u16 (CMSG_SPACE(2)), 8-byte aligned.
-type Control = [u64; 4];
 
 /// One message of a send: its first datagram, how many it carries, its address length
 /// (0: none). Bytes, so that a call's table stays small to clear.
@@ -113,7 +125,8 @@ const _: () = assert!(MAX_ITEMS <= u8::MAX as usize && MAX_SEGMENTS <= u8::MAX a
 /// `sendmmsg` of the first `count` (at most [`MAX_ITEMS`]) datagrams `item(0)`,
 /// `item(1)`, ..., in at most `N` messages. With `gso`, each run of consecutive datagrams
 /// to one destination whose lengths are equal (the last of a run may be shorter) is one
-/// UDP GSO message (`UDP_SEGMENT`); otherwise each datagram is a message of its own.
+/// UDP GSO message (`UDP_SEGMENT`); otherwise each datagram is a message of its own. A
+/// datagram's `src` goes in its message's IP_PKTINFO / IPV6_PKTINFO.
 /// Returns how many datagrams the kernel took (whole messages, in order).
 pub(crate) fn send<'a, const N: usize>(
     fd: RawFd,
@@ -127,7 +140,7 @@ pub(crate) fn send<'a, const N: usize>(
     }
     let mut names = [const { MaybeUninit::<libc::sockaddr_storage>::uninit() }; N];
     let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; MAX_ITEMS];
-    let mut controls = [const { MaybeUninit::<Control>::uninit() }; N];
+    let mut controls = [const { MaybeUninit::<cmsg::Buffer>::uninit() }; N];
     let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; N];
     let mut runs = [Run::default(); N];
     let mut messages = 0;
@@ -146,9 +159,6 @@ pub(crate) fn send<'a, const N: usize>(
         let name_len = first
             .to
             .map_or(0, |to| sockaddr::write(to, &mut names[messages]));
-        if n > 1 {
-            controls[messages].write([0; 4]);
-        }
         // In range: i < MAX_ITEMS, n <= MAX_SEGMENTS, name_len <= sockaddr_in6's size.
         runs[messages] = Run {
             first: i as u8,
@@ -170,29 +180,18 @@ pub(crate) fn send<'a, const N: usize>(
         }
         h.msg_iov = iov_at.wrapping_add(first).cast();
         h.msg_iovlen = n as _;
-        if n > 1 {
-            h.msg_control = control_at.wrapping_add(m).cast();
-            // SAFETY: CMSG_SPACE only computes a size.
-            h.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
-            let segment = item(first).bytes.len() as u16;
-            // SAFETY: msg_control points at this message's zeroed, 8-byte aligned
-            // Control, which is larger than CMSG_SPACE(2), so CMSG_FIRSTHDR returns a
-            // header inside it with room for its u16 of data.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&h);
-                (*c).cmsg_level = libc::SOL_UDP;
-                (*c).cmsg_type = libc::UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
-                libc::CMSG_DATA(c).cast::<u16>().write_unaligned(segment);
-            }
-        }
+        let segment = (n > 1).then(|| item(first).bytes.len() as u16);
+        // SAFETY: control_at + m is this message's control buffer, alive for the call
+        // and not otherwise borrowed.
+        let control = unsafe { &mut *control_at.wrapping_add(m) };
+        cmsg::write_send(&mut h, control, segment, item(first).src);
         hdrs[m].write(libc::mmsghdr {
             msg_hdr: h,
             msg_len: 0,
         });
     }
     // SAFETY: the first `messages` headers are initialized and point at initialized
-    // iovecs, addresses and control messages of this frame, and the iovecs at payloads
+    // iovecs, addresses and control messages (when they have any) of this frame, and the iovecs at payloads
     // `item` borrowed for 'a, which outlives the call; the kernel only reads them.
     let sent = unsafe {
         libc::sendmmsg(
@@ -215,7 +214,7 @@ pub(crate) fn send<'a, const N: usize>(
 const MAX_GSO_BYTES: usize = 65_000;
 
 /// How many datagrams from `i` on go as one GSO message: consecutive, to one
-/// destination, all of the first one's length except a shorter last one, at most
+/// destination from one source, all of the first one's length except a shorter last one, at most
 /// [`MAX_SEGMENTS`] and [`MAX_GSO_BYTES`] together.
 fn run_len<'a>(item: &impl Fn(usize) -> Datagram<'a>, i: usize, count: usize) -> usize {
     let first = item(i);
@@ -227,7 +226,11 @@ fn run_len<'a>(item: &impl Fn(usize) -> Datagram<'a>, i: usize, count: usize) ->
     while i + n < count && n < MAX_SEGMENTS {
         let next = item(i + n);
         let len = next.bytes.len();
-        if next.to != first.to || len > segment || total + len > MAX_GSO_BYTES {
+        if next.to != first.to
+            || next.src != first.src
+            || len > segment
+            || total + len > MAX_GSO_BYTES
+        {
             break;
         }
         total += len;

@@ -137,6 +137,7 @@ impl Slots {
             let item = |k: usize| mmsg::Datagram {
                 bytes: self.data(at + k),
                 to: self.addr[at + k],
+                src: None,
             };
             match mmsg::send::<MAX_ITEMS>(fd, slots.end - at, item, self.gso) {
                 Ok(0) => break,

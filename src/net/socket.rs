@@ -12,6 +12,7 @@ use mio::net::{TcpListener, UdpSocket};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 /// Socket options applied to every listener and relay socket.
 #[derive(Clone, Copy, Debug, Default)]
@@ -143,6 +144,10 @@ pub fn bind_udp_listeners(
             let socket = bind_udp(addr, true, opts).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on udp {addr}: {e}"))
             })?;
+            if addr.ip().is_unspecified() {
+                // Answers leave from the address each client sent to (net/shard/endpoints.rs).
+                ferroturn_udp::enable_destination_address(socket.as_raw_fd(), addr.is_ipv6())?;
+            }
             if shard == 0 {
                 bound.push(socket.local_addr()?);
             }

@@ -338,3 +338,49 @@ async fn shards_share_nonces_quotas_and_relayed_addresses() {
         );
     }
 }
+
+/// With a wildcard listener every answer and every relayed datagram toward a client
+/// leaves from the local address the client sent to: a client whose socket is connected
+/// to 127.0.0.3 (so the kernel drops anything from another source, as a NAT or firewall
+/// would) gets its Binding answer, its allocation and its relayed data, and so does one
+/// connected to 127.0.0.1, on the same listener and the same port.
+#[tokio::test]
+async fn a_wildcard_listener_answers_from_the_address_each_client_used() {
+    let server =
+        start_server("listening-ip = [\"0.0.0.0\"]\nrelay-ip = [\"127.0.0.1\"]\nrelay-threads = 1")
+            .await;
+    let port = server.addr.port();
+    assert!(server.addr.ip().is_unspecified(), "{}", server.addr);
+    // One peer behind a channel, one reached with Send and Data indications.
+    let (peer, other) = (echo_peer().await, echo_peer().await);
+    for local in ["127.0.0.1", "127.0.0.3"] {
+        let to = SocketAddr::new(local.parse().unwrap(), port);
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.connect(to).await.unwrap();
+        let me = socket.local_addr().unwrap();
+        let (u, p) = rest_credentials(SECRET, "alice", Duration::from_secs(600));
+        let mut c = TurnClient::with_socket(socket, to, &u, &p);
+        assert_eq!(c.binding().await.unwrap(), me, "Binding via {local}");
+        c.allocate().await.expect("allocation");
+        c.channel_bind(0x4001, peer.addr).await.unwrap();
+        c.send_channel_data(0x4001, local.as_bytes()).await.unwrap();
+        assert_eq!(
+            c.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Channel {
+                channel: 0x4001,
+                data: local.as_bytes().to_vec()
+            }),
+            "ChannelData back via {local}"
+        );
+        c.create_permission(&[other.addr]).await.unwrap();
+        c.send_indication(other.addr, b"indication").await.unwrap();
+        assert_eq!(
+            c.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Indication {
+                peer: other.addr,
+                data: b"indication".to_vec()
+            }),
+            "Data indication via {local}"
+        );
+    }
+}

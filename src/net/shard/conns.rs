@@ -88,6 +88,7 @@ impl Shard {
         let buffer = conn.framer.buffer();
         let sockets = Sockets {
             listeners: &self.listeners,
+            endpoints: &self.endpoints,
             relays: &self.relays,
         };
         egress::transmit(

@@ -2,13 +2,14 @@
 //! socket and destination leave UDP sockets in `sendmmsg` calls (runs to one destination
 //! as UDP GSO messages), and TCP/TLS connections in one write per connection.
 
+use super::endpoints::Endpoints;
 use super::relays::Relay;
 use crate::net::stream::Streams;
 use ferroturn_core::server::{AllocId, Path, Transport};
 use ferroturn_udp::{self as udp, SendItem};
 use mio::Registry;
 use mio::net::UdpSocket;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 /// Which socket an outgoing message leaves through. The order matters: items are sorted
@@ -46,16 +47,22 @@ pub fn destination(path: &Path) -> SocketAddr {
 /// The sockets messages leave through, borrowed apart from the rest of the shard.
 pub struct Sockets<'a> {
     pub listeners: &'a [UdpSocket],
+    pub endpoints: &'a Endpoints,
     pub relays: &'a [Option<Relay>],
 }
 
 impl Sockets<'_> {
-    /// The UDP socket behind `through`, if it still exists.
-    fn fd(&self, through: Via) -> Option<RawFd> {
+    /// The UDP socket behind `through`, if it still exists, and the local address to
+    /// send from (for a wildcard listener: the one the client sent to).
+    fn fd(&self, through: Via) -> Option<(RawFd, Option<IpAddr>)> {
         match through {
-            Via::Listener(l) => self.listeners.get(usize::from(l)).map(|s| s.as_raw_fd()),
+            Via::Listener(id) => {
+                let (socket, src) = self.endpoints.route(id)?;
+                let fd = self.listeners.get(socket)?.as_raw_fd();
+                Some((fd, src))
+            }
             Via::Relay(id) => match self.relays.get(id.index as usize) {
-                Some(Some(r)) if r.id == id => Some(r.socket.as_raw_fd()),
+                Some(Some(r)) if r.id == id => Some((r.socket.as_raw_fd(), None)),
                 _ => None,
             },
             // Connections are written by `write_streams`.
@@ -118,17 +125,23 @@ fn send_runs<'a>(
     let mut i = 0;
     while i < n {
         let (through, _, to) = item(i);
-        let mut items = [SendItem { bytes: &[], to }; udp::MAX_ITEMS];
+        let route = sockets.fd(through);
+        let src = route.and_then(|(_, src)| src);
+        let mut items = [SendItem {
+            bytes: &[],
+            to,
+            src,
+        }; udp::MAX_ITEMS];
         let mut m = 0;
         while i + m < n && m < udp::MAX_ITEMS {
             let (v, bytes, to) = item(i + m);
             if v != through {
                 break;
             }
-            items[m] = SendItem { bytes, to };
+            items[m] = SendItem { bytes, to, src };
             m += 1;
         }
-        if let Some(fd) = sockets.fd(through) {
+        if let Some((fd, _)) = route {
             let mut sent = 0;
             while sent < m {
                 match udp::send_segmented(fd, &items[sent..m], *gso) {

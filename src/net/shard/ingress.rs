@@ -111,7 +111,7 @@ impl Shard {
         let n = udp::recv_batch(fd, &mut bufs[..free], &mut self.slots.meta)?;
         let now = Instant::now();
         for i in 0..n {
-            let RecvMeta { len, from } = self.slots.meta[i];
+            let RecvMeta { len, from, dst } = self.slots.meta[i];
             if len > MAX_DATAGRAM {
                 continue;
             }
@@ -119,7 +119,10 @@ impl Shard {
             let payload = HEADROOM..HEADROOM + len;
             let out = match source {
                 Source::Relay(index) => self.peer_datagram(now, index, from, slot, payload),
-                Source::Listener(index) => self.client_datagram(now, index, from, slot, payload),
+                Source::Listener(index) => {
+                    let listener = self.endpoints.id(index, dst);
+                    self.client_datagram(now, listener, from, slot, payload)
+                }
                 _ => None,
             };
             if let Some((range, path)) = out {
@@ -132,14 +135,14 @@ impl Shard {
     fn client_datagram(
         &mut self,
         now: Instant,
-        listener: usize,
+        listener: u16,
         from: SocketAddr,
         slot: usize,
         payload: Range<usize>,
     ) -> Option<(Range<usize>, Path)> {
         let tuple = FiveTuple {
             client: from,
-            listener: listener as u16,
+            listener,
             transport: Transport::Udp,
         };
         let datagram = &mut self.slots.slots[slot][payload.clone()];
@@ -180,6 +183,7 @@ impl Shard {
         let (pending, buffers) = (&slots.pending, &slots.slots);
         let sockets = Sockets {
             listeners: &self.listeners,
+            endpoints: &self.endpoints,
             relays: &self.relays,
         };
         let mut failed = std::mem::take(&mut self.failed);

@@ -16,6 +16,7 @@
 
 mod conns;
 mod egress;
+mod endpoints;
 mod ingress;
 mod relays;
 mod token;
@@ -26,6 +27,7 @@ use crate::control::{Command, ShardLink, unix_now};
 use crate::net::socket::SocketOptions;
 use crate::net::stream::Streams;
 use egress::{Sockets, StreamOut, Via};
+use endpoints::Endpoints;
 use ferroturn_core::server::{AllocId, Event, Server, Transmit};
 use ingress::{SLOTS, Slots};
 use mio::net::UdpSocket;
@@ -45,6 +47,9 @@ pub struct Shard {
     core: Server,
     opts: SocketOptions,
     listeners: Vec<UdpSocket>,
+    /// What the core's UDP listener ids name: a listener socket and the local address
+    /// to answer from.
+    endpoints: Endpoints,
     streams: Streams,
     relays: Vec<Option<Relay>>,
     /// Sockets that still had data when their budget ran out.
@@ -90,6 +95,7 @@ impl Shard {
             stop,
             core,
             opts,
+            endpoints: Endpoints::new(&listeners),
             listeners,
             streams,
             relays: Vec::new(),
@@ -230,6 +236,7 @@ impl Shard {
         let control = &self.control;
         let sockets = Sockets {
             listeners: &self.listeners,
+            endpoints: &self.endpoints,
             relays: &self.relays,
         };
         let mut failed = std::mem::take(&mut self.failed);

@@ -1,0 +1,154 @@
+//! Control messages on batched calls: the destination address of a received datagram
+//! (IP_PKTINFO, IPV6_PKTINFO) and, on send, the source address to use and the GSO
+//! segment size (UDP_SEGMENT). A socket that receives on a wildcard address learns from
+//! the first which of the host's addresses a client sent to, and answers from it with
+//! the second, so clients behind NATs and firewalls see replies from the address they
+//! used.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::RawFd;
+
+/// Room for the control messages of one datagram, 8-byte aligned: a UDP_SEGMENT (u16)
+/// and an in6_pktinfo (the larger of the two PKTINFO forms) with their headers.
+pub(crate) type Buffer = [u64; 10];
+
+const _: () = assert!(
+    size_of::<Buffer>()
+        >= cmsg_space(size_of::<u16>()) + cmsg_space(size_of::<libc::in6_pktinfo>())
+);
+
+/// CMSG_SPACE, computed without the libc call (a const).
+const fn cmsg_space(len: usize) -> usize {
+    let align = size_of::<usize>();
+    let header = (size_of::<libc::cmsghdr>() + align - 1) & !(align - 1);
+    header + ((len + align - 1) & !(align - 1))
+}
+
+/// Asks the kernel to report each received datagram's destination address (IP_PKTINFO
+/// for an IPv4 socket, IPV6_RECVPKTINFO for an IPv6 one); [`crate::RecvMeta::dst`] then
+/// carries it.
+pub fn enable_destination_address(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `on`, which lives for the
+    // call; a bad fd is reported as an error.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const on).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The destination address among the control messages the kernel wrote into `h`'s
+/// control buffer, if it reported one.
+///
+/// # Safety
+/// `h.msg_control` is null or points at `h.msg_controllen` bytes the kernel wrote.
+pub(crate) unsafe fn destination(h: &libc::msghdr) -> Option<IpAddr> {
+    if h.msg_control.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's promise; CMSG_FIRSTHDR and CMSG_NXTHDR stay within
+    // msg_controllen and return null past the end.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        while !c.is_null() {
+            let data = libc::CMSG_DATA(c);
+            match ((*c).cmsg_level, (*c).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                    let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    return Some(IpAddr::V4(ip));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                    return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+    }
+    None
+}
+
+/// Writes the send-side control messages of one message into `buffer` and points `h`
+/// at them: UDP_SEGMENT with `segment` when given (a GSO message), and the source
+/// address `src` when given. Leaves `h` without control messages when neither is.
+pub(crate) fn write_send(
+    h: &mut libc::msghdr,
+    buffer: &mut MaybeUninit<Buffer>,
+    segment: Option<u16>,
+    src: Option<IpAddr>,
+) {
+    if segment.is_none() && src.is_none() {
+        return;
+    }
+    let buffer = buffer.write([0; 10]);
+    h.msg_control = buffer.as_mut_ptr().cast();
+    h.msg_controllen = size_of::<Buffer>() as _;
+    let mut used = 0;
+    // SAFETY: msg_control points at `buffer` (zeroed, 8-byte aligned, msg_controllen
+    // long); CMSG_FIRSTHDR/CMSG_NXTHDR return headers inside it or null, and the space
+    // check above guarantees room for both messages and their data.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(h);
+        if let Some(size) = segment {
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+            libc::CMSG_DATA(c).cast::<u16>().write_unaligned(size);
+            used += libc::CMSG_SPACE(size_of::<u16>() as u32) as usize;
+            c = libc::CMSG_NXTHDR(h, c);
+        }
+        match src {
+            Some(IpAddr::V4(ip)) if !c.is_null() => {
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as _;
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                libc::CMSG_DATA(c)
+                    .cast::<libc::in_pktinfo>()
+                    .write_unaligned(info);
+                used += libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32) as usize;
+            }
+            Some(IpAddr::V6(ip)) if !c.is_null() => {
+                (*c).cmsg_level = libc::IPPROTO_IPV6;
+                (*c).cmsg_type = libc::IPV6_PKTINFO;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as _;
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                libc::CMSG_DATA(c)
+                    .cast::<libc::in6_pktinfo>()
+                    .write_unaligned(info);
+                used += libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32) as usize;
+            }
+            _ => {}
+        }
+    }
+    h.msg_controllen = used as _;
+}
