@@ -196,6 +196,10 @@ struct Ctx {
     peer: SocketAddr,
     counts: Counts,
     next_id: AtomicU64,
+    /// UDP clients that left with their allocation alive, kept (their sockets open)
+    /// until the allocations are gone: a new client could otherwise get the same
+    /// ephemeral port, and with it a 5-tuple that still has an allocation (437).
+    parked: std::sync::Mutex<Vec<TurnClient>>,
 }
 
 impl Ctx {
@@ -213,6 +217,16 @@ impl Ctx {
 
     fn id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Keeps a UDP client's socket open until [`measure::drain`] has seen every
+    /// allocation end; other clients are dropped at once.
+    fn park(&self, kind: Kind, c: TurnClient) {
+        if kind == Kind::Udp {
+            if let Ok(mut parked) = self.parked.lock() {
+                parked.push(c);
+            }
+        }
     }
 
     /// A client for a user of its own (so per-user quota entries come and go too).
@@ -311,6 +325,7 @@ async fn allocation_churn_returns_to_baseline() {
         peer: peer.addr,
         counts: Counts::default(),
         next_id: AtomicU64::new(1),
+        parked: std::sync::Mutex::new(Vec::new()),
     });
 
     // Warm-up: first use of every path (rustls, the shards' tables, tokio) is in the

@@ -126,6 +126,10 @@ pub(crate) async fn drain(ctx: &Ctx) -> Snapshot {
         }
         sleep(Duration::from_millis(100)).await;
     }
+    // Every allocation is gone: the parked clients' ports may be reused now.
+    if let Ok(mut parked) = ctx.parked.lock() {
+        parked.clear();
+    }
     // Every shard publishes its gauges and counters once more (once a second).
     sleep(Duration::from_millis(1300)).await;
     snapshot(&ctx.server)

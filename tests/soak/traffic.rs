@@ -164,7 +164,7 @@ pub(crate) async fn run_client(ctx: Arc<Ctx>, kind: Kind, end: Ending) {
             if clean {
                 let _ = c.shutdown().await;
             }
-            drop(c);
+            ctx.park(kind, c);
             add(&ctx.counts.closed);
             if kind == Kind::Udp {
                 // Media keeps arriving for a client that is gone, until expiry.
@@ -212,10 +212,12 @@ pub(crate) async fn run_client(ctx: Arc<Ctx>, kind: Kind, end: Ending) {
                 (Abandon::AfterAllocate, _) => {
                     let mut c = ctx.client(kind, id).await;
                     allocate(&ctx, &mut c, id, None).await;
+                    ctx.park(kind, c);
                 }
                 (Abandon::MidAllocate, _) => {
                     let mut c = ctx.client(kind, id).await;
                     let _ = timeout(Duration::from_millis(id * 7 % 20), c.allocate()).await;
+                    ctx.park(kind, c);
                 }
                 (Abandon::Silent, Kind::Udp) => {
                     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
