@@ -201,7 +201,7 @@ fn check(text: &str) {
     let raw = match RawConfig::from_toml_str(text) {
         Ok(raw) => raw,
         Err(e) => {
-            assert!(!e.0.is_empty(), "empty error for {text:?}");
+            assert!(!e.message.is_empty(), "empty error for {text:?}");
             assert!(
                 typed.is_err(),
                 "Config accepted what RawConfig refused: {text:?}"
@@ -216,7 +216,7 @@ fn check(text: &str) {
         "overlay onto the empty configuration lost an option"
     );
     match typed {
-        Err(e) => assert!(!e.0.is_empty(), "empty error for {text:?}"),
+        Err(e) => assert!(!e.message.is_empty(), "empty error for {text:?}"),
         Ok(c) => {
             assert!(
                 (1..=256).contains(&c.relay_threads),
