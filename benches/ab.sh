@@ -62,8 +62,10 @@ for line in open(sys.argv[1]):
         print(f"no result: {line.strip()}")
         continue
     r = json.loads(rest)
+    for q, v in (r.get("rtt_us") or {}).items():
+        r[f"rtt_{q}_us"] = v
     row = f"{tool} {r.get('mode', '')} {r.get('flows', '')}".strip()
-    for metric in ("server_cpu_us_per_round_trip", "round_trips_per_s", "rtt_p99_us",
+    for metric in ("server_cpu_us_per_round_trip", "round_trips_per_s", "rtt_p50_us", "rtt_p99_us",
                    "setups_per_s", "server_cpu_us_per_setup", "p99_ms", "gen_cpu_util"):
         if metric in r:
             runs[(row, metric, side)].append(r[metric])

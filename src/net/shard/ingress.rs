@@ -70,10 +70,13 @@ impl Shard {
     /// have more.
     pub(super) fn drain_udp(&mut self, source: Source) -> bool {
         for _ in 0..BUDGET {
-            if self.slots.taken + BATCH > SLOTS {
+            let received = self.receive(source);
+            // What this batch relays leaves now: a datagram waits for its own batch only,
+            // never for the other sockets of the turn.
+            if !self.slots.pending.is_empty() {
                 self.flush_data();
             }
-            match self.receive(source) {
+            match received {
                 Ok(n) if n == BATCH => {}
                 Ok(_) => return false,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
