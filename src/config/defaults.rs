@@ -35,6 +35,7 @@ pub const NEW_PEER_RATE: u32 = 20;
 pub const UNAUTHENTICATED_RATE: u32 = 50;
 pub const DRAIN_TIMEOUT: u64 = 30;
 pub const LOG_LEVEL: &str = "info";
+pub const KERNEL_OFFLOAD: super::KernelOffload = super::KernelOffload::Off;
 pub const MAX_TCP_CONNECTIONS: usize = 10_000;
 pub const MAX_TCP_CONNECTIONS_PER_IP: u32 = 256;
 pub const TCP_HANDSHAKE_TIMEOUT: u64 = 10;

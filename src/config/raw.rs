@@ -3,6 +3,7 @@
 
 use super::ConfigError;
 use super::api::RawApiKey;
+use super::typed::KernelOffload;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -168,6 +169,11 @@ pub struct RawConfig {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive). Default info.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Kernel fast path for UDP channel traffic (eBPF, needs CAP_BPF and CAP_NET_ADMIN):
+    /// `off`, `auto` (on where the kernel and capabilities allow it, else one log line and
+    /// off) or `on` (refuse to start without it). Default off.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub kernel_offload: Option<KernelOffload>,
     // --- HTTP API (src/config/api.rs checks these) ---
     /// Address of the HTTP API: credentials, metrics, health, admin. Default: off.
     #[arg(long, value_name = "IP:PORT")]
@@ -223,6 +229,7 @@ impl RawConfig {
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
                 relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
+                kernel_offload,
                 api_listen, api_tls, credential_ttl, public_host;
             list: listening_ip, relay_ip, external_ip, static_auth_secret, user,
                 denied_peer_ip, allowed_peer_ip,

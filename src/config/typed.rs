@@ -28,8 +28,24 @@ pub struct Config {
     pub socket_recv_buffer_size: Option<usize>,
     pub socket_send_buffer_size: Option<usize>,
     pub log_level: String,
+    /// Whether to run the kernel fast path (only a restart changes it).
+    pub kernel_offload: KernelOffload,
     /// The HTTP API (off unless `api-listen` is set).
     pub api: ApiConfig,
+}
+
+/// `kernel-offload`: the eBPF fast path for UDP channel traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelOffload {
+    /// User space relays everything.
+    #[default]
+    Off,
+    /// The kernel relays bound UDP channels where the kernel, the build and the process's
+    /// capabilities allow it; otherwise one log line says why, and user space relays.
+    Auto,
+    /// As `auto`, but the server refuses to start without it.
+    On,
 }
 
 /// Where the server listens. TCP shares the UDP port numbers.
@@ -208,6 +224,8 @@ impl Config {
             bps_capacity: raw.bps_capacity.unwrap_or(d::BPS_CAPACITY),
             new_peer_rate: raw.new_peer_rate.unwrap_or(d::NEW_PEER_RATE),
             alternate_server: raw.alternate_server,
+            // Set by the driver once the kernel program runs.
+            kernel_offload: false,
         };
         Ok(Config {
             listeners,
@@ -219,6 +237,7 @@ impl Config {
             socket_recv_buffer_size: raw.socket_recv_buffer_size,
             socket_send_buffer_size: raw.socket_send_buffer_size,
             log_level: raw.log_level.clone().unwrap_or_else(|| d::LOG_LEVEL.into()),
+            kernel_offload: raw.kernel_offload.unwrap_or(d::KERNEL_OFFLOAD),
             api: super::api::from_raw(&raw, separator, max_ttl)?,
         })
     }

@@ -32,7 +32,7 @@ use ferroturn_core::proto::integrity;
 use ferroturn_core::proto::wire::method;
 use ferroturn_core::proto::writer::MessageWriter;
 use ferroturn_core::server::{
-    AllocId, Event, FiveTuple, Path, Secrets, Server, Transmit, Transport,
+    AllocId, Event, FiveTuple, OffloadChannel, Path, Secrets, Server, Transmit, Transport,
 };
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -84,6 +84,10 @@ pub struct Harness {
     pub binds: Vec<(AllocId, SocketAddr)>,
     /// Every `CloseRelay` seen.
     pub closed: Vec<AllocId>,
+    /// The kernel fast path as the events leave it: the channels installed now.
+    pub kernel: std::collections::BTreeMap<(AllocId, u16), OffloadChannel>,
+    /// Every offload event, in order (`true`: install).
+    pub offload_log: Vec<(bool, OffloadChannel)>,
     txn_counter: u32,
 }
 
@@ -93,9 +97,20 @@ impl Harness {
         Self::with_config(&format!("{BASE}{extra}\n"))
     }
 
+    /// A server from the base configuration plus `extra`, driven as by a driver whose
+    /// kernel fast path runs (bound UDP channels are offloaded).
+    pub fn with_offload(extra: &str) -> Self {
+        Self::build(&format!("{BASE}{extra}\n"), true)
+    }
+
     /// A server from exactly this configuration, with fixed secrets (runs repeat).
     pub fn with_config(toml: &str) -> Self {
-        let config = Config::from_toml_str(toml).expect("test configuration is valid");
+        Self::build(toml, false)
+    }
+
+    fn build(toml: &str, kernel_offload: bool) -> Self {
+        let mut config = Config::from_toml_str(toml).expect("test configuration is valid");
+        config.server.kernel_offload = kernel_offload;
         let t0 = Instant::now();
         let server = Server::new(
             config.server,
@@ -114,6 +129,8 @@ impl Harness {
             bind_ok: true,
             binds: Vec::new(),
             closed: Vec::new(),
+            kernel: std::collections::BTreeMap::new(),
+            offload_log: Vec::new(),
             txn_counter: 0,
         }
     }
@@ -143,9 +160,37 @@ impl Harness {
                     self.server
                         .handle_relay_bound(self.now, relay, self.bind_ok);
                 }
-                Event::CloseRelay { relay } => self.closed.push(relay),
+                Event::CloseRelay { relay } => {
+                    // The allocation's channels left the kernel before its socket went.
+                    assert!(
+                        !self.kernel.keys().any(|(r, _)| *r == relay),
+                        "relay {relay:?} closed with channels still in the kernel"
+                    );
+                    self.closed.push(relay)
+                }
+                Event::Offload(ch) => {
+                    assert_eq!(ch.tuple.transport, Transport::Udp, "only UDP is offloaded");
+                    self.kernel.insert((ch.relay, ch.channel), ch);
+                    self.offload_log.push((true, ch));
+                }
+                Event::Unoffload(ch) => {
+                    assert!(
+                        self.kernel.remove(&(ch.relay, ch.channel)).is_some(),
+                        "removed a channel the kernel does not have: {ch:?}"
+                    );
+                    self.offload_log.push((false, ch));
+                }
             }
         }
+        // What the core says it offloaded is exactly what the kernel was told.
+        let mut said: Vec<(AllocId, u16)> = self
+            .server
+            .offloaded_channels()
+            .map(|(relay, _, channel)| (relay, channel))
+            .collect();
+        said.sort();
+        let told: Vec<(AllocId, u16)> = self.kernel.keys().copied().collect();
+        assert_eq!(said, told, "the core and the kernel table disagree");
     }
 
     fn drain_transmits(&mut self) -> Vec<Transmit> {

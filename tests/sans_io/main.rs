@@ -12,6 +12,7 @@ mod allocate;
 mod channels;
 mod errors;
 mod limits;
+mod offload;
 mod permissions;
 mod pipeline;
 mod rest;

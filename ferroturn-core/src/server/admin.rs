@@ -93,7 +93,10 @@ impl Server {
             let key = self.rng.random();
             self.limiter = limiter::SourceLimiter::new(cfg.unauthenticated_rate, key);
         }
+        cfg.kernel_offload = self.cfg.kernel_offload;
         self.cfg = cfg;
+        // A new peer policy or max-bps applies to what the kernel relays too.
+        self.sync_offload_all();
     }
 
     /// While draining, new allocations are refused (508) and everything else works.

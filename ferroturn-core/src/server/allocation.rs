@@ -49,6 +49,8 @@ pub struct ChannelBinding {
     pub peer: SocketAddr,
     pub expires: Instant,
     pub bound: bool,
+    /// Installed in the kernel fast path (see `server::offload`).
+    pub offloaded: bool,
 }
 
 /// Waiting for the I/O layer to bind the relay socket.

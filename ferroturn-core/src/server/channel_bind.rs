@@ -56,6 +56,7 @@ impl Server {
                     peer,
                     expires,
                     bound: true,
+                    offloaded: false,
                 });
                 None
             }
@@ -64,6 +65,7 @@ impl Server {
             .rearm(old, expires, Timer::Channel(id, number));
         // Binding a channel installs or refreshes the peer's permission.
         self.install_permission(now, id, peer.ip());
+        self.sync_offload(id, false);
         Ok(Reply::Success(Vec::new()))
     }
 }

@@ -21,6 +21,7 @@ mod deadlines;
 pub mod error;
 mod limiter;
 mod log_limit;
+pub mod offload;
 mod permission;
 pub mod policy;
 pub mod ports;
@@ -35,6 +36,7 @@ pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
+pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, SharedState};
 pub use stats::{Gauges, Stats};
@@ -98,6 +100,9 @@ pub struct ServerConfig {
     /// Where a draining server sends new allocations (300 Try Alternate); without it
     /// they get 508.
     pub alternate_server: Option<SocketAddr>,
+    /// The kernel fast path is running: bound UDP channels are handed to it
+    /// ([`Event::Offload`]). The driver sets this when the program is loaded.
+    pub kernel_offload: bool,
 }
 
 /// The secrets a server starts with. The caller draws them from the OS CSPRNG at start-up
@@ -152,6 +157,10 @@ pub enum Event {
     BindRelay { relay: AllocId, local: SocketAddr },
     /// The allocation is gone: close its relay socket.
     CloseRelay { relay: AllocId },
+    /// Relay this channel in the kernel from now on (both directions).
+    Offload(OffloadChannel),
+    /// Stop relaying this channel in the kernel: user space decides again.
+    Unoffload(OffloadChannel),
 }
 
 /// Why an allocation ended.
@@ -382,9 +391,12 @@ impl Server {
     }
 
     fn push_event(&mut self, event: Event) {
-        // CloseRelay must never be lost (it frees a socket); BindRelay is bounded by the
-        // allocations that can exist, so the cap is only a guard.
-        if self.events.len() < MAX_QUEUED || matches!(event, Event::CloseRelay { .. }) {
+        // CloseRelay and Unoffload must never be lost (they free a socket, or stop the
+        // kernel relaying); the others are bounded by the allocations and channels that
+        // can exist, so the cap is only a guard.
+        if self.events.len() < MAX_QUEUED
+            || matches!(event, Event::CloseRelay { .. } | Event::Unoffload(_))
+        {
             self.events.push_back(event);
         }
     }
@@ -398,6 +410,8 @@ impl Server {
                     if let Some(a) = self.table.get_mut(id) {
                         a.permissions.retain(|p| p.ip != ip);
                     }
+                    // A bound channel to that peer stops relaying without a permission.
+                    self.sync_offload(id, false);
                 }
                 Timer::Channel(id, number) => self.expire_channel(now, id, number),
             }
@@ -422,6 +436,7 @@ impl Server {
             a.channels[pos].expires = now + CHANNEL_COOLDOWN;
             self.deadlines
                 .rearm(None, now + CHANNEL_COOLDOWN, Timer::Channel(id, number));
+            self.sync_offload(id, false);
         } else {
             a.channels.swap_remove(pos);
         }
@@ -432,6 +447,8 @@ impl Server {
         let Some(a) = self.table.remove(id) else {
             return;
         };
+        // Before anything else: not one more datagram through the kernel.
+        self.unoffload_all(&a);
         self.deadlines.cancel(a.expires, Timer::Allocation(id));
         for p in &a.permissions {
             self.deadlines

@@ -41,6 +41,8 @@ impl Server {
         for peer in &req.peers {
             self.install_permission(now, id, peer.ip());
         }
+        // A bound channel whose permission had lapsed may go back to the kernel.
+        self.sync_offload(id, false);
         Ok(Reply::Success(Vec::new()))
     }
 

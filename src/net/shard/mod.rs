@@ -221,6 +221,9 @@ impl Shard {
                         .handle_relay_bound(Instant::now(), relay, bound.is_ok());
                 }
                 Event::CloseRelay { relay } => self.close_relay(relay),
+                // The core emits these only with `kernel_offload` set, which nothing sets
+                // until the kernel fast path is wired in.
+                Event::Offload(_) | Event::Unoffload(_) => {}
             }
         }
     }
