@@ -1,0 +1,1 @@
+//! (veth tests follow)
