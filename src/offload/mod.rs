@@ -21,9 +21,10 @@
 
 mod error;
 mod host;
-pub mod maps;
+mod maps;
 
 pub use error::OffloadError;
+pub use maps::MAX_PAYLOAD;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TcAttachType};
@@ -151,7 +152,7 @@ pub struct DirectionTotals {
 pub struct PassedToUserSpace {
     /// The ChannelData length did not fill the UDP payload exactly (padding).
     pub malformed: u64,
-    /// Payload over [`maps::MAX_PAYLOAD`].
+    /// Payload over [`MAX_PAYLOAD`].
     pub too_big: u64,
     /// A local destination, but the datagram arrived on an interface other than lo.
     pub not_loopback: u64,
@@ -161,8 +162,6 @@ pub struct PassedToUserSpace {
     pub frag_needed: u64,
     /// Forwarding off on lo.
     pub forwarding_disabled: u64,
-    /// A helper failed before anything was modified.
-    pub errors: u64,
 }
 
 /// Everything the program counted, for `/metrics`.
@@ -187,6 +186,12 @@ pub struct Offload {
     local: Mutex<host::LocalAddrs>,
     interfaces: Vec<String>,
 }
+
+// Shards share one Offload.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Offload>();
+};
 
 /// The object file build.rs compiled, if it could.
 #[cfg(ferroturn_bpf)]
@@ -303,26 +308,13 @@ impl Offload {
     /// installed already with the same addresses keeps its counters. An error leaves
     /// nothing installed; the channel then stays in user space.
     pub fn install(&self, ch: &OffloadedChannel) -> Result<(), OffloadError> {
-        if !(0x4000..=0x4fff).contains(&ch.channel) {
-            return Err(OffloadError::InvalidChannel(ch.channel));
-        }
-        let v4 = ch.client.is_ipv4();
-        if [ch.server, ch.relay, ch.peer]
-            .iter()
-            .any(|a| a.is_ipv4() != v4)
-        {
-            return Err(OffloadError::FamilyMismatch);
-        }
-        for ip in [ch.client.ip(), ch.peer.ip()] {
-            if !host::is_unicast(ip) {
-                return Err(OffloadError::NotUnicast(ip));
-            }
-        }
+        validate(ch)?;
         let (peer_local, client_local) = {
             let mut local = lock(&self.local);
             (local.contains(ch.peer.ip()), local.contains(ch.client.ip()))
         };
-        if !(peer_local && client_local) && !host::lo_forwarding(ch.client.ip()) {
+        let all_local = peer_local && client_local;
+        if !all_local && !host::lo_forwarding(ch.client.ip()) {
             return Err(OffloadError::ForwardingDisabled {
                 family: host::sysctl_family(ch.client.ip()),
             });
@@ -443,7 +435,6 @@ impl Offload {
                 no_route: n(stat::PASS_NO_ROUTE),
                 frag_needed: n(stat::PASS_FRAG_NEEDED),
                 forwarding_disabled: n(stat::PASS_FWD_DISABLED),
-                errors: n(stat::PASS_ERROR),
             },
             dropped_errors: n(stat::DROP_ERROR),
         }
@@ -465,6 +456,27 @@ impl Drop for Offload {
 }
 
 const PROGRAM: &str = "ferroturn_relay";
+
+/// What the kernel path can take at all: a channel number of RFC 8656 section 12, one
+/// address family throughout, unicast destinations.
+fn validate(ch: &OffloadedChannel) -> Result<(), OffloadError> {
+    if !(0x4000..=0x4fff).contains(&ch.channel) {
+        return Err(OffloadError::InvalidChannel(ch.channel));
+    }
+    let v4 = ch.client.is_ipv4();
+    if [ch.server, ch.relay, ch.peer]
+        .iter()
+        .any(|a| a.is_ipv4() != v4)
+    {
+        return Err(OffloadError::FamilyMismatch);
+    }
+    for ip in [ch.client.ip(), ch.peer.ip()] {
+        if !host::is_unicast(ip) {
+            return Err(OffloadError::NotUnicast(ip));
+        }
+    }
+    Ok(())
+}
 
 /// Loads the classifier and attaches it to TC ingress of each interface: a TCX link on
 /// kernels from 6.6 on (detached when the process exits, however it exits), else a
@@ -589,3 +601,6 @@ fn remove_missing_ok(
         Err(e) => Err(OffloadError::update("remove", name, e)),
     }
 }
+
+#[cfg(test)]
+mod tests;

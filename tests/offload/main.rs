@@ -12,6 +12,7 @@
 //! line and returns.
 
 mod loopback;
+mod measure;
 mod netns;
 mod packet;
 mod veth;

@@ -164,7 +164,7 @@ impl Capture {
                 .collect();
             // SAFETY: an AF_PACKET socket's source address is a sockaddr_ll.
             let ll = unsafe { &*from.as_ptr().cast::<libc::sockaddr_ll>() };
-            if ll.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+            if ll.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
             if let Some(c) = parse(&pkt) {

@@ -115,16 +115,14 @@ struct pkt {
 	__u16 ulen;    /* UDP length, host order */
 	__u16 udp_off; /* from the Ethernet header */
 	__u8 family;
-	__u8 tos;      /* IPv4 only, for the route lookup */
 	__u8 is_cd;    /* the payload starts like ChannelData */
-	__u8 pad;
 	__be16 cd_channel;
 	__u16 cd_len;  /* host order */
 	__be32 ip6_first; /* IPv6 version, traffic class and flow label */
 	__be16 ip4_id;
 	__be16 ip4_frag; /* DF at most: fragments never get this far */
-	__u8 ip4_tos;
-	__u8 pad2[3];
+	__u8 ip4_tos;    /* DSCP and ECN */
+	__u8 pad[3];
 };
 
 struct route {
@@ -181,7 +179,6 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		p->family = FAMILY_V4;
 		p->saddr[0] = ip->saddr;
 		p->daddr[0] = ip->daddr;
-		p->tos = ip->tos;
 		p->ip4_tos = ip->tos;
 		p->ip4_id = ip->id;
 		p->ip4_frag = ip->frag_off;
@@ -254,7 +251,7 @@ static __always_inline int route(struct __sk_buff *skb, const struct pkt *p,
 	f.ifindex = LOOPBACK_IFINDEX;
 	if (p->family == FAMILY_V4) {
 		f.family = AF_INET;
-		f.tos = p->tos;
+		f.tos = p->ip4_tos;
 		f.tot_len = ulen + IP4_HLEN;
 		f.ipv4_src = src[0];
 		f.ipv4_dst = dst[0];

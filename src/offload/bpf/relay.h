@@ -105,7 +105,6 @@ enum stat {
 	ST_PASS_NO_ROUTE,      /* bpf_fib_lookup: no unicast route */
 	ST_PASS_FRAG_NEEDED,   /* bpf_fib_lookup: over the route's MTU */
 	ST_PASS_FWD_DISABLED,  /* bpf_fib_lookup: forwarding off on lo */
-	ST_PASS_ERROR,         /* a helper failed before anything was modified */
 	ST_COUNT,
 };
 
