@@ -5,6 +5,10 @@
 #   - libnss3-tools (certutil) from Debian: the browser test trusts its test CA for
 #     turns: through an NSS database it makes with certutil
 #   - systemd (systemd-analyze) from Debian: tests/executable/systemd.rs verifies the unit file
+#   - clang, libbpf-dev and bpftool from Debian: build.rs compiles the kernel fast path's
+#     eBPF program with clang against libbpf's headers (without them the server builds
+#     without it); bpftool is for looking at the loaded program and its maps by hand
+#   - iproute2 (ip) from Debian: tests/offload builds its network namespaces with it
 #   - tests/browser/node_modules (playwright-core, pinned in tests/browser/package-lock.json)
 #   - the fuzz stage's tools (skipped with FUZZ_SECONDS=0, which skips that stage):
 #     cargo-fuzz from crates.io, and a nightly toolchain when rustup can install one;
@@ -49,6 +53,18 @@ fi
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   missing+=(systemd)
 fi
+if ! command -v clang >/dev/null 2>&1; then
+  missing+=(clang)
+fi
+if [ ! -f /usr/include/bpf/bpf_helpers.h ]; then
+  missing+=(libbpf-dev)
+fi
+if ! command -v bpftool >/dev/null 2>&1; then
+  missing+=(bpftool)
+fi
+if ! command -v ip >/dev/null 2>&1; then
+  missing+=(iproute2)
+fi
 
 apt_lists_present() {
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null
@@ -75,7 +91,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
   fi
 else
-  log "coturn, chromium, certutil and systemd-analyze already installed"
+  log "coturn, chromium, certutil, systemd-analyze, clang, libbpf-dev, bpftool and ip already installed"
 fi
 
 command -v turnserver >/dev/null 2>&1 || die "turnserver still missing after installing coturn"
@@ -83,6 +99,10 @@ command -v turnutils_uclient >/dev/null 2>&1 || die "turnutils_uclient still mis
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium still missing after installing chromium"
 command -v certutil >/dev/null 2>&1 || die "certutil still missing after installing libnss3-tools"
 command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze still missing after installing systemd"
+command -v clang >/dev/null 2>&1 || die "clang still missing after installing clang"
+[ -f /usr/include/bpf/bpf_helpers.h ] || die "bpf/bpf_helpers.h still missing after installing libbpf-dev"
+command -v bpftool >/dev/null 2>&1 || die "bpftool still missing after installing bpftool"
+command -v ip >/dev/null 2>&1 || die "ip still missing after installing iproute2"
 
 # --- Node packages for tests/browser ----------------------------------------------------
 command -v node >/dev/null 2>&1 || die "node not found; install Node.js >= 20 (with npm)"

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod net;
 pub mod notify;
+pub mod offload;
 pub mod state;
 
 pub use control::{Control, LogReloader, Metrics, ReloadError, ReloadReport};

@@ -1,0 +1,58 @@
+use super::*;
+
+#[test]
+fn modes_parse_and_print() {
+    for mode in [OffloadMode::Off, OffloadMode::Auto, OffloadMode::On] {
+        assert_eq!(mode.as_str().parse(), Ok(mode));
+    }
+    assert_eq!("yes".parse::<OffloadMode>(), Err(ParseModeError));
+    assert!(matches!(
+        Offload::start(OffloadMode::Off, &[], Limits::default()),
+        Ok(None)
+    ));
+}
+
+/// Built without clang (`CLANG=/nonexistent cargo test`): auto says nothing is
+/// there, on says why.
+#[test]
+fn a_build_without_the_program_says_why() {
+    if built_with_program() {
+        return;
+    }
+    assert!(matches!(
+        Offload::start(OffloadMode::Auto, &[], Limits::default()),
+        Ok(None)
+    ));
+    match Offload::start(OffloadMode::On, &[], Limits::default()) {
+        Err(e @ OffloadError::NotBuilt(_)) => {
+            assert!(e.to_string().starts_with("built without"), "{e}")
+        }
+        other => panic!("{:?}", other.map(|o| o.is_some())),
+    }
+}
+
+#[test]
+fn install_checks_what_it_is_given() {
+    let ch = OffloadedChannel {
+        client: "192.0.2.1:5000".parse().unwrap(),
+        server: "198.51.100.1:3478".parse().unwrap(),
+        channel: 0x4000,
+        relay: "[2001:db8::1]:50000".parse().unwrap(),
+        peer: "[2001:db8::2]:6000".parse().unwrap(),
+    };
+    assert!(matches!(validate(&ch), Err(OffloadError::FamilyMismatch)));
+    let ch = OffloadedChannel {
+        relay: "198.51.100.1:50000".parse().unwrap(),
+        peer: "224.0.0.1:6000".parse().unwrap(),
+        ..ch
+    };
+    assert!(matches!(validate(&ch), Err(OffloadError::NotUnicast(_))));
+    let ch = OffloadedChannel {
+        channel: 0x5000,
+        ..ch
+    };
+    assert!(matches!(
+        validate(&ch),
+        Err(OffloadError::InvalidChannel(0x5000))
+    ));
+}

@@ -1,0 +1,103 @@
+//! The kernel fast path (`src/offload`) on real packets, in network namespaces made for
+//! each test (the host's own interfaces are never touched):
+//!
+//! - `loopback`: one namespace, everything on lo (local delivery): both directions over
+//!   IPv4 and IPv6, removal, counters, padded ChannelData and unknown channels left to
+//!   user space, `max-bps` and `bps-capacity` drops, checksums checked by the stack;
+//! - `veth`: client, server and peer namespaces joined by veth pairs, forwarding off in
+//!   the server's: routed delivery through a real route and neighbour, with every
+//!   checksum verified where the datagrams arrive.
+//!
+//! They need root, BPF and namespaces; where one is missing each test says so in one
+//! line and returns.
+
+mod loopback;
+mod measure;
+mod netns;
+mod packet;
+mod veth;
+
+use ferroturn::offload::{Limits, Offload, OffloadError, OffloadMode};
+use netns::Unavailable;
+use std::net::IpAddr;
+
+/// Why these tests cannot run on this machine, if they cannot.
+pub fn unavailable() -> Option<Unavailable> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces, BPF)".into());
+    }
+    if !bpf_syscall_works() {
+        return Some("the bpf system call is not permitted here".into());
+    }
+    None
+}
+
+/// Creates a one-element array map and closes it: EPERM or ENOSYS mean no BPF here.
+fn bpf_syscall_works() -> bool {
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        rest: [u8; 112],
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    let attr = MapCreate {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        rest: [0; 112],
+    };
+    // SAFETY: BPF_MAP_CREATE reads `size_of::<MapCreate>()` bytes of `attr`.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &attr as *const MapCreate,
+            size_of::<MapCreate>(),
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: closing the descriptor the kernel just gave us.
+    unsafe { libc::close(fd as i32) };
+    true
+}
+
+/// Starts the fast path in the calling thread's namespace. A binary built without the
+/// program only skips where clang is missing too; anywhere else that is a failure (the
+/// build should have had it).
+pub fn start(addrs: &[IpAddr], limits: Limits) -> Result<Offload, Unavailable> {
+    match Offload::start(OffloadMode::On, addrs, limits) {
+        Ok(Some(offload)) => Ok(offload),
+        Ok(None) => panic!("OffloadMode::On returned no offload and no error"),
+        Err(OffloadError::NotBuilt(why)) if !clang_installed() => Err(why.into()),
+        Err(e) => panic!("starting kernel offload: {e}"),
+    }
+}
+
+fn clang_installed() -> bool {
+    std::process::Command::new("clang")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs a test body unless the machine cannot; then prints why, in one line.
+#[macro_export]
+macro_rules! skip_unless_available {
+    ($result:expr) => {
+        match $result {
+            Ok(v) => v,
+            Err(why) => {
+                println!("kernel offload test skipped: {why}");
+                return;
+            }
+        }
+    };
+}
