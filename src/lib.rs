@@ -4,7 +4,7 @@
 //! [`config`] turns the TOML file and command-line flags into typed configuration,
 //! [`net`] runs the shards (sockets, event loops), [`api`] serves HTTP, and [`control`]
 //! is the operator side both reach. [`start`] wires them together; dependencies point
-//! one way: main -> [`start`] -> {net, api} -> control -> config -> core.
+//! one way: main -> [`start`] -> {net, api} -> control -> [`offload`] -> config -> core.
 
 pub mod api;
 pub mod client;
@@ -86,7 +86,14 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         None => None,
     };
     let conn_limits = Arc::new(ConnLimits::new(config.streams));
-    let shards = net::start(&config, shared, certs.as_ref(), &conn_limits)?;
+    let offload = start_offload(&config)?;
+    let shards = net::start(
+        &config,
+        shared,
+        certs.as_ref(),
+        &conn_limits,
+        offload.as_ref(),
+    )?;
     let watcher = match &certs {
         Some(c) => Some(control::watch_certificates(c.clone(), shards.stop.clone())?),
         None => None,
@@ -97,6 +104,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         certs,
         conn_limits,
         shards.links.clone(),
+        offload,
     ));
     let mut handle = ServerHandle {
         control,
@@ -107,4 +115,25 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     // On error the handle is dropped, which stops the shards.
     handle.api = api::ApiServer::start(handle.control()).await?;
     Ok(handle)
+}
+
+/// Loads and attaches the kernel fast path as `kernel-offload` says: `None` when it is
+/// off, or `auto` and the kernel, the build or the capabilities do not allow it (one log
+/// line says why); an error when it is `on` and cannot start.
+fn start_offload(config: &Config) -> io::Result<Option<Arc<offload::Offload>>> {
+    let relay = [config.server.relay_v4, config.server.relay_v6];
+    let addrs: Vec<std::net::IpAddr> = config
+        .listeners
+        .udp
+        .iter()
+        .map(|a| a.ip())
+        .chain(relay.iter().flatten().map(|r| r.local))
+        .collect();
+    let limits = offload::Limits {
+        bps_capacity: config.server.bps_capacity,
+        ..offload::Limits::default()
+    };
+    offload::Offload::start(config.kernel_offload, &addrs, limits)
+        .map(|o| o.map(Arc::new))
+        .map_err(|e| io::Error::other(format!("kernel-offload = \"on\": {e}")))
 }

@@ -57,10 +57,18 @@ struct SessionView {
     relayed: SocketAddr,
     age_secs: u64,
     expires_in_secs: u64,
+    /// Payload bytes relayed, user space and kernel together.
     bytes_up: u64,
     bytes_down: u64,
     permissions: usize,
     channels: usize,
+    /// Channels the kernel relays now, and what it relayed for this allocation (also
+    /// counted in `bytes_up` and `bytes_down`).
+    kernel_channels: usize,
+    kernel_packets_up: u64,
+    kernel_packets_down: u64,
+    kernel_bytes_up: u64,
+    kernel_bytes_down: u64,
 }
 
 impl From<Session> for SessionView {
@@ -77,10 +85,15 @@ impl From<Session> for SessionView {
             relayed: s.relayed,
             age_secs: s.age_secs,
             expires_in_secs: s.expires_in_secs,
-            bytes_up: s.bytes_up,
-            bytes_down: s.bytes_down,
+            bytes_up: s.bytes_up + s.kernel[0].bytes,
+            bytes_down: s.bytes_down + s.kernel[1].bytes,
             permissions: s.permissions,
             channels: s.channels,
+            kernel_channels: s.offloaded_channels,
+            kernel_packets_up: s.kernel[0].packets,
+            kernel_packets_down: s.kernel[1].packets,
+            kernel_bytes_up: s.kernel[0].bytes,
+            kernel_bytes_down: s.kernel[1].bytes,
         }
     }
 }

@@ -201,7 +201,82 @@ pub fn render(m: &Metrics) -> String {
         "Configuration reloads refused (invalid file).",
     )
     .sample(&[], m.reloads_failed);
+    kernel(o, m);
     out
+}
+
+/// The kernel fast path's families (`kernel-offload`); its datagrams are not in
+/// `relayed_*_total`, which count what user space relayed.
+fn kernel(o: &mut String, m: &Metrics) {
+    gauge(
+        o,
+        "kernel_offload",
+        "1 while the eBPF fast path relays bound UDP channels.",
+    )
+    .sample(&[], u64::from(m.offload.is_some()));
+    let Some((t, installed)) = &m.offload else {
+        return;
+    };
+    gauge(
+        o,
+        "kernel_channels_active",
+        "Channels the kernel relays now.",
+    )
+    .sample(&[], *installed);
+    let directions = [("client_to_peer", &t.up), ("peer_to_client", &t.down)];
+    let mut f = counter(
+        o,
+        "kernel_relayed_packets_total",
+        "Datagrams the kernel relayed (not in relayed_packets_total), by direction.",
+    );
+    for (d, totals) in directions {
+        f.sample(&[("direction", d)], totals.relayed.packets);
+    }
+    let mut f = counter(
+        o,
+        "kernel_relayed_bytes_total",
+        "Payload bytes the kernel relayed, by direction.",
+    );
+    for (d, totals) in directions {
+        f.sample(&[("direction", d)], totals.relayed.bytes);
+    }
+    let mut f = counter(
+        o,
+        "kernel_dropped_total",
+        "Datagrams the kernel dropped, by direction and reason (max_bps, bps_capacity).",
+    );
+    for (d, totals) in directions {
+        f.sample(
+            &[("direction", d), ("reason", "max_bps")],
+            totals.dropped_rate,
+        );
+        f.sample(
+            &[("direction", d), ("reason", "bps_capacity")],
+            totals.dropped_capacity,
+        );
+    }
+    let p = &t.passed;
+    let mut f = counter(
+        o,
+        "kernel_passed_total",
+        "Datagrams of installed channels the kernel left to user space, by reason.",
+    );
+    for (reason, v) in [
+        ("malformed", p.malformed),
+        ("too_big", p.too_big),
+        ("not_loopback", p.not_loopback),
+        ("no_route", p.no_route),
+        ("frag_needed", p.frag_needed),
+        ("forwarding_disabled", p.forwarding_disabled),
+    ] {
+        f.sample(&[("reason", reason)], v);
+    }
+    counter(
+        o,
+        "kernel_errors_total",
+        "Datagrams dropped because a kernel helper failed half way through a rewrite.",
+    )
+    .sample(&[], t.dropped_errors);
 }
 
 #[cfg(test)]
@@ -213,7 +288,9 @@ mod tests {
         let mut m = Metrics::default();
         m.stats.auth_failures[AuthFailure::BeyondMaxTtl.index()] = 3;
         m.stats.relayed[1][0].bytes = 1200;
+        m.offload = Some((Default::default(), 2));
         let text = render(&m);
+        assert!(text.contains("ferroturn_kernel_channels_active 2\n"));
         assert!(text.contains(
             "ferroturn_auth_failures_total{reason=\"rest_credential_beyond_the_maximum_ttl\"} 3\n"
         ));

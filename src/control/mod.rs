@@ -17,6 +17,7 @@ pub use reload::{
 };
 
 use crate::config::{Config, RawConfig};
+use crate::offload::{Offload, OffloadTotals};
 use ferroturn_core::server::{Gauges, Session, SessionFilter, Stats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub reloads_failed: u64,
     pub draining: bool,
     pub shards: usize,
+    /// The kernel fast path's counters and the channels it relays now, when it runs.
+    pub offload: Option<(OffloadTotals, u64)>,
 }
 
 /// The bound listener addresses, ephemeral ports resolved.
@@ -66,6 +69,7 @@ pub struct Control {
     certs: Option<Arc<CertStore>>,
     conn_limits: Arc<ConnLimits>,
     shards: Vec<Arc<ShardLink>>,
+    offload: Option<Arc<Offload>>,
     config: RwLock<Arc<Config>>,
     source: Mutex<Option<(PathBuf, RawConfig)>>,
     log: Mutex<Option<LogReloader>>,
@@ -82,12 +86,14 @@ impl Control {
         certs: Option<Arc<CertStore>>,
         conn_limits: Arc<ConnLimits>,
         shards: Vec<Arc<ShardLink>>,
+        offload: Option<Arc<Offload>>,
     ) -> Self {
         Self {
             addrs,
             certs,
             conn_limits,
             shards,
+            offload,
             config: RwLock::new(Arc::new(config)),
             source: Mutex::new(None),
             log: Mutex::new(None),
@@ -173,7 +179,13 @@ impl Control {
         m.connections_accepted_tls = tls;
         m.connections_refused = refused;
         m.stream_frames_dropped = self.conn_limits.dropped();
+        m.offload = self.offload.as_ref().map(|o| (o.totals(), o.installed()));
         m
+    }
+
+    /// Whether the kernel fast path runs.
+    pub fn kernel_offload(&self) -> bool {
+        self.offload.is_some()
     }
 
     /// Listeners are bound (they are, once the server started) and not draining.

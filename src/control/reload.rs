@@ -49,9 +49,10 @@ pub fn add_host_addresses(config: &mut Config) {
 /// The core configuration of one of `shards` shards. Limits that hold for the whole
 /// server are split between them: each relays its share of `bps-capacity` and answers
 /// its share of `unauthenticated-rate` (the kernel spreads one source IP's packets over
-/// every shard by source port).
-pub fn shard_config(config: &Config, shards: usize) -> ServerConfig {
+/// every shard by source port). `kernel_offload`: the kernel fast path runs.
+pub fn shard_config(config: &Config, shards: usize, kernel_offload: bool) -> ServerConfig {
     let mut cfg = config.server.clone();
+    cfg.kernel_offload = kernel_offload;
     let n = shards.max(1);
     cfg.bps_capacity = cfg.bps_capacity.div_ceil(n as u64);
     cfg.unauthenticated_rate = cfg.unauthenticated_rate.div_ceil(n as u32);
@@ -126,6 +127,7 @@ impl Control {
             "relay-ip/external-ip",
         );
         restart(old.streams != new.streams, "tcp limits");
+        restart(old.kernel_offload != new.kernel_offload, "kernel-offload");
         restart(
             (old.api.listen, old.api.tls) != (new.api.listen, new.api.tls),
             "api-listen/api-tls",
@@ -141,7 +143,14 @@ impl Control {
                 f(&new.log_level)?;
             }
         }
-        let cfg = shard_config(&new, self.shards.len());
+        if let Some(offload) = &self.offload {
+            if old.server.bps_capacity != new.server.bps_capacity {
+                if let Err(e) = offload.set_capacity(new.server.bps_capacity) {
+                    tracing::error!("kernel offload: bps-capacity stays as it was: {e}");
+                }
+            }
+        }
+        let cfg = shard_config(&new, self.shards.len(), self.offload.is_some());
         for s in &self.shards {
             s.send(Command::Reconfigure(Box::new(cfg.clone())));
         }

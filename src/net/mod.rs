@@ -14,6 +14,7 @@ mod tls;
 
 use crate::config::Config;
 use crate::control::{BoundAddrs, CertStore, ConnLimits, ShardLink, shard_config, unix_now};
+use crate::offload::Offload;
 use ferroturn_core::server::{Secrets, Server, SharedState};
 use rand::RngExt;
 use socket::SocketOptions;
@@ -72,6 +73,7 @@ pub fn start(
     shared: Arc<dyn SharedState>,
     certs: Option<&Arc<CertStore>>,
     conn_limits: &Arc<ConnLimits>,
+    offload: Option<&Arc<Offload>>,
 ) -> io::Result<Shards> {
     let opts = SocketOptions::relay(config);
     let shards = config.relay_threads;
@@ -96,7 +98,7 @@ pub fn start(
     };
     for (index, (listeners, stream_listeners)) in udp.into_iter().zip(stream_listeners).enumerate()
     {
-        let mut cfg = shard_config(config, shards);
+        let mut cfg = shard_config(config, shards, offload.is_some());
         (cfg.min_port, cfg.max_port) = port_slice(cfg.min_port, cfg.max_port, index, shards);
         let secrets = Secrets {
             nonce_key,
@@ -109,7 +111,14 @@ pub fn start(
             config.streams,
             tls_config.clone(),
         );
-        let mut shard = shard::Shard::new(core, listeners, streams, opts, stop.clone())?;
+        let mut shard = shard::Shard::new(
+            core,
+            listeners,
+            streams,
+            opts,
+            stop.clone(),
+            offload.cloned(),
+        )?;
         let waker = shard.waker();
         let link = Arc::new(ShardLink::new(Box::new(move || {
             let _ = waker.wake();

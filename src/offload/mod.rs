@@ -26,6 +26,7 @@ mod maps;
 pub use error::OffloadError;
 pub use maps::MAX_PAYLOAD;
 
+use crate::config::KernelOffload;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
@@ -33,55 +34,9 @@ use maps::{
     BPF_F_LOCK, BPF_NOEXIST, ChanDown, ChanKey, ChanUp, DELIVER_LOCAL, PeerKey, RateKey, RateState,
     ip_words, port, stat,
 };
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-
-/// `kernel-offload`: off, where the kernel allows it, or required.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OffloadMode {
-    #[default]
-    Off,
-    /// Used where the kernel, the capabilities and the build allow it; one log line
-    /// says why not elsewhere.
-    Auto,
-    /// Required: failing to start is an error.
-    On,
-}
-
-impl OffloadMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Off => "off",
-            Self::Auto => "auto",
-            Self::On => "on",
-        }
-    }
-}
-
-impl fmt::Display for OffloadMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The mode's name was none of "off", "auto", "on".
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected \"off\", \"auto\" or \"on\"")]
-pub struct ParseModeError;
-
-impl FromStr for OffloadMode {
-    type Err = ParseModeError;
-    fn from_str(s: &str) -> Result<Self, ParseModeError> {
-        match s {
-            "off" => Ok(Self::Off),
-            "auto" => Ok(Self::Auto),
-            "on" => Ok(Self::On),
-            _ => Err(ParseModeError),
-        }
-    }
-}
 
 /// Map sizes (fixed when the program loads) and the server-wide rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,6 +140,7 @@ pub struct Offload {
     stats: PerCpuArray<MapData, u64>,
     local: Mutex<host::LocalAddrs>,
     interfaces: Vec<String>,
+    installed: AtomicU64,
 }
 
 // Shards share one Offload.
@@ -228,13 +184,13 @@ impl Offload {
     /// build, the kernel or the capabilities do not allow it; `On` returns that as the
     /// error.
     pub fn start(
-        mode: OffloadMode,
+        mode: KernelOffload,
         addrs: &[IpAddr],
         limits: Limits,
     ) -> Result<Option<Offload>, OffloadError> {
         let result = match mode {
-            OffloadMode::Off => return Ok(None),
-            OffloadMode::Auto | OffloadMode::On => Self::load(addrs, limits),
+            KernelOffload::Off => return Ok(None),
+            KernelOffload::Auto | KernelOffload::On => Self::load(addrs, limits),
         };
         match (result, mode) {
             (Ok(offload), _) => {
@@ -250,7 +206,7 @@ impl Offload {
                 );
                 Ok(Some(offload))
             }
-            (Err(e), OffloadMode::Auto) => {
+            (Err(e), KernelOffload::Auto) => {
                 tracing::warn!("kernel offload unavailable: {e}");
                 Ok(None)
             }
@@ -294,6 +250,7 @@ impl Offload {
             stats,
             local: Mutex::new(host::LocalAddrs::default()),
             interfaces,
+            installed: AtomicU64::new(0),
         };
         offload.set_capacity(limits.bps_capacity)?;
         Ok(offload)
@@ -322,7 +279,7 @@ impl Offload {
         let flag = |local: bool| if local { DELIVER_LOCAL } else { 0 };
         let (up_key, up_value) = up_entry(ch, flag(peer_local));
         let (down_key, down_value) = down_entry(ch, flag(client_local) as u16);
-        install_entry(&self.up, "chan_up", up_key, up_value, |a, b| {
+        let fresh = install_entry(&self.up, "chan_up", up_key, up_value, |a, b| {
             ChanUp {
                 packets: 0,
                 bytes: 0,
@@ -345,10 +302,21 @@ impl Offload {
             }
         });
         if let Err(e) = down {
-            let _ = lock(&self.up).remove(&up_key);
+            // Nothing stays installed, whether it was before or not.
+            if lock(&self.up).remove(&up_key).is_ok() && !fresh {
+                self.installed.fetch_sub(1, Ordering::Relaxed);
+            }
             return Err(e);
         }
+        if fresh {
+            self.installed.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
+    }
+
+    /// Channels installed now.
+    pub fn installed(&self) -> u64 {
+        self.installed.load(Ordering::Relaxed)
     }
 
     /// Stops relaying `ch` in the kernel, both ways: from the next datagram on, it
@@ -356,7 +324,10 @@ impl Offload {
     pub fn remove(&self, ch: &OffloadedChannel) -> Result<(), OffloadError> {
         let up = remove_entry(&self.up, "chan_up", &up_entry(ch, 0).0);
         let down = remove_entry(&self.down, "chan_down", &down_entry(ch, 0).0);
-        up.and(down)
+        if up.as_ref().is_ok_and(|was| *was) {
+            self.installed.fetch_sub(1, Ordering::Relaxed);
+        }
+        up.and(down).map(|_| ())
     }
 
     /// `max-bps` for the allocation whose relayed address is `relay`: bytes per second
@@ -366,7 +337,7 @@ impl Offload {
         let key = RateKey::new(relay);
         let mut rates = lock(&self.rates);
         if max_bps == 0 {
-            return remove_missing_ok(rates.remove(&key), "alloc_rate");
+            return remove_missing_ok(rates.remove(&key), "alloc_rate").map(|_| ());
         }
         rates
             .insert(key, RateState::new(max_bps.min(MAX_RATE)), BPF_F_LOCK)
@@ -376,7 +347,7 @@ impl Offload {
     /// Forgets the rate state of the allocation whose relayed address is `relay` (its
     /// channels are removed with [`Offload::remove`]).
     pub fn remove_allocation(&self, relay: SocketAddr) -> Result<(), OffloadError> {
-        remove_missing_ok(lock(&self.rates).remove(&RateKey::new(relay)), "alloc_rate")
+        remove_missing_ok(lock(&self.rates).remove(&RateKey::new(relay)), "alloc_rate").map(|_| ())
     }
 
     /// `bps-capacity`: bytes per second in each direction for everything the kernel
@@ -564,39 +535,43 @@ fn install_entry<K: aya::Pod, V: aya::Pod>(
     key: K,
     value: V,
     same: impl Fn(&V, &V) -> bool,
-) -> Result<(), OffloadError> {
+) -> Result<bool, OffloadError> {
     let mut map = lock(map);
     match map.insert(key, value, BPF_NOEXIST) {
-        Ok(()) => return Ok(()),
+        Ok(()) => return Ok(true),
         Err(aya::maps::MapError::SyscallError(e))
             if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(OffloadError::update("insert", name, e)),
     }
     if map.get(&key, 0).is_ok_and(|old| same(&old, &value)) {
-        return Ok(());
+        return Ok(false);
     }
     map.insert(key, value, 0)
+        .map(|()| false)
         .map_err(|e| OffloadError::update("replace", name, e))
 }
 
+/// Whether the entry was there.
 fn remove_entry<K: aya::Pod, V: aya::Pod>(
     map: &Mutex<HashMap<MapData, K, V>>,
     name: &'static str,
     key: &K,
-) -> Result<(), OffloadError> {
+) -> Result<bool, OffloadError> {
     remove_missing_ok(lock(map).remove(key), name)
 }
 
+/// Whether the entry was there.
 fn remove_missing_ok(
     result: Result<(), aya::maps::MapError>,
     name: &'static str,
-) -> Result<(), OffloadError> {
+) -> Result<bool, OffloadError> {
     match result {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(false),
         Err(aya::maps::MapError::SyscallError(e))
             if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
         {
-            Ok(())
+            Ok(false)
         }
         Err(e) => Err(OffloadError::update("remove", name, e)),
     }

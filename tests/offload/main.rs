@@ -17,7 +17,8 @@ mod netns;
 mod packet;
 mod veth;
 
-use ferroturn::offload::{Limits, Offload, OffloadError, OffloadMode};
+use ferroturn::config::KernelOffload;
+use ferroturn::offload::{Limits, Offload, OffloadError};
 use netns::Unavailable;
 use std::net::IpAddr;
 
@@ -73,9 +74,9 @@ fn bpf_syscall_works() -> bool {
 /// program only skips where clang is missing too; anywhere else that is a failure (the
 /// build should have had it).
 pub fn start(addrs: &[IpAddr], limits: Limits) -> Result<Offload, Unavailable> {
-    match Offload::start(OffloadMode::On, addrs, limits) {
+    match Offload::start(KernelOffload::On, addrs, limits) {
         Ok(Some(offload)) => Ok(offload),
-        Ok(None) => panic!("OffloadMode::On returned no offload and no error"),
+        Ok(None) => panic!("KernelOffload::On returned no offload and no error"),
         Err(OffloadError::NotBuilt(why)) if !clang_installed() => Err(why.into()),
         Err(e) => panic!("starting kernel offload: {e}"),
     }

@@ -3,6 +3,7 @@
 //! packets, never on the packet path.
 
 use super::allocation::{AllocId, Transport};
+use super::stats::Traffic;
 use super::{Nonces, Server, ServerConfig, limiter};
 use rand::RngExt;
 use std::net::SocketAddr;
@@ -11,6 +12,8 @@ use std::time::Instant;
 /// One allocation, as an operator sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {
+    /// The allocation (for the I/O layer; not shown to operators).
+    pub id: AllocId,
     /// The quota owner (the user part of a REST username, or the static user).
     pub user: String,
     pub username: String,
@@ -24,6 +27,11 @@ pub struct Session {
     pub bytes_down: u64,
     pub permissions: usize,
     pub channels: usize,
+    /// Channels the kernel fast path relays now.
+    pub offloaded_channels: usize,
+    /// What the kernel fast path relayed for this allocation, client to peer and peer to
+    /// client; the I/O layer fills it in (the core never sees those datagrams).
+    pub kernel: [Traffic; 2],
 }
 
 /// Which sessions to delete.
@@ -43,6 +51,7 @@ impl Server {
             .iter()
             .filter(|a| a.pending.is_none())
             .map(|a| Session {
+                id: a.id,
                 user: a.user.clone(),
                 username: a.username.clone(),
                 client: a.five_tuple.client,
@@ -54,6 +63,8 @@ impl Server {
                 bytes_down: a.bytes_down,
                 permissions: a.permissions.len(),
                 channels: a.channels.iter().filter(|c| c.bound).count(),
+                offloaded_channels: a.channels.iter().filter(|c| c.offloaded).count(),
+                kernel: [Traffic::default(); 2],
             })
             .collect()
     }

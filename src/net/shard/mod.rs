@@ -18,6 +18,7 @@ mod conns;
 mod egress;
 mod endpoints;
 mod ingress;
+mod kernel;
 mod relays;
 mod token;
 
@@ -26,6 +27,7 @@ pub use token::Source;
 use crate::control::{Command, ShardLink, unix_now};
 use crate::net::socket::SocketOptions;
 use crate::net::stream::Streams;
+use crate::offload::Offload;
 use egress::{Sockets, StreamOut, Via};
 use endpoints::Endpoints;
 use ferroturn_core::server::{AllocId, Event, Server, Transmit};
@@ -66,6 +68,8 @@ pub struct Shard {
     failed: Vec<usize>,
     /// Operator commands in, counters and gauges out (once a second).
     link: Option<Arc<ShardLink>>,
+    /// The kernel fast path, shared by every shard, when it runs.
+    offload: Option<Arc<Offload>>,
 }
 
 impl Shard {
@@ -75,6 +79,7 @@ impl Shard {
         mut streams: Streams,
         opts: SocketOptions,
         stop: Arc<AtomicBool>,
+        offload: Option<Arc<Offload>>,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Source::Waker.token())?);
@@ -106,6 +111,7 @@ impl Shard {
             stream_sends: Vec::new(),
             failed: Vec::new(),
             link: None,
+            offload,
         })
     }
 
@@ -176,7 +182,9 @@ impl Shard {
         for command in link.take() {
             match command {
                 Command::Sessions(reply) => {
-                    let _ = reply.send(self.core.sessions(Instant::now()));
+                    let mut sessions = self.core.sessions(Instant::now());
+                    self.add_kernel_counters(&mut sessions);
+                    let _ = reply.send(sessions);
                 }
                 Command::Delete(filter, reply) => {
                     let n = self.core.delete_sessions(&filter);
@@ -221,9 +229,8 @@ impl Shard {
                         .handle_relay_bound(Instant::now(), relay, bound.is_ok());
                 }
                 Event::CloseRelay { relay } => self.close_relay(relay),
-                // The core emits these only with `kernel_offload` set, which nothing sets
-                // until the kernel fast path is wired in.
-                Event::Offload(_) | Event::Unoffload(_) => {}
+                Event::Offload(ch) => self.offload(&ch),
+                Event::Unoffload(ch) => self.unoffload(&ch),
             }
         }
     }

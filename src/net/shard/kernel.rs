@@ -1,0 +1,138 @@
+//! The kernel fast path's side of a shard: installs and removes the channels the core
+//! names ([`Event::Offload`], [`Event::Unoffload`]) and reads their counters back for the
+//! sessions list. A channel the kernel refuses (a full map, a remote destination without
+//! lo forwarding) stays in user space, which relays it as before.
+//!
+//! [`Event::Offload`]: ferroturn_core::server::Event::Offload
+//! [`Event::Unoffload`]: ferroturn_core::server::Event::Unoffload
+
+use super::Shard;
+use crate::offload::{ChannelCounters, OffloadedChannel};
+use ferroturn_core::server::stats::Traffic;
+use ferroturn_core::server::{AllocId, OffloadChannel, Session};
+use std::net::SocketAddr;
+
+/// What the kernel relays for one allocation.
+#[derive(Debug, Default)]
+pub struct KernelChannels {
+    /// Installed now.
+    installed: Vec<OffloadedChannel>,
+    /// Counted by channels removed since (client to peer, peer to client).
+    gone: [Traffic; 2],
+}
+
+fn add(total: &mut [Traffic; 2], c: &ChannelCounters) {
+    for (t, flow) in total.iter_mut().zip([c.up, c.down]) {
+        t.packets += flow.packets;
+        t.bytes += flow.bytes;
+    }
+}
+
+impl Shard {
+    /// The kernel's view of `ch`: the listening address the client reached stands for
+    /// the server. `None` for a wildcard listener that has not learned the address.
+    fn kernel_channel(&self, ch: &OffloadChannel) -> Option<OffloadedChannel> {
+        let (socket, local) = self.endpoints.route(ch.tuple.listener)?;
+        let bound = self.listeners.get(socket)?.local_addr().ok()?;
+        let server = SocketAddr::new(local.unwrap_or(bound.ip()), bound.port());
+        if server.ip().is_unspecified() || ch.relay_local.ip().is_unspecified() {
+            return None;
+        }
+        Some(OffloadedChannel {
+            client: ch.tuple.client,
+            server,
+            channel: ch.channel,
+            relay: ch.relay_local,
+            peer: ch.peer,
+        })
+    }
+
+    pub(super) fn offload(&mut self, ch: &OffloadChannel) {
+        let Some(offload) = self.offload.clone() else {
+            return;
+        };
+        let Some(k) = self.kernel_channel(ch) else {
+            tracing::debug!(client = %ch.tuple.client, "channel stays in user space: server address unknown");
+            return;
+        };
+        let Some(relay) = self.relay_mut(ch.relay) else {
+            return;
+        };
+        let result = offload
+            .set_allocation_rate(k.relay, ch.max_bps)
+            .and_then(|()| offload.install(&k));
+        match result {
+            Ok(()) => {
+                if !relay.kernel.installed.contains(&k) {
+                    relay.kernel.installed.push(k);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(client = %k.client, peer = %k.peer, "channel stays in user space: {e}")
+            }
+        }
+    }
+
+    pub(super) fn unoffload(&mut self, ch: &OffloadChannel) {
+        let Some(offload) = self.offload.clone() else {
+            return;
+        };
+        let Some(relay) = self.relay_mut(ch.relay) else {
+            return;
+        };
+        // The same channel as installed, whatever became of the endpoint since.
+        let installed = &mut relay.kernel.installed;
+        let Some(i) = installed
+            .iter()
+            .position(|k| k.channel == ch.channel && k.client == ch.tuple.client)
+        else {
+            return;
+        };
+        let k = installed.swap_remove(i);
+        if let Some(c) = offload.counters(&k) {
+            add(&mut relay.kernel.gone, &c);
+        }
+        if let Err(e) = offload.remove(&k) {
+            tracing::warn!(client = %k.client, peer = %k.peer, "kernel offload: removing a channel: {e}");
+        }
+    }
+
+    /// Forgets the kernel's rate state of allocation `id` (its channels are gone already:
+    /// the core unoffloads them before closing the relay).
+    pub(super) fn unoffload_relay(&mut self, id: AllocId) {
+        let (Some(offload), Some(relay)) = (self.offload.clone(), self.relay_mut(id)) else {
+            return;
+        };
+        for k in std::mem::take(&mut relay.kernel.installed) {
+            let _ = offload.remove(&k);
+        }
+        if let Ok(local) = relay.socket.local_addr() {
+            let _ = offload.remove_allocation(local);
+        }
+    }
+
+    /// Adds what the kernel relayed to each session.
+    pub(super) fn add_kernel_counters(&self, sessions: &mut [Session]) {
+        let Some(offload) = &self.offload else {
+            return;
+        };
+        for s in sessions {
+            let Some(relay) = self
+                .relays
+                .get(s.id.index as usize)
+                .and_then(Option::as_ref)
+            else {
+                continue;
+            };
+            if relay.id != s.id {
+                continue;
+            }
+            s.kernel = relay.kernel.gone;
+            for k in &relay.kernel.installed {
+                if let Some(c) = offload.counters(k) {
+                    add(&mut s.kernel, &c);
+                }
+            }
+        }
+    }
+}
