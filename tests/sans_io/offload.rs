@@ -221,3 +221,66 @@ fn reconfiguration_removes_newly_denied_peers_and_resends_limits() {
         "user space refuses the denied peer too"
     );
 }
+
+/// A reload that takes credentials away (a static user, or every REST secret that signed
+/// a username) ends the allocations they created, their channels leaving the kernel
+/// before the relay closes; allocations whose credentials still hold run on.
+#[test]
+fn reload_revoking_credentials_deletes_their_allocations_kernel_first() {
+    let mut h = Harness::with_offload("");
+    let mut a = alice();
+    h.allocate(&mut a, &[]);
+    success(
+        &h.bind_channel(&mut a, CHANNEL, addr(PEER)),
+        method::CHANNEL_BIND,
+    );
+    let mut carol = Client::rest("203.0.113.20:40000", "old-secret", "carol", UNIX0 + 3600);
+    h.allocate(&mut carol, &[]);
+    success(
+        &h.bind_channel(&mut carol, CHANNEL, addr(PEER)),
+        method::CHANNEL_BIND,
+    );
+    assert_eq!(h.kernel.len(), 2);
+
+    let rotated = "listening-ip = [\"127.0.0.1\"]\nrealm = \"virtual.test\"\n\
+                   static-auth-secret = [\"new-secret\"]\n\
+                   user = [\"alice:alice-pw\", \"bob:bob-pw\"]\n";
+    h.server
+        .reconfigure(Config::from_toml_str(rotated).unwrap().server);
+    h.advance_to(1);
+    assert_eq!(h.closed.len(), 1, "carol's secret is gone");
+    assert_eq!(installed(&h), vec![(CHANNEL, addr(PEER))]);
+    assert_eq!(
+        h.kernel.values().next().map(|c| c.tuple),
+        Some(a.tuple),
+        "alice's channel stays"
+    );
+    assert_eq!(h.server.stats().allocations_deleted, 1);
+
+    let without_alice = "listening-ip = [\"127.0.0.1\"]\nrealm = \"virtual.test\"\n\
+                         static-auth-secret = [\"new-secret\"]\nuser = [\"bob:bob-pw\"]\n";
+    h.server
+        .reconfigure(Config::from_toml_str(without_alice).unwrap().server);
+    h.advance_to(2);
+    assert!(h.kernel.is_empty());
+    assert_eq!(h.closed.len(), 2);
+    assert_eq!(
+        h.relay_from_client(a.tuple, &channel_data(CHANNEL, b"x")),
+        None,
+        "nothing relayed for a revoked allocation"
+    );
+}
+
+/// A REST allocation outlives its username's expiry (RFC 8656 section 7: credentials are
+/// checked per request); a reload that keeps its secret does not end it.
+#[test]
+fn reload_keeps_allocations_whose_rest_username_has_expired_since() {
+    let mut h = Harness::with_offload("");
+    let mut carol = Client::rest("203.0.113.20:40000", "new-secret", "carol", UNIX0 + 5);
+    h.allocate(&mut carol, &[]);
+    h.advance_to(10);
+    h.server
+        .reconfigure(Config::from_toml_str(BASE).unwrap().server);
+    h.advance_to(11);
+    assert!(h.closed.is_empty());
+}
