@@ -8,13 +8,20 @@
 //!   the server's: routed delivery through a real route and neighbour, with every
 //!   checksum verified where the datagrams arrive.
 //!
+//! - `server`: the whole server with `kernel-offload = "on"` and our TURN client, on lo
+//!   of a namespace and routed between three, every way a channel ends, and the caps.
+//!
 //! They need root, BPF and namespaces; where one is missing each test says so in one
 //! line and returns.
+
+#[path = "../common/mod.rs"]
+mod common;
 
 mod loopback;
 mod measure;
 mod netns;
 mod packet;
+mod server;
 mod veth;
 
 use ferroturn::config::KernelOffload;
@@ -68,6 +75,22 @@ fn bpf_syscall_works() -> bool {
     // SAFETY: closing the descriptor the kernel just gave us.
     unsafe { libc::close(fd as i32) };
     true
+}
+
+/// Whether the server can run with `kernel-offload = "on"` here: root, BPF, and the
+/// program in this build (a build without it skips only where clang is missing too).
+pub fn program_available() -> Result<(), Unavailable> {
+    if let Some(why) = unavailable() {
+        return Err(why);
+    }
+    if !ferroturn::offload::built_with_program() {
+        assert!(
+            !clang_installed(),
+            "clang is installed but this build has no eBPF program"
+        );
+        return Err("this build has no eBPF program (no clang)".into());
+    }
+    Ok(())
 }
 
 /// Starts the fast path in the calling thread's namespace. A binary built without the

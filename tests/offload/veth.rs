@@ -32,7 +32,7 @@ struct Bed {
     ch: OffloadedChannel,
 }
 
-fn addr(v6: bool, net: u8, host: u8) -> IpAddr {
+pub fn addr(v6: bool, net: u8, host: u8) -> IpAddr {
     if v6 {
         format!("fd00:201:{net}::{host}").parse().unwrap()
     } else {
@@ -40,68 +40,74 @@ fn addr(v6: bool, net: u8, host: u8) -> IpAddr {
     }
 }
 
+/// The three namespaces and their veth pairs, routes and sysctls, as drawn above.
+pub fn topology(v6: bool) -> Result<Namespaces, Unavailable> {
+    if let Some(why) = unavailable() {
+        return Err(why);
+    }
+    let ns = Namespaces::new(&["client", "server", "peer"])?;
+    ns.ip(
+        "client",
+        &[
+            "link",
+            "add",
+            "c0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "s0",
+            "netns",
+            ns.name("server"),
+        ],
+    );
+    ns.ip(
+        "server",
+        &[
+            "link",
+            "add",
+            "s1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "p0",
+            "netns",
+            ns.name("peer"),
+        ],
+    );
+    let (fam, plen) = if v6 { ("-6", "64") } else { ("-4", "24") };
+    let add = |role: &str, dev: &str, ip: IpAddr| {
+        let cidr = format!("{ip}/{plen}");
+        let mut args = vec![fam, "addr", "add", cidr.as_str(), "dev", dev];
+        if v6 {
+            args.push("nodad");
+        }
+        ns.ip(role, &args);
+        ns.ip(role, &["link", "set", dev, "up"]);
+    };
+    add("client", "c0", addr(v6, 1, 1));
+    add("server", "s0", addr(v6, 1, 2));
+    add("server", "s1", addr(v6, 2, 2));
+    add("peer", "p0", addr(v6, 2, 1));
+    let net = |n: u8| format!("{}/{plen}", addr(v6, n, 0));
+    let (to_peers, via_s0) = (net(2), addr(v6, 1, 2).to_string());
+    ns.ip("client", &[fam, "route", "add", &to_peers, "via", &via_s0]);
+    let (to_clients, via_s1) = (net(1), addr(v6, 2, 2).to_string());
+    ns.ip("peer", &[fam, "route", "add", &to_clients, "via", &via_s1]);
+    // The server forwards nothing itself; bpf_fib_lookup needs forwarding on lo
+    // only, the interface it looks routes up from.
+    ns.sysctl("server", "net.ipv4.ip_forward", "0");
+    ns.sysctl("server", "net.ipv6.conf.all.forwarding", "0");
+    ns.sysctl("server", "net.ipv4.conf.lo.forwarding", "1");
+    ns.sysctl("server", "net.ipv6.conf.lo.forwarding", "1");
+
+    Ok(ns)
+}
+
 impl Bed {
     fn new(v6: bool) -> Result<Bed, Unavailable> {
-        if let Some(why) = unavailable() {
-            return Err(why);
-        }
-        let ns = Namespaces::new(&["client", "server", "peer"])?;
-        ns.ip(
-            "client",
-            &[
-                "link",
-                "add",
-                "c0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "s0",
-                "netns",
-                ns.name("server"),
-            ],
-        );
-        ns.ip(
-            "server",
-            &[
-                "link",
-                "add",
-                "s1",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "p0",
-                "netns",
-                ns.name("peer"),
-            ],
-        );
-        let (fam, plen) = if v6 { ("-6", "64") } else { ("-4", "24") };
-        let add = |role: &str, dev: &str, ip: IpAddr| {
-            let cidr = format!("{ip}/{plen}");
-            let mut args = vec![fam, "addr", "add", cidr.as_str(), "dev", dev];
-            if v6 {
-                args.push("nodad");
-            }
-            ns.ip(role, &args);
-            ns.ip(role, &["link", "set", dev, "up"]);
-        };
-        add("client", "c0", addr(v6, 1, 1));
-        add("server", "s0", addr(v6, 1, 2));
-        add("server", "s1", addr(v6, 2, 2));
-        add("peer", "p0", addr(v6, 2, 1));
-        let net = |n: u8| format!("{}/{plen}", addr(v6, n, 0));
-        let (to_peers, via_s0) = (net(2), addr(v6, 1, 2).to_string());
-        ns.ip("client", &[fam, "route", "add", &to_peers, "via", &via_s0]);
-        let (to_clients, via_s1) = (net(1), addr(v6, 2, 2).to_string());
-        ns.ip("peer", &[fam, "route", "add", &to_clients, "via", &via_s1]);
-        // The server forwards nothing itself; bpf_fib_lookup needs forwarding on lo
-        // only, the interface it looks routes up from.
-        ns.sysctl("server", "net.ipv4.ip_forward", "0");
-        ns.sysctl("server", "net.ipv6.conf.all.forwarding", "0");
-        ns.sysctl("server", "net.ipv4.conf.lo.forwarding", "1");
-        ns.sysctl("server", "net.ipv6.conf.lo.forwarding", "1");
-
+        let ns = topology(v6)?;
         let sock = |ip: IpAddr| bind(SocketAddr::new(ip, 0));
         let (client, at_client) = ns.run("client", || (sock(addr(v6, 1, 1)), Capture::on("c0")));
         let (peer, at_peer) = ns.run("peer", || (sock(addr(v6, 2, 1)), Capture::on("p0")));
