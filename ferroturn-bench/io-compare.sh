@@ -65,6 +65,21 @@ row_args() {
     esac
 }
 
+# Busy CPU ticks of the whole machine (all CPUs), and of one process.
+machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+proc_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# This machine may be shared: before a run, wait (at most 10 minutes) until it has been
+# idle for a second (under 5% of one CPU busy), so no one else's build is measured too.
+wait_quiet() {
+    local a b
+    for _ in $(seq 600); do
+        a=$(machine_ticks); sleep 1; b=$(machine_ticks)
+        [ $((b - a)) -le 5 ] && return 0
+    done
+    echo "  (machine still busy after 10 minutes; measuring anyway)"
+}
+
 run() {
     local round=$1 io=$2 row=$3
     local tag="$out/raw/r$round-$row-$io"
@@ -74,7 +89,7 @@ run() {
         ss -Huan "sport = :$lport" | grep -q . || break
         sleep 0.05
     done
-    # shellcheck disable=SC2046
+    wait_quiet
     taskset -c 0 "$bench" forwarder --listen "127.0.0.1:$lport" --peer "127.0.0.1:$pport" \
         --io "$io" --duration $((duration + warmup + 30)) >"$tag.fwd" 2>"$tag.fwd.err" &
     fwd_pid=$!
@@ -82,12 +97,27 @@ run() {
         ss -Hlun "sport = :$lport" | grep -q . && break
         sleep 0.1
     done
-    local rc=0
+    local rc=0 m0 m1 f1=0 g1=0 gen_pid
+    m0=$(machine_ticks)
+    local t0=$SECONDS
     # shellcheck disable=SC2046
     timeout -k 5 $((duration + warmup + 30)) taskset -c 1 "$bench" relay \
         --raw "127.0.0.1:$lport" --peer-port "$pport" $(row_args "$row") \
         --duration "$duration" --warmup "$warmup" --server-pid "$fwd_pid" --json \
-        >"$tag.out" 2>"$tag.err" || rc=$?
+        >"$tag.out" 2>"$tag.err" &
+    gen_pid=$!
+    # The generator's CPU, read until it exits (timeout's child is the generator).
+    while kill -0 "$gen_pid" 2>/dev/null; do
+        local child
+        child=$(pgrep -P "$gen_pid" | head -1 || true)
+        [ -n "$child" ] && g1=$(proc_ticks "$child")
+        f1=$(proc_ticks "$fwd_pid")
+        sleep 0.2
+    done
+    wait "$gen_pid" || rc=$?
+    m1=$(machine_ticks)
+    # CPU used by anything but the two (ticks): another session's work on this machine.
+    echo "$(( (m1 - m0) - f1 - g1 )) $((SECONDS - t0))" >"$tag.others"
     stop_fwd
     python3 - "$results" "$round" "$io" "$row" "$rc" "$tag" <<'EOF'
 import json, sys
@@ -100,13 +130,16 @@ fwd = {}
 for line in open(tag + ".fwd"):
     if line.startswith("forwarder:"):
         fwd = dict(kv.split("=") for kv in line.split()[1:])
+ticks, wall = open(tag + ".others").read().split()
+others = int(ticks) / 100
 entry = {"round": int(rnd), "io": io, "row": row, "rc": int(rc), "relay": rel,
-         "forwarder": {k: float(v) for k, v in fwd.items()}}
+         "forwarder": {k: float(v) for k, v in fwd.items()}, "others_cpu_s": others,
+         "wall_s": int(wall)}
 open(results, "a").write(json.dumps(entry) + "\n")
 if rel:
     print(f"  {io:6} rt/s={rel['round_trips_per_s']:>9,.0f} cpu/rt={rel['server_cpu_us_per_round_trip']:.2f}us"
           f" p50={rel['rtt_us']['p50']:.0f} p99={rel['rtt_us']['p99']:.0f} gen={rel['gen_cpu_util']:.0%}"
-          f" loss={rel['loss_ratio']:.2%}")
+          f" loss={rel['loss_ratio']:.2%} others={others:.2f}s")
 else:
     print(f"  {io:6} no result (exit {rc}), see {tag}.err")
 EOF
@@ -127,6 +160,13 @@ done
 python3 - "$results" "$out/summary.md" <<'EOF'
 import json, statistics, sys
 entries = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+# Runs during which everything else (this script's own polling included, about 5%) used
+# more than 15% of one CPU are left out: another session was busy on the machine.
+OTHERS_LIMIT = 0.15
+def noisy(e):
+    return e.get("others_cpu_s", 0) > OTHERS_LIMIT * max(e.get("wall_s", 1), 1)
+left_out = [e for e in entries if noisy(e)]
+entries = [e for e in entries if not noisy(e)]
 METRICS = [
     ("round trips/s", lambda r, f: r["round_trips_per_s"], "higher"),
     ("server CPU us/round trip", lambda r, f: r["server_cpu_us_per_round_trip"], "lower"),
@@ -168,6 +208,9 @@ for row in rows:
             if max(gen) > 0.8:
                 ratio = f"none (generator {max(gen):.0%})"
         lines.append(f"| {row} | {name} | {cells[0]} | {cells[1]} | {ratio} | {n[0]}/{n[1]} |")
+lines.append("")
+lines.append(f"{len(left_out)} run(s) left out: something else used over {OTHERS_LIMIT:.0%} of a CPU during them"
+             + "".join(f"; r{e['round']} {e['row']} {e['io']} ({e['others_cpu_s']:.1f} s)" for e in left_out))
 text = "\n".join(lines)
 open(sys.argv[2], "w").write(text + "\n")
 print(text)
