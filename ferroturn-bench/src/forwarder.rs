@@ -10,9 +10,14 @@
 //! poll turn. Runs of equal-length datagrams to one destination go as one UDP GSO
 //! message, the rest by sendmmsg; no payload is copied.
 //!
+//! `--io uring` runs the same forwarder on io_uring instead (see [`uring`]), to measure
+//! one against the other under the same load.
+//!
 //! Bounded: at most [`MAX_CLIENTS`] relay sockets at once (a client quiet for
 //! [`IDLE_EXPIRY`] loses its socket, so one forwarder serves run after run), and it exits
 //! after `--duration` (at most 600 s) or on SIGINT/SIGTERM.
+
+mod uring;
 
 use crate::{process, sockets};
 use ferroturn_udp::{Slots, Wait};
@@ -46,6 +51,25 @@ pub struct Args {
     /// Seconds before it exits by itself (at most 600).
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     duration: u64,
+    /// How datagrams reach and leave user space.
+    #[arg(long, value_enum, default_value_t = Io::Mmsg)]
+    io: Io,
+    /// With --io uring: provided buffers in the receive ring (a power of two, at most
+    /// 32768), shared by every socket.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    uring_buffers: u16,
+    /// With --io uring: when the kernel runs receive completions (see the ring setup).
+    #[arg(long, value_enum, default_value_t = uring::Taskrun::Defer)]
+    uring_taskrun: uring::Taskrun,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// epoll (mio), recvmmsg, sendmmsg with UDP GSO.
+    Mmsg,
+    /// io_uring: multishot recvmsg into a provided-buffer ring, sendmsg submissions with
+    /// UDP GSO, one io_uring_enter per loop turn (no SQPOLL).
+    Uring,
 }
 
 #[derive(Default)]
@@ -55,6 +79,20 @@ struct Counts {
     dropped: u64,
     /// Relay sockets ever created.
     clients: u64,
+    /// Loop turns (each one wait for events) and system calls on the data path (the
+    /// waits included), to show how many datagrams each call moves.
+    turns: u64,
+    calls: u64,
+}
+
+impl Counts {
+    /// The final line both designs print.
+    fn summary(&self, seconds: f64) -> String {
+        format!(
+            "forwarder: clients={} up={} down={} dropped={} turns={} calls={} seconds={seconds:.1}",
+            self.clients, self.up, self.down, self.dropped, self.turns, self.calls
+        )
+    }
 }
 
 struct Relay {
@@ -90,6 +128,16 @@ pub fn run(args: Args) -> Result<(), String> {
     }
     let stop = process::stop_on_signals();
     process::raise_nofile_limit();
+    if args.io == Io::Uring {
+        if !args.uring_buffers.is_power_of_two() || args.uring_buffers > 32768 {
+            return Err("--uring-buffers must be a power of two, at most 32768".into());
+        }
+        let opts = uring::Options {
+            buffers: args.uring_buffers,
+            taskrun: args.uring_taskrun,
+        };
+        return uring::run(&args, opts, stop);
+    }
     let mut f = Forwarder::new(args.listen, args.peer)?;
     let local = f.listen.local_addr().map_err(|e| e.to_string())?;
     eprintln!(
@@ -131,6 +179,8 @@ pub fn run(args: Args) -> Result<(), String> {
             Err(e) => return Err(format!("poll: {e}")),
         }
         f.now = Instant::now();
+        f.counts.turns += 1;
+        f.counts.calls += 1;
         for ev in &events {
             match ev.token() {
                 LISTEN => f.drain_listen()?,
@@ -139,15 +189,7 @@ pub fn run(args: Args) -> Result<(), String> {
         }
         f.flush_down();
     }
-    let c = &f.counts;
-    println!(
-        "forwarder: clients={} up={} down={} dropped={} seconds={:.1}",
-        c.clients,
-        c.up,
-        c.down,
-        c.dropped,
-        started.elapsed().as_secs_f64()
-    );
+    println!("{}", f.counts.summary(started.elapsed().as_secs_f64()));
     Ok(())
 }
 
@@ -234,6 +276,7 @@ impl Forwarder {
     fn drain_listen(&mut self) -> Result<(), String> {
         let fd = self.listen.as_raw_fd();
         loop {
+            self.counts.calls += 1;
             let n = match self.up.recv(fd, 0..BATCH, Wait::No) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -279,6 +322,7 @@ impl Forwarder {
         relay.used = self.now;
         let fd = relay.socket.as_raw_fd();
         while at < run.end {
+            self.counts.calls += 1;
             match self.up.send(fd, at..run.end) {
                 Ok(k) => at += k,
                 // A full buffer or a pending ICMP error: drop this one, keep going.
@@ -302,6 +346,7 @@ impl Forwarder {
                 self.flush_down();
             }
             let want = BATCH - self.down_len;
+            self.counts.calls += 1;
             let n = match self.down.recv(fd, self.down_len..BATCH, Wait::No) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -331,6 +376,7 @@ impl Forwarder {
         let fd = self.listen.as_raw_fd();
         let mut at = 0;
         while at < self.down_len {
+            self.counts.calls += 1;
             match self.down.send(fd, at..self.down_len) {
                 Ok(k) => {
                     at += k;

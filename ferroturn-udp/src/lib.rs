@@ -19,6 +19,8 @@ mod cmsg;
 mod mmsg;
 mod slots;
 mod sockaddr;
+#[cfg(feature = "uring")]
+pub mod uring;
 
 pub use cmsg::enable_destination_address;
 pub use slots::{Slots, Wait};
