@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ferroturn and coturn side by side on loopback, with the kernel floor (a raw UDP
-# forwarder) where it applies. From a clean clone, as root on Debian:
+# ferroturn and coturn side by side on loopback, with ferroturn's kernel fast path
+# (`--kernel-offload on`, the "kernel" rows, as root) and the user-space floor (a raw UDP
+# forwarder) where they apply. From a clean clone, as root on Debian:
 #
 #   bash benches/compare.sh [--quick] [--rounds N] [--scenarios a,b,...] [--out DIR]
 #
@@ -103,14 +104,19 @@ METRICS = [
     # Media-like paced load first: what a server costs per relayed packet, and the tail
     # latency a call sees, with the generator far from busy.
     ("relay-cpu", "server CPU us/round trip, 200 flows x 50 pps", "server_cpu_us_per_round_trip", "lower"),
+    # Every CPU's busy time: the only fair figure for the kernel path, whose work no
+    # process is charged for (it includes the generator and the echo peer for everyone).
+    ("relay-cpu", "machine CPU us/round trip, 200 flows x 50 pps", "machine_cpu_us_per_round_trip", "lower"),
     ("relay-cpu", "RTT p50 us, 200 flows x 50 pps", "rtt_us.p50", "lower"),
     ("relay-cpu", "RTT p99 us, 200 flows x 50 pps", "rtt_us.p99", "lower"),
     ("relay-half", "RTT p99 us at half ferroturn's max", "rtt_us.p99", "lower"),
     ("relay-half", "RTT p50 us at half ferroturn's max", "rtt_us.p50", "lower"),
     ("relay-1x200", "round trips/s, 1 flow, 200 B", "round_trips_per_s", "higher"),
     ("relay-1x200", "server CPU us/round trip, 1 flow, 200 B", "server_cpu_us_per_round_trip", "lower"),
+    ("relay-1x200", "machine CPU us/round trip, 1 flow, 200 B", "machine_cpu_us_per_round_trip", "lower"),
     ("relay-64x200", "round trips/s, 64 flows, 200 B", "round_trips_per_s", "higher"),
     ("relay-64x200", "server CPU us/round trip, 64 flows, 200 B", "server_cpu_us_per_round_trip", "lower"),
+    ("relay-64x200", "machine CPU us/round trip, 64 flows, 200 B", "machine_cpu_us_per_round_trip", "lower"),
     ("relay-1x1200", "round trips/s, 1 flow, 1200 B", "round_trips_per_s", "higher"),
     ("relay-64x1200", "round trips/s, 64 flows, 1200 B", "round_trips_per_s", "higher"),
     ("relay-tcp-64x200", "round trips/s over TCP, 64 flows, 200 B", "round_trips_per_s", "higher"),
@@ -200,7 +206,7 @@ def medians(entries, scenario, impl, key):
 
 def notes_for(entries, scenario):
     notes = []
-    for impl in ("ferroturn", "coturn", "forwarder"):
+    for impl in ("ferroturn", "kernel", "coturn", "forwarder"):
         loss, _ = medians(entries, scenario, impl, "loss_ratio")
         if loss is not None and loss > 0.01:
             notes.append(f"{impl} loss {loss:.1%}")
@@ -224,25 +230,32 @@ def summarize(outdir):
     rows = []
     for scenario, what, key, better in METRICS:
         f, nf = medians(entries, scenario, "ferroturn", key)
+        k, nk = medians(entries, scenario, "kernel", key)
         c, nc = medians(entries, scenario, "coturn", key)
         w, _ = medians(entries, scenario, "forwarder", key)
         if f is None and c is None:
             continue
-        gf, _ = medians(entries, scenario, "ferroturn", "gen_cpu_util")
-        gc, _ = medians(entries, scenario, "coturn", "gen_cpu_util")
-        busy = max((g for g in (gf, gc) if g is not None), default=None)
-        ratio = "-"
-        if f is not None and c:
-            ratio = f"{f / c:.2f}" if f / c >= 0.1 else f"{f / c:.2g}"
+        gens = [medians(entries, scenario, impl, "gen_cpu_util")[0]
+                for impl in ("ferroturn", "kernel", "coturn")]
+
+        def ratio(x, gx):
+            if x is None or not c:
+                return "-"
+            busy = max((g for g in (gx, gens[2]) if g is not None), default=None)
             if busy is not None and busy > GEN_BUSY_LIMIT:
-                ratio = f"none (generator {busy:.0%})"
-        gen_txt = " / ".join("-" if g is None else f"{g:.0%}" for g in (gf, gc))
+                return f"none (generator {busy:.0%})"
+            return f"{x / c:.2f}" if x / c >= 0.1 else f"{x / c:.2g}"
+
+        gen_txt = " / ".join("-" if g is None else f"{g:.0%}" for g in gens)
         better_txt = {"higher": "higher is better", "lower": "lower is better"}.get(better, "")
         notes = notes_for(entries, scenario) if key == METRICS_FIRST_KEY.get(scenario) else ""
-        rows.append([what, fmt(f), fmt(c), ratio, fmt(w) if w is not None else "",
-                     gen_txt, better_txt, f"{nf}/{nc}", notes])
-    head = ["scenario", "ferroturn", "coturn", "ferroturn/coturn", "forwarder (floor)",
-            "generator busy f/c", "better", "runs f/c", "notes"]
+        rows.append([what, fmt(f), fmt(k) if k is not None else "", fmt(c),
+                     ratio(f, gens[0]), ratio(k, gens[1]) if k is not None else "",
+                     fmt(w) if w is not None else "", gen_txt, better_txt,
+                     f"{nf}/{nk}/{nc}", notes])
+    head = ["scenario", "ferroturn", "ferroturn kernel", "coturn", "ferroturn/coturn",
+            "kernel/coturn", "forwarder (floor)", "generator busy f/k/c", "better",
+            "runs f/k/c", "notes"]
     with open(f"{outdir}/skipped.txt") as fh:
         skipped = [line.strip() for line in fh if line.strip()]
     title = (f"ferroturn vs coturn, medians of {machine['rounds']} round(s) "
@@ -254,7 +267,7 @@ def summarize(outdir):
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     print(f"\n{title}\n{info}\n")
     for r in [head] + rows:
-        cells = [str(x).rjust(widths[i]) if 0 < i < 6 else str(x).ljust(widths[i])
+        cells = [str(x).rjust(widths[i]) if 0 < i < 8 else str(x).ljust(widths[i])
                  for i, x in enumerate(r)]
         print("  ".join(cells).rstrip())
     for s in skipped:
@@ -263,7 +276,7 @@ def summarize(outdir):
         md.write(f"### {title}\n\n{info}. No ratio is given where the load generator was "
                  f"above {GEN_BUSY_LIMIT:.0%} busy in either server's runs.\n\n")
         md.write("| " + " | ".join(head) + " |\n")
-        md.write("|" + "|".join(["---"] + ["---:"] * 5 + ["---"] * 3) + "|\n")
+        md.write("|" + "|".join(["---"] + ["---:"] * 7 + ["---"] * 3) + "|\n")
         for r in rows:
             md.write("| " + " | ".join(str(x) for x in r) + " |\n")
         if skipped:
@@ -345,6 +358,14 @@ relay_ok=0
 if "$bench" relay --help 2>/dev/null | grep -q -- --flows; then
     relay_ok=1
 fi
+# The generator and its echo peer send one datagram per buffer, as clients and peers on
+# a network do, to every server alike: a UDP GSO train crosses loopback as one packet as
+# far as the receiving socket, which would flatter batching servers and hide every
+# datagram from the kernel fast path.
+no_gso=()
+if "$bench" relay --help 2>/dev/null | grep -q -- --no-gso; then
+    no_gso=(--no-gso)
+fi
 # TURN over TCP needs a generator with --transport and a ferroturn with TCP listeners.
 tcp_why=""
 if ! "$bench" relay --help 2>/dev/null | grep -q -- --transport; then
@@ -419,6 +440,13 @@ start_server() {
             "${listeners[@]}" --pidfile="$out/coturn.pid" \
             --no-stdout-log --log-file=/dev/null --simple-log >"$log" 2>&1 &
         ;;
+    kernel)
+        # The same, with channels relayed by the eBPF program (`--kernel-offload on`).
+        taskset -c "$server_cpu" "$ft" --listening-ip 127.0.0.1 --listening-port "$lport" \
+            --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip 127.0.0.1 \
+            --min-port "$min_port" --max-port "$max_port" --log-level warn --max-bps 0 \
+            --kernel-offload on "${ft_threads[@]}" >"$log" 2>&1 &
+        ;;
     forwarder)
         taskset -c "$server_cpu" "$bench" forwarder "${fwd_args[@]}" >"$log" 2>&1 &
         ;;
@@ -461,7 +489,20 @@ run() {
 }
 
 relay_time=$((duration + warmup + 30))
-relay_impls=(ferroturn coturn)
+relay_impls=(ferroturn)
+# The kernel fast path: root, the bpf system call and a build with the eBPF program.
+kernel_why=""
+if ! "$ft" --help | grep -q -- --kernel-offload; then
+    kernel_why="this ferroturn has no --kernel-offload"
+elif [ "$(id -u)" != 0 ]; then
+    kernel_why="kernel offload needs root (CAP_BPF, CAP_NET_ADMIN)"
+fi
+if [ -z "$kernel_why" ]; then
+    relay_impls+=(kernel)
+else
+    skip "ferroturn kernel rows: $kernel_why"
+fi
+relay_impls+=(coturn)
 if [ "$relay_ok" = 1 ]; then
     if [ ${#fwd_args[@]} -gt 0 ]; then
         relay_impls+=(forwarder)
@@ -481,7 +522,7 @@ relay_scenario() {
     echo "[round $round] $scenario"
     for impl in "${relay_impls[@]}"; do
         run "$round" "$impl" "$scenario" "$relay_time" relay "$@" \
-            --duration "$duration" --warmup "$warmup"
+            --duration "$duration" --warmup "$warmup" "${no_gso[@]}"
     done
 }
 

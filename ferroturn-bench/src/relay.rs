@@ -117,6 +117,12 @@ pub struct Args {
     /// Also print the result as one JSON object line.
     #[arg(long)]
     json: bool,
+    /// One datagram per buffer, flows and echo peer alike, as clients and peers on a
+    /// network send them. By default runs of equal datagrams go out as UDP GSO trains,
+    /// which loopback carries unsegmented as far as the receiving socket: a per-packet
+    /// path before it (the kernel fast path) sees one train, not its datagrams.
+    #[arg(long)]
+    no_gso: bool,
 }
 
 fn validate(a: &Args) -> Result<(), String> {
@@ -175,6 +181,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let peer = echo::EchoPeer::start(
         SocketAddr::new(args.peer_ip, args.peer_port.unwrap_or(0)),
         args.size + 64,
+        !args.no_gso,
     )?;
     let result = drive(&args, peer.addr, stop);
     let echoed = peer.stop();
@@ -284,6 +291,7 @@ fn measure(
         warmup_ns: (args.warmup * 1e9) as u64,
         duration_ns: (args.duration * 1e9) as u64,
         server_pid: args.server_pid,
+        gso: !args.no_gso,
     };
     let channels = (0..sockets.len()).map(turn::channel).collect();
     let outcome = Generator::new(plan, flows, channels, refresher)?.run(stop)?;

@@ -79,6 +79,11 @@ impl ChildGuard {
         }
     }
 
+    /// The child's stdout pipe, to read line by line (it must have been piped).
+    pub fn take_stdout(&mut self) -> ChildStdout {
+        self.0.stdout.take().expect("stdout piped")
+    }
+
     /// The child's stdout, read to the end on a thread (it must have been piped).
     pub fn stdout_text(&mut self) -> PipeText {
         let pipe: ChildStdout = self.0.stdout.take().expect("stdout piped");

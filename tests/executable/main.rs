@@ -1,9 +1,11 @@
 //! The built `ferroturn` executable as a process: its command line (check-config,
 //! credentials, a server run from flags alone) and life under systemd (the readiness
-//! protocol, journald- and shipper-friendly logs, the unit file).
+//! protocol, journald- and shipper-friendly logs, the unit file, the kernel-offload
+//! drop-in's capabilities).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod cli;
+mod offload;
 mod systemd;

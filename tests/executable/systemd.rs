@@ -355,6 +355,14 @@ fn the_unit_passes_systemd_analyze_verify() {
     let analyze = systemd_analyze();
     let dir = TempDir::new("systemd-verify");
     let unit = unit_for_the_built_binary(&dir);
+    // The kernel-offload drop-in beside it, where verify reads drop-ins from.
+    let drop_ins = dir.join("ferroturn.service.d");
+    std::fs::create_dir(&drop_ins).expect("drop-in dir");
+    std::fs::copy(
+        format!("{}/systemd/kernel-offload.conf", env!("CARGO_MANIFEST_DIR")),
+        drop_ins.join("kernel-offload.conf"),
+    )
+    .expect("copy the drop-in");
     let out = Command::new(analyze)
         .arg("verify")
         .arg(&unit)
@@ -369,7 +377,7 @@ fn the_unit_passes_systemd_analyze_verify() {
     // verify exits 0 on some warnings; a warning about this unit is a failure too.
     let own: Vec<&str> = stderr
         .lines()
-        .filter(|l| l.contains("ferroturn.service"))
+        .filter(|l| l.contains("ferroturn.service") || l.contains("kernel-offload.conf"))
         .collect();
     assert!(own.is_empty(), "systemd-analyze verify:\n{stderr}");
 }

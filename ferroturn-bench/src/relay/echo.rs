@@ -30,7 +30,8 @@ pub struct EchoStats {
 
 impl EchoPeer {
     /// Binds `addr` and starts echoing datagrams of up to `max_len` bytes.
-    pub fn start(addr: SocketAddr, max_len: usize) -> Result<Self, String> {
+    /// `gso`: echo runs of equal replies as one GSO train.
+    pub fn start(addr: SocketAddr, max_len: usize, gso: bool) -> Result<Self, String> {
         let socket = UdpSocket::bind(addr).map_err(|e| format!("echo peer on {addr}: {e}"))?;
         let addr = socket.local_addr().map_err(|e| e.to_string())?;
         sockets::enlarge_buffers(&socket, 4 << 20);
@@ -41,7 +42,7 @@ impl EchoPeer {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("echo-peer".into())
-            .spawn(move || echo(&socket, max_len, &flag))
+            .spawn(move || echo(&socket, max_len, gso, &flag))
             .map_err(|e| e.to_string())?;
         Ok(Self { addr, stop, thread })
     }
@@ -52,9 +53,12 @@ impl EchoPeer {
     }
 }
 
-fn echo(socket: &UdpSocket, max_len: usize, stop: &AtomicBool) -> EchoStats {
+fn echo(socket: &UdpSocket, max_len: usize, gso: bool, stop: &AtomicBool) -> EchoStats {
     let fd = socket.as_raw_fd();
-    let mut batch = Slots::new(BATCH, max_len).with_gso();
+    let mut batch = Slots::new(BATCH, max_len);
+    if gso {
+        batch = batch.with_gso();
+    }
     let mut stats = EchoStats::default();
     let cpu_start = process::thread_cpu_seconds();
     while !stop.load(Ordering::Relaxed) {

@@ -69,10 +69,13 @@ pub struct Drained {
 impl Flows {
     /// `max_len`: the largest message the server sends back (a relayed payload with its
     /// framing).
-    pub fn new(sockets: Sockets, template: &Template, max_len: usize) -> Self {
+    pub fn new(sockets: Sockets, template: &Template, max_len: usize, gso: bool) -> Self {
         match sockets {
             Sockets::Udp(sockets) => {
-                let mut out = Slots::new(BATCH, template.bytes.len()).with_gso();
+                let mut out = Slots::new(BATCH, template.bytes.len());
+                if gso {
+                    out = out.with_gso();
+                }
                 for i in 0..BATCH {
                     out.buf_mut(i).copy_from_slice(&template.bytes);
                     out.set_len(i, template.bytes.len());
@@ -335,7 +338,7 @@ mod tests {
         let (stream, mut server) = pair();
         // 201 bytes: three bytes of padding on the stream.
         let template = Template::new(Framing::Channel, 201).unwrap();
-        let mut flows = Flows::new(Sockets::Tcp(vec![stream]), &template, 512);
+        let mut flows = Flows::new(Sockets::Tcp(vec![stream]), &template, 512, true);
         let probe = |j: usize| Probe {
             flow: 3,
             seq: j as u32,
@@ -396,7 +399,7 @@ mod tests {
     fn a_full_tcp_queue_takes_no_more() {
         let (stream, server) = pair();
         let template = Template::new(Framing::Channel, 16_000).unwrap();
-        let mut flows = Flows::new(Sockets::Tcp(vec![stream]), &template, 16_384);
+        let mut flows = Flows::new(Sockets::Tcp(vec![stream]), &template, 16_384, true);
         let probe = |j: usize| Probe {
             flow: 0,
             seq: j as u32,

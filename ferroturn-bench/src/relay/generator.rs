@@ -41,6 +41,8 @@ pub struct Plan {
     pub warmup_ns: u64,
     pub duration_ns: u64,
     pub server_pid: Option<u32>,
+    /// Send runs of equal datagrams as GSO trains.
+    pub gso: bool,
 }
 
 /// Per-flow generator state besides its socket.
@@ -98,7 +100,7 @@ impl Generator {
         refresher: Option<Refresher>,
     ) -> Result<Self, String> {
         let template = Template::new(plan.framing, plan.size).ok_or("payload too large")?;
-        let io = Flows::new(sockets, &template, plan.size + 256);
+        let io = Flows::new(sockets, &template, plan.size + 256, plan.gso);
         let ring = ring_size(plan.load, channels.len());
         let step = match plan.load {
             Load::Paced { pps, burst } => {

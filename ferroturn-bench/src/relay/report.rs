@@ -22,6 +22,9 @@ struct Figures {
     max: Option<f64>,
     server_us_per_rt: Option<f64>,
     gen_util: Option<f64>,
+    /// Every CPU's busy time per round trip: server, generator, echo peer and kernel.
+    machine_us_per_rt: Option<f64>,
+    gen_cores_busy: Option<f64>,
 }
 
 fn figures(o: &Outcome) -> Figures {
@@ -39,6 +42,11 @@ fn figures(o: &Outcome) -> Figures {
             _ => None,
         },
         gen_util: (o.window_s > 0.0).then(|| o.gen_cpu_s / o.window_s),
+        machine_us_per_rt: match (o.machine_cpu_s, o.window_replies) {
+            (Some(s), n) if n > 0 => Some(s * 1e6 / n as f64),
+            _ => None,
+        },
+        gen_cores_busy: o.gen_cores_busy.map(|(busy, _)| busy),
     }
 }
 
@@ -84,7 +92,8 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
         "{{\"mode\":\"{}\",\"flows\":{},\"size\":{},\"duration_s\":{},\"sent\":{},\"received\":{},\
          \"lost\":{},\"loss_ratio\":{},\"round_trips_per_s\":{},\"rtt_us\":{{\"p50\":{},\"p99\":{},\
          \"p999\":{},\"max\":{}}},\"server_cpu_s\":{},\"server_cpu_us_per_round_trip\":{},\
-         \"gen_cpu_s\":{},\"gen_cpu_util\":{},\"path\":\"{}\",\"transport\":\"{}\",\
+         \"gen_cpu_s\":{},\"gen_cpu_util\":{},\"gen_cores_busy\":{},\"machine_cpu_s\":{},\
+         \"machine_cpu_us_per_round_trip\":{},\"path\":\"{}\",\"transport\":\"{}\",\
          \"closed_connections\":{}}}",
         l.mode,
         l.flows,
@@ -103,6 +112,9 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
         json(f.server_us_per_rt, 3),
         json(Some(o.gen_cpu_s), 3),
         json(f.gen_util, 3),
+        json(f.gen_cores_busy, 3),
+        json(o.machine_cpu_s, 3),
+        json(f.machine_us_per_rt, 3),
         l.path,
         l.transport,
         o.closed,

@@ -82,6 +82,28 @@ struct CoreTicks {
 }
 
 impl CoreTicks {
+    /// Every CPU of the machine: the server, the generator and the kernel's own work
+    /// (softirq included), which a kernel fast path charges to no process.
+    fn machine() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
+            return None;
+        };
+        let total = user + nice + system + idle + iowait + irq + softirq + steal;
+        Some(Self {
+            total,
+            busy: total - idle - iowait,
+            softirq,
+        })
+    }
+
     fn read() -> Option<Self> {
         // SAFETY: cpu_set_t is plain data, valid when zeroed; sched_getaffinity only
         // writes into the set passed, of the size given.
@@ -127,6 +149,7 @@ pub struct Sample {
     own_cpu: f64,
     thread_cpu: f64,
     cores: Option<CoreTicks>,
+    machine: Option<CoreTicks>,
 }
 
 impl Sample {
@@ -138,6 +161,7 @@ impl Sample {
             own_cpu: process::own_cpu_seconds(),
             thread_cpu: process::thread_cpu_seconds(),
             cores: CoreTicks::read(),
+            machine: CoreTicks::machine(),
         }
     }
 }
@@ -157,6 +181,8 @@ pub struct Outcome {
     pub gen_thread_cpu_s: f64,
     /// Share of the window the generator's allowed CPUs were busy, and in softirq.
     pub gen_cores_busy: Option<(f64, f64)>,
+    /// Busy seconds of every CPU over the window (USER_HZ ticks).
+    pub machine_cpu_s: Option<f64>,
     /// ICMP port unreachable seen on flow sockets.
     pub refused: u64,
     /// Times a paced flow fell more than 100 ms behind its schedule.
@@ -191,6 +217,10 @@ impl Outcome {
                         b.softirq.saturating_sub(a.softirq) as f64 / total,
                     ))
                 }
+                _ => None,
+            },
+            machine_cpu_s: match (start.machine, end.machine) {
+                (Some(a), Some(b)) => Some(b.busy.saturating_sub(a.busy) as f64 / user_hz()),
                 _ => None,
             },
             refused: 0,
@@ -257,4 +287,11 @@ impl Progress {
             self.next = now + SECOND_NS;
         }
     }
+}
+
+/// Clock ticks per second of /proc/stat.
+fn user_hz() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as f64 } else { 100.0 }
 }

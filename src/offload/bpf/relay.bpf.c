@@ -394,32 +394,19 @@ static __always_inline int write_headers(struct __sk_buff *skb, const struct pkt
 	__u64 mm0 = p->family == FAMILY_V4 ? BPF_F_MARK_MANGLED_0 : 0;
 	__be32 old_ph[9], new_ph[9], old_uh[3], new_uh[3];
 	__be16 ports_len[3] = { sport, dport, bpf_htons(ulen) };
-	__u32 ph_size;
 	__s64 diff;
-	int i;
 
 	/* Pseudo header (RFC 768, RFC 8200 section 8.1): addresses and UDP length; the
-	 * protocol is the same on both sides. */
-	if (p->family == FAMILY_V4) {
-		old_ph[0] = p->saddr[0];
-		old_ph[1] = p->daddr[0];
-		old_ph[2] = bpf_htonl(p->ulen);
-		new_ph[0] = src[0];
-		new_ph[1] = dst[0];
-		new_ph[2] = bpf_htonl(ulen);
-		ph_size = 12;
-	} else {
-#pragma unroll
-		for (i = 0; i < 4; i++) {
-			old_ph[i] = p->saddr[i];
-			old_ph[4 + i] = p->daddr[i];
-			new_ph[i] = src[i];
-			new_ph[4 + i] = dst[i];
-		}
-		old_ph[8] = bpf_htonl(p->ulen);
-		new_ph[8] = bpf_htonl(ulen);
-		ph_size = 36;
-	}
+	 * protocol is the same on both sides. An IPv4 address is one word followed by three
+	 * zero words (in the parsed packet and in the maps alike), and zero words add nothing
+	 * to the sum, so one layout serves both families. Constant offsets only: without
+	 * CAP_PERFMON the verifier refuses a variable offset into the stack. */
+	__builtin_memcpy(&old_ph[0], p->saddr, 16);
+	__builtin_memcpy(&old_ph[4], p->daddr, 16);
+	__builtin_memcpy(&new_ph[0], src, 16);
+	__builtin_memcpy(&new_ph[4], dst, 16);
+	old_ph[8] = bpf_htonl(p->ulen);
+	new_ph[8] = bpf_htonl(ulen);
 	/* UDP header without its checksum field, plus the ChannelData word that left or
 	 * entered the UDP payload; the payload itself moved by 4 bytes, an even offset, so
 	 * its 16-bit sum is unchanged. */
@@ -433,7 +420,7 @@ static __always_inline int write_headers(struct __sk_buff *skb, const struct pkt
 
 	if (bpf_skb_store_bytes(skb, p->udp_off, ports_len, sizeof(ports_len), 0))
 		return -1;
-	diff = bpf_csum_diff(old_ph, ph_size, new_ph, ph_size, 0);
+	diff = bpf_csum_diff(old_ph, sizeof(old_ph), new_ph, sizeof(new_ph), 0);
 	if (diff < 0 || bpf_l4_csum_replace(skb, check_off, 0, diff, BPF_F_PSEUDO_HDR | mm0))
 		return -1;
 	diff = bpf_csum_diff(old_uh, sizeof(old_uh), new_uh, sizeof(new_uh), 0);
