@@ -306,6 +306,22 @@ async fn ended_by(how: &str) {
     relays_nothing(&server, &mut c, &peer, relayed).await;
 }
 
+/// A server that stops (as at the end of a drain) leaves nothing in the kernel, even
+/// while the program is still attached.
+#[test]
+fn a_stopped_server_leaves_no_channel_in_the_kernel() {
+    let ns = skip_unless_available!(lo());
+    run_in(&ns, "srv", || async {
+        let mut server = start(&loopback_toml(false, "")).await;
+        let peer = peer("127.0.0.1:0".parse().unwrap());
+        let (mut c, relayed) = bound(&server, peer.local_addr().unwrap()).await;
+        assert_eq!(round_trips(&mut c, &peer, relayed, 5).await, 5);
+        server.handle.stop();
+        assert_eq!(installed(&server), 0);
+        relays_nothing(&server, &mut c, &peer, relayed).await;
+    });
+}
+
 #[test]
 fn after_refresh_zero_not_one_more_datagram_is_relayed() {
     let ns = skip_unless_available!(lo());

@@ -111,6 +111,22 @@ impl Shard {
         }
     }
 
+    /// Takes every channel of this shard out of the kernel (the shard is stopping: no
+    /// allocation outlives it, in user space or in the kernel).
+    pub(super) fn unoffload_everything(&mut self) {
+        let Some(offload) = self.offload.clone() else {
+            return;
+        };
+        for relay in self.relays.iter_mut().flatten() {
+            for k in relay.kernel.installed.drain(..) {
+                let _ = offload.remove(&k);
+            }
+            if let Ok(local) = relay.socket.local_addr() {
+                let _ = offload.remove_allocation(local);
+            }
+        }
+    }
+
     /// Adds what the kernel relayed to each session.
     pub(super) fn add_kernel_counters(&self, sessions: &mut [Session]) {
         let Some(offload) = &self.offload else {

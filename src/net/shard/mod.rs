@@ -165,6 +165,7 @@ impl Shard {
             self.handle_events();
             self.send_control();
         }
+        self.unoffload_everything();
     }
 
     /// Copies the core's counters and gauges out for the metrics endpoint.
