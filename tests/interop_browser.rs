@@ -15,6 +15,10 @@
 //! chain is really verified: with the CA missing from that database Chromium refuses
 //! the connection (icecandidateerror 701).
 //!
+//! With `kernel-offload = "on"` (root and bpf(2) needed; without them the test says so
+//! in one line and returns), the UDP run is repeated and the metrics show which part of
+//! the path the eBPF fast path took over (see that test for why only part of it).
+//!
 //! The credentials flow of a web application (`tests/browser/api_flow.html`, driven by
 //! `api_flow.mjs`): a page served here on one loopback port fetches credentials from
 //! ferroturn's HTTP API on another (a real CORS request with a preflight), then relays
@@ -288,6 +292,92 @@ async fn chromium_relays_data_channel_over_udp() {
     let server = common::start_server("").await;
     let url = format!("turn:{}?transport=udp", server.addr);
     relay_through(url, "udp", None).await;
+    drop(server);
+}
+
+/// `chromium_relays_data_channel_over_udp` with `kernel-offload = "on"`.
+///
+/// Chromium sends Send indications to a peer until its CHANNEL-BIND for that peer
+/// succeeds (it asks with the first connectivity check), ChannelData after. Both peers
+/// relay through this one server, so each one's peer address is the other's relayed
+/// address, and only half of each path can be the kernel's:
+/// - client A's ChannelData to the listener is rewritten by the program into a datagram
+///   from relay A to relay B (offload totals: up), delivered on lo to relay B's socket;
+/// - the program lets that datagram go up the stack without passing TC again, so user
+///   space reads it at relay B and sends it on to client B as ChannelData (user-space
+///   stats: peer to client). Kernel up and user-space down carry the same data.
+/// The kernel's down direction (peer datagram to relay, rewritten to ChannelData to the
+/// client) sees only what user space itself sends from one relay to the other, that is
+/// Send indications of a peer whose channel is bound on the other side already: a
+/// handful of datagrams at most (1 to 3 seen), so it is not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_relays_data_channel_over_udp_through_the_kernel() {
+    check_prerequisites();
+    if let Some(why) = common::kernel_offload_unavailable() {
+        println!("kernel offload test skipped: {why}");
+        return;
+    }
+    let _one_browser = browser_lock().lock().await;
+    let server = common::start_server("kernel-offload = \"on\"").await;
+    let url = format!("turn:{}?transport=udp", server.addr);
+    relay_through(url, "udp", None).await;
+    // Closing its peer connections, Chromium deletes both allocations (REFRESH with
+    // LIFETIME 0), each in the shard that relayed its user-space traffic; once those
+    // shards have published the deletions, the user-space counters are final.
+    let metrics = common::published_metrics(&server, "Chromium's deallocations", |m| {
+        m.stats.allocations_deleted >= 2
+    })
+    .await;
+    let (kernel, installed) = metrics
+        .offload
+        .expect("kernel-offload = \"on\" and the server started, so the fast path runs");
+    let user = metrics.stats.relayed[0];
+    println!(
+        "kernel relayed {} up ({} bytes), {} down ({} bytes); user space relayed {} up \
+         ({} bytes), {} down ({} bytes); {installed} channels still installed; {kernel:?}",
+        kernel.up.relayed.packets,
+        kernel.up.relayed.bytes,
+        kernel.down.relayed.packets,
+        kernel.down.relayed.bytes,
+        user[0].packets,
+        user[0].bytes,
+        user[1].packets,
+        user[1].bytes,
+    );
+    assert!(
+        kernel.up.relayed.packets > 0,
+        "the kernel relayed no ChannelData from the clients: {kernel:?}"
+    );
+    assert!(
+        user[0].packets < kernel.up.relayed.packets,
+        "user space relayed {} datagrams client to peer, the kernel only {}: the channels \
+         did not take over from the Send indications ({kernel:?})",
+        user[0].packets,
+        kernel.up.relayed.packets
+    );
+    // What the kernel delivered to a relay socket went on to that relay's client from
+    // user space, short of connectivity checks that reached a relay before it had a
+    // permission for the other.
+    assert!(
+        user[1].bytes * 10 >= kernel.up.relayed.bytes * 9,
+        "user space relayed {} bytes peer to client, less than 90 % of the {} the kernel \
+         delivered to the relays",
+        user[1].bytes,
+        kernel.up.relayed.bytes
+    );
+    assert_eq!(
+        (
+            kernel.up.dropped_rate + kernel.down.dropped_rate,
+            kernel.up.dropped_capacity + kernel.down.dropped_capacity,
+            kernel.dropped_errors
+        ),
+        (0, 0, 0),
+        "the kernel dropped datagrams with no limit configured: {kernel:?}"
+    );
+    assert_eq!(
+        installed, 0,
+        "deleting the allocations should have taken their channels out of the kernel"
+    );
     drop(server);
 }
 

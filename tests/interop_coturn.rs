@@ -7,6 +7,11 @@
 //! every message must come back: the tests assert the exact count sent, the same count
 //! received, and nothing lost. The relayed side is UDP in every case.
 //!
+//! One UDP channels run starts the server with `kernel-offload = "on"` and checks, from
+//! the metrics, that the eBPF fast path relayed uclient's messages both ways and user
+//! space almost none; it needs root and bpf(2), and says in one line why it skips where
+//! they are missing.
+//!
 //! What uclient (coturn 4.6) puts on the wire with the flags used here, to read failures by:
 //! - per client, a throw-away "probe" allocation (ALLOCATE + REFRESH, then the socket is closed
 //!   without deallocating), then the real allocation from a new socket;
@@ -148,11 +153,103 @@ async fn uclient_tls_client_to_client_echo_everything() {
     run_uclient_against_ferroturn(Transport::Tls, Mode::ClientToClient).await;
 }
 
+/// `uclient_channels_echo_everything` with `kernel-offload = "on"`: once uclient's
+/// channels are bound, the eBPF program relays its ChannelData to the peer and the
+/// peer's echoes back as ChannelData, and user space sees none of it. uclient sends
+/// data only after its CHANNEL-BINDs succeeded (1-6 s later, see the module's notes), so
+/// every message and every echo must be the kernel's (each run so far: 40 up, 40 down,
+/// none in user space); the user-space bound says the same from the other side, with
+/// room for a stray datagram. Its channel numbers are drawn from 0x4000..=0x7FFF, so
+/// this also holds the kernel to the range the server accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_channels_echo_everything_through_the_kernel() {
+    if let Some(why) = common::kernel_offload_unavailable() {
+        println!("kernel offload test skipped: {why}");
+        return;
+    }
+    let server = common::start_server("kernel-offload = \"on\"").await;
+    let totals = uclient_echoes_everything(&server, Transport::Udp, Mode::Channels).await;
+    // Each session ends its allocation with REFRESH LIFETIME=0 after its last echo, in
+    // the shard that relayed its user-space traffic, and a shard publishes all its
+    // counters at once: with both deletions published, the user-space counters below
+    // are final (the throw-away probe allocations never carried data).
+    let metrics = common::published_metrics(&server, "uclient's deallocations", |m| {
+        m.stats.allocations_deleted >= CLIENTS
+    })
+    .await;
+    let (kernel, installed) = metrics
+        .offload
+        .expect("kernel-offload = \"on\" and the server started, so the fast path runs");
+    let user = metrics.stats.relayed[0];
+    println!(
+        "uclient sent {} and got {} back; kernel relayed {} up, {} down \
+         ({} and {} bytes); user space relayed {} up, {} down; {installed} channels \
+         still installed; {kernel:?}",
+        totals.sent,
+        totals.received,
+        kernel.up.relayed.packets,
+        kernel.down.relayed.packets,
+        kernel.up.relayed.bytes,
+        kernel.down.relayed.bytes,
+        user[0].packets,
+        user[1].packets,
+    );
+    let sent_bytes = totals.sent * u64::from(MESSAGE_LEN);
+    for (direction, flow) in [("up", kernel.up.relayed), ("down", kernel.down.relayed)] {
+        assert!(
+            flow.packets >= totals.sent,
+            "the kernel relayed {} datagrams {direction}, fewer than the {} messages uclient \
+             sent: {kernel:?}",
+            flow.packets,
+            totals.sent
+        );
+        assert!(
+            flow.bytes >= sent_bytes,
+            "the kernel relayed {} bytes {direction}, fewer than uclient's {sent_bytes}: \
+             {kernel:?}",
+            flow.bytes
+        );
+    }
+    let in_kernel = kernel.up.relayed.packets + kernel.down.relayed.packets;
+    let in_user_space = user[0].packets + user[1].packets;
+    assert!(
+        in_user_space * 10 <= in_kernel,
+        "user space relayed {in_user_space} UDP datagrams ({user:?}), more than a tenth of \
+         the kernel's {in_kernel}"
+    );
+    assert_eq!(
+        (
+            kernel.up.dropped_rate + kernel.down.dropped_rate,
+            kernel.up.dropped_capacity + kernel.down.dropped_capacity,
+            kernel.dropped_errors
+        ),
+        (0, 0, 0),
+        "the kernel dropped datagrams with no limit configured: {kernel:?}"
+    );
+    assert_eq!(
+        installed, 0,
+        "deleting the allocations should have taken their channels out of the kernel"
+    );
+    drop(server);
+}
+
 async fn run_uclient_against_ferroturn(transport: Transport, mode: Mode) {
-    let what = format!("{transport:?} {mode:?}");
     let pki = (transport == Transport::Tls).then(common::tls::TestPki::new);
     let server =
         common::start_server(&pki.as_ref().map(|p| p.server_toml()).unwrap_or_default()).await;
+    uclient_echoes_everything(&server, transport, mode).await;
+    drop(server);
+    drop(pki);
+}
+
+/// Runs uclient against `server` (with a `turnutils_peer` when `mode` needs one) and
+/// checks that every message it sent came back; returns its totals.
+async fn uclient_echoes_everything(
+    server: &common::TestServer,
+    transport: Transport,
+    mode: Mode,
+) -> UclientTotals {
+    let what = format!("{transport:?} {mode:?}");
     let server_addr = match transport {
         Transport::Udp => server.addr,
         Transport::Tcp => *server
@@ -203,8 +300,7 @@ async fn run_uclient_against_ferroturn(transport: Transport, mode: Mode) {
         "{what}: uclient could not send: {totals:?}"
     );
     drop(peer);
-    drop(server);
-    drop(pki);
+    totals
 }
 
 /// The uclient command line: transport, REST secret, no RTCP allocations, server address

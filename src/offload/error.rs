@@ -51,8 +51,9 @@ pub enum OffloadError {
     /// channel is translated in user space.
     #[error("the client side and the relay side are of different address families")]
     FamilyMismatch,
-    /// RFC 8656 section 12: channel numbers are 0x4000 through 0x4FFF.
-    #[error("channel number {0:#06x} is not in 0x4000..=0x4FFF")]
+    /// Channel numbers are 0x4000 through 0x7FFF (RFC 5766's range, which the server
+    /// accepts; RFC 8656 section 12 narrowed it to 0x4FFF).
+    #[error("channel number {0:#06x} is not in 0x4000..=0x7FFF")]
     InvalidChannel(u16),
     /// Broadcast, multicast or unspecified: never relayed by the kernel.
     #[error("{0} is not a unicast address")]

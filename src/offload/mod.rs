@@ -30,6 +30,7 @@ use crate::config::KernelOffload;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
+use ferroturn_core::proto::data::{CHANNEL_MAX, CHANNEL_MIN};
 use maps::{
     BPF_F_LOCK, BPF_NOEXIST, ChanDown, ChanKey, ChanUp, DELIVER_LOCAL, PeerKey, RateKey, RateState,
     ip_words, port, stat,
@@ -428,10 +429,12 @@ impl Drop for Offload {
 
 const PROGRAM: &str = "ferroturn_relay";
 
-/// What the kernel path can take at all: a channel number of RFC 8656 section 12, one
+/// What the kernel path can take at all: a channel number the server accepts
+/// (0x4000-0x7FFF, RFC 5766's range, as in the core: coturn's clients pick from all of
+/// it; the program takes ChannelData by its first two bits, 01, the same range), one
 /// address family throughout, unicast destinations.
 fn validate(ch: &OffloadedChannel) -> Result<(), OffloadError> {
-    if !(0x4000..=0x4fff).contains(&ch.channel) {
+    if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&ch.channel) {
         return Err(OffloadError::InvalidChannel(ch.channel));
     }
     let v4 = ch.client.is_ipv4();

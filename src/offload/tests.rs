@@ -43,12 +43,25 @@ fn install_checks_what_it_is_given() {
         ..ch
     };
     assert!(matches!(validate(&ch), Err(OffloadError::NotUnicast(_))));
+    // The numbers the server accepts, RFC 5766's range that coturn's clients pick from,
+    // and nothing else.
     let ch = OffloadedChannel {
-        channel: 0x5000,
+        peer: "198.51.100.2:6000".parse().unwrap(),
         ..ch
     };
-    assert!(matches!(
-        validate(&ch),
-        Err(OffloadError::InvalidChannel(0x5000))
-    ));
+    for channel in [0x4000, 0x4fff, 0x5000, 0x7fff] {
+        assert!(
+            validate(&OffloadedChannel { channel, ..ch }).is_ok(),
+            "{channel:#x}"
+        );
+    }
+    for channel in [0x3fff, 0x8000, 0xffff] {
+        assert!(
+            matches!(
+                validate(&OffloadedChannel { channel, ..ch }),
+                Err(OffloadError::InvalidChannel(c)) if c == channel
+            ),
+            "{channel:#x}"
+        );
+    }
 }

@@ -1,9 +1,10 @@
 //! What the test binaries share: a real server in this process on 127.0.0.1:0 and the
-//! one base configuration it starts from, the deadlines every test waits by, TURN REST
-//! credentials and clients, a UDP echo peer, and small readers (`addr`, `code`,
-//! `sha256_hex`). Submodules: `process` (child processes, temporary directories),
-//! `adversary` (raw STUN over UDP), `tls` (a private CA), and `core_harness` (the
-//! sans-IO core in virtual time, with its `wire` helpers).
+//! one base configuration it starts from, the deadlines every test waits by, metrics
+//! read once the shards have published them, whether the kernel fast path can run here,
+//! TURN REST credentials and clients, a UDP echo peer, and small readers (`addr`,
+//! `code`, `sha256_hex`). Submodules: `process` (child processes, temporary
+//! directories), `adversary` (raw STUN over UDP), `tls` (a private CA), and
+//! `core_harness` (the sans-IO core in virtual time, with its `wire` helpers).
 #![allow(dead_code)]
 
 pub mod adversary;
@@ -104,6 +105,31 @@ pub async fn start_server_raw(toml: &str) -> TestServer {
     TestServer { addr, handle }
 }
 
+/// Polls the metrics until `settled` holds for them, and returns them; panics after
+/// [`METRICS_WAIT`]. Each shard publishes its counters once a second, all in one
+/// snapshot: choose a condition that becomes true in a shard's counters only after the
+/// traffic of interest (a deletion that follows it, say), so that a zero read from the
+/// result is a real zero, not a count that was not published yet.
+pub async fn published_metrics(
+    server: &TestServer,
+    what: &str,
+    settled: impl Fn(&ferroturn::Metrics) -> bool,
+) -> ferroturn::Metrics {
+    let deadline = std::time::Instant::now() + METRICS_WAIT;
+    loop {
+        let metrics = server.handle.metrics();
+        if settled(&metrics) {
+            return metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not published within {METRICS_WAIT:?}: {:?}",
+            metrics.stats
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// TURN REST credentials valid for `ttl` from now: (username, password).
 pub fn rest_credentials(secret: &str, user: &str, ttl: Duration) -> (String, String) {
     let expiry = Duration::from_secs(unix_now()) + ttl;
@@ -160,6 +186,72 @@ pub async fn echo_peer_on(local: &str) -> EchoPeer {
         }
     });
     EchoPeer { addr, task }
+}
+
+// ---------------------------------------------------------------------------------
+// The kernel fast path.
+
+/// Why a server with `kernel-offload = "on"` cannot start on this machine, if it cannot:
+/// not root, no bpf(2) here (a container's seccomp filter, say), or a binary built without
+/// the eBPF program on a machine without clang. A binary without the program where clang
+/// is installed is not a reason: the build should have had it, and the server's start
+/// fails the test. Tests that need the fast path print
+/// `kernel offload test skipped: <why>` and return.
+pub fn kernel_offload_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (BPF, TC on lo)".into());
+    }
+    if !bpf_syscall_works() {
+        return Some("the bpf system call is not permitted here".into());
+    }
+    if !ferroturn::offload::built_with_program() && !clang_installed() {
+        return Some("built without the eBPF program (no clang on this machine)".into());
+    }
+    None
+}
+
+/// Creates a one-element array map and closes it: EPERM or ENOSYS mean no BPF here.
+fn bpf_syscall_works() -> bool {
+    #[repr(C)]
+    struct MapCreate {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        rest: [u8; 112],
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    let attr = MapCreate {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        rest: [0; 112],
+    };
+    // SAFETY: BPF_MAP_CREATE reads `size_of::<MapCreate>()` bytes of `attr`.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &attr as *const MapCreate,
+            size_of::<MapCreate>(),
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: closing the descriptor the kernel just gave us.
+    unsafe { libc::close(fd as i32) };
+    true
+}
+
+fn clang_installed() -> bool {
+    std::process::Command::new("clang")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 // ---------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ impl Lo {
     /// listener sees nothing.
     fn relays_up(&self, payload: &[u8]) {
         self.client
-            .send_to(&channel_data(CHANNEL, payload), self.ch.server)
+            .send_to(&channel_data(self.ch.channel, payload), self.ch.server)
             .expect("send");
         let got = recv(&self.peer, ARRIVES).expect("the peer receives the payload");
         assert_eq!(got, (payload.to_vec(), self.ch.relay));
@@ -83,7 +83,10 @@ impl Lo {
     fn relays_down(&self, payload: &[u8]) {
         self.peer.send_to(payload, self.ch.relay).expect("send");
         let got = recv(&self.client, ARRIVES).expect("the client receives ChannelData");
-        assert_eq!(got, (channel_data(CHANNEL, payload), self.ch.server));
+        assert_eq!(
+            got,
+            (channel_data(self.ch.channel, payload), self.ch.server)
+        );
         assert_eq!(recv(&self.relay, ABSENT), None, "the relay socket saw it");
     }
 
@@ -133,6 +136,20 @@ fn ipv4_channel_relayed_both_ways_then_removed() {
 #[test]
 fn ipv6_channel_relayed_both_ways_then_removed() {
     both_ways_then_removed(true);
+}
+
+/// The server accepts RFC 5766's channel numbers, up to 0x7FFF (coturn's clients pick
+/// from all of them); the kernel relays those too.
+#[test]
+fn channel_numbers_up_to_0x7fff_relayed_both_ways() {
+    let mut lo = skip_unless_available!(Lo::new(false));
+    for channel in [0x4fff, 0x5000, 0x7fff] {
+        lo.ch.channel = channel;
+        lo.install();
+        lo.relays_up(b"up");
+        lo.relays_down(b"down");
+        lo.offload.remove(&lo.ch).expect("remove");
+    }
 }
 
 #[test]

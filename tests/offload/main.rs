@@ -2,8 +2,9 @@
 //! each test (the host's own interfaces are never touched):
 //!
 //! - `loopback`: one namespace, everything on lo (local delivery): both directions over
-//!   IPv4 and IPv6, removal, counters, padded ChannelData and unknown channels left to
-//!   user space, `max-bps` and `bps-capacity` drops, checksums checked by the stack;
+//!   IPv4 and IPv6, removal, counters, channel numbers up to 0x7FFF, padded ChannelData
+//!   and unknown channels left to user space, `max-bps` and `bps-capacity` drops,
+//!   checksums checked by the stack;
 //! - `veth`: client, server and peer namespaces joined by veth pairs, forwarding off in
 //!   the server's: routed delivery through a real route and neighbour, with every
 //!   checksum verified where the datagrams arrive.
