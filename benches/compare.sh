@@ -11,13 +11,17 @@
 # relay port ranges of the same size and loopback peers allowed; TCP listeners only for
 # the TCP scenario (TURN over TCP to the server, UDP to the peer). Each run's JSON line is
 # kept in DIR/results.jsonl (default target/bench-results/<timestamp>/); the medians are
-# printed and written to DIR/summary.md. All traffic stays on 127.0.0.0/8.
+# printed and written to DIR/summary.md. All traffic stays on 127.0.0.0/8, or with --netns
+# inside the two network namespaces the script creates (and deletes at exit).
 set -euo pipefail
 
 usage() {
     cat <<'EOF'
-usage: bash benches/compare.sh [--quick] [--rounds N] [--scenarios LIST] [--out DIR]
+usage: bash benches/compare.sh [--quick] [--netns] [--rounds N] [--scenarios LIST] [--out DIR]
   --quick           1 round, 2 s per relay scenario, smaller counts
+  --netns           server and generator in two network namespaces of their own, joined
+                    by a veth pair, each side's receive work steered to its own CPU (RPS),
+                    as between two hosts; needs root
   --rounds N        rounds (default 5; 1 with --quick)
   --scenarios LIST  comma-separated subset of: relay-1x200 relay-64x200 relay-1x1200
                     relay-64x1200 relay-cpu relay-half relay-tcp-64x200 setup
@@ -28,12 +32,14 @@ EOF
 
 rounds=5
 rounds_set=0
+netns=0
 quick=0
 only=""
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) quick=1 ;;
+    --netns) netns=1 ;;
     --rounds) rounds="${2:?--rounds needs a number}"; rounds_set=1; shift ;;
     --scenarios) only="${2:?--scenarios needs a list}"; shift ;;
     --out) out="${2:?--out needs a directory}"; shift ;;
@@ -70,6 +76,36 @@ if ! command -v turnserver >/dev/null; then
     [ "$(id -u)" = 0 ] || die "coturn is not installed: apt-get install -y coturn (as root)"
     echo "== installing coturn"
     apt-get install -y coturn || { apt-get update && apt-get install -y coturn; }
+fi
+
+# Where the server listens and relays, and where the generator and its echo peer live.
+srv_ip=127.0.0.1 gen_ip=127.0.0.1
+in_srv=() in_gen=() gen_addrs=()
+cleanup_ns() { :; }
+if [ "$netns" = 1 ]; then
+    [ "$(id -u)" = 0 ] || die "--netns needs root"
+    command -v ip >/dev/null || die "ip is needed (apt-get install -y iproute2)"
+    ns_srv="ftbench-srv-$$" ns_gen="ftbench-gen-$$"
+    srv_ip=10.77.0.1 gen_ip=10.77.0.2
+    cleanup_ns() { ip netns del "$ns_srv" 2>/dev/null || true; ip netns del "$ns_gen" 2>/dev/null || true; }
+    ip netns add "$ns_srv" && ip netns add "$ns_gen" || die "cannot create network namespaces"
+    ip -n "$ns_srv" link set lo up
+    ip -n "$ns_gen" link set lo up
+    ip -n "$ns_srv" link add vs type veth peer name vg netns "$ns_gen"
+    ip -n "$ns_srv" addr add "$srv_ip/24" dev vs
+    ip -n "$ns_gen" addr add "$gen_ip/24" dev vg
+    ip -n "$ns_srv" link set vs up
+    ip -n "$ns_gen" link set vg up
+    # A veth delivers on the sending CPU; RPS moves each side's receive work to the CPU
+    # of that side (the server's on 0, the generator's on 1), as on two hosts.
+    ip netns exec "$ns_srv" sh -c 'echo 1 > /sys/class/net/vs/queues/rx-0/rps_cpus'
+    ip netns exec "$ns_gen" sh -c 'echo 2 > /sys/class/net/vg/queues/rx-0/rps_cpus'
+    # The kernel fast path forwards to the generator's namespace through bpf_fib_lookup,
+    # which needs forwarding on lo (the server's namespace routes nothing itself).
+    ip netns exec "$ns_srv" sh -c 'echo 1 > /proc/sys/net/ipv4/conf/lo/forwarding'
+    in_srv=(ip netns exec "$ns_srv")
+    in_gen=(ip netns exec "$ns_gen")
+    gen_addrs=(--bind "$gen_ip" --peer-ip "$gen_ip")
 fi
 
 echo "== building (cargo build --release --workspace --bins)"
@@ -263,7 +299,9 @@ def summarize(outdir):
     info = (f"{machine['nproc']} CPUs ({machine['cpu']}), kernel {machine['kernel']}, "
             f"coturn {machine['coturn']}, ferroturn {machine['ferroturn']}; server on CPU "
             f"{machine['server_cpu']}, generator on CPU {machine['gen_cpu']}, "
-            f"{machine['threads']} relay thread(s), fd limit {machine['fd_limit']}")
+            f"{machine['threads']} relay thread(s), fd limit {machine['fd_limit']}; "
+            + ("server and generator in two network namespaces over veth, receive work "
+               "steered to each side's CPU (RPS)" if machine.get("netns") else "loopback"))
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     print(f"\n{title}\n{info}\n")
     for r in [head] + rows:
@@ -309,7 +347,7 @@ echo "== machine: $nproc_n CPUs, $cpu_model, kernel $kernel, fd limit $fd_limit"
 echo "== coturn $coturn_version, ferroturn $ft_version, $rounds round(s), results in $out"
 M_NPROC=$nproc_n M_CPU=$cpu_model M_KERNEL=$kernel M_COTURN=$coturn_version \
     M_FERROTURN=$ft_version M_ROUNDS=$rounds M_QUICK=$quick M_SERVER_CPU=$server_cpu \
-    M_GEN_CPU=$gen_cpu M_THREADS=$threads M_FD_LIMIT=$fd_limit \
+    M_GEN_CPU=$gen_cpu M_THREADS=$threads M_FD_LIMIT=$fd_limit M_NETNS=$netns \
     python3 - "$out/machine.json" <<'EOF'
 import json, os, sys
 e = os.environ
@@ -317,7 +355,8 @@ json.dump({"nproc": int(e["M_NPROC"]), "cpu": e["M_CPU"], "kernel": e["M_KERNEL"
            "coturn": e["M_COTURN"], "ferroturn": e["M_FERROTURN"],
            "rounds": int(e["M_ROUNDS"]), "quick": e["M_QUICK"] == "1",
            "server_cpu": int(e["M_SERVER_CPU"]), "gen_cpu": int(e["M_GEN_CPU"]),
-           "threads": int(e["M_THREADS"]), "fd_limit": int(e["M_FD_LIMIT"])},
+           "threads": int(e["M_THREADS"]), "fd_limit": int(e["M_FD_LIMIT"]),
+           "netns": e["M_NETNS"] == "1"},
           open(sys.argv[1], "w"))
 EOF
 
@@ -377,11 +416,11 @@ fi
 fwd_args=()
 fwd_help=$("$bench" forwarder --help 2>/dev/null || true)
 if grep -q -- --listen <<<"$fwd_help"; then
-    fwd_args=(--listen "127.0.0.1:$lport")
+    fwd_args=(--listen "$srv_ip:$lport")
     if grep -q -- --peer-port <<<"$fwd_help"; then
         fwd_args+=(--peer-port "$peer_port")
     elif grep -q -- --peer <<<"$fwd_help"; then
-        fwd_args+=(--peer "127.0.0.1:$peer_port")
+        fwd_args+=(--peer "$gen_ip:$peer_port")
     fi
 fi
 
@@ -416,7 +455,7 @@ stop_server() {
     wait "$server_pid" 2>/dev/null || true
     server_pid=""
 }
-trap stop_server EXIT
+trap 'stop_server; cleanup_ns' EXIT
 trap 'exit 130' INT TERM
 
 # Starts a fresh `impl` pinned to the server CPU and waits until it listens.
@@ -424,8 +463,8 @@ start_server() {
     local impl=$1 log=$2
     case "$impl" in
     ferroturn)
-        taskset -c "$server_cpu" "$ft" --listening-ip 127.0.0.1 --listening-port "$lport" \
-            --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip 127.0.0.1 \
+        "${in_srv[@]}" taskset -c "$server_cpu" "$ft" --listening-ip "$srv_ip" --listening-port "$lport" \
+            --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip "$gen_ip" \
             --min-port "$min_port" --max-port "$max_port" --log-level warn --max-bps 0 \
             "${ft_threads[@]}" >"$log" 2>&1 &
         ;;
@@ -433,8 +472,8 @@ start_server() {
         local listeners=(--no-tls --no-dtls)
         [ "$server_tcp" = 1 ] || listeners+=(--no-tcp)
         # coturn 4.6 has no log level: its per-session lines go to /dev/null.
-        taskset -c "$server_cpu" turnserver -n --no-cli --listening-ip=127.0.0.1 \
-            --listening-port="$lport" --relay-ip=127.0.0.1 --realm="$realm" \
+        "${in_srv[@]}" taskset -c "$server_cpu" turnserver -n --no-cli --listening-ip="$srv_ip" \
+            --listening-port="$lport" --relay-ip="$srv_ip" --realm="$realm" \
             --use-auth-secret --static-auth-secret="$secret" --allow-loopback-peers \
             --min-port="$min_port" --max-port="$max_port" --relay-threads="$threads" \
             "${listeners[@]}" --pidfile="$out/coturn.pid" \
@@ -442,20 +481,20 @@ start_server() {
         ;;
     kernel)
         # The same, with channels relayed by the eBPF program (`--kernel-offload on`).
-        taskset -c "$server_cpu" "$ft" --listening-ip 127.0.0.1 --listening-port "$lport" \
-            --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip 127.0.0.1 \
+        "${in_srv[@]}" taskset -c "$server_cpu" "$ft" --listening-ip "$srv_ip" --listening-port "$lport" \
+            --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip "$gen_ip" \
             --min-port "$min_port" --max-port "$max_port" --log-level warn --max-bps 0 \
             --kernel-offload on "${ft_threads[@]}" >"$log" 2>&1 &
         ;;
     forwarder)
-        taskset -c "$server_cpu" "$bench" forwarder "${fwd_args[@]}" >"$log" 2>&1 &
+        "${in_srv[@]}" taskset -c "$server_cpu" "$bench" forwarder "${fwd_args[@]}" >"$log" 2>&1 &
         ;;
     esac
     server_pid=$!
     for _ in $(seq 100); do
         alive "$server_pid" || return 1
-        if ss -Hlun "sport = :$lport" 2>/dev/null | grep -q . &&
-            { [ "$server_tcp" = 0 ] || ss -Hltn "sport = :$lport" 2>/dev/null | grep -q .; }; then
+        if "${in_srv[@]}" ss -Hlun "sport = :$lport" 2>/dev/null | grep -q . &&
+            { [ "$server_tcp" = 0 ] || "${in_srv[@]}" ss -Hltn "sport = :$lport" 2>/dev/null | grep -q .; }; then
             sleep 0.2
             return 0
         fi
@@ -470,14 +509,14 @@ run() {
     local round=$1 impl=$2 scenario=$3 limit=$4
     shift 4
     local tag="$out/raw/r$round-$scenario-$impl"
-    local target=(--server "127.0.0.1:$lport")
+    local target=(--server "$srv_ip:$lport")
     [ "$1" = flood ] || target+=(--secret "$secret")
     if [ "$impl" = forwarder ]; then
-        target+=(--raw "127.0.0.1:$lport" --peer-port "$peer_port")
+        target+=(--raw "$srv_ip:$lport" --peer-port "$peer_port")
     fi
     local rc=0
     if start_server "$impl" "$tag.server.log"; then
-        timeout -k 5 "$limit" taskset -c "$gen_cpu" "$bench" "$@" "${target[@]}" \
+        timeout -k 5 "$limit" "${in_gen[@]}" taskset -c "$gen_cpu" "$bench" "$@" "${target[@]}" \
             --server-pid "$server_pid" --json >"$tag.out" 2>"$tag.err" || rc=$?
     else
         rc=1
@@ -522,7 +561,7 @@ relay_scenario() {
     echo "[round $round] $scenario"
     for impl in "${relay_impls[@]}"; do
         run "$round" "$impl" "$scenario" "$relay_time" relay "$@" \
-            --duration "$duration" --warmup "$warmup" "${no_gso[@]}"
+            --duration "$duration" --warmup "$warmup" "${no_gso[@]}" "${gen_addrs[@]}"
     done
 }
 
@@ -540,7 +579,7 @@ tcp_scenario() {
     server_tcp=1
     for impl in ferroturn coturn; do
         run "$round" "$impl" "$scenario" "$relay_time" relay --transport tcp "$@" \
-            --duration "$duration" --warmup "$warmup"
+            --duration "$duration" --warmup "$warmup" "${gen_addrs[@]}"
     done
     server_tcp=0
 }
@@ -549,6 +588,10 @@ server_scenario() {
     local round=$1 scenario=$2 limit=$3
     shift 3
     selected "$scenario" || return 0
+    if [ "$netns" = 1 ]; then
+        skip "$scenario: relay scenarios only with --netns (the setup and flood tools use loopback source addresses)"
+        return 0
+    fi
     echo "[round $round] $scenario"
     for impl in ferroturn coturn; do
         run "$round" "$impl" "$scenario" "$limit" "$@"

@@ -225,11 +225,13 @@ impl Forwarder {
         if self.clients.len() >= MAX_CLIENTS {
             return None;
         }
+        // The unspecified address: connect() picks the source the route to the peer
+        // has (loopback for a loopback peer, the veth's address in a namespace bed).
         let local = SocketAddr::new(
             if self.peer.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
+                std::net::Ipv4Addr::UNSPECIFIED.into()
             } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
+                std::net::Ipv6Addr::UNSPECIFIED.into()
             },
             0,
         );

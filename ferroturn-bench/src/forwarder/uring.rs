@@ -504,9 +504,9 @@ impl Forwarder {
         }
         let local = SocketAddr::new(
             if self.peer.is_ipv4() {
-                std::net::Ipv4Addr::LOCALHOST.into()
+                std::net::Ipv4Addr::UNSPECIFIED.into()
             } else {
-                std::net::Ipv6Addr::LOCALHOST.into()
+                std::net::Ipv6Addr::UNSPECIFIED.into()
             },
             0,
         );
