@@ -93,22 +93,6 @@ impl Credentials {
             )
     }
 
-    /// Whether `key` is still one of `username`'s keys, a REST username's expiry aside
-    /// (an allocation may outlive the credential that created it): false once the static
-    /// user, or every secret that signs the username, is gone.
-    pub fn grants(&self, username: &str, key: &Key) -> bool {
-        if let Some(k) = self.users.get(username) {
-            return k == key;
-        }
-        if parse_rest_username(username, self.separator, 0, None).is_err() {
-            return false;
-        }
-        self.secrets.iter().any(|s| {
-            let password = rest_password(s, username);
-            long_term_key(username, &self.realm, password.as_bytes()) == *key
-        })
-    }
-
     /// The keys `username` may use at `now` (unix seconds). A static user wins over a
     /// REST-shaped name.
     pub fn lookup(&self, username: &str, now: u64) -> Lookup {

@@ -89,11 +89,9 @@ impl Server {
     }
 
     /// Applies a reloaded configuration: credentials, peer policy, quotas, caps, rates and
-    /// lifetimes for what comes next. Allocations whose credentials the new configuration
-    /// no longer grants (a removed static user or REST secret) are deleted; the others,
-    /// with their permissions and channels, keep running with what they were granted (a
-    /// denied peer is refused from its next datagram on). The nonce key and this shard's
-    /// port range and relay addresses stay (they need a restart).
+    /// lifetimes for what comes next. Allocations, permissions and channels that exist
+    /// keep running with what they were granted. The nonce key and this shard's port
+    /// range and relay addresses stay (they need a restart).
     pub fn reconfigure(&mut self, mut cfg: ServerConfig) {
         cfg.min_port = self.cfg.min_port;
         cfg.max_port = self.cfg.max_port;
@@ -108,15 +106,6 @@ impl Server {
         }
         cfg.kernel_offload = self.cfg.kernel_offload;
         self.cfg = cfg;
-        let revoked: Vec<AllocId> = self
-            .table
-            .iter()
-            .filter(|a| !self.cfg.credentials.grants(&a.username, &a.key))
-            .map(|a| a.id)
-            .collect();
-        for id in revoked {
-            self.delete_allocation(id, super::Deletion::Revoked);
-        }
         // A new peer policy or max-bps applies to what the kernel relays too.
         self.sync_offload_all();
     }

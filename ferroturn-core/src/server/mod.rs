@@ -174,8 +174,6 @@ pub enum Deletion {
     ConnectionClosed,
     /// An operator deleted it (admin API, `Control::delete_sessions`).
     ByOperator,
-    /// A reload removed the static user or every REST secret that signed its username.
-    Revoked,
 }
 
 impl Deletion {
@@ -186,7 +184,6 @@ impl Deletion {
             Self::ByClient => "deleted by client",
             Self::ConnectionClosed => "deleted: connection closed",
             Self::ByOperator => "deleted by an operator",
-            Self::Revoked => "deleted: its credentials were revoked by a reload",
         }
     }
 }
@@ -463,10 +460,9 @@ impl Server {
         }
         match why {
             Deletion::Expired => self.stats.allocations_expired += 1,
-            Deletion::ByClient
-            | Deletion::ConnectionClosed
-            | Deletion::ByOperator
-            | Deletion::Revoked => self.stats.allocations_deleted += 1,
+            Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
+                self.stats.allocations_deleted += 1
+            }
         }
         self.pool(a.relay_local.ip()).release(a.relay_local.port());
         self.shared.release_allocation(&a.user);
