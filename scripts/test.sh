@@ -4,7 +4,8 @@
 # `cargo test`. Then runs every fuzz target for FUZZ_SECONDS seconds (default 30; 0 skips
 # it) through scripts/fuzz.sh, on nightly or else with RUSTC_BOOTSTRAP=1; a crash, or
 # targets that do not build, fail the suite.
-# Ends with one line totalling every test binary's results.
+# Every test binary runs even after one fails (--no-fail-fast); the suite ends with one
+# line totalling their results.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fuzz_seconds="${FUZZ_SECONDS:-30}"
@@ -19,7 +20,7 @@ export FERROTURN_BPF=required
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 
 fuzz_status=0
 if [ "$fuzz_seconds" -eq 0 ]; then
