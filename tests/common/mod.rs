@@ -211,8 +211,26 @@ pub fn kernel_offload_unavailable() -> Option<String> {
     None
 }
 
+/// After a run without limits whose allocations have all been deleted: the kernel
+/// dropped nothing and holds no channel any more.
+pub fn assert_kernel_undisturbed(kernel: &ferroturn::offload::OffloadTotals, installed: u64) {
+    assert_eq!(
+        (
+            kernel.up.dropped_rate + kernel.down.dropped_rate,
+            kernel.up.dropped_capacity + kernel.down.dropped_capacity,
+            kernel.dropped_errors
+        ),
+        (0, 0, 0),
+        "the kernel dropped datagrams with no limit configured: {kernel:?}"
+    );
+    assert_eq!(
+        installed, 0,
+        "deleting the allocations should have taken their channels out of the kernel"
+    );
+}
+
 /// Creates a one-element array map and closes it: EPERM or ENOSYS mean no BPF here.
-fn bpf_syscall_works() -> bool {
+pub fn bpf_syscall_works() -> bool {
     #[repr(C)]
     struct MapCreate {
         map_type: u32,
@@ -247,7 +265,8 @@ fn bpf_syscall_works() -> bool {
     true
 }
 
-fn clang_installed() -> bool {
+/// Whether clang runs here (build.rs builds the eBPF program with it).
+pub fn clang_installed() -> bool {
     std::process::Command::new("clang")
         .arg("--version")
         .output()

@@ -30,15 +30,11 @@ fn drop_in_capabilities() -> String {
 
 /// Why this cannot run here, if it cannot.
 fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root to run the server with chosen capabilities".into());
+    if let Some(why) = crate::common::kernel_offload_unavailable() {
+        return Some(why);
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
         return Some("setpriv (util-linux) is not installed".into());
-    }
-    if !ferroturn::offload::built_with_program() {
-        return Some("this build has no eBPF program (no clang)".into());
     }
     None
 }

@@ -36,62 +36,20 @@ pub fn unavailable() -> Option<Unavailable> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (network namespaces, BPF)".into());
     }
-    if !bpf_syscall_works() {
+    if !common::bpf_syscall_works() {
         return Some("the bpf system call is not permitted here".into());
     }
     None
 }
 
-/// Creates a one-element array map and closes it: EPERM or ENOSYS mean no BPF here.
-fn bpf_syscall_works() -> bool {
-    #[repr(C)]
-    struct MapCreate {
-        map_type: u32,
-        key_size: u32,
-        value_size: u32,
-        max_entries: u32,
-        rest: [u8; 112],
-    }
-    const BPF_MAP_CREATE: libc::c_long = 0;
-    const BPF_MAP_TYPE_ARRAY: u32 = 2;
-    let attr = MapCreate {
-        map_type: BPF_MAP_TYPE_ARRAY,
-        key_size: 4,
-        value_size: 4,
-        max_entries: 1,
-        rest: [0; 112],
-    };
-    // SAFETY: BPF_MAP_CREATE reads `size_of::<MapCreate>()` bytes of `attr`.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_CREATE,
-            &attr as *const MapCreate,
-            size_of::<MapCreate>(),
-        )
-    };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: closing the descriptor the kernel just gave us.
-    unsafe { libc::close(fd as i32) };
-    true
-}
-
 /// Whether the server can run with `kernel-offload = "on"` here: root, BPF, and the
-/// program in this build (a build without it skips only where clang is missing too).
+/// program in this build (a build without it skips only where clang is missing too;
+/// elsewhere the server's start fails the test).
 pub fn program_available() -> Result<(), Unavailable> {
-    if let Some(why) = unavailable() {
-        return Err(why);
+    match common::kernel_offload_unavailable() {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
-    if !ferroturn::offload::built_with_program() {
-        assert!(
-            !clang_installed(),
-            "clang is installed but this build has no eBPF program"
-        );
-        return Err("this build has no eBPF program (no clang)".into());
-    }
-    Ok(())
 }
 
 /// Starts the fast path in the calling thread's namespace. A binary built without the
@@ -101,16 +59,9 @@ pub fn start(addrs: &[IpAddr], limits: Limits) -> Result<Offload, Unavailable> {
     match Offload::start(KernelOffload::On, addrs, limits) {
         Ok(Some(offload)) => Ok(offload),
         Ok(None) => panic!("KernelOffload::On returned no offload and no error"),
-        Err(OffloadError::NotBuilt(why)) if !clang_installed() => Err(why.into()),
+        Err(OffloadError::NotBuilt(why)) if !common::clang_installed() => Err(why.into()),
         Err(e) => panic!("starting kernel offload: {e}"),
     }
-}
-
-fn clang_installed() -> bool {
-    std::process::Command::new("clang")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs a test body unless the machine cannot; then prints why, in one line.
