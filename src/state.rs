@@ -3,9 +3,13 @@
 //! puts the same trait on a distributed store.
 
 use dashmap::{DashMap, DashSet};
-use ferroturn_core::server::{QuotaError, SharedState};
+use ferroturn_core::server::{QuotaError, Reservation, SharedState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Reservations held at once: each holds a relay port for 30 s, so the port range bounds
+/// them long before this does.
+const MAX_RESERVATIONS: usize = 65_536;
 
 /// The single-node implementation.
 #[derive(Debug, Default)]
@@ -13,6 +17,8 @@ pub struct LocalState {
     per_user: DashMap<String, u32>,
     total: AtomicU32,
     relays: DashSet<SocketAddr>,
+    /// Reserved ports by token, and the shard that claimed each (if one did).
+    reservations: DashMap<[u8; 8], (Reservation, Option<u64>)>,
 }
 
 impl SharedState for LocalState {
@@ -55,6 +61,33 @@ impl SharedState for LocalState {
 
     fn is_relay(&self, addr: SocketAddr) -> bool {
         self.relays.contains(&addr)
+    }
+
+    fn reserve(&self, token: [u8; 8], reservation: Reservation) -> bool {
+        if self.reservations.len() >= MAX_RESERVATIONS {
+            return false;
+        }
+        match self.reservations.entry(token) {
+            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Vacant(v) => {
+                v.insert((reservation, None));
+                true
+            }
+        }
+    }
+
+    fn claim_reservation(&self, token: &[u8; 8], by: u64) -> Option<Reservation> {
+        let mut entry = self.reservations.get_mut(token)?;
+        let (reservation, claimed) = entry.value_mut();
+        if claimed.is_some() {
+            return None;
+        }
+        *claimed = Some(by);
+        Some(*reservation)
+    }
+
+    fn end_reservation(&self, token: &[u8; 8]) -> Option<(Reservation, Option<u64>)> {
+        self.reservations.remove(token).map(|(_, v)| v)
     }
 }
 

@@ -26,8 +26,9 @@
 //!   later, 20 ms apart; each allocation ends with REFRESH LIFETIME=0;
 //! - every success response must carry a valid MESSAGE-INTEGRITY, else uclient gives up.
 //!
-//! `-c` is always passed: without it uclient also makes RTCP allocations through EVEN-PORT with
-//! R=1 and RESERVATION-TOKEN, a separate feature. Never pass `-h`: it means "hang on forever".
+//! `-c` is passed except in `uclient_rtp_and_rtcp_pairs_echo_everything`: without it
+//! uclient also makes RTCP allocations through EVEN-PORT with R=1 and RESERVATION-TOKEN.
+//! Never pass `-h`: it means "hang on forever".
 //!
 //! Over TCP and TLS (checked against coturn 4.6.1's own `turnserver` first) the same requests
 //! go over one connection per allocation, framed by their own lengths; ChannelData is padded
@@ -100,6 +101,10 @@ enum Mode {
     SendIndications,
     /// `-y`: two allocations relay to each other's relayed address; no external peer.
     ClientToClient,
+    /// Without `-c`: uclient's real default. Each RTP allocation asks for EVEN-PORT with
+    /// R, and an RTCP allocation follows with the RESERVATION-TOKEN it got (RFC 8656
+    /// sections 14.6 and 14.9), channels to the peer's port and the port above.
+    RtpRtcp,
 }
 
 impl Mode {
@@ -111,6 +116,21 @@ impl Mode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_channels_echo_everything() {
     run_uclient_against_ferroturn(Transport::Udp, Mode::Channels).await;
+}
+
+/// uclient's defaults, as a new user runs it: RTP/RTCP allocation pairs through EVEN-PORT
+/// with R and RESERVATION-TOKEN (it failed with 508 before they were served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_rtp_and_rtcp_pairs_echo_everything() {
+    let server = common::start_server("").await;
+    uclient_echoes_everything(&server, Transport::Udp, Mode::RtpRtcp).await;
+    // RTCP allocations took the ports their RTP allocations reserved (uclient 4.6 with
+    // `-m 2` makes one such pair besides its probe; every message above came back).
+    let m = common::published_metrics(&server, "the reservations", |m| {
+        m.stats.reservations_claimed >= 1
+    })
+    .await;
+    assert!(m.stats.reservations_issued >= m.stats.reservations_claimed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,9 +320,11 @@ fn uclient_args(
     peer: Option<SocketAddr>,
 ) -> Vec<String> {
     let mut args: Vec<String> = transport.flags().iter().map(|f| f.to_string()).collect();
-    args.push("-c".into());
+    if mode != Mode::RtpRtcp {
+        args.push("-c".into());
+    }
     match mode {
-        Mode::Channels => {}
+        Mode::Channels | Mode::RtpRtcp => {}
         Mode::SendIndications => args.push("-s".into()),
         Mode::ClientToClient => args.push("-y".into()),
     }

@@ -194,6 +194,13 @@ pub fn render(m: &Metrics) -> String {
         "Frames toward slow TCP/TLS clients dropped (tcp-send-queue full).",
     )
     .sample(&[], m.stream_frames_dropped);
+    counter(
+        o,
+        "reservations_total",
+        "RFC 8656 reserved relay ports: issued (EVEN-PORT with R), claimed (RESERVATION-TOKEN).",
+    )
+    .sample(&[("kind", "issued")], s.reservations_issued)
+    .sample(&[("kind", "claimed")], s.reservations_claimed);
     counter(o, "reloads_total", "Configuration reloads applied.").sample(&[], m.reloads_ok);
     counter(
         o,

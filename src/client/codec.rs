@@ -24,6 +24,8 @@ pub enum RequestAttr<'a> {
     RequestedTransport(u8),
     RequestedFamily(Family),
     EvenPort(bool),
+    /// RFC 8656 section 14.9.
+    ReservationToken([u8; 8]),
     XorPeerAddress(SocketAddr),
     ChannelNumber(u16),
 }
@@ -61,6 +63,9 @@ pub fn encode_request(
                 }))
             }
             RequestAttr::EvenPort(r) => b.with_attribute(EvenPort::new(r)),
+            RequestAttr::ReservationToken(t) => {
+                b.with_attribute(stun_rs::attributes::turn::ReservationToken::from(t))
+            }
             RequestAttr::XorPeerAddress(a) => b.with_attribute(XorPeerAddress::from(a)),
             RequestAttr::ChannelNumber(c) => b.with_attribute(ChannelNumber::new(c)),
         };
@@ -86,6 +91,7 @@ pub struct Response {
     pub xor_relayed: Option<SocketAddr>,
     pub lifetime: Option<u32>,
     pub unknown_attributes: Vec<u16>,
+    pub reservation_token: Option<[u8; 8]>,
 }
 
 /// Decodes a response for a client; `None` if it is not a well-formed STUN message.
@@ -100,6 +106,9 @@ pub fn decode_response(buf: &[u8]) -> Option<Response> {
             StunAttribute::XorMappedAddress(x) => r.xor_mapped = Some(*x.socket_address()),
             StunAttribute::XorRelayedAddress(x) => r.xor_relayed = Some(*x.socket_address()),
             StunAttribute::LifeTime(l) => r.lifetime = Some(*l.as_ref()),
+            StunAttribute::ReservationToken(t) => {
+                r.reservation_token = <[u8; 8]>::try_from(t.token()).ok()
+            }
             StunAttribute::UnknownAttributes(u) => r.unknown_attributes = u.attributes().to_vec(),
             _ => {}
         }

@@ -384,3 +384,66 @@ async fn a_wildcard_listener_answers_from_the_address_each_client_used() {
         );
     }
 }
+
+/// RFC 8656 sections 14.6 and 14.9 across shards: the Allocate carrying a
+/// RESERVATION-TOKEN comes from another client port, which SO_REUSEPORT may hand to the
+/// other shard; it gets the reserved port all the same, relays through it, and the
+/// token is good once. Eight pairs make a claim on the other shard all but certain.
+#[tokio::test]
+async fn reserved_ports_are_claimed_from_any_shard_and_relay() {
+    use ferroturn::client::codec::RequestAttr;
+    use ferroturn_core::proto::wire::method;
+    let server = start_server("relay-threads = 2").await;
+    let peer = echo_peer().await;
+    // One challenge, its nonce reused by every client after (nonces are good at every
+    // shard): 24 unauthenticated requests from 127.0.0.1 would meet
+    // `unauthenticated-rate`.
+    let mut first = client(&server, "alice").await;
+    first.allocate().await.unwrap();
+    let (realm, nonce) = first
+        .realm_and_nonce()
+        .map(|(r, n)| (r.to_owned(), n.to_owned()))
+        .unwrap();
+    let fresh = || async {
+        let mut c = client(&server, "alice").await;
+        c.set_realm_and_nonce(&realm, &nonce);
+        c
+    };
+    for i in 0..8u16 {
+        let mut rtp = fresh().await;
+        let r = rtp
+            .request(
+                method::ALLOCATE,
+                &[
+                    RequestAttr::RequestedTransport(17),
+                    RequestAttr::EvenPort(true),
+                ],
+            )
+            .await
+            .unwrap();
+        let port = r.xor_relayed.unwrap().port();
+        assert_eq!(port % 2, 0);
+        let token = r.reservation_token.expect("a RESERVATION-TOKEN");
+
+        let mut rtcp = fresh().await;
+        let claim = [
+            RequestAttr::RequestedTransport(17),
+            RequestAttr::ReservationToken(token),
+        ];
+        let r = rtcp.request(method::ALLOCATE, &claim).await.unwrap();
+        assert_eq!(r.xor_relayed.unwrap().port(), port + 1, "pair {i}");
+        let channel = 0x4000 + i;
+        rtcp.channel_bind(channel, peer.addr).await.unwrap();
+        rtcp.send_channel_data(channel, b"rtcp").await.unwrap();
+        assert_eq!(
+            rtcp.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Channel {
+                channel,
+                data: b"rtcp".to_vec()
+            }),
+            "pair {i}"
+        );
+        let mut third = fresh().await;
+        assert_eq!(code(third.request(method::ALLOCATE, &claim).await), 508);
+    }
+}

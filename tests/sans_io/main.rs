@@ -15,6 +15,7 @@ mod limits;
 mod offload;
 mod permissions;
 mod pipeline;
+mod reservation;
 mod rest;
 mod rfc5769;
 

@@ -35,7 +35,8 @@ pub struct Request {
     pub requested_family: Option<Family>,
     pub additional_family: bool,
     pub even_port: Option<bool>,
-    pub reservation_token: bool,
+    /// RFC 8656 section 14.9.
+    pub reservation_token: Option<[u8; 8]>,
     pub dont_fragment: bool,
     pub peers: Vec<SocketAddr>,
     pub channel: Option<u16>,
@@ -88,7 +89,10 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
             StunAttribute::EvenPort(e) if req.even_port.is_none() => {
                 req.even_port = Some(e.reserve())
             }
-            StunAttribute::ReservationToken(_) => req.reservation_token = true,
+            StunAttribute::ReservationToken(t) if req.reservation_token.is_none() => {
+                // stun-rs decodes exactly 8 bytes; anything else is no token.
+                req.reservation_token = <[u8; 8]>::try_from(t.token()).ok()
+            }
             StunAttribute::DontFragment(_) => req.dont_fragment = true,
             StunAttribute::XorPeerAddress(p) => {
                 if req.peers.len() >= MAX_PEERS_PER_REQUEST {
@@ -147,6 +151,8 @@ pub enum ResponseAttr<'a> {
     Nonce(&'a str),
     /// RFC 8489 section 14.15, with a 300 (Try Alternate).
     AlternateServer(SocketAddr),
+    /// RFC 8656 section 14.9.
+    ReservationToken([u8; 8]),
 }
 
 /// Encodes a response or indication; MESSAGE-INTEGRITY (with `key`) and FINGERPRINT are
@@ -188,6 +194,9 @@ pub fn encode(
             }
             ResponseAttr::AlternateServer(addr) => {
                 builder.with_attribute(stun_rs::attributes::stun::AlternateServer::from(addr))
+            }
+            ResponseAttr::ReservationToken(token) => {
+                builder.with_attribute(stun_rs::attributes::turn::ReservationToken::from(token))
             }
             // Written by hand below: stun-rs's quoted-string check costs ~5 us apiece.
             ResponseAttr::Realm(_) | ResponseAttr::Nonce(_) => builder,

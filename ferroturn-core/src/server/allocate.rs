@@ -46,17 +46,26 @@ impl Server {
             Some(_) => return Err(RequestError::UnsupportedTransportProtocol),
         }
         // RFC 8656 section 7.2 steps 5-6: RESERVATION-TOKEN excludes EVEN-PORT and
-        // REQUESTED-ADDRESS-FAMILY; this server issues no tokens, so any token is unknown.
-        if req.reservation_token {
-            if req.even_port.is_some() || req.requested_family.is_some() {
-                return Err(RequestError::BadRequest);
-            }
-            return Err(RequestError::InsufficientCapacity);
+        // REQUESTED-ADDRESS-FAMILY; a token this server did not issue, or issued and saw
+        // used or expire, gets 508. Its family is the reserved port's.
+        if req.reservation_token.is_some()
+            && (req.even_port.is_some() || req.requested_family.is_some())
+        {
+            return Err(RequestError::BadRequest);
         }
         if req.requested_family.is_some() && req.additional_family {
             return Err(RequestError::BadRequest);
         }
-        let relay = match req.requested_family.unwrap_or(Family::V4) {
+        let claimed = match &req.reservation_token {
+            Some(token) => Some(self.claim_reservation(token)?),
+            None => None,
+        };
+        let family = match claimed {
+            Some(r) if r.local.is_ipv6() => Family::V6,
+            Some(_) => Family::V4,
+            None => req.requested_family.unwrap_or(Family::V4),
+        };
+        let relay = match family {
             Family::V4 => self.cfg.relay_v4,
             Family::V6 => self.cfg.relay_v6,
         }
@@ -70,7 +79,16 @@ impl Server {
                 QuotaError::Total => RequestError::InsufficientCapacity,
             })?;
         let even = req.even_port.is_some();
-        let Some(port) = self.take_port(relay.local.is_ipv4(), even) else {
+        // Section 14.6: with the R bit, the odd port above is taken too (and reserved once
+        // the allocation is bound).
+        let reserve = req.even_port == Some(true);
+        let v4 = relay.local.is_ipv4();
+        let port = match claimed {
+            Some(r) => Some(r.local.port()),
+            None if reserve => self.take_pair(v4),
+            None => self.take_port(v4, even),
+        };
+        let Some(port) = port else {
             self.shared.release_allocation(&auth.user);
             if self.noisy.allow(now) {
                 tracing::warn!("relay port range exhausted");
@@ -79,20 +97,33 @@ impl Server {
         };
         let id = self.table.next_id();
         let lifetime = self.granted_lifetime(req.lifetime);
+        let (relay_local, relayed) = match claimed {
+            Some(r) => (r.local, r.advertised),
+            None => (
+                SocketAddr::new(relay.local, port),
+                SocketAddr::new(relay.advertised, port),
+            ),
+        };
         self.table.insert(Allocation {
             id,
             five_tuple: tuple,
             username: auth.username.clone(),
             user: auth.user.clone(),
             key: auth.key,
-            relay_local: SocketAddr::new(relay.local, port),
-            relayed: SocketAddr::new(relay.advertised, port),
+            relay_local,
+            relayed,
             expires: now,
             pending: Some(PendingAllocate {
                 lifetime,
                 fingerprint: scan.fingerprint,
                 even,
-                attempts: 1,
+                reserve,
+                // A reserved port is that port or none: no other is tried.
+                attempts: if claimed.is_some() {
+                    MAX_BIND_ATTEMPTS
+                } else {
+                    1
+                },
             }),
             allocate_txn: scan.txn,
             allocate_response: Vec::new(),
@@ -108,9 +139,18 @@ impl Server {
         });
         self.push_event(Event::BindRelay {
             relay: id,
-            local: SocketAddr::new(relay.local, port),
+            local: relay_local,
         });
         Ok(Reply::Pending)
+    }
+
+    fn take_pair(&mut self, v4: bool) -> Option<u16> {
+        let pool = if v4 {
+            &mut self.ports_v4
+        } else {
+            &mut self.ports_v6
+        };
+        pool.take_pair(&mut self.rng)
     }
 
     fn take_port(&mut self, v4: bool, even: bool) -> Option<u16> {
@@ -143,13 +183,23 @@ impl Server {
         };
         let tuple = a.five_tuple;
         if bound {
+            let (relay_local, relayed) = (a.relay_local, a.relayed);
+            let token = if pending.reserve {
+                self.issue_reservation(now, relay_local, relayed)
+            } else {
+                None
+            };
+            let Some(a) = self.table.get_mut(relay) else {
+                return;
+            };
             let lifetime = pending.lifetime;
             a.expires = now + Duration::from_secs(u64::from(lifetime));
-            let attrs = [
+            let mut attrs = vec![
                 ResponseAttr::XorRelayedAddress(a.relayed),
                 ResponseAttr::Lifetime(lifetime),
                 ResponseAttr::XorMappedAddress(tuple.client),
             ];
+            attrs.extend(token.map(ResponseAttr::ReservationToken));
             let response = codec::encode(
                 method::ALLOCATE,
                 true,
@@ -178,10 +228,13 @@ impl Server {
             &mut self.ports_v6
         };
         pool.release(old.port());
-        let next = if pending.attempts < MAX_BIND_ATTEMPTS {
-            self.take_port(v4, pending.even)
-        } else {
-            None
+        if pending.reserve {
+            pool.release(old.port().wrapping_add(1));
+        }
+        let next = match (pending.attempts < MAX_BIND_ATTEMPTS, pending.reserve) {
+            (false, _) => None,
+            (true, true) => self.take_pair(v4),
+            (true, false) => self.take_port(v4, pending.even),
         };
         let Some(a) = self.table.get_mut(relay) else {
             return;

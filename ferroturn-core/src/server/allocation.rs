@@ -59,6 +59,8 @@ pub struct PendingAllocate {
     pub lifetime: u32,
     pub fingerprint: bool,
     pub even: bool,
+    /// EVEN-PORT's R bit: the next port is held too, and handed out by token.
+    pub reserve: bool,
     pub attempts: u8,
 }
 

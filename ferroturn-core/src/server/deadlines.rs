@@ -13,6 +13,8 @@ pub enum Timer {
     Allocation(AllocId),
     Permission(AllocId, IpAddr),
     Channel(AllocId, u16),
+    /// RFC 8656 section 14.9: a reserved port's 30 seconds are up.
+    Reservation([u8; 8]),
 }
 
 #[derive(Debug, Default)]

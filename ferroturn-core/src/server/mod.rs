@@ -29,6 +29,7 @@ pub mod rate;
 mod refresh;
 mod relay;
 mod request;
+mod reservation;
 pub mod shared;
 pub mod stats;
 
@@ -38,7 +39,7 @@ pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
 pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
-pub use shared::{QuotaError, SharedState};
+pub use shared::{QuotaError, Reservation, SharedState};
 pub use stats::{Gauges, Stats};
 
 use crate::auth::{Credentials, Nonces};
@@ -196,6 +197,8 @@ const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 const RETRANSMIT_WINDOW: Duration = Duration::from_secs(40);
 const MAX_CLOSED: usize = 64;
 const MAX_BIND_ATTEMPTS: u8 = 8;
+/// RFC 8656 section 14.9: a reserved port is held for about 30 seconds.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// One shard's TURN server.
 pub struct Server {
@@ -226,6 +229,8 @@ pub struct Server {
     draining: bool,
     /// Log lines remote parties can trigger.
     noisy: log_limit::LogLimit,
+    /// Names this shard among those sharing `shared` (who owns a reserved port).
+    tag: u64,
 }
 
 impl Server {
@@ -238,6 +243,11 @@ impl Server {
         now: Instant,
         unix_now: u64,
     ) -> Self {
+        // The tag comes from a generator of its own, so the sequence `rng` draws (ports,
+        // transaction ids) is what it was without it.
+        let mut tag_seed = secrets.seed;
+        tag_seed[0] ^= 0x5a;
+        let tag: u64 = StdRng::from_seed(tag_seed).random();
         let mut rng = StdRng::from_seed(secrets.seed);
         let indication_txn: [u8; 12] = rng.random();
         let decoy = rng.random();
@@ -265,6 +275,7 @@ impl Server {
             stats: Stats::default(),
             draining: false,
             noisy: log_limit::LogLimit::default(),
+            tag,
         }
     }
 
@@ -414,6 +425,7 @@ impl Server {
                     self.sync_offload(id, false);
                 }
                 Timer::Channel(id, number) => self.expire_channel(now, id, number),
+                Timer::Reservation(token) => self.end_reservation(&token),
             }
         }
         while let Some((_, _, _, at)) = self.closed.front() {

@@ -39,23 +39,42 @@ impl PortPool {
     /// Takes a free port chosen at random (an even one when `even`), or `None` if none is
     /// left.
     pub fn take(&mut self, rng: &mut StdRng, even: bool) -> Option<u16> {
+        let port = self.find(rng, 1, |pool, port| {
+            (!even || port % 2 == 0) && !pool.is_used(port)
+        })?;
+        self.mark(port, true);
+        Some(port)
+    }
+
+    /// The first port that `fits`, among 16 random probes and then one linear sweep from
+    /// a random point; `None` without trying when fewer than `needed` ports are free.
+    fn find(
+        &self,
+        rng: &mut StdRng,
+        needed: u32,
+        fits: impl Fn(&Self, u16) -> bool,
+    ) -> Option<u16> {
         let span = u32::from(self.max - self.min) + 1;
-        if self.in_use as u32 >= span {
+        if self.in_use as u32 + needed > span {
             return None;
         }
-        // Random probes first, then one linear sweep from a random point.
         let start = rng.random_range(0..span);
-        let candidates = (0..16)
+        (0..16)
             .map(|_| rng.random_range(0..span))
-            .chain((0..span).map(|i| (start + i) % span));
-        for off in candidates {
-            let port = self.min + off as u16;
-            if (!even || port % 2 == 0) && !self.is_used(port) {
-                self.mark(port, true);
-                return Some(port);
-            }
-        }
-        None
+            .chain((0..span).map(|i| (start + i) % span))
+            .map(|off| self.min + off as u16)
+            .find(|port| fits(self, *port))
+    }
+
+    /// Takes an even port and the odd one above it (RFC 8656 section 14.6, EVEN-PORT with
+    /// the R bit), or `None` if no such pair is free.
+    pub fn take_pair(&mut self, rng: &mut StdRng) -> Option<u16> {
+        let port = self.find(rng, 2, |pool, port| {
+            port % 2 == 0 && port < pool.max && !pool.is_used(port) && !pool.is_used(port + 1)
+        })?;
+        self.mark(port, true);
+        self.mark(port + 1, true);
+        Some(port)
     }
 
     pub fn release(&mut self, port: u16) {
@@ -112,5 +131,25 @@ mod tests {
         }
         assert_eq!(pool.take(&mut rng, true), None);
         assert!(pool.take(&mut rng, false).is_some());
+    }
+
+    #[test]
+    fn pairs_are_an_even_port_and_the_next_within_the_range() {
+        let mut rng = StdRng::seed_from_u64(3);
+        // 50001-50010: even ports 50002..50010, but 50010 has no 50011 in range.
+        let mut pool = PortPool::new(50001, 50010);
+        let mut got = Vec::new();
+        while let Some(p) = pool.take_pair(&mut rng) {
+            assert_eq!(p % 2, 0);
+            assert!(p < 50010, "{p}");
+            got.push(p);
+        }
+        got.sort();
+        assert_eq!(got, vec![50002, 50004, 50006, 50008]);
+        assert_eq!(pool.in_use(), 8);
+        pool.release(50005);
+        assert_eq!(pool.take_pair(&mut rng), None, "50004 is still taken");
+        pool.release(50004);
+        assert_eq!(pool.take_pair(&mut rng), Some(50004));
     }
 }

@@ -34,6 +34,10 @@ pub struct Stats {
     pub policy_denied: u64,
     /// Answers to unauthenticated requests not sent (`unauthenticated-rate`).
     pub rate_limited: u64,
+    /// RFC 8656 section 14.9: ports reserved (EVEN-PORT with R), and allocations made
+    /// with a RESERVATION-TOKEN.
+    pub reservations_issued: u64,
+    pub reservations_claimed: u64,
     /// Error responses sent, indexed like [`ERROR_CODES`].
     pub errors: [u64; ERROR_CODES.len()],
     /// Failed authentications (401, and 438 for a stale nonce), indexed like
@@ -87,6 +91,8 @@ impl Stats {
         self.peer_rate_refused += o.peer_rate_refused;
         self.policy_denied += o.policy_denied;
         self.rate_limited += o.rate_limited;
+        self.reservations_issued += o.reservations_issued;
+        self.reservations_claimed += o.reservations_claimed;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }
