@@ -30,20 +30,38 @@ const fn cmsg_space(len: usize) -> usize {
 /// for an IPv4 socket, IPV6_RECVPKTINFO for an IPv6 one); [`crate::RecvMeta::dst`] then
 /// carries it.
 pub fn enable_destination_address(fd: RawFd, ipv6: bool) -> io::Result<()> {
-    let (level, name) = if ipv6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    if ipv6 {
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
     } else {
-        (libc::IPPROTO_IP, libc::IP_PKTINFO)
-    };
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `on`, which lives for the
-    // call; a bad fd is reported as an error.
+        set_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+    }
+}
+
+/// RFC 8656 section 14.8 (DONT-FRAGMENT): every datagram this socket sends leaves with
+/// the DF bit (IPv4: path MTU discovery "do", no local fragmentation) or is never
+/// fragmented (IPv6: IPV6_DONTFRAG); one too large for the path fails instead.
+pub fn set_dont_fragment(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    if ipv6 {
+        set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG, 1)
+    } else {
+        set_int(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    }
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `value`, which lives for
+    // the call; a bad fd is reported as an error.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             level,
             name,
-            (&raw const on).cast(),
+            (&raw const value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -26,6 +26,8 @@ pub enum RequestAttr<'a> {
     EvenPort(bool),
     /// RFC 8656 section 14.9.
     ReservationToken([u8; 8]),
+    /// RFC 8656 section 14.8.
+    DontFragment,
     XorPeerAddress(SocketAddr),
     ChannelNumber(u16),
 }
@@ -65,6 +67,9 @@ pub fn encode_request(
             RequestAttr::EvenPort(r) => b.with_attribute(EvenPort::new(r)),
             RequestAttr::ReservationToken(t) => {
                 b.with_attribute(stun_rs::attributes::turn::ReservationToken::from(t))
+            }
+            RequestAttr::DontFragment => {
+                b.with_attribute(stun_rs::attributes::turn::DontFragment::default())
             }
             RequestAttr::XorPeerAddress(a) => b.with_attribute(XorPeerAddress::from(a)),
             RequestAttr::ChannelNumber(c) => b.with_attribute(ChannelNumber::new(c)),

@@ -82,6 +82,8 @@ pub struct Harness {
     pub bind_ok: bool,
     /// Every `BindRelay` seen, answered or not.
     pub binds: Vec<(AllocId, SocketAddr)>,
+    /// Whether each of them asked for DF (RFC 8656 section 14.8).
+    pub binds_dont_fragment: Vec<bool>,
     /// Every `CloseRelay` seen.
     pub closed: Vec<AllocId>,
     /// The kernel fast path as the events leave it: the channels installed now.
@@ -128,6 +130,7 @@ impl Harness {
             now: t0,
             bind_ok: true,
             binds: Vec::new(),
+            binds_dont_fragment: Vec::new(),
             closed: Vec::new(),
             kernel: std::collections::BTreeMap::new(),
             offload_log: Vec::new(),
@@ -155,8 +158,13 @@ impl Harness {
     fn drain_events(&mut self) {
         while let Some(event) = self.server.poll_event() {
             match event {
-                Event::BindRelay { relay, local } => {
+                Event::BindRelay {
+                    relay,
+                    local,
+                    dont_fragment,
+                } => {
                     self.binds.push((relay, local));
+                    self.binds_dont_fragment.push(dont_fragment);
                     self.server
                         .handle_relay_bound(self.now, relay, self.bind_ok);
                 }

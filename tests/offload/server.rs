@@ -453,3 +453,66 @@ fn routed_ipv4_through_veth_by_the_kernel() {
 fn routed_ipv6_through_veth_by_the_kernel() {
     routed(true);
 }
+
+/// RFC 8656 section 14.8 on the wire (user space; DF allocations are not offloaded): the
+/// server's link toward the peer has an MTU of 1280. A 1300-byte payload reaches the peer
+/// from an allocation without DONT-FRAGMENT (fragmented on the way) and never from one
+/// with it, while a small one does from both.
+#[test]
+fn dont_fragment_keeps_the_relay_from_fragmenting() {
+    let ns = skip_unless_available!(topology(false));
+    ns.ip("server", &["link", "set", "s1", "mtu", "1280"]);
+    let sockets = ns.run("client", || {
+        let bind = || {
+            let s = std::net::UdpSocket::bind(SocketAddr::new(addr(false, 1, 1), 0))
+                .expect("client socket");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        };
+        [bind(), bind()]
+    });
+    let peer = ns.run("peer", || peer(SocketAddr::new(addr(false, 2, 1), 0)));
+    let peer_addr = peer.local_addr().unwrap();
+    let toml = format!(
+        "listening-ip = [\"{}\"]\nrelay-ip = [\"{}\"]\nallowed-peer-ip = [\"{}\"]\n",
+        addr(false, 1, 2),
+        addr(false, 2, 2),
+        addr(false, 2, 1)
+    );
+    run_in(&ns, "server", || async move {
+        let server = start(&toml).await;
+        for (dont_fragment, socket) in [false, true].into_iter().zip(sockets) {
+            let socket = tokio::net::UdpSocket::from_std(socket).expect("tokio socket");
+            let (u, p) =
+                common::rest_credentials(common::SECRET, "alice", Duration::from_secs(600));
+            let mut c = TurnClient::with_socket(socket, server.addr, &u, &p);
+            let mut attrs = vec![RequestAttr::RequestedTransport(17)];
+            if dont_fragment {
+                attrs.push(RequestAttr::DontFragment);
+            }
+            c.allocate_with(&attrs).await.expect("allocate");
+            c.channel_bind(CHANNEL, peer_addr)
+                .await
+                .expect("channel bind");
+            c.send_channel_data(CHANNEL, &[7; 1300])
+                .await
+                .expect("send");
+            let big = peer_recv(&peer, if dont_fragment { QUIET } else { WAIT });
+            if dont_fragment {
+                assert_eq!(big, None, "a DF datagram over the MTU reached the peer");
+            } else {
+                assert_eq!(
+                    big.map(|(d, _)| d.len()),
+                    Some(1300),
+                    "fragmented and reassembled"
+                );
+            }
+            c.send_channel_data(CHANNEL, &[8; 100]).await.expect("send");
+            assert_eq!(
+                peer_recv(&peer, WAIT).map(|(d, _)| d),
+                Some(vec![8; 100]),
+                "dont_fragment {dont_fragment}"
+            );
+        }
+    });
+}

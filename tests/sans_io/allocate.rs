@@ -190,3 +190,23 @@ fn allocation_expires_after_its_lifetime_and_leaves_no_timer_behind() {
     );
     assert_eq!(h.peer_datagram(relay, peer, b"x"), None);
 }
+
+/// RFC 8656 section 14.8: DONT-FRAGMENT on an Allocate is served (the relay socket sets
+/// DF), not answered 420; such an allocation's channels stay in user space, since the
+/// kernel fast path does not set DF.
+#[test]
+fn dont_fragment_is_served_and_kept_out_of_the_kernel() {
+    let mut h = Harness::with_offload("");
+    let mut c = alice();
+    h.allocate(&mut c, &[RequestAttr::DontFragment]);
+    assert_eq!(h.binds_dont_fragment, vec![true]);
+    success(
+        &h.bind_channel(&mut c, 0x4001, addr("198.51.100.2:6000")),
+        method::CHANNEL_BIND,
+    );
+    assert!(h.kernel.is_empty(), "DF allocations are not offloaded");
+
+    let mut b = Client::new("203.0.113.20:40000", "bob", "bob-pw");
+    h.allocate(&mut b, &[]);
+    assert_eq!(h.binds_dont_fragment, vec![true, false]);
+}

@@ -86,7 +86,14 @@ impl Scan {
 /// NAT behaviour discovery is not implemented, so a request carrying them is answered 420
 /// naming them (RFC 8489 section 7.3.1; RFC 5780 sections 7.5 and 7.6), not served as if
 /// they were absent.
-fn understood(t: u16) -> bool {
+fn understood(t: u16, method: u16) -> bool {
+    // RFC 8656 section 14.8: DONT-FRAGMENT on an Allocate sets DF on everything the
+    // relay sends for that allocation. In a Send indication it would ask for DF on one
+    // datagram, which this server does not do, so there it counts as unknown and the
+    // indication is discarded (section 11.2).
+    if t == attr::DONT_FRAGMENT {
+        return method == wire::method::ALLOCATE;
+    }
     matches!(
         t,
         attr::MAPPED_ADDRESS
@@ -195,7 +202,7 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ScanError> {
             attr::XOR_PEER_ADDRESS if out.peer.is_none() => out.peer = Some(value..value + vlen),
             attr::DATA if out.data.is_none() => out.data = Some(value..value + vlen),
             t if t < 0x8000
-                && !understood(t)
+                && !understood(t, out.method)
                 && out.unknown_len < MAX_UNKNOWN
                 && !out.unknown().contains(&t) =>
             {

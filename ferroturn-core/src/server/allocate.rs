@@ -110,6 +110,7 @@ impl Server {
             username: auth.username.clone(),
             user: auth.user.clone(),
             key: auth.key,
+            dont_fragment: req.dont_fragment,
             relay_local,
             relayed,
             expires: now,
@@ -140,6 +141,7 @@ impl Server {
         self.push_event(Event::BindRelay {
             relay: id,
             local: relay_local,
+            dont_fragment: req.dont_fragment,
         });
         Ok(Reply::Pending)
     }
@@ -245,8 +247,12 @@ impl Server {
                 a.relay_local.set_port(port);
                 a.relayed.set_port(port);
                 a.pending = Some(pending);
-                let local = a.relay_local;
-                self.push_event(Event::BindRelay { relay, local });
+                let (local, dont_fragment) = (a.relay_local, a.dont_fragment);
+                self.push_event(Event::BindRelay {
+                    relay,
+                    local,
+                    dont_fragment,
+                });
             }
             None => {
                 let (txn, key, user) = (a.allocate_txn, a.key, a.user.clone());

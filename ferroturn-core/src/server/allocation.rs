@@ -73,6 +73,8 @@ pub struct Allocation {
     /// The quota owner (the user part of a REST username).
     pub user: String,
     pub key: Key,
+    /// RFC 8656 section 14.8: DONT-FRAGMENT was in the Allocate; the relay socket sets DF.
+    pub dont_fragment: bool,
     /// Where the relay socket is bound, and the address clients are told (external-ip).
     pub relay_local: SocketAddr,
     pub relayed: SocketAddr,

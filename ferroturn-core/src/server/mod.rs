@@ -155,7 +155,13 @@ pub struct DataTransmit {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Bind a UDP socket at `local` for `relay`, then call [`Server::handle_relay_bound`].
-    BindRelay { relay: AllocId, local: SocketAddr },
+    /// `dont_fragment`: set DF on what the socket sends (RFC 8656 section 14.8); a
+    /// socket that cannot is a failed bind.
+    BindRelay {
+        relay: AllocId,
+        local: SocketAddr,
+        dont_fragment: bool,
+    },
     /// The allocation is gone: close its relay socket.
     CloseRelay { relay: AllocId },
     /// Relay this channel in the kernel from now on (both directions).

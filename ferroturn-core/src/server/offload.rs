@@ -9,7 +9,8 @@
 //! - kernel offload is on (`ServerConfig::kernel_offload`, set by the driver when the
 //!   program is loaded);
 //! - the allocation is complete and its client is on UDP, in the relay's family (the
-//!   kernel does not translate between IPv4 and IPv6, nor frames streams);
+//!   kernel does not translate between IPv4 and IPv6, nor frames streams), and did not
+//!   ask for DONT-FRAGMENT (the program does not set DF);
 //! - the channel is bound and its peer has a permission (RFC 8656 sections 9 and 12);
 //! - the peer policy allows the peer by itself, without the live-relay exception for the
 //!   server's own addresses (that one changes with other allocations).
@@ -48,6 +49,7 @@ impl Server {
             && a.pending.is_none()
             && a.five_tuple.transport == Transport::Udp
             && a.five_tuple.client.is_ipv4() == a.relay_local.is_ipv4()
+            && !a.dont_fragment
             && c.bound
             && a.has_permission(c.peer.ip())
             && self.cfg.policy.check(c.peer, |_| false).is_ok()

@@ -221,8 +221,12 @@ impl Shard {
     fn handle_events(&mut self) {
         while let Some(event) = self.core.poll_event() {
             match event {
-                Event::BindRelay { relay, local } => {
-                    let bound = self.bind_relay(relay, local);
+                Event::BindRelay {
+                    relay,
+                    local,
+                    dont_fragment,
+                } => {
+                    let bound = self.bind_relay(relay, local, dont_fragment);
                     if let Err(e) = &bound {
                         tracing::debug!(%local, "relay bind failed: {e}");
                     }

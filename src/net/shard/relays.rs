@@ -10,6 +10,7 @@ use mio::Interest;
 use mio::net::UdpSocket;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 /// The relay socket of allocation `id`.
 pub struct Relay {
@@ -20,8 +21,16 @@ pub struct Relay {
 }
 
 impl Shard {
-    pub(super) fn bind_relay(&mut self, id: AllocId, local: SocketAddr) -> io::Result<()> {
+    pub(super) fn bind_relay(
+        &mut self,
+        id: AllocId,
+        local: SocketAddr,
+        dont_fragment: bool,
+    ) -> io::Result<()> {
         let mut socket = socket::bind_udp(local, false, self.opts)?;
+        if dont_fragment {
+            ferroturn_udp::set_dont_fragment(socket.as_raw_fd(), local.is_ipv6())?;
+        }
         let index = id.index as usize;
         self.poll.registry().register(
             &mut socket,
