@@ -7,6 +7,11 @@
 //! every message must come back: the tests assert the exact count sent, the same count
 //! received, and nothing lost. The relayed side is UDP in every case.
 //!
+//! Modes covered: channels (`-c`), uclient's defaults (RTP/RTCP pairs through EVEN-PORT
+//! and RESERVATION-TOKEN), `-s`, `-y`, `-g` (DONT-FRAGMENT), `-D` (padded ChannelData),
+//! `-X`, `-G`, and `-B` followed by a clean run. Not yet: `-T` (RFC 6062), `-S` (DTLS),
+//! `-M`, `-Z`, `-x` as the issue asks (dual stack), `-N`/`-R`.
+//!
 //! One UDP channels run starts the server with `kernel-offload = "on"` and checks, from
 //! the metrics, that the eBPF fast path relayed uclient's messages both ways and user
 //! space almost none; it needs root and bpf(2), and says in one line why it skips where
@@ -105,6 +110,16 @@ enum Mode {
     /// R, and an RTCP allocation follows with the RESERVATION-TOKEN it got (RFC 8656
     /// sections 14.6 and 14.9), channels to the peer's port and the port above.
     RtpRtcp,
+    /// `-g`: every Allocate carries DONT-FRAGMENT (RFC 8656 section 14.8).
+    DontFragment,
+    /// `-D`: ChannelData padded to a multiple of 4 over UDP too, as pjnath does.
+    Padding,
+    /// `-X`: REQUESTED-ADDRESS-FAMILY IPv4, explicitly.
+    ExplicitIpv4,
+    /// `-G`: extra CreatePermission and ChannelBind requests along the way.
+    ExtraRequests,
+    /// `-B`: disconnects at random after a few packets (its totals prove nothing).
+    RandomDisconnect,
 }
 
 impl Mode {
@@ -116,6 +131,51 @@ impl Mode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_channels_echo_everything() {
     run_uclient_against_ferroturn(Transport::Udp, Mode::Channels).await;
+}
+
+/// `-g`: allocations with DONT-FRAGMENT (served since issue 12; 420 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_dont_fragment_echoes_everything() {
+    run_uclient_against_ferroturn(Transport::Udp, Mode::DontFragment).await;
+}
+
+/// `-D`: ChannelData padded over UDP (RFC 8656 section 12.5 allows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_padded_channel_data_echoes_everything() {
+    run_uclient_against_ferroturn(Transport::Udp, Mode::Padding).await;
+}
+
+/// `-X`: an IPv4 relay asked for by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_explicit_ipv4_relay_echoes_everything() {
+    run_uclient_against_ferroturn(Transport::Udp, Mode::ExplicitIpv4).await;
+}
+
+/// `-G`: repeated CreatePermission and ChannelBind on live allocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_extra_requests_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Udp, Mode::ExtraRequests).await;
+}
+
+/// `-B`: clients that vanish mid-run leave a server that serves the next run cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_random_disconnects_the_server_serves_a_clean_run() {
+    let server = common::start_server("").await;
+    let peer = start_echo_peer().await;
+    let args = uclient_args(
+        Transport::Udp,
+        Mode::RandomDisconnect,
+        server.addr,
+        Some(peer.addr),
+    );
+    let run = run_uclient(&args).await;
+    println!("$ {UCLIENT} {}\n{}", args.join(" "), run.stdout);
+    assert!(
+        run.status.is_some(),
+        "{UCLIENT} -B still running after {UCLIENT_TIMEOUT:?}"
+    );
+    drop(peer);
+    uclient_echoes_everything(&server, Transport::Udp, Mode::RtpRtcp).await;
 }
 
 /// uclient's defaults, as a new user runs it: RTP/RTCP allocation pairs through EVEN-PORT
@@ -327,6 +387,11 @@ fn uclient_args(
         Mode::Channels | Mode::RtpRtcp => {}
         Mode::SendIndications => args.push("-s".into()),
         Mode::ClientToClient => args.push("-y".into()),
+        Mode::DontFragment => args.push("-g".into()),
+        Mode::Padding => args.push("-D".into()),
+        Mode::ExplicitIpv4 => args.push("-X".into()),
+        Mode::ExtraRequests => args.push("-G".into()),
+        Mode::RandomDisconnect => args.push("-B".into()),
     }
     for (flag, value) in [
         ("-n", MESSAGES.to_string()),
