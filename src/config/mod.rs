@@ -13,7 +13,7 @@ mod typed;
 pub use api::{ApiConfig, ApiKey, KeyHash, RawApiKey, Secret};
 pub use error::ConfigError;
 pub use raw::RawConfig;
-pub use typed::{Config, KernelOffload, Listeners, StreamLimits, TlsFiles};
+pub use typed::{AllocationFamily, Config, KernelOffload, Listeners, StreamLimits, TlsFiles};
 
 use std::path::Path;
 

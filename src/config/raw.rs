@@ -3,7 +3,7 @@
 
 use super::ConfigError;
 use super::api::RawApiKey;
-use super::typed::KernelOffload;
+use super::typed::{AllocationFamily, KernelOffload};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -143,6 +143,10 @@ pub struct RawConfig {
     /// more is refused with 508 (0: unlimited). Default 20.
     #[arg(long, value_name = "N")]
     pub new_peer_rate: Option<u32>,
+    /// The relay's family for an Allocate without REQUESTED-ADDRESS-FAMILY: `ipv4` (RFC
+    /// 8656), `ipv6`, or `keep` (the family the client came over). Default ipv4.
+    #[arg(long, value_enum, value_name = "FAMILY")]
+    pub allocation_default_address_family: Option<AllocationFamily>,
     /// While draining, answer new allocations with 300 and this ALTERNATE-SERVER instead
     /// of 508.
     #[arg(long, value_name = "IP:PORT")]
@@ -223,7 +227,7 @@ impl RawConfig {
                 alt_tls_listening_port, no_udp, no_tcp, no_tls, cert, pkey,
                 max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
                 tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
-                alternate_server, drain_timeout,
+                alternate_server, drain_timeout, allocation_default_address_family,
                 min_port, max_port, realm, rest_api_separator,
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,

@@ -34,6 +34,28 @@ pub struct Config {
     pub api: ApiConfig,
 }
 
+/// `allocation-default-address-family`: the relay's family when an Allocate names none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllocationFamily {
+    /// RFC 8656 section 7.2.
+    #[default]
+    Ipv4,
+    Ipv6,
+    /// The family the client came over.
+    Keep,
+}
+
+impl From<AllocationFamily> for ferroturn_core::server::DefaultFamily {
+    fn from(f: AllocationFamily) -> Self {
+        match f {
+            AllocationFamily::Ipv4 => Self::V4,
+            AllocationFamily::Ipv6 => Self::V6,
+            AllocationFamily::Keep => Self::Keep,
+        }
+    }
+}
+
 /// `kernel-offload`: the eBPF fast path for UDP channel traffic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -226,6 +248,10 @@ impl Config {
             alternate_server: raw.alternate_server,
             // Set by the driver once the kernel program runs.
             kernel_offload: false,
+            default_family: raw
+                .allocation_default_address_family
+                .unwrap_or_default()
+                .into(),
         };
         Ok(Config {
             listeners,

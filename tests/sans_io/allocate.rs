@@ -210,3 +210,46 @@ fn dont_fragment_is_served_and_kept_out_of_the_kernel() {
     h.allocate(&mut b, &[]);
     assert_eq!(h.binds_dont_fragment, vec![true, false]);
 }
+
+/// `allocation-default-address-family` for an Allocate without REQUESTED-ADDRESS-FAMILY:
+/// IPv4 by default (RFC 8656 section 7.2), the client's own family with `keep`, IPv6
+/// with `ipv6`; a family without a relay address falls back to the other; a named
+/// family always wins.
+#[test]
+fn the_default_family_is_ipv4_or_the_clients_or_ipv6_as_configured() {
+    let both = "relay-ip = [\"127.0.0.1\", \"::1\"]";
+    let v6_client = |n: u16| Client::new(&format!("[2001:db8::10]:{n}"), "alice", "alice-pw");
+    let v4_client = |n: u16| Client::new(&format!("203.0.113.10:{n}"), "alice", "alice-pw");
+    for (setting, v4_gets_v6, v6_gets_v6) in [
+        ("", false, false),
+        ("allocation-default-address-family = \"ipv4\"", false, false),
+        ("allocation-default-address-family = \"keep\"", false, true),
+        ("allocation-default-address-family = \"ipv6\"", true, true),
+    ] {
+        let mut h = Harness::new(&format!("{both}\n{setting}"));
+        let (r, _) = h.allocate(&mut v4_client(1), &[]);
+        assert_eq!(
+            r.xor_relayed.unwrap().is_ipv6(),
+            v4_gets_v6,
+            "{setting:?}, IPv4 client"
+        );
+        let (r, _) = h.allocate(&mut v6_client(2), &[]);
+        assert_eq!(
+            r.xor_relayed.unwrap().is_ipv6(),
+            v6_gets_v6,
+            "{setting:?}, IPv6 client"
+        );
+        let (r, _) = h.allocate(
+            &mut v6_client(3),
+            &[RequestAttr::RequestedFamily(Family::V4)],
+        );
+        assert!(
+            r.xor_relayed.unwrap().is_ipv4(),
+            "{setting:?}: named family"
+        );
+    }
+    // Only an IPv4 relay: `keep` gives an IPv6 client IPv4 rather than 440.
+    let mut h = Harness::new("allocation-default-address-family = \"keep\"");
+    let (r, _) = h.allocate(&mut v6_client(4), &[]);
+    assert!(r.xor_relayed.unwrap().is_ipv4());
+}

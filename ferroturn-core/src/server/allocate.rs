@@ -7,7 +7,7 @@ use super::deadlines::Timer;
 use super::error::RequestError;
 use super::request::Reply;
 use super::shared::QuotaError;
-use super::{AllocId, Event, MAX_BIND_ATTEMPTS, Server};
+use super::{AllocId, DefaultFamily, Event, MAX_BIND_ATTEMPTS, Server};
 use crate::proto::Request;
 use crate::proto::codec::{self, Family, ResponseAttr};
 use crate::proto::scan::Scan;
@@ -63,7 +63,9 @@ impl Server {
         let family = match claimed {
             Some(r) if r.local.is_ipv6() => Family::V6,
             Some(_) => Family::V4,
-            None => req.requested_family.unwrap_or(Family::V4),
+            None => req
+                .requested_family
+                .unwrap_or_else(|| self.default_family(&tuple)),
         };
         let relay = match family {
             Family::V4 => self.cfg.relay_v4,
@@ -144,6 +146,26 @@ impl Server {
             dont_fragment: req.dont_fragment,
         });
         Ok(Reply::Pending)
+    }
+
+    /// The family for an Allocate that names none (`allocation-default-address-family`),
+    /// the other one when this server has no relay address of that one.
+    fn default_family(&self, tuple: &FiveTuple) -> Family {
+        let wanted = match self.cfg.default_family {
+            DefaultFamily::V4 => Family::V4,
+            DefaultFamily::V6 => Family::V6,
+            DefaultFamily::Keep if tuple.client.is_ipv6() => Family::V6,
+            DefaultFamily::Keep => Family::V4,
+        };
+        match (
+            wanted,
+            self.cfg.relay_v4.is_some(),
+            self.cfg.relay_v6.is_some(),
+        ) {
+            (Family::V4, false, true) => Family::V6,
+            (Family::V6, true, false) => Family::V4,
+            _ => wanted,
+        }
     }
 
     fn take_pair(&mut self, v4: bool) -> Option<u16> {

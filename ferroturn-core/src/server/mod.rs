@@ -104,6 +104,20 @@ pub struct ServerConfig {
     /// The kernel fast path is running: bound UDP channels are handed to it
     /// ([`Event::Offload`]). The driver sets this when the program is loaded.
     pub kernel_offload: bool,
+    /// The relay's family when an Allocate names none.
+    pub default_family: DefaultFamily,
+}
+
+/// `allocation-default-address-family` (coturn's name): the relay's family for an
+/// Allocate without REQUESTED-ADDRESS-FAMILY. RFC 8656 section 7.2 says IPv4; `Keep`
+/// gives a client the family it came over, so browsers on IPv6 get IPv6 relay
+/// candidates. Either way a family without a relay address falls back to the other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DefaultFamily {
+    #[default]
+    V4,
+    V6,
+    Keep,
 }
 
 /// The secrets a server starts with. The caller draws them from the OS CSPRNG at start-up
