@@ -89,6 +89,12 @@ impl SharedState for LocalState {
     fn end_reservation(&self, token: &[u8; 8]) -> Option<(Reservation, Option<u64>)> {
         self.reservations.remove(token).map(|(_, v)| v)
     }
+
+    fn cancel_reservation(&self, token: &[u8; 8]) -> Option<Reservation> {
+        self.reservations
+            .remove_if(token, |_, (_, claimed)| claimed.is_none())
+            .map(|(_, (reservation, _))| reservation)
+    }
 }
 
 #[cfg(test)]

@@ -143,6 +143,35 @@ fn a_token_with_even_port_or_a_family_is_400_and_a_guessed_one_508() {
     assert!(r.xor_relayed.is_some());
 }
 
+/// An allocation that ends before its reservation was claimed takes the reservation
+/// with it: the port is free at once and the token is unknown (so Allocate, Refresh 0,
+/// repeat cannot pile reservations up beyond the allocations a quota allows).
+#[test]
+fn deleting_the_reserving_allocation_ends_an_unclaimed_reservation() {
+    let mut h = Harness::new(TWO_PORTS);
+    let mut a = alice();
+    let (r, _) = h.allocate(&mut a, &[RequestAttr::EvenPort(true)]);
+    let token = token_of(&r);
+    h.refresh(&mut a, Some(0));
+    let mut b = bob();
+    let raw = h.allocate_raw(&mut b, &[RequestAttr::ReservationToken(token)]);
+    error(&raw, method::ALLOCATE, 508);
+    let (r, _) = h.allocate(&mut b, &[RequestAttr::EvenPort(true)]);
+    assert_eq!(
+        r.xor_relayed.map(|s| s.port()),
+        Some(50000),
+        "both ports free again"
+    );
+    // At 30 s both timers fire: alice's finds nothing left to end, bob's frees 50001
+    // once (not twice: after carol takes it, nothing is left).
+    h.advance_to(31);
+    let (r, _) = h.allocate(&mut carol(), &[]);
+    assert_eq!(r.xor_relayed.map(|s| s.port()), Some(50001));
+    let mut d = Client::new("203.0.113.40:40000", "bob", "bob-pw");
+    let raw = h.allocate_raw(&mut d, &[]);
+    error(&raw, method::ALLOCATE, 508);
+}
+
 /// With no pair of free ports left, R cannot be honoured: 508.
 #[test]
 fn r_without_a_free_pair_is_508() {

@@ -113,6 +113,7 @@ impl Server {
             user: auth.user.clone(),
             key: auth.key,
             dont_fragment: req.dont_fragment,
+            reservation: None,
             relay_local,
             relayed,
             expires: now,
@@ -216,6 +217,7 @@ impl Server {
             let Some(a) = self.table.get_mut(relay) else {
                 return;
             };
+            a.reservation = token;
             let lifetime = pending.lifetime;
             a.expires = now + Duration::from_secs(u64::from(lifetime));
             let mut attrs = vec![

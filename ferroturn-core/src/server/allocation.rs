@@ -75,6 +75,8 @@ pub struct Allocation {
     pub key: Key,
     /// RFC 8656 section 14.8: DONT-FRAGMENT was in the Allocate; the relay socket sets DF.
     pub dont_fragment: bool,
+    /// The token of the port it reserved (EVEN-PORT with R), if it did.
+    pub reservation: Option<[u8; 8]>,
     /// Where the relay socket is bound, and the address clients are told (external-ip).
     pub relay_local: SocketAddr,
     pub relayed: SocketAddr,

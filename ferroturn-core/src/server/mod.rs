@@ -481,6 +481,9 @@ impl Server {
         };
         // Before anything else: not one more datagram through the kernel.
         self.unoffload_all(&a);
+        if let Some(token) = &a.reservation {
+            self.cancel_reservation(token);
+        }
         self.deadlines.cancel(a.expires, Timer::Allocation(id));
         for p in &a.permissions {
             self.deadlines

@@ -58,6 +58,16 @@ impl Server {
         Some(token)
     }
 
+    /// The allocation that reserved the port under `token` ended: an unclaimed
+    /// reservation ends with it, so reservations never outnumber live allocations (and
+    /// quotas bound both). A claimed one is left to its timer.
+    pub(super) fn cancel_reservation(&mut self, token: &[u8; 8]) {
+        if let Some(reservation) = self.shared.cancel_reservation(token) {
+            self.pool(reservation.local.ip())
+                .release(reservation.local.port());
+        }
+    }
+
     /// The 30 seconds are up: an unclaimed port goes back to the pool. One this shard's
     /// own allocation claimed stays with it (its deletion gives it back); one another
     /// shard claimed goes back too, since this pool cannot see when that allocation ends:

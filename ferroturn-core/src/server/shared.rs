@@ -40,6 +40,8 @@ pub trait SharedState: Send + Sync + 'static {
     /// Forgets the reservation under `token` (its owner calls this when it expires);
     /// returns it and the tag of the shard that claimed it, if one did.
     fn end_reservation(&self, token: &[u8; 8]) -> Option<(Reservation, Option<u64>)>;
+    /// Forgets the reservation under `token` if nobody claimed it; returns it then.
+    fn cancel_reservation(&self, token: &[u8; 8]) -> Option<Reservation>;
 }
 
 /// A relay port held for a later Allocate with RESERVATION-TOKEN.
