@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const MAX_CLIENTS: usize = 4096;
@@ -118,6 +118,8 @@ struct Forwarder {
     down: Slots,
     down_len: usize,
     counts: Counts,
+    /// The readiness events of a poll (reused).
+    events: Events,
 }
 
 pub fn run(args: Args) -> Result<(), String> {
@@ -144,9 +146,25 @@ pub fn run(args: Args) -> Result<(), String> {
         "forwarder: listening on {local}, forwarding to {}",
         args.peer
     );
+    drive(&mut f, args.duration, stop)
+}
+
+/// One design of the forwarder, as the shared loop ([`drive`]) runs it.
+trait Design {
+    fn counts(&self) -> &Counts;
+    /// Clients with a relay socket now.
+    fn clients(&self) -> usize;
+    fn expire_idle(&mut self);
+    /// One loop turn: wait at most `timeout` for datagrams, then forward them.
+    fn turn(&mut self, timeout: Duration) -> Result<(), String>;
+}
+
+/// The loop both designs share: turns until `duration` seconds have passed or a signal
+/// came, a status line every [`STATUS_EVERY`] when something moved and idle relays
+/// expired as often, then the summary line.
+fn drive(f: &mut impl Design, duration: u64, stop: &AtomicBool) -> Result<(), String> {
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration);
-    let mut events = Events::with_capacity(1024);
+    let deadline = started + Duration::from_secs(duration);
     let mut status_at = started + STATUS_EVERY;
     let mut last = (0, 0);
     while !stop.load(Ordering::Relaxed) {
@@ -155,11 +173,11 @@ pub fn run(args: Args) -> Result<(), String> {
             break;
         }
         if now >= status_at {
-            let c = &f.counts;
+            let c = f.counts();
             if (c.up, c.down) != last {
                 eprintln!(
                     "forwarder: clients={} up={} down={} dropped={}",
-                    f.clients.len(),
+                    f.clients(),
                     c.up,
                     c.down,
                     c.dropped
@@ -169,28 +187,58 @@ pub fn run(args: Args) -> Result<(), String> {
             f.expire_idle();
             status_at = now + STATUS_EVERY;
         }
-        let timeout = deadline.min(status_at).saturating_duration_since(now);
-        match f
-            .poll
-            .poll(&mut events, Some(timeout.min(Duration::from_millis(200))))
-        {
+        let timeout = deadline
+            .min(status_at)
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(200));
+        f.turn(timeout)?;
+    }
+    println!("{}", f.counts().summary(started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+impl Design for Forwarder {
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn expire_idle(&mut self) {
+        Forwarder::expire_idle(self);
+    }
+
+    fn turn(&mut self, timeout: Duration) -> Result<(), String> {
+        // Taken out for the turn, so the drains may borrow the forwarder (an empty
+        // `Events` allocates nothing).
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let result = self.handle_events(&mut events, timeout);
+        self.events = events;
+        result
+    }
+}
+
+impl Forwarder {
+    fn handle_events(&mut self, events: &mut Events, timeout: Duration) -> Result<(), String> {
+        match self.poll.poll(events, Some(timeout)) {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(format!("poll: {e}")),
         }
-        f.now = Instant::now();
-        f.counts.turns += 1;
-        f.counts.calls += 1;
-        for ev in &events {
+        self.now = Instant::now();
+        self.counts.turns += 1;
+        self.counts.calls += 1;
+        for ev in events.iter() {
             match ev.token() {
-                LISTEN => f.drain_listen()?,
-                Token(i) => f.drain_relay(i)?,
+                LISTEN => self.drain_listen()?,
+                Token(i) => self.drain_relay(i)?,
             }
         }
-        f.flush_down();
+        self.flush_down();
+        Ok(())
     }
-    println!("{}", f.counts.summary(started.elapsed().as_secs_f64()));
-    Ok(())
 }
 
 impl Forwarder {
@@ -213,6 +261,7 @@ impl Forwarder {
             down: Slots::new(BATCH, MAX_DATAGRAM).with_gso(),
             down_len: 0,
             counts: Counts::default(),
+            events: Events::with_capacity(1024),
         })
     }
 

@@ -17,7 +17,7 @@
 //! [`ferroturn_udp::uring::SendBatch`] for why that is safe); a multishot receive that
 //! ended (no buffer left, an error) is started again after that.
 
-use super::{Args, Counts, IDLE_EXPIRY, MAX_CLIENTS, STATUS_EVERY};
+use super::{Args, Counts, IDLE_EXPIRY, MAX_CLIENTS};
 use crate::sockets;
 use ferroturn_udp::uring::{BufRing, MultishotRecv, SendBatch, run_fits};
 use io_uring::types::{Fixed, SubmitArgs, Timespec};
@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 /// Provided buffers: each holds the recvmsg header, a source address and a datagram.
@@ -130,38 +130,25 @@ pub fn run(args: &Args, opts: Options, stop: &AtomicBool) -> Result<(), String> 
         "forwarder (io_uring, {} buffers): listening on {local}, forwarding to {}",
         opts.buffers, args.peer
     );
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration);
-    let mut status_at = started + STATUS_EVERY;
-    let mut last = (0, 0);
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        if now >= status_at {
-            let c = &f.counts;
-            if (c.up, c.down) != last {
-                eprintln!(
-                    "forwarder: clients={} up={} down={} dropped={}",
-                    f.clients.len(),
-                    c.up,
-                    c.down,
-                    c.dropped
-                );
-                last = (c.up, c.down);
-            }
-            f.expire_idle();
-            status_at = now + STATUS_EVERY;
-        }
-        let timeout = deadline
-            .min(status_at)
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(200));
-        f.turn(timeout)?;
+    super::drive(&mut f, args.duration, stop)
+}
+
+impl super::Design for Forwarder {
+    fn counts(&self) -> &Counts {
+        &self.counts
     }
-    println!("{}", f.counts.summary(started.elapsed().as_secs_f64()));
-    Ok(())
+
+    fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn expire_idle(&mut self) {
+        Forwarder::expire_idle(self);
+    }
+
+    fn turn(&mut self, timeout: Duration) -> Result<(), String> {
+        Forwarder::turn(self, timeout)
+    }
 }
 
 impl Forwarder {
