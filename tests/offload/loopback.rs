@@ -3,7 +3,7 @@
 //! installed channel.
 
 use crate::netns::{Namespaces, Unavailable};
-use crate::packet::{ABSENT, ARRIVES, bind, channel_data, recv, send_raw};
+use crate::packet::{ABSENT, ARRIVES, bind, channel_between, channel_data, recv, send_raw};
 use crate::{skip_unless_available, start, unavailable};
 use ferroturn::offload::{Limits, Offload, OffloadedChannel};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -42,14 +42,7 @@ impl Lo {
             let sock = |n| bind(SocketAddr::new(ip(n), 0));
             Ok::<_, Unavailable>((offload, sock(3), sock(1), sock(2), sock(4)))
         })?;
-        let addr = |s: &UdpSocket| s.local_addr().expect("local addr");
-        let ch = OffloadedChannel {
-            client: addr(&client),
-            server: addr(&server),
-            channel: CHANNEL,
-            relay: addr(&relay),
-            peer: addr(&peer),
-        };
+        let ch = channel_between(&client, &server, &relay, &peer, CHANNEL);
         Ok(Lo {
             ns,
             offload,

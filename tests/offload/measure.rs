@@ -16,7 +16,7 @@
 //! ```
 
 use crate::netns::Namespaces;
-use crate::packet::{bind, channel_data};
+use crate::packet::{bind, channel_between, channel_data};
 use crate::{skip_unless_available, start, unavailable};
 use ferroturn::offload::{Limits, OffloadedChannel};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -146,14 +146,7 @@ fn measure_round_trips_kernel_vs_user_space() {
     let rows = ns.run("lo", || {
         let sock = |n| bind(SocketAddr::new(ip(n), 0));
         let (client, server, relay, peer) = (sock(3), sock(1), sock(2), sock(4));
-        let addr = |s: &UdpSocket| s.local_addr().expect("addr");
-        let ch = OffloadedChannel {
-            client: addr(&client),
-            server: addr(&server),
-            channel: CHANNEL,
-            relay: addr(&relay),
-            peer: addr(&peer),
-        };
+        let ch = channel_between(&client, &server, &relay, &peer, CHANNEL);
         let stop = Arc::new(AtomicBool::new(false));
         let echo_thread = {
             let (peer, stop) = (peer.try_clone().expect("clone"), stop.clone());

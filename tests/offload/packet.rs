@@ -2,6 +2,7 @@
 //! (sent through a raw socket, so the kernel sees a CHECKSUM_NONE skb), and a capture
 //! socket that verifies every checksum of what arrives on an interface.
 
+use ferroturn::offload::OffloadedChannel;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -31,6 +32,25 @@ pub fn recv(sock: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
 /// A UDP socket bound to `addr`.
 pub fn bind(addr: SocketAddr) -> UdpSocket {
     UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"))
+}
+
+/// The channel `channel` between sockets standing in for the client, the server's
+/// listener, the allocation's relay socket and the peer.
+pub fn channel_between(
+    client: &UdpSocket,
+    server: &UdpSocket,
+    relay: &UdpSocket,
+    peer: &UdpSocket,
+    channel: u16,
+) -> OffloadedChannel {
+    let local = |s: &UdpSocket| s.local_addr().expect("local addr");
+    OffloadedChannel {
+        client: local(client),
+        server: local(server),
+        channel,
+        relay: local(relay),
+        peer: local(peer),
+    }
 }
 
 fn sum16(data: &[u8], mut sum: u32) -> u32 {

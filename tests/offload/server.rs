@@ -8,7 +8,7 @@
 //! the kernel forwards through a real route and neighbour.
 
 use crate::common::{self, METRICS_WAIT, QUIET, TestServer, WAIT};
-use crate::netns::{Namespaces, Unavailable};
+use crate::netns::Namespaces;
 use crate::skip_unless_available;
 use crate::veth::{addr, topology};
 use ferroturn::client::codec::RequestAttr;
@@ -34,10 +34,12 @@ fn run_in<F: Future<Output = ()>>(ns: &Namespaces, role: &str, body: impl FnOnce
     });
 }
 
-/// One namespace with lo up, where the fast path can run.
-fn lo() -> Result<Namespaces, Unavailable> {
-    crate::program_available()?;
-    Namespaces::new(&["srv"])
+/// Runs `body` in a namespace of its own with lo up, where the fast path can run; says
+/// in one line why not where it cannot.
+fn on_lo<F: Future<Output = ()>>(body: impl FnOnce() -> F + Send) {
+    skip_unless_available!(crate::program_available());
+    let ns = skip_unless_available!(Namespaces::new(&["srv"]));
+    run_in(&ns, "srv", body);
 }
 
 fn loopback_toml(v6: bool, extra: &str) -> String {
@@ -167,8 +169,7 @@ async fn eventually(wait: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 fn relayed_in_kernel(v6: bool) {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || async move {
+    on_lo(|| async move {
         let server = start(&loopback_toml(v6, "")).await;
         let peer = peer(SocketAddr::new(server.addr.ip(), 0));
         let peer_addr = peer.local_addr().unwrap();
@@ -319,8 +320,7 @@ async fn ended_by(how: &str) {
 /// while the program is still attached.
 #[test]
 fn a_stopped_server_leaves_no_channel_in_the_kernel() {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || async {
+    on_lo(|| async {
         let mut server = start(&loopback_toml(false, "")).await;
         let peer = peer("127.0.0.1:0".parse().unwrap());
         let (mut c, relayed) = bound(&server, peer.local_addr().unwrap()).await;
@@ -333,32 +333,27 @@ fn a_stopped_server_leaves_no_channel_in_the_kernel() {
 
 #[test]
 fn after_refresh_zero_not_one_more_datagram_is_relayed() {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || ended_by("refresh 0"));
+    on_lo(|| ended_by("refresh 0"));
 }
 
 #[test]
 fn an_operator_delete_takes_the_channel_out_of_the_kernel() {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || ended_by("operator delete"));
+    on_lo(|| ended_by("operator delete"));
 }
 
 #[test]
 fn a_reload_replacing_the_secret_keeps_the_kernel_channel_until_refresh_zero() {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || ended_by("reload replacing the secret"));
+    on_lo(|| ended_by("reload replacing the secret"));
 }
 
 #[test]
 fn a_reload_denying_the_peer_ends_the_kernel_channel() {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || ended_by("reload denying the peer"));
+    on_lo(|| ended_by("reload denying the peer"));
 }
 
 #[test]
 fn permission_expiry_leaves_the_peer_unrelayed() {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || ended_by("permission expiry"));
+    on_lo(|| ended_by("permission expiry"));
 }
 
 /// 200 datagrams of 1000 bytes at once against a cap of 10 kB/s (a second's burst): the
@@ -392,16 +387,12 @@ async fn capped(extra: &str, by_capacity: bool) {
 
 #[test]
 fn max_bps_holds_in_the_kernel() {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || capped("max-bps = 10000\n", false));
+    on_lo(|| capped("max-bps = 10000\n", false));
 }
 
 #[test]
 fn bps_capacity_holds_in_the_kernel() {
-    let ns = skip_unless_available!(lo());
-    run_in(&ns, "srv", || {
-        capped("bps-capacity = 10000\nmax-bps = 0\n", true)
-    });
+    on_lo(|| capped("bps-capacity = 10000\nmax-bps = 0\n", true));
 }
 
 /// The server between a client namespace and a peer namespace: the kernel forwards the

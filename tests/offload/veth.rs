@@ -13,7 +13,9 @@
 //! completed from csum_start on the way out, as a NIC would do it.
 
 use crate::netns::{Namespaces, Unavailable, tx_checksum_off};
-use crate::packet::{ABSENT, ARRIVES, Capture, bind, channel_data, recv, send_raw};
+use crate::packet::{
+    ABSENT, ARRIVES, Capture, bind, channel_between, channel_data, recv, send_raw,
+};
 use crate::{skip_unless_available, start, unavailable};
 use ferroturn::offload::{Limits, Offload, OffloadedChannel};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -117,14 +119,7 @@ impl Bed {
             let offload = start(&[addr(v6, 1, 2), addr(v6, 2, 2)], Limits::default())?;
             Ok::<_, Unavailable>((offload, sock(addr(v6, 1, 2)), sock(addr(v6, 2, 2))))
         })?;
-        let local = |s: &UdpSocket| s.local_addr().expect("local addr");
-        let ch = OffloadedChannel {
-            client: local(&client),
-            server: local(&server),
-            channel: CHANNEL,
-            relay: local(&relay),
-            peer: local(&peer),
-        };
+        let ch = channel_between(&client, &server, &relay, &peer, CHANNEL);
         // A TTL of 5 from the senders: what the kernel relays must leave with 64.
         for s in [&client, &peer] {
             let s = socket2::SockRef::from(s);
