@@ -322,16 +322,9 @@ async fn chromium_relays_data_channel_over_udp_through_the_kernel() {
     let url = format!("turn:{}?transport=udp", server.addr);
     relay_through(url, "udp", None).await;
     // Closing its peer connections, Chromium deletes both allocations (REFRESH with
-    // LIFETIME 0), each in the shard that relayed its user-space traffic; once those
-    // shards have published the deletions, the user-space counters are final.
-    let metrics = common::published_metrics(&server, "Chromium's deallocations", |m| {
-        m.stats.allocations_deleted >= 2
-    })
-    .await;
-    let (kernel, installed) = metrics
-        .offload
-        .expect("kernel-offload = \"on\" and the server started, so the fast path runs");
-    let user = metrics.stats.relayed[0];
+    // LIFETIME 0).
+    let (kernel, installed, user) =
+        common::kernel_and_user_after_deletions(&server, "Chromium's deallocations", 2).await;
     println!(
         "kernel relayed {} up ({} bytes), {} down ({} bytes); user space relayed {} up \
          ({} bytes), {} down ({} bytes); {installed} channels still installed; {kernel:?}",

@@ -253,18 +253,10 @@ async fn uclient_channels_echo_everything_through_the_kernel() {
     }
     let server = common::start_server("kernel-offload = \"on\"").await;
     let totals = uclient_echoes_everything(&server, Transport::Udp, Mode::Channels).await;
-    // Each session ends its allocation with REFRESH LIFETIME=0 after its last echo, in
-    // the shard that relayed its user-space traffic, and a shard publishes all its
-    // counters at once: with both deletions published, the user-space counters below
-    // are final (the throw-away probe allocations never carried data).
-    let metrics = common::published_metrics(&server, "uclient's deallocations", |m| {
-        m.stats.allocations_deleted >= CLIENTS
-    })
-    .await;
-    let (kernel, installed) = metrics
-        .offload
-        .expect("kernel-offload = \"on\" and the server started, so the fast path runs");
-    let user = metrics.stats.relayed[0];
+    // Each session ends its allocation with REFRESH LIFETIME=0 after its last echo (the
+    // throw-away probe allocations never carried data).
+    let (kernel, installed, user) =
+        common::kernel_and_user_after_deletions(&server, "uclient's deallocations", CLIENTS).await;
     println!(
         "uclient sent {} and got {} back; kernel relayed {} up, {} down \
          ({} and {} bytes); user space relayed {} up, {} down; {installed} channels \

@@ -211,6 +211,27 @@ pub fn kernel_offload_unavailable() -> Option<String> {
     None
 }
 
+/// Once `deletions` allocations have been deleted and published (each in the shard
+/// that relayed its user-space traffic, which publishes all its counters at once, so
+/// the user-space counters are final): what the kernel relayed, the channels it still
+/// holds, and what user space relayed over UDP, client to peer and peer to client.
+pub async fn kernel_and_user_after_deletions(
+    server: &TestServer,
+    what: &str,
+    deletions: u64,
+) -> (
+    ferroturn::offload::OffloadTotals,
+    u64,
+    [ferroturn_core::server::stats::Traffic; 2],
+) {
+    let metrics =
+        published_metrics(server, what, |m| m.stats.allocations_deleted >= deletions).await;
+    let (kernel, installed) = metrics
+        .offload
+        .expect("kernel-offload = \"on\" and the server started, so the fast path runs");
+    (kernel, installed, metrics.stats.relayed[0])
+}
+
 /// After a run without limits whose allocations have all been deleted: the kernel
 /// dropped nothing and holds no channel any more.
 pub fn assert_kernel_undisturbed(kernel: &ferroturn::offload::OffloadTotals, installed: u64) {
