@@ -7,7 +7,7 @@
 //! [`Event::Unoffload`]: ferroturn_core::server::Event::Unoffload
 
 use super::Shard;
-use crate::offload::{ChannelCounters, OffloadedChannel};
+use crate::offload::{ChannelCounters, Offload, OffloadedChannel};
 use ferroturn_core::server::stats::Traffic;
 use ferroturn_core::server::{AllocId, OffloadChannel, Session};
 use std::net::SocketAddr;
@@ -17,8 +17,24 @@ use std::net::SocketAddr;
 pub struct KernelChannels {
     /// Installed now.
     installed: Vec<OffloadedChannel>,
+    /// The relayed address and `max-bps` the kernel's rate state holds for the
+    /// allocation, once set: set again only when it changes (setting refills the
+    /// buckets, which a second channel must not do).
+    rate: Option<(SocketAddr, u64)>,
     /// Counted by channels removed since (client to peer, peer to client).
     gone: [Traffic; 2],
+}
+
+impl KernelChannels {
+    /// Takes every channel, and the rate state, out of the kernel.
+    fn clear(&mut self, offload: &Offload) {
+        for k in self.installed.drain(..) {
+            let _ = offload.remove(&k);
+        }
+        if let Some((relay, _)) = self.rate.take() {
+            let _ = offload.remove_allocation(relay);
+        }
+    }
 }
 
 fn add(total: &mut [Traffic; 2], c: &ChannelCounters) {
@@ -58,9 +74,15 @@ impl Shard {
         let Some(relay) = self.relay_mut(ch.relay) else {
             return;
         };
-        let result = offload
-            .set_allocation_rate(k.relay, ch.max_bps)
-            .and_then(|()| offload.install(&k));
+        let rate = Some((k.relay, ch.max_bps));
+        let result = if relay.kernel.rate == rate {
+            Ok(())
+        } else {
+            offload
+                .set_allocation_rate(k.relay, ch.max_bps)
+                .map(|()| relay.kernel.rate = rate)
+        }
+        .and_then(|()| offload.install(&k));
         match result {
             Ok(()) => {
                 if !relay.kernel.installed.contains(&k) {
@@ -100,14 +122,8 @@ impl Shard {
     /// Forgets the kernel's rate state of allocation `id` (its channels are gone already:
     /// the core unoffloads them before closing the relay).
     pub(super) fn unoffload_relay(&mut self, id: AllocId) {
-        let (Some(offload), Some(relay)) = (self.offload.clone(), self.relay_mut(id)) else {
-            return;
-        };
-        for k in std::mem::take(&mut relay.kernel.installed) {
-            let _ = offload.remove(&k);
-        }
-        if let Ok(local) = relay.socket.local_addr() {
-            let _ = offload.remove_allocation(local);
+        if let (Some(offload), Some(relay)) = (self.offload.clone(), self.relay_mut(id)) {
+            relay.kernel.clear(&offload);
         }
     }
 
@@ -118,12 +134,7 @@ impl Shard {
             return;
         };
         for relay in self.relays.iter_mut().flatten() {
-            for k in relay.kernel.installed.drain(..) {
-                let _ = offload.remove(&k);
-            }
-            if let Ok(local) = relay.socket.local_addr() {
-                let _ = offload.remove_allocation(local);
-            }
+            relay.kernel.clear(&offload);
         }
     }
 
