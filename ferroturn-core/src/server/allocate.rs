@@ -170,21 +170,13 @@ impl Server {
     }
 
     fn take_pair(&mut self, v4: bool) -> Option<u16> {
-        let pool = if v4 {
-            &mut self.ports_v4
-        } else {
-            &mut self.ports_v6
-        };
-        pool.take_pair(&mut self.rng)
+        let (pool, rng) = self.pool_and_rng(v4);
+        pool.take_pair(rng)
     }
 
     fn take_port(&mut self, v4: bool, even: bool) -> Option<u16> {
-        let pool = if v4 {
-            &mut self.ports_v4
-        } else {
-            &mut self.ports_v6
-        };
-        pool.take(&mut self.rng, even)
+        let (pool, rng) = self.pool_and_rng(v4);
+        pool.take(rng, even)
     }
 
     /// RFC 8656 sections 7.2 and 7.3: min(requested, max), but never below the default.
@@ -248,11 +240,7 @@ impl Server {
         }
         let old = a.relay_local;
         let v4 = old.is_ipv4();
-        let pool = if v4 {
-            &mut self.ports_v4
-        } else {
-            &mut self.ports_v6
-        };
+        let pool = self.pool(old.ip());
         pool.release(old.port());
         if pending.reserve {
             pool.release(old.port().wrapping_add(1));

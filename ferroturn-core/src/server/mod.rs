@@ -509,11 +509,17 @@ impl Server {
     }
 
     fn pool(&mut self, ip: IpAddr) -> &mut PortPool {
-        if ip.is_ipv4() {
+        self.pool_and_rng(ip.is_ipv4()).0
+    }
+
+    /// The port pool of a family, and the generator its draws take.
+    fn pool_and_rng(&mut self, v4: bool) -> (&mut PortPool, &mut StdRng) {
+        let pool = if v4 {
             &mut self.ports_v4
         } else {
             &mut self.ports_v6
-        }
+        };
+        (pool, &mut self.rng)
     }
 
     /// The next control transmit.
