@@ -462,11 +462,14 @@ trap 'exit 130' INT TERM
 start_server() {
     local impl=$1 log=$2
     case "$impl" in
-    ferroturn)
+    ferroturn | kernel)
+        # "kernel": the same, with channels relayed by the eBPF program.
+        local offload=()
+        [ "$impl" = kernel ] && offload=(--kernel-offload on)
         "${in_srv[@]}" taskset -c "$server_cpu" "$ft" --listening-ip "$srv_ip" --listening-port "$lport" \
             --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip "$gen_ip" \
             --min-port "$min_port" --max-port "$max_port" --log-level warn --max-bps 0 \
-            "${ft_threads[@]}" >"$log" 2>&1 &
+            "${offload[@]}" "${ft_threads[@]}" >"$log" 2>&1 &
         ;;
     coturn)
         local listeners=(--no-tls --no-dtls)
@@ -478,13 +481,6 @@ start_server() {
             --min-port="$min_port" --max-port="$max_port" --relay-threads="$threads" \
             "${listeners[@]}" --pidfile="$out/coturn.pid" \
             --no-stdout-log --log-file=/dev/null --simple-log >"$log" 2>&1 &
-        ;;
-    kernel)
-        # The same, with channels relayed by the eBPF program (`--kernel-offload on`).
-        "${in_srv[@]}" taskset -c "$server_cpu" "$ft" --listening-ip "$srv_ip" --listening-port "$lport" \
-            --realm "$realm" --static-auth-secret "$secret" --allowed-peer-ip "$gen_ip" \
-            --min-port "$min_port" --max-port "$max_port" --log-level warn --max-bps 0 \
-            --kernel-offload on "${ft_threads[@]}" >"$log" 2>&1 &
         ;;
     forwarder)
         "${in_srv[@]}" taskset -c "$server_cpu" "$bench" forwarder "${fwd_args[@]}" >"$log" 2>&1 &
