@@ -58,6 +58,10 @@ impl Server {
     /// Installs or removes allocation `id`'s channels in the kernel as their state now
     /// says. With `resend`, channels that stay offloaded are sent again (new limits).
     pub(super) fn sync_offload(&mut self, id: AllocId, resend: bool) {
+        // Without the kernel path (fixed for the server's life) nothing is offloaded.
+        if !self.cfg.kernel_offload {
+            return;
+        }
         let Some(a) = self.table.get(id) else {
             return;
         };
