@@ -10,6 +10,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod dtls;
 pub mod net;
 pub mod notify;
 pub mod offload;

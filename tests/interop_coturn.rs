@@ -86,6 +86,8 @@ enum Transport {
     Tcp,
     /// `-t -S`
     Tls,
+    /// `-S`: DTLS over UDP (RFC 7350), on the TLS port.
+    Dtls,
 }
 
 impl Transport {
@@ -94,7 +96,13 @@ impl Transport {
             Transport::Udp => &[],
             Transport::Tcp => &["-t"],
             Transport::Tls => &["-t", "-S"],
+            Transport::Dtls => &["-S"],
         }
+    }
+
+    /// Whether the server needs a certificate.
+    fn secure(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Dtls)
     }
 }
 
@@ -237,6 +245,23 @@ async fn uclient_tls_client_to_client_echo_everything() {
     run_uclient_against_ferroturn(Transport::Tls, Mode::ClientToClient).await;
 }
 
+/// `-S` over UDP: DTLS 1.2 on the TLS port (RFC 7350), after the stateless cookie
+/// exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_dtls_channels_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Dtls, Mode::Channels).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_dtls_send_indications_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Dtls, Mode::SendIndications).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_dtls_client_to_client_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Dtls, Mode::ClientToClient).await;
+}
+
 /// `uclient_channels_echo_everything` with `kernel-offload = "on"`: once uclient's
 /// channels are bound, the eBPF program relays its ChannelData to the peer and the
 /// peer's echoes back as ChannelData, and user space sees none of it. uclient sends
@@ -298,7 +323,7 @@ async fn uclient_channels_echo_everything_through_the_kernel() {
 }
 
 async fn run_uclient_against_ferroturn(transport: Transport, mode: Mode) {
-    let pki = (transport == Transport::Tls).then(common::tls::TestPki::new);
+    let pki = transport.secure().then(common::tls::TestPki::new);
     let server =
         common::start_server(&pki.as_ref().map(|p| p.server_toml()).unwrap_or_default()).await;
     uclient_echoes_everything(&server, transport, mode).await;
@@ -326,6 +351,11 @@ async fn uclient_echoes_everything(
             .tls_addrs()
             .first()
             .expect("the server listens for TLS"),
+        Transport::Dtls => *server
+            .handle
+            .dtls_addrs()
+            .first()
+            .expect("the server listens for DTLS"),
     };
     let peer = if mode.needs_peer() {
         Some(start_echo_peer().await)

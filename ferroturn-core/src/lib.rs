@@ -5,10 +5,12 @@
 //! - [`proto`]: STUN/TURN wire format (pre-scan, codec, one message writer, the
 //!   zero-copy data path, stream framing);
 //! - [`auth`]: long-term credentials, TURN REST usernames, stateless nonces;
-//! - [`server`]: the allocation table and every decision a TURN server makes.
+//! - [`server`]: the allocation table and every decision a TURN server makes;
+//! - [`dtls`]: the stateless DTLS cookie exchange in front of TURN over DTLS.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod dtls;
 pub mod proto;
 pub mod server;

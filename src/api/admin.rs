@@ -78,6 +78,7 @@ impl From<Session> for SessionView {
                 Transport::Udp => "udp",
                 // TLS connections are TCP to the core.
                 Transport::Tcp => "tcp",
+                Transport::Dtls => "dtls",
             },
             user: s.user,
             username: s.username,

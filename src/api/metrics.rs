@@ -105,7 +105,8 @@ pub fn render(m: &Metrics) -> String {
     for (name, help, bytes) in [
         (
             "relayed_packets_total",
-            "Datagrams relayed, by client transport (tcp includes tls) and direction.",
+            "Datagrams relayed, by client transport (tcp includes tls; dtls is DTLS over UDP) \
+             and direction.",
             false,
         ),
         (
@@ -115,7 +116,7 @@ pub fn render(m: &Metrics) -> String {
         ),
     ] {
         let mut f = counter(o, name, help);
-        for (t, transport) in ["udp", "tcp"].into_iter().enumerate() {
+        for (t, transport) in ["udp", "tcp", "dtls"].into_iter().enumerate() {
             for (d, direction) in ["client_to_peer", "peer_to_client"].into_iter().enumerate() {
                 let traffic = s.relayed[t][d];
                 let v = if bytes {
@@ -172,7 +173,7 @@ pub fn render(m: &Metrics) -> String {
     gauge(
         o,
         "connections_open",
-        "TCP and TLS client connections open.",
+        "TCP and TLS client connections and DTLS sessions open.",
     )
     .sample(&[], m.connections_open);
     counter(
@@ -185,9 +186,30 @@ pub fn render(m: &Metrics) -> String {
     counter(
         o,
         "connections_refused_total",
-        "TCP and TLS connections refused by max-tcp-connections(-per-ip).",
+        "TCP and TLS connections and DTLS sessions refused by max-tcp-connections(-per-ip).",
     )
     .sample(&[], m.connections_refused);
+    gauge(
+        o,
+        "dtls_sessions_active",
+        "DTLS sessions open now (handshaking or established).",
+    )
+    .sample(&[], m.dtls_sessions);
+    counter(
+        o,
+        "dtls_handshakes_total",
+        "DTLS handshakes started from a valid cookie, by kind: done, or failed (an error \
+         or tcp-handshake-timeout).",
+    )
+    .sample(&[("kind", "done")], m.dtls_handshakes_done)
+    .sample(&[("kind", "failed")], m.dtls_handshakes_failed);
+    counter(
+        o,
+        "dtls_hello_verify_total",
+        "HelloVerifyRequests sent: ClientHellos without a valid cookie (stateless, RFC 6347 \
+         section 4.2.1).",
+    )
+    .sample(&[], m.dtls_hello_verify);
     counter(
         o,
         "stream_frames_dropped_total",

@@ -1,5 +1,6 @@
-//! The client's path to its server: a UDP socket, or a TCP or TLS stream on which STUN
-//! messages and ChannelData follow each other back to back (RFC 8656 section 12.5).
+//! The client's path to its server: a UDP socket, a DTLS session over one (RFC 7350:
+//! one message per record), or a TCP or TLS stream on which STUN messages and
+//! ChannelData follow each other back to back (RFC 8656 section 12.5).
 //!
 //! [`Link::recv`] returns one message at a time, a datagram or a frame, and is
 //! cancel-safe: dropped under `timeout_at` it loses nothing, because the stream's
@@ -7,6 +8,7 @@
 //! future. Sends are not: a stream send dropped half way leaves a partial message on
 //! the stream, after which the server can no longer delimit it.
 
+use crate::dtls::{DtlsError, Session};
 use ferroturn_core::proto::data;
 use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
 use ferroturn_core::proto::wire::padded;
@@ -23,21 +25,23 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    Dtls,
 }
 
 impl Transport {
-    /// "udp", "tcp" or "tls".
+    /// "udp", "tcp", "tls" or "dtls".
     pub fn name(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Dtls => "dtls",
         }
     }
 
     /// Whether messages travel on a byte stream (and ChannelData is padded).
     pub fn is_stream(self) -> bool {
-        self != Transport::Udp
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 }
 
@@ -60,6 +64,14 @@ enum Io {
         /// Allocated once, reused for every datagram.
         buf: Box<[u8]>,
     },
+    Dtls {
+        socket: UdpSocket,
+        /// Sends lock it (they take `&self`); receives reach in with `get_mut`.
+        session: Mutex<Session>,
+        /// Allocated once: a datagram, then one record's plaintext.
+        buf: Box<[u8]>,
+        plain: Box<[u8]>,
+    },
     Stream {
         transport: Transport,
         local: SocketAddr,
@@ -78,6 +90,19 @@ impl Link {
             io: Io::Udp {
                 socket,
                 buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+            },
+        }
+    }
+
+    /// A DTLS session past its handshake, over `socket`, with `server`.
+    pub(super) fn dtls(socket: UdpSocket, session: Session, server: SocketAddr) -> Self {
+        Link {
+            server,
+            io: Io::Dtls {
+                socket,
+                session: Mutex::new(session),
+                buf: vec![0; MAX_DATAGRAM].into_boxed_slice(),
+                plain: vec![0; MAX_DATAGRAM].into_boxed_slice(),
             },
         }
     }
@@ -105,6 +130,7 @@ impl Link {
     pub(super) fn transport(&self) -> Transport {
         match &self.io {
             Io::Udp { .. } => Transport::Udp,
+            Io::Dtls { .. } => Transport::Dtls,
             Io::Stream { transport, .. } => *transport,
         }
     }
@@ -115,7 +141,7 @@ impl Link {
 
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
         match &self.io {
-            Io::Udp { socket, .. } => socket.local_addr(),
+            Io::Udp { socket, .. } | Io::Dtls { socket, .. } => socket.local_addr(),
             Io::Stream { local, .. } => Ok(*local),
         }
     }
@@ -124,6 +150,13 @@ impl Link {
     pub(super) async fn send(&self, bytes: &[u8]) -> io::Result<()> {
         match &self.io {
             Io::Udp { socket, .. } => socket.send_to(bytes, self.server).await.map(|_| ()),
+            Io::Dtls {
+                socket, session, ..
+            } => {
+                let mut session = session.lock().await;
+                session.write(bytes).map_err(io::Error::other)?;
+                send_outbox(socket, &mut session, self.server).await
+            }
             Io::Stream { stream, .. } => {
                 let mut s = stream.lock().await;
                 s.write_all(bytes).await?;
@@ -148,6 +181,34 @@ impl Link {
             Io::Udp { socket, buf } => {
                 let (n, _) = socket.recv_from(buf).await?;
                 Ok(buf.get(..n).unwrap_or_default())
+            }
+            Io::Dtls {
+                socket,
+                session,
+                buf,
+                plain,
+            } => {
+                let session = session.get_mut();
+                // Records of a datagram already handed in come first (a receive dropped
+                // after it handed a datagram in loses nothing).
+                let n = loop {
+                    match session.read(plain) {
+                        Ok(Some(n)) => break n,
+                        Ok(None) => {}
+                        Err(e) => return Err(dtls_error(e)),
+                    }
+                    let (n, from) = socket.recv_from(buf).await?;
+                    if from != self.server {
+                        continue;
+                    }
+                    session
+                        .handle_datagram(buf.get(..n).unwrap_or_default())
+                        .map_err(dtls_error)?;
+                    if session.has_outbox() {
+                        send_outbox(socket, session, self.server).await?;
+                    }
+                };
+                Ok(plain.get(..n).unwrap_or_default())
             }
             Io::Stream { stream, framer, .. } => {
                 let stream = stream.get_mut();
@@ -188,8 +249,36 @@ impl Link {
     pub(super) async fn shutdown(&mut self) -> io::Result<()> {
         match &mut self.io {
             Io::Udp { .. } => Ok(()),
+            Io::Dtls {
+                socket, session, ..
+            } => {
+                let session = session.get_mut();
+                session.close();
+                send_outbox(socket, session, self.server).await
+            }
             Io::Stream { stream, .. } => stream.get_mut().shutdown().await,
         }
+    }
+}
+
+/// Sends what waits in a DTLS session's outbox and empties it.
+pub(super) async fn send_outbox(
+    socket: &UdpSocket,
+    session: &mut Session,
+    server: SocketAddr,
+) -> io::Result<()> {
+    for d in session.outbox() {
+        socket.send_to(d, server).await?;
+    }
+    session.clear_outbox();
+    Ok(())
+}
+
+/// A DTLS failure as an I/O error (the end of the session is the end of the stream).
+fn dtls_error(e: DtlsError) -> io::Error {
+    match e {
+        DtlsError::Closed => io::Error::new(io::ErrorKind::UnexpectedEof, "DTLS close_notify"),
+        e => io::Error::other(e),
     }
 }
 

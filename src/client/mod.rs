@@ -1,4 +1,4 @@
-//! A small TURN client (RFC 8656 client side) over UDP, TCP or TLS, used by the
+//! A small TURN client (RFC 8656 client side) over UDP, DTLS, TCP or TLS, used by the
 //! end-to-end tests and the load tools. It answers the 401/438 challenge itself,
 //! retransmits requests over UDP, and keeps relayed data that arrives while it waits for
 //! a response. The relay to peers is UDP whatever the transport to the server.
@@ -46,6 +46,17 @@ pub enum Relayed {
     Channel { channel: u16, data: Vec<u8> },
 }
 
+/// A local address of `server`'s family, port 0: loopback for a loopback server.
+fn local_for(server: SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = match (server.ip().is_loopback(), server.is_ipv4()) {
+        (true, true) => std::net::Ipv4Addr::LOCALHOST.into(),
+        (true, false) => std::net::Ipv6Addr::LOCALHOST.into(),
+        (false, true) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        (false, false) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    SocketAddr::new(ip, 0)
+}
+
 /// The most data messages kept while waiting for responses.
 const MAX_PENDING_DATA: usize = 1024;
 /// How long a TCP connect plus, for TLS, the handshake may take.
@@ -68,15 +79,8 @@ impl TurnClient {
     /// A UDP client on a fresh local socket of the server's family (loopback for a
     /// loopback server).
     pub async fn new(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
-        let ip: std::net::IpAddr = match (server.ip().is_loopback(), server.is_ipv4()) {
-            (true, true) => std::net::Ipv4Addr::LOCALHOST.into(),
-            (true, false) => std::net::Ipv6Addr::LOCALHOST.into(),
-            (false, true) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-            (false, false) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let local = SocketAddr::new(ip, 0);
         Ok(Self::with_socket(
-            UdpSocket::bind(local).await?,
+            UdpSocket::bind(local_for(server)).await?,
             server,
             username,
             password,
@@ -131,6 +135,53 @@ impl TurnClient {
         Ok(Self::with_link(link, username, password))
     }
 
+    /// A client over DTLS (RFC 7350) to `server`, whose certificate must be valid under
+    /// `ctx` (`crate::dtls::client_context`) for the server's IP address.
+    pub async fn connect_dtls(
+        server: SocketAddr,
+        ctx: &openssl::ssl::SslContext,
+        username: &str,
+        password: &str,
+    ) -> io::Result<Self> {
+        let socket = UdpSocket::bind(local_for(server)).await?;
+        let ssl = openssl::ssl::Ssl::new(ctx).map_err(io::Error::other)?;
+        let mut session =
+            crate::dtls::Session::connect(ssl, server.ip()).map_err(io::Error::other)?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            link::send_outbox(&socket, &mut session, server).await?;
+            if session.is_established() {
+                break;
+            }
+            let wait = session
+                .retransmit_in()
+                .unwrap_or(Duration::from_millis(200))
+                .min(Duration::from_millis(200));
+            match timeout_at(
+                deadline.min(Instant::now() + wait),
+                socket.recv_from(&mut buf),
+            )
+            .await
+            {
+                Ok(Ok((n, from))) if from == server => session
+                    .handle_datagram(buf.get(..n).unwrap_or_default())
+                    .map_err(io::Error::other)?,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "DTLS handshake timed out",
+                    ));
+                }
+                Err(_) => session.handle_timeout().map_err(io::Error::other)?,
+            }
+        }
+        let link = Link::dtls(socket, session, server);
+        Ok(Self::with_link(link, username, password))
+    }
+
     fn with_link(link: Link, username: &str, password: &str) -> Self {
         Self {
             link,
@@ -149,7 +200,7 @@ impl TurnClient {
         self.link.transport()
     }
 
-    /// "udp", "tcp" or "tls".
+    /// "udp", "dtls", "tcp" or "tls".
     pub fn transport_name(&self) -> &'static str {
         self.link.transport().name()
     }

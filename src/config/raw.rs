@@ -38,6 +38,10 @@ pub struct RawConfig {
     /// Do not listen on TLS.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub no_tls: Option<bool>,
+    /// Do not serve TURN over DTLS on the UDP side of the TLS ports (it is on whenever
+    /// TLS is).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_dtls: Option<bool>,
     /// PEM file with the TLS certificate chain (leaf first). TLS is off without it.
     #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
@@ -224,7 +228,7 @@ impl RawConfig {
     pub fn overlay(mut self, top: RawConfig) -> RawConfig {
         overlay!(self, top;
             opt: listening_port, tls_listening_port, alt_listening_port,
-                alt_tls_listening_port, no_udp, no_tcp, no_tls, cert, pkey,
+                alt_tls_listening_port, no_udp, no_tcp, no_tls, no_dtls, cert, pkey,
                 max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
                 tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
                 alternate_server, drain_timeout, allocation_default_address_family,

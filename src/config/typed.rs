@@ -70,12 +70,14 @@ pub enum KernelOffload {
     On,
 }
 
-/// Where the server listens. TCP shares the UDP port numbers.
+/// Where the server listens. TCP shares the UDP port numbers, DTLS (UDP) the TLS ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Listeners {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
+    /// TURN over DTLS (RFC 7350): the TLS addresses, unless `no-dtls`.
+    pub dtls: Vec<SocketAddr>,
 }
 
 /// The PEM files TLS listeners serve (re-read on reload).
@@ -317,6 +319,11 @@ fn listeners(
             Vec::new()
         },
         tls: if tls.is_some() {
+            addrs(&secure)
+        } else {
+            Vec::new()
+        },
+        dtls: if tls.is_some() && on(raw.no_dtls) {
             addrs(&secure)
         } else {
             Vec::new()

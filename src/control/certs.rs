@@ -1,10 +1,12 @@
 //! The serving certificate (rustls, ring provider: TLS 1.2 and 1.3 only, no
 //! renegotiation), replaceable while the server runs.
 //!
-//! The TURN-over-TLS listeners and the HTTPS API share one [`CertStore`]. A reload reads
-//! and checks the PEM files first and swaps the certificate only when they are good, so
-//! new handshakes see the new certificate, connections already up keep theirs, and a bad
-//! file leaves the old certificate serving.
+//! The TURN-over-TLS listeners, TURN over DTLS and the HTTPS API share one [`CertStore`].
+//! A reload reads and checks the PEM files first and swaps the certificate only when
+//! they are good, so new handshakes see the new certificate, connections already up keep
+//! theirs, and a bad file leaves the old certificate serving. DTLS (OpenSSL) takes the
+//! same chain and key as DER ([`CertStore::der`]) and rebuilds its configuration when the
+//! [`CertStore::generation`] changes.
 
 use crate::config::TlsFiles;
 use rustls::crypto::CryptoProvider;
@@ -14,7 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -44,11 +46,21 @@ pub enum CertError {
     Setup(rustls::Error),
 }
 
+/// The certificate chain (leaf first) and private key as DER, for DTLS.
+#[derive(Clone, Debug)]
+pub struct DerPair {
+    pub chain: Vec<Vec<u8>>,
+    pub key: Vec<u8>,
+}
+
 /// The serving certificate, replaceable at run time.
 #[derive(Debug)]
 pub struct CertStore {
     files: TlsFiles,
     current: RwLock<Arc<CertifiedKey>>,
+    der: RwLock<Arc<DerPair>>,
+    /// Bumped by every successful reload.
+    generation: AtomicU64,
     /// Modification times of the files when last loaded (for change detection).
     stamp: RwLock<Option<(SystemTime, SystemTime)>>,
     provider: Arc<CryptoProvider>,
@@ -58,11 +70,13 @@ impl CertStore {
     /// Loads the certificate chain and key; an error names the file and the problem.
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, CertError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = read_pair(&files, &provider)?;
+        let (key, der) = read_pair(&files, &provider)?;
         Ok(Arc::new(Self {
             stamp: RwLock::new(stamp(&files)),
             files,
             current: RwLock::new(Arc::new(key)),
+            der: RwLock::new(Arc::new(der)),
+            generation: AtomicU64::new(0),
             provider,
         }))
     }
@@ -87,10 +101,14 @@ impl CertStore {
     /// Re-reads the files. On success new handshakes use the new certificate; on failure
     /// the old one stays and the error is returned.
     pub fn reload(&self) -> Result<(), CertError> {
-        let key = read_pair(&self.files, &self.provider)?;
+        let (key, der) = read_pair(&self.files, &self.provider)?;
         if let Ok(mut current) = self.current.write() {
             *current = Arc::new(key);
         }
+        if let Ok(mut current) = self.der.write() {
+            *current = Arc::new(der);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
         if let Ok(mut s) = self.stamp.write() {
             *s = stamp(&self.files);
         }
@@ -118,6 +136,20 @@ impl CertStore {
     pub fn files(&self) -> &TlsFiles {
         &self.files
     }
+
+    /// The certificate chain and key in force, as DER.
+    pub fn der(&self) -> Arc<DerPair> {
+        self.der
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// How many times the certificate was replaced: a configuration built from
+    /// [`CertStore::der`] is current while this has not changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
 }
 
 impl ResolvesServerCert for CertStore {
@@ -132,8 +164,11 @@ fn stamp(files: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
 }
 
 /// Reads and checks a chain and its key: at least one certificate, a key rustls can use,
-/// and the key belongs to the first certificate.
-fn read_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, CertError> {
+/// and the key belongs to the first certificate. Returns them for rustls and as DER.
+fn read_pair(
+    files: &TlsFiles,
+    provider: &CryptoProvider,
+) -> Result<(CertifiedKey, DerPair), CertError> {
     let cert_error = |source| CertError::Cert {
         file: files.cert.clone(),
         source,
@@ -151,11 +186,17 @@ fn read_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey
         file: files.pkey.clone(),
         source,
     })?;
-    CertifiedKey::from_der(chain, key, provider).map_err(|source| CertError::Mismatch {
-        cert: files.cert.clone(),
-        pkey: files.pkey.clone(),
-        source,
-    })
+    let der = DerPair {
+        chain: chain.iter().map(|c| c.to_vec()).collect(),
+        key: key.secret_der().to_vec(),
+    };
+    let certified =
+        CertifiedKey::from_der(chain, key, provider).map_err(|source| CertError::Mismatch {
+            cert: files.cert.clone(),
+            pkey: files.pkey.clone(),
+            source,
+        })?;
+    Ok((certified, der))
 }
 
 /// Reloads the certificate when its files change (checked every few seconds; SIGHUP

@@ -1,6 +1,6 @@
-//! TCP and TLS connection accounting shared by every shard: the caps (in total and per
-//! client IP), taken at accept and given back at close, and the counters the metrics
-//! read.
+//! TCP and TLS connection and DTLS session accounting shared by every shard: the caps (in
+//! total and per client IP), taken at accept (for DTLS: when a valid cookie arrives) and
+//! given back at close, and the counters the metrics read.
 
 use crate::config::StreamLimits;
 use std::collections::HashMap;
@@ -18,6 +18,51 @@ pub struct ConnLimits {
     /// Connections accepted over TCP and over TLS, and refused by a cap.
     accepted: [AtomicU64; 2],
     refused: AtomicU64,
+    dtls: DtlsCounters,
+}
+
+/// What the DTLS side did, for the metrics.
+#[derive(Debug, Default)]
+pub struct DtlsCounters {
+    sessions: AtomicU64,
+    handshakes_done: AtomicU64,
+    handshakes_failed: AtomicU64,
+    hello_verify: AtomicU64,
+}
+
+impl DtlsCounters {
+    pub fn session_opened(&self) {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn session_closed(&self) {
+        self.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A handshake that completed (`done`) or failed (an error, or its deadline passed).
+    pub fn count_handshake(&self, done: bool) {
+        let c = if done {
+            &self.handshakes_done
+        } else {
+            &self.handshakes_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A HelloVerifyRequest sent (a ClientHello without a valid cookie).
+    pub fn count_hello_verify(&self) {
+        self.hello_verify.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sessions open, handshakes done and failed, HelloVerifyRequests sent.
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.sessions.load(Ordering::Relaxed),
+            self.handshakes_done.load(Ordering::Relaxed),
+            self.handshakes_failed.load(Ordering::Relaxed),
+            self.hello_verify.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl ConnLimits {
@@ -28,6 +73,7 @@ impl ConnLimits {
             dropped: AtomicU64::new(0),
             accepted: [AtomicU64::new(0), AtomicU64::new(0)],
             refused: AtomicU64::new(0),
+            dtls: DtlsCounters::default(),
         }
     }
 
@@ -64,7 +110,12 @@ impl ConnLimits {
         }
     }
 
-    /// A connection refused by a cap.
+    /// The DTLS counters.
+    pub fn dtls(&self) -> &DtlsCounters {
+        &self.dtls
+    }
+
+    /// A connection or DTLS session refused by a cap.
     pub fn count_refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
     }
@@ -79,7 +130,7 @@ impl ConnLimits {
         self.dropped.fetch_add(frames as u64, Ordering::Relaxed);
     }
 
-    /// Connections open in every shard.
+    /// Connections and DTLS sessions open in every shard.
     pub fn total(&self) -> usize {
         self.counts.lock().map_or(0, |g| g.0)
     }

@@ -9,8 +9,8 @@ mod connections;
 mod mailbox;
 mod reload;
 
-pub use certs::{CertError, CertStore, watch as watch_certificates};
-pub use connections::ConnLimits;
+pub use certs::{CertError, CertStore, DerPair, watch as watch_certificates};
+pub use connections::{ConnLimits, DtlsCounters};
 pub use mailbox::{Command, ShardLink, Wake};
 pub use reload::{
     LogFilterError, LogReloader, ReloadError, ReloadReport, add_host_addresses, shard_config,
@@ -47,6 +47,10 @@ pub struct Metrics {
     pub connections_accepted_tls: u64,
     pub connections_refused: u64,
     pub stream_frames_dropped: u64,
+    pub dtls_sessions: u64,
+    pub dtls_handshakes_done: u64,
+    pub dtls_handshakes_failed: u64,
+    pub dtls_hello_verify: u64,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
     pub draining: bool,
@@ -61,6 +65,8 @@ pub struct BoundAddrs {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
+    /// DTLS: the UDP side of the TLS addresses (empty with `no-dtls`).
+    pub dtls: Vec<SocketAddr>,
 }
 
 /// The shared state of a running server.
@@ -116,6 +122,11 @@ impl Control {
     /// The bound TLS listener addresses.
     pub fn tls_addrs(&self) -> &[SocketAddr] {
         &self.addrs.tls
+    }
+
+    /// The bound DTLS addresses (UDP, the TLS ports).
+    pub fn dtls_addrs(&self) -> &[SocketAddr] {
+        &self.addrs.dtls
     }
 
     /// The certificate store, when TLS is on.
@@ -179,6 +190,12 @@ impl Control {
         m.connections_accepted_tls = tls;
         m.connections_refused = refused;
         m.stream_frames_dropped = self.conn_limits.dropped();
+        (
+            m.dtls_sessions,
+            m.dtls_handshakes_done,
+            m.dtls_handshakes_failed,
+            m.dtls_hello_verify,
+        ) = self.conn_limits.dtls().snapshot();
         m.offload = self.offload.as_ref().map(|o| (o.totals(), o.installed()));
         m
     }

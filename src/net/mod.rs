@@ -7,6 +7,7 @@
 //! live relayed addresses), which is off the packet path, and reach the operator side
 //! through their mailboxes ([`ShardLink`]).
 
+mod dtls;
 mod shard;
 mod socket;
 mod stream;
@@ -15,11 +16,13 @@ mod tls;
 use crate::config::Config;
 use crate::control::{BoundAddrs, CertStore, ConnLimits, ShardLink, shard_config, unix_now};
 use crate::offload::Offload;
+use ferroturn_core::dtls::Gate;
 use ferroturn_core::server::{Secrets, Server, SharedState};
 use rand::RngExt;
 use socket::SocketOptions;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -82,22 +85,25 @@ pub fn start(
     if certs.is_none() {
         tracing::info!("TLS off (no cert and pkey configured)");
     }
-    let (stream_listeners, tcp_addrs, tls_addrs) = bind_streams(config, shards)?;
+    let bound = bind_streams(config, shards, certs.is_some())?;
     let stop = Arc::new(AtomicBool::new(false));
-    // One nonce key for every shard: a nonce one shard issued is good at all of them.
+    // One nonce key for every shard: a nonce one shard issued is good at all of them. The
+    // same for DTLS cookies.
     let nonce_key: [u8; 32] = rand::rng().random();
+    let cookie_key: [u8; 32] = rand::rng().random();
     let mut running = Shards {
         addrs: BoundAddrs {
             udp: udp_addrs,
-            tcp: tcp_addrs,
-            tls: tls_addrs,
+            tcp: bound.tcp,
+            tls: bound.tls,
+            dtls: bound.dtls,
         },
         links: Vec::with_capacity(shards),
         stop: stop.clone(),
         threads: Vec::with_capacity(shards),
     };
-    for (index, (listeners, stream_listeners)) in udp.into_iter().zip(stream_listeners).enumerate()
-    {
+    let per_shard = udp.into_iter().zip(bound.streams).zip(bound.dtls_sockets);
+    for (index, ((listeners, stream_listeners), dtls_sockets)) in per_shard.enumerate() {
         let mut cfg = shard_config(config, shards, offload.is_some());
         (cfg.min_port, cfg.max_port) = port_slice(cfg.min_port, cfg.max_port, index, shards);
         let secrets = Secrets {
@@ -111,10 +117,21 @@ pub fn start(
             config.streams,
             tls_config.clone(),
         );
+        let dtls = match (certs, dtls_sockets.is_empty()) {
+            (Some(certs), false) => Some(dtls::Dtls::new(
+                dtls_sockets,
+                Gate::new(cookie_key, Instant::now(), unix_now()),
+                certs.clone(),
+                conn_limits.clone(),
+                config.streams,
+            )),
+            _ => None,
+        };
         let mut shard = shard::Shard::new(
             core,
             listeners,
             streams,
+            dtls,
             opts,
             stop.clone(),
             offload.cloned(),
@@ -135,13 +152,25 @@ pub fn start(
     Ok(running)
 }
 
-/// Per shard, its TCP listeners then its TLS listeners (the listener id is the index);
-/// and the bound addresses, ephemeral ports resolved by shard 0.
-#[allow(clippy::type_complexity)]
-fn bind_streams(
-    config: &Config,
-    shards: usize,
-) -> io::Result<(Vec<Vec<StreamListener>>, Vec<SocketAddr>, Vec<SocketAddr>)> {
+/// What [`bind_streams`] bound: per shard its TCP then TLS listeners (the listener id is
+/// the index) and its DTLS sockets; and the bound addresses, ephemeral ports resolved by
+/// shard 0.
+struct Bound {
+    streams: Vec<Vec<StreamListener>>,
+    dtls_sockets: Vec<Vec<mio::net::UdpSocket>>,
+    tcp: Vec<SocketAddr>,
+    tls: Vec<SocketAddr>,
+    dtls: Vec<SocketAddr>,
+}
+
+/// How often shard 0 tries an ephemeral TLS port whose UDP side another socket holds.
+const EPHEMERAL_TRIES: usize = 16;
+
+/// Binds every shard's TCP and TLS listeners and, with DTLS on (`tls_on` and DTLS
+/// addresses configured), a UDP socket on each TLS address for DTLS (RFC 7350: the same
+/// port number). An ephemeral TLS port is chosen by the TCP bind; should its UDP side be
+/// taken, shard 0 tries another.
+fn bind_streams(config: &Config, shards: usize, tls_on: bool) -> io::Result<Bound> {
     let configured: Vec<(SocketAddr, bool)> = config
         .listeners
         .tcp
@@ -149,33 +178,88 @@ fn bind_streams(
         .map(|a| (*a, false))
         .chain(config.listeners.tls.iter().map(|a| (*a, true)))
         .collect();
+    let dtls_on = tls_on && !config.listeners.dtls.is_empty();
+    let opts = SocketOptions::listener(config);
     let mut bound: Vec<SocketAddr> = Vec::new();
-    let mut per_shard = Vec::with_capacity(shards);
+    let mut out = Bound {
+        streams: Vec::with_capacity(shards),
+        dtls_sockets: Vec::with_capacity(shards),
+        tcp: Vec::new(),
+        tls: Vec::new(),
+        dtls: Vec::new(),
+    };
     for shard in 0..shards {
         let mut listeners = Vec::new();
+        let mut dtls_sockets = Vec::new();
         for (i, (configured, tls)) in configured.iter().enumerate() {
             let addr = bound.get(i).copied().unwrap_or(*configured);
             let kind = if *tls { "tls" } else { "tcp" };
+            let with_dtls = *tls && dtls_on;
             if shard == 0 {
                 socket::ensure_free(addr, socket::Proto::Tcp).map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot listen on {kind}: {e}"))
                 })?;
+                if with_dtls {
+                    socket::ensure_free(addr, socket::Proto::Udp).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot listen on dtls: {e}"))
+                    })?;
+                }
             }
-            let socket = socket::bind_tcp(addr).map_err(|e| {
+            let tries = if shard == 0 && with_dtls && addr.port() == 0 {
+                EPHEMERAL_TRIES
+            } else {
+                1
+            };
+            let (socket, udp) = bind_pair(addr, with_dtls, tries, opts).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {kind} {addr}: {e}"))
             })?;
             if shard == 0 {
                 let local = socket.local_addr()?;
                 tracing::info!(addr = %local, shards, "listening ({kind})");
+                if udp.is_some() {
+                    tracing::info!(addr = %local, shards, "listening (dtls)");
+                    out.dtls.push(local);
+                }
                 bound.push(local);
             }
             listeners.push(StreamListener { socket, tls: *tls });
+            dtls_sockets.extend(udp);
         }
-        per_shard.push(listeners);
+        out.streams.push(listeners);
+        out.dtls_sockets.push(dtls_sockets);
     }
-    let tcp = bound[..config.listeners.tcp.len()].to_vec();
-    let tls = bound[config.listeners.tcp.len()..].to_vec();
-    Ok((per_shard, tcp, tls))
+    out.tcp = bound[..config.listeners.tcp.len()].to_vec();
+    out.tls = bound[config.listeners.tcp.len()..].to_vec();
+    Ok(out)
+}
+
+/// A TCP listener on `addr` and, with `udp`, a UDP socket on the port it got; up to
+/// `tries` ephemeral ports are tried when the UDP side of one is taken.
+fn bind_pair(
+    addr: SocketAddr,
+    udp: bool,
+    tries: usize,
+    opts: SocketOptions,
+) -> io::Result<(mio::net::TcpListener, Option<mio::net::UdpSocket>)> {
+    let mut last = None;
+    for _ in 0..tries.max(1) {
+        let tcp = socket::bind_tcp(addr)?;
+        if !udp {
+            return Ok((tcp, None));
+        }
+        let local = tcp.local_addr()?;
+        match socket::bind_udp(local, true, opts) {
+            Ok(u) => {
+                if local.ip().is_unspecified() {
+                    // Answers leave from the address each client sent to.
+                    ferroturn_udp::enable_destination_address(u.as_raw_fd(), local.is_ipv6())?;
+                }
+                return Ok((tcp, Some(u)));
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 pub mod adversary;
 pub mod core_harness;
+pub mod dtls_wire;
 pub mod process;
 pub mod tls;
 

@@ -7,9 +7,12 @@
 
 #[path = "../common/core_harness.rs"]
 mod core_harness;
+#[path = "../common/dtls_wire.rs"]
+mod dtls_wire;
 
 mod allocate;
 mod channels;
+mod dtls;
 mod errors;
 mod limits;
 mod offload;

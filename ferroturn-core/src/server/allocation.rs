@@ -22,7 +22,10 @@ pub type ListenerId = u16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
+    /// TCP or TLS over TCP: a byte stream (ChannelData is padded, RFC 8656 section 12.5).
     Tcp,
+    /// DTLS over UDP (RFC 7350): each record carries one message, as a UDP datagram does.
+    Dtls,
 }
 
 /// RFC 8656 section 2 (5-tuple): the client's address, the server address it reached (named by

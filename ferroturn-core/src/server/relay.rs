@@ -147,7 +147,7 @@ impl Server {
         self.stats.relayed(tuple.transport, false, payload.len());
         let range = match channel {
             Some(number) => {
-                data::frame_channel_data(buf, payload, number, tuple.transport != Transport::Udp)?
+                data::frame_channel_data(buf, payload, number, tuple.transport == Transport::Tcp)?
             }
             None => {
                 let txn = self.next_indication_txn();

@@ -43,9 +43,9 @@ pub struct Stats {
     /// Failed authentications (401, and 438 for a stale nonce), indexed like
     /// [`AuthFailure::ALL`].
     pub auth_failures: [u64; AuthFailure::ALL.len()],
-    /// Relayed traffic: `[transport][direction]`, transport 0 UDP and 1 TCP/TLS,
+    /// Relayed traffic: `[transport][direction]`, transport 0 UDP, 1 TCP/TLS and 2 DTLS,
     /// direction 0 client to peer and 1 peer to client.
-    pub relayed: [[Traffic; 2]; 2],
+    pub relayed: [[Traffic; 2]; 3],
 }
 
 impl Stats {
@@ -69,7 +69,12 @@ impl Stats {
 
     #[inline]
     pub(super) fn relayed(&mut self, transport: Transport, up: bool, bytes: usize) {
-        let t = &mut self.relayed[usize::from(transport != Transport::Udp)][usize::from(!up)];
+        let index = match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Dtls => 2,
+        };
+        let t = &mut self.relayed[index][usize::from(!up)];
         t.packets += 1;
         t.bytes += bytes as u64;
     }

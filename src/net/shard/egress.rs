@@ -1,9 +1,11 @@
 //! Everything a shard sends, relayed data and control messages alike: items sorted by
 //! socket and destination leave UDP sockets in `sendmmsg` calls (runs to one destination
-//! as UDP GSO messages), and TCP/TLS connections in one write per connection.
+//! as UDP GSO messages), DTLS sessions as one record per message in one `sendmmsg` per
+//! session, and TCP/TLS connections in one write per connection.
 
 use super::endpoints::Endpoints;
 use super::relays::Relay;
+use crate::net::dtls::Dtls;
 use crate::net::stream::Streams;
 use ferroturn_core::server::{AllocId, Path, Transport};
 use ferroturn_udp::{self as udp, SendItem};
@@ -13,11 +15,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
 /// Which socket an outgoing message leaves through. The order matters: items are sorted
-/// by it, so everything for TCP/TLS connections comes last.
+/// by it, so plain UDP comes first, then DTLS sessions, then TCP/TLS connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Via {
     Listener(u16),
     Relay(AllocId),
+    /// A DTLS session on this DTLS socket (the destination names which).
+    Dtls(u16),
     /// A TCP/TLS connection of this stream listener (the destination names which).
     Stream(u16),
 }
@@ -30,6 +34,11 @@ impl Via {
                 transport: Transport::Udp,
                 ..
             } => Via::Listener(listener),
+            Path::Client {
+                listener,
+                transport: Transport::Dtls,
+                ..
+            } => Via::Dtls(listener),
             Path::Client { listener, .. } => Via::Stream(listener),
             Path::Peer { relay, .. } => Via::Relay(relay),
         }
@@ -65,26 +74,28 @@ impl Sockets<'_> {
                 Some(Some(r)) if r.id == id => Some((r.socket.as_raw_fd(), None)),
                 _ => None,
             },
-            // Connections are written by `write_streams`.
-            Via::Stream(_) => None,
+            // Sessions and connections are written by `write_dtls` and `write_streams`.
+            Via::Dtls(_) | Via::Stream(_) => None,
         }
     }
 }
 
-/// Where the stream part of a send goes, and what it reports back.
+/// Where the DTLS and stream parts of a send go, and what they report back.
 pub struct StreamOut<'a> {
     pub streams: &'a mut Streams,
     pub registry: &'a Registry,
     /// Connections whose write failed, to be closed by the caller.
     pub failed: &'a mut Vec<usize>,
+    /// DTLS sessions (those whose write failed land in `Dtls::failed`).
+    pub dtls: Option<&'a mut Dtls>,
 }
 
 /// Sends `n` messages, `item(i)` naming each one's socket, bytes and destination; the
-/// items are sorted by (socket, destination), so runs share a socket and everything for
-/// connections comes last. UDP runs leave in `sendmmsg` calls, GSO for runs to one
+/// items are sorted by (socket, destination), so runs share a socket, and DTLS sessions
+/// then connections come last. UDP runs leave in `sendmmsg` calls, GSO for runs to one
 /// destination while `gso` holds (cleared if the kernel refuses GSO); a full socket
-/// buffer drops the rest of a run, as UDP would. Frames for connections are written with
-/// `streams` when given.
+/// buffer drops the rest of a run, as UDP would. Messages for DTLS sessions and frames
+/// for connections are written with `streams` when given.
 pub fn transmit<'a>(
     n: usize,
     item: impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
@@ -92,12 +103,40 @@ pub fn transmit<'a>(
     gso: &mut bool,
     streams: Option<StreamOut<'_>>,
 ) {
+    let first_dtls = partition_point(n, |i| matches!(item(i).0, Via::Listener(_) | Via::Relay(_)));
     let first_stream = partition_point(n, |i| !matches!(item(i).0, Via::Stream(_)));
-    send_runs(first_stream, &item, sockets, gso);
-    if let Some(out) = streams {
+    send_runs(first_dtls, &item, sockets, gso);
+    if let Some(mut out) = streams {
+        if let Some(dtls) = out.dtls.as_deref_mut() {
+            write_dtls(first_dtls..first_stream, &item, dtls);
+        }
         if first_stream < n {
             write_streams(first_stream..n, &item, out);
         }
+    }
+}
+
+/// The DTLS part of [`transmit`]: messages for one session are consecutive; each becomes
+/// one record, and the session's records leave in one `sendmmsg`.
+fn write_dtls<'a>(
+    range: std::ops::Range<usize>,
+    item: &impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
+    dtls: &mut Dtls,
+) {
+    let mut i = range.start;
+    while i < range.end {
+        let (through, _, client) = item(i);
+        let mut end = i + 1;
+        while end < range.end && {
+            let (v, _, c) = item(end);
+            v == through && c == client
+        } {
+            end += 1;
+        }
+        if let Via::Dtls(listener) = through {
+            dtls.send((listener, client), (i..end).map(|k| item(k).1));
+        }
+        i = end;
     }
 }
 

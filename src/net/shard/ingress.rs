@@ -52,6 +52,11 @@ impl Slots {
         }
     }
 
+    /// The bytes of slot `slot`.
+    pub fn slot(&self, slot: usize) -> &[u8] {
+        self.slots.get(slot).map_or(&[], |s| &s[..])
+    }
+
     /// Keeps slot `slot` (its `range` goes to `path` at the next flush) by moving it to
     /// the front of the free area.
     fn keep(&mut self, slot: usize, range: Range<usize>, path: Path) {
@@ -103,6 +108,10 @@ impl Shard {
                 Some(s) => s.as_raw_fd(),
                 None => return Err(io::ErrorKind::WouldBlock.into()),
             },
+            Source::DtlsListener(i) => match self.dtls.as_ref().and_then(|d| d.sockets.get(i)) {
+                Some(s) => s.as_raw_fd(),
+                None => return Err(io::ErrorKind::WouldBlock.into()),
+            },
             _ => return Err(io::ErrorKind::WouldBlock.into()),
         };
         let start = self.slots.taken;
@@ -125,6 +134,10 @@ impl Shard {
                 Source::Listener(index) => {
                     let listener = self.endpoints.id(index, dst);
                     self.client_datagram(now, listener, from, slot, payload)
+                }
+                Source::DtlsListener(index) => {
+                    self.dtls_datagram(now, index, from, dst, slot, payload);
+                    None
                 }
                 _ => None,
             };
@@ -206,9 +219,11 @@ impl Shard {
                 streams: &mut self.streams,
                 registry: self.poll.registry(),
                 failed: &mut failed,
+                dtls: self.dtls.as_mut(),
             }),
         );
         self.close_failed(failed);
+        self.close_failed_dtls();
         self.slots.pending.clear();
         self.slots.taken = 0;
         // Responses of this turn go out with the data, at most one turn's worth queued.

@@ -6,8 +6,8 @@
 //!   framed in place;
 //! - [`egress`]: one send path for relayed data and control messages (`sendmmsg`, GSO,
 //!   one write per connection);
-//! - [`conns`]: TCP/TLS connections; [`relays`]: relay sockets; [`token`]: what a mio
-//!   token names.
+//! - [`conns`]: TCP/TLS connections; [`dtls`]: DTLS sessions; [`relays`]: relay sockets;
+//!   [`token`]: what a mio token names.
 //!
 //! A turn: operator commands, then every ready socket (a budget each, the rest in the
 //! backlog), then the flush of relayed datagrams, the clock (once a second: wall-clock
@@ -15,6 +15,7 @@
 //! responses.
 
 mod conns;
+mod dtls;
 mod egress;
 mod endpoints;
 mod ingress;
@@ -25,6 +26,7 @@ mod token;
 pub use token::Source;
 
 use crate::control::{Command, ShardLink, unix_now};
+use crate::net::dtls::Dtls;
 use crate::net::socket::SocketOptions;
 use crate::net::stream::Streams;
 use crate::offload::Offload;
@@ -53,6 +55,8 @@ pub struct Shard {
     /// to answer from.
     endpoints: Endpoints,
     streams: Streams,
+    /// DTLS sockets and sessions, when TLS is on and DTLS not turned off.
+    dtls: Option<Dtls>,
     relays: Vec<Option<Relay>>,
     /// Sockets that still had data when their budget ran out.
     backlog: Vec<Token>,
@@ -77,6 +81,7 @@ impl Shard {
         core: Server,
         mut listeners: Vec<UdpSocket>,
         mut streams: Streams,
+        mut dtls: Option<Dtls>,
         opts: SocketOptions,
         stop: Arc<AtomicBool>,
         offload: Option<Arc<Offload>>,
@@ -86,6 +91,14 @@ impl Shard {
         for (i, l) in listeners.iter_mut().enumerate() {
             poll.registry()
                 .register(l, Source::Listener(i).token(), Interest::READABLE)?;
+        }
+        for (i, s) in dtls
+            .iter_mut()
+            .flat_map(|d| d.sockets.iter_mut())
+            .enumerate()
+        {
+            poll.registry()
+                .register(s, Source::DtlsListener(i).token(), Interest::READABLE)?;
         }
         for (i, l) in streams.listeners.iter_mut().enumerate() {
             poll.registry().register(
@@ -103,6 +116,7 @@ impl Shard {
             endpoints: Endpoints::new(&listeners),
             listeners,
             streams,
+            dtls,
             relays: Vec::new(),
             backlog: Vec::new(),
             slots: Slots::new(),
@@ -157,7 +171,11 @@ impl Shard {
             let now = Instant::now();
             if now.duration_since(last_clock) >= Duration::from_secs(1) {
                 self.core.set_wall_clock(now, unix_now());
+                if let Some(d) = &mut self.dtls {
+                    d.set_wall_clock(now, unix_now());
+                }
                 self.close_expired(now);
+                self.tick_dtls(now);
                 self.publish();
                 last_clock = now;
             }
@@ -208,7 +226,9 @@ impl Shard {
                 self.streams
                     .accept(index, self.poll.registry(), Instant::now())
             }
-            Source::Listener(_) | Source::Relay(_) => self.drain_udp(source),
+            Source::Listener(_) | Source::Relay(_) | Source::DtlsListener(_) => {
+                self.drain_udp(source)
+            }
             Source::Waker => false,
         };
         if more && !self.backlog.contains(&token) {
@@ -271,9 +291,11 @@ impl Shard {
                 streams: &mut self.streams,
                 registry: self.poll.registry(),
                 failed: &mut failed,
+                dtls: self.dtls.as_mut(),
             }),
         );
         self.control.clear();
         self.close_failed(failed);
+        self.close_failed_dtls();
     }
 }

@@ -4,6 +4,7 @@ use mio::Token;
 
 const WAKER: usize = 0;
 const LISTENER_BASE: usize = 1;
+const DTLS_LISTENER_BASE: usize = 1 << 14;
 const STREAM_LISTENER_BASE: usize = 1 << 15;
 const RELAY_BASE: usize = 1 << 16;
 const CONN_BASE: usize = 1 << 40;
@@ -15,6 +16,8 @@ pub enum Source {
     Waker,
     /// UDP listener socket `n`.
     Listener(usize),
+    /// DTLS socket `n` (UDP, on a TLS port).
+    DtlsListener(usize),
     /// TCP or TLS listener `n`.
     StreamListener(usize),
     /// The relay socket in relay slot `n` (the allocation's slab index).
@@ -28,6 +31,7 @@ impl Source {
         Token(match self {
             Source::Waker => WAKER,
             Source::Listener(n) => LISTENER_BASE + n,
+            Source::DtlsListener(n) => DTLS_LISTENER_BASE + n,
             Source::StreamListener(n) => STREAM_LISTENER_BASE + n,
             Source::Relay(n) => RELAY_BASE + n,
             Source::Conn(n) => CONN_BASE + n,
@@ -40,6 +44,7 @@ impl Source {
             t if t >= CONN_BASE => Source::Conn(t - CONN_BASE),
             t if t >= RELAY_BASE => Source::Relay(t - RELAY_BASE),
             t if t >= STREAM_LISTENER_BASE => Source::StreamListener(t - STREAM_LISTENER_BASE),
+            t if t >= DTLS_LISTENER_BASE => Source::DtlsListener(t - DTLS_LISTENER_BASE),
             t => Source::Listener(t - LISTENER_BASE),
         }
     }
@@ -56,6 +61,8 @@ mod tests {
             Source::Listener(0),
             Source::Listener(7),
             Source::StreamListener(3),
+            Source::DtlsListener(0),
+            Source::DtlsListener(5),
             Source::Relay(0),
             Source::Relay(70_000),
             Source::Conn(0),
