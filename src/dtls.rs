@@ -230,6 +230,11 @@ impl Session {
         Ok(session)
     }
 
+    /// The peer's certificate (DER), once the handshake has shown it.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        self.stream.ssl().peer_certificate()?.to_der().ok()
+    }
+
     /// The handshake is complete: application data flows.
     pub fn is_established(&self) -> bool {
         self.established

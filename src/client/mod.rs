@@ -46,6 +46,45 @@ pub enum Relayed {
     Channel { channel: u16, data: Vec<u8> },
 }
 
+/// A DTLS handshake with `server` from a new UDP socket, within 5 seconds, verifying the
+/// server's certificate under `ctx` for its IP address: the socket and the established
+/// session.
+pub async fn dtls_handshake(
+    server: SocketAddr,
+    ctx: &openssl::ssl::SslContext,
+) -> io::Result<(UdpSocket, crate::dtls::Session)> {
+    let socket = UdpSocket::bind(local_for(server)).await?;
+    let ssl = openssl::ssl::Ssl::new(ctx).map_err(io::Error::other)?;
+    let mut session = crate::dtls::Session::connect(ssl, server.ip()).map_err(io::Error::other)?;
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        link::send_outbox(&socket, &mut session, server).await?;
+        if session.is_established() {
+            return Ok((socket, session));
+        }
+        let wait = session
+            .retransmit_in()
+            .unwrap_or(Duration::from_millis(200))
+            .min(Duration::from_millis(200));
+        let until = deadline.min(Instant::now() + wait);
+        match timeout_at(until, socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) if from == server => session
+                .handle_datagram(buf.get(..n).unwrap_or_default())
+                .map_err(io::Error::other)?,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) if Instant::now() >= deadline => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "DTLS handshake timed out",
+                ));
+            }
+            Err(_) => session.handle_timeout().map_err(io::Error::other)?,
+        }
+    }
+}
+
 /// A local address of `server`'s family, port 0: loopback for a loopback server.
 fn local_for(server: SocketAddr) -> SocketAddr {
     let ip: std::net::IpAddr = match (server.ip().is_loopback(), server.is_ipv4()) {
@@ -143,41 +182,7 @@ impl TurnClient {
         username: &str,
         password: &str,
     ) -> io::Result<Self> {
-        let socket = UdpSocket::bind(local_for(server)).await?;
-        let ssl = openssl::ssl::Ssl::new(ctx).map_err(io::Error::other)?;
-        let mut session =
-            crate::dtls::Session::connect(ssl, server.ip()).map_err(io::Error::other)?;
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            link::send_outbox(&socket, &mut session, server).await?;
-            if session.is_established() {
-                break;
-            }
-            let wait = session
-                .retransmit_in()
-                .unwrap_or(Duration::from_millis(200))
-                .min(Duration::from_millis(200));
-            match timeout_at(
-                deadline.min(Instant::now() + wait),
-                socket.recv_from(&mut buf),
-            )
-            .await
-            {
-                Ok(Ok((n, from))) if from == server => session
-                    .handle_datagram(buf.get(..n).unwrap_or_default())
-                    .map_err(io::Error::other)?,
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) if Instant::now() >= deadline => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "DTLS handshake timed out",
-                    ));
-                }
-                Err(_) => session.handle_timeout().map_err(io::Error::other)?,
-            }
-        }
+        let (socket, session) = dtls_handshake(server, ctx).await?;
         let link = Link::dtls(socket, session, server);
         Ok(Self::with_link(link, username, password))
     }

@@ -145,6 +145,12 @@ impl TestPki {
         Arc::new(config)
     }
 
+    /// A DTLS client configuration (OpenSSL) that trusts only this CA.
+    pub fn dtls_client_context(&self) -> openssl::ssl::SslContext {
+        let ca = std::fs::read(&self.ca_path).expect("read the CA file");
+        ferroturn::dtls::client_context(&ca).expect("a DTLS client configuration")
+    }
+
     /// Connects to `addr` over TCP and completes a TLS handshake that verifies the
     /// server's certificate for IP 127.0.0.1 against this CA, within 10 seconds.
     pub async fn connect(

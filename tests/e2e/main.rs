@@ -1,7 +1,8 @@
 //! End to end in this process: a real server on 127.0.0.1:0 (`common::start_server`)
 //! spoken to over real sockets, by our TURN client, raw UDP and TCP, TLS and HTTP.
 //!
-//! - `udp`, `stream`: TURN over UDP, TCP and TLS, relaying through echo peers;
+//! - `udp`, `stream`, `dtls`: TURN over UDP, TCP, TLS and DTLS, relaying through echo
+//!   peers;
 //! - `api`: the HTTP API (credentials, metrics, health, admin);
 //! - `operations`: sessions, drain, reload, the binary's signals;
 //! - `logging`: no secret in the log (alone in a child process: it sets the global
@@ -13,6 +14,7 @@ mod common;
 
 mod adversarial;
 mod api;
+mod dtls;
 mod logging;
 mod operations;
 mod stream;

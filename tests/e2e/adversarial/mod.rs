@@ -9,6 +9,7 @@
 //! named in requests; no datagram is sent toward them, whatever the server answers.
 
 mod credentials;
+mod dtls;
 mod floods;
 mod malformed;
 mod own_addresses;

@@ -1,0 +1,177 @@
+//! End to end over DTLS (RFC 7350): a server on 127.0.0.1:0 with a TLS port (a private
+//! test CA) whose UDP side speaks DTLS 1.2, our TURN client over it, a UDP echo peer.
+//! Every record carries one STUN message or ChannelData, as a UDP datagram would; the
+//! session is the allocation's 5-tuple, so the allocation ends with it.
+
+use crate::common::dtls_wire::{client_hello, hello_verify_cookie};
+use crate::common::tls::TestPki;
+use crate::common::{
+    QUIET, SECRET, TestServer, WAIT, echo_peer, published_metrics, rest_credentials, start_server,
+};
+use ferroturn::client::{Relayed, TurnClient, dtls_handshake};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+
+async fn dtls_server(extra: &str) -> (TestServer, TestPki) {
+    let pki = TestPki::new();
+    let server = start_server(&format!("{}{extra}", pki.server_toml())).await;
+    (server, pki)
+}
+
+async fn connect(server: &TestServer, pki: &TestPki, user: &str) -> TurnClient {
+    let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
+    let addr = server.handle.dtls_addrs()[0];
+    TurnClient::connect_dtls(addr, &pki.dtls_client_context(), &u, &p)
+        .await
+        .expect("DTLS handshake")
+}
+
+/// The certificate a new DTLS handshake with `addr` is shown.
+async fn presented_certificate(pki: &TestPki, addr: SocketAddr) -> Vec<u8> {
+    let (_, session) = dtls_handshake(addr, &pki.dtls_client_context())
+        .await
+        .expect("DTLS handshake");
+    session.peer_certificate().expect("a server certificate")
+}
+
+#[tokio::test]
+async fn dtls_allocate_permissions_channels_relay_both_ways() {
+    let (server, pki) = dtls_server("").await;
+    let addr = server.handle.dtls_addrs()[0];
+    assert_eq!(
+        addr,
+        server.handle.tls_addrs()[0],
+        "DTLS is the UDP side of the TLS port"
+    );
+    let peer = echo_peer().await;
+    let mut c = connect(&server, &pki, "alice").await;
+    assert_eq!(c.transport_name(), "dtls");
+    assert_eq!(c.binding().await.unwrap(), c.local_addr().unwrap());
+    let relayed = c.allocate().await.unwrap();
+    assert_eq!(relayed.ip().to_string(), "127.0.0.1");
+
+    c.create_permission(&[peer.addr]).await.unwrap();
+    for size in [1usize, 3, 200, 1201, 8000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+        c.send_indication(peer.addr, &payload).await.unwrap();
+        assert_eq!(
+            c.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Indication {
+                peer: peer.addr,
+                data: payload
+            }),
+            "indication of {size} bytes"
+        );
+    }
+    c.channel_bind(0x4001, peer.addr).await.unwrap();
+    // Odd sizes: over DTLS, as over UDP, ChannelData is not padded.
+    for size in [0usize, 1, 3, 5, 1200, 8000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i * 13) as u8).collect();
+        c.send_channel_data(0x4001, &payload).await.unwrap();
+        assert_eq!(
+            c.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Channel {
+                channel: 0x4001,
+                data: payload
+            }),
+            "ChannelData of {size} bytes"
+        );
+    }
+    let m = published_metrics(&server, "the DTLS traffic", |m| {
+        m.stats.relayed[2][1].packets >= 11
+    })
+    .await;
+    assert_eq!(m.dtls_sessions, 1, "{m:?}");
+    assert!(m.dtls_handshakes_done >= 1, "{m:?}");
+    assert_eq!(m.dtls_handshakes_failed, 0, "{m:?}");
+    assert!(
+        m.dtls_hello_verify >= 1,
+        "every session starts with a cookie exchange"
+    );
+    assert_eq!(
+        m.stats.relayed[2][0].packets, 11,
+        "client to peer over DTLS"
+    );
+    assert_eq!(
+        m.stats.relayed[0][0].packets, 0,
+        "nothing counted as plain UDP"
+    );
+
+    // close_notify ends the session, and the allocation with it (RFC 8656 section 3.1:
+    // its 5-tuple is gone).
+    c.shutdown().await.unwrap();
+    let m = published_metrics(&server, "the allocation's end", |m| {
+        m.gauges.allocations == 0
+    })
+    .await;
+    assert_eq!(m.dtls_sessions, 0, "{m:?}");
+    assert_eq!(
+        m.connections_open, 0,
+        "the session's connection slot is back"
+    );
+}
+
+#[tokio::test]
+async fn no_dtls_leaves_the_udp_side_of_the_tls_port_unanswered() {
+    let hello = client_hello(0, 0, [3; 32], &[]);
+    // The control: with DTLS on, this ClientHello gets a HelloVerifyRequest.
+    let (server, _pki) = dtls_server("").await;
+    let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    probe
+        .send_to(&hello, server.handle.tls_addrs()[0])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = tokio::time::timeout(WAIT, probe.recv_from(&mut buf))
+        .await
+        .expect("a HelloVerifyRequest")
+        .unwrap();
+    assert!(hello_verify_cookie(&buf[..n]).is_some());
+    drop(server);
+
+    let (server, _pki) = dtls_server("no-dtls = true\n").await;
+    assert!(server.handle.dtls_addrs().is_empty());
+    let tls = server.handle.tls_addrs()[0];
+    // TLS itself still serves.
+    assert!(std::net::TcpStream::connect(tls).is_ok());
+    probe.send_to(&hello, tls).await.unwrap();
+    // Nothing answers: no datagram (a closed port may answer with ICMP, which the socket
+    // reports as an error).
+    match tokio::time::timeout(QUIET, probe.recv_from(&mut buf)).await {
+        Err(_) => {}
+        Ok(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused),
+        Ok(Ok((n, from))) => panic!("{n} bytes from {from} with no-dtls"),
+    }
+}
+
+#[tokio::test]
+async fn dtls_reload_serves_the_new_certificate_to_new_handshakes() {
+    let (server, mut pki) = dtls_server("").await;
+    let addr = server.handle.dtls_addrs()[0];
+    let first = pki.server_der.to_vec();
+    assert_eq!(presented_certificate(&pki, addr).await, first);
+
+    let peer = echo_peer().await;
+    let mut c = connect(&server, &pki, "carol").await;
+    c.allocate().await.unwrap();
+    c.channel_bind(0x4002, peer.addr).await.unwrap();
+
+    let second = pki.replace_server_cert().to_vec();
+    assert_ne!(first, second);
+    server.handle.reload_tls().expect("reload");
+    assert_eq!(
+        presented_certificate(&pki, addr).await,
+        second,
+        "new handshakes"
+    );
+    // The session made before the reload keeps relaying.
+    c.send_channel_data(0x4002, b"after reload").await.unwrap();
+    assert_eq!(
+        c.recv_relayed(WAIT).await.unwrap(),
+        Some(Relayed::Channel {
+            channel: 0x4002,
+            data: b"after reload".to_vec()
+        })
+    );
+}
