@@ -21,8 +21,8 @@ use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions,
-    SslSessionCacheMode, SslStream, SslVerifyMode, SslVersion,
+    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslSessionCacheMode,
+    SslStream, SslVerifyMode, SslVersion,
 };
 use openssl::x509::X509;
 use std::io::{self, Read, Write};
@@ -118,7 +118,9 @@ pub fn server_context(chain: &[&[u8]], key: &[u8]) -> Result<SslContext, ErrorSt
     b.set_min_proto_version(Some(SslVersion::DTLS1_2))?;
     b.set_options(SslOptions::COOKIE_EXCHANGE | SslOptions::NO_QUERY_MTU | SslOptions::NO_TICKET);
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
-    b.set_mode(SslMode::RELEASE_BUFFERS);
+    // Not SSL_MODE_RELEASE_BUFFERS: it frees a session's record buffers after every
+    // record and allocates them again for the next, on the data path. A session keeps
+    // them instead (about 35 KiB), bounded by the connection caps.
     b.set_verify(SslVerifyMode::NONE);
     let mut certs = chain.iter();
     let leaf = certs.next().ok_or_else(ErrorStack::get)?;

@@ -1,7 +1,7 @@
 //! Interoperability with coturn's client tools (Debian package `coturn`).
 //!
 //! `turnutils_uclient` allocates on ferroturn with TURN REST credentials (`-W`) over UDP, TCP
-//! (`-t`) or TLS (`-t -S`) and sends numbered messages, either to `turnutils_peer` (a UDP echo
+//! (`-t`), TLS (`-t -S`) or DTLS (`-S`) and sends numbered messages, either to `turnutils_peer` (a UDP echo
 //! server on a port *and* the port after it) or, with `-y`, to the relayed address of a second
 //! allocation of its own. It then prints how many messages it sent and got back. On loopback
 //! every message must come back: the tests assert the exact count sent, the same count
@@ -9,8 +9,8 @@
 //!
 //! Modes covered: channels (`-c`), uclient's defaults (RTP/RTCP pairs through EVEN-PORT
 //! and RESERVATION-TOKEN), `-s`, `-y`, `-g` (DONT-FRAGMENT), `-D` (padded ChannelData),
-//! `-X`, `-G`, and `-B`, `-N`, `-R` followed by a clean run. Not yet: `-T` (RFC 6062),
-//! `-S` (DTLS), `-M`, `-Z`, `-x` as the issue asks (dual stack).
+//! `-X`, `-G`, and `-B`, `-N`, `-R` followed by a clean run; channels, `-s` and `-y` over
+//! DTLS. Not yet: `-T` (RFC 6062), `-M`, `-Z`, `-x` as the issue asks (dual stack).
 //!
 //! One UDP channels run starts the server with `kernel-offload = "on"` and checks, from
 //! the metrics, that the eBPF fast path relayed uclient's messages both ways and user
@@ -53,6 +53,12 @@
 //!   holds it to zero loss; should that test alone start losing a message or two, look for
 //!   `response received: size=` twice a frame in `-v` output before suspecting the relay.
 //!   Over plain TCP uclient splits frames by their length and has no such problem.
+//!
+//! With `-S` and without `-t` (DTLS over UDP, to the TLS port), uclient also picks one of
+//! its contexts at random per session, some DTLS 1.0 only: ferroturn answers those with
+//! a protocol_version alert (it serves DTLS 1.2 only) and uclient reconnects with another.
+//! Every session starts with the stateless cookie exchange (HelloVerifyRequest). One
+//! message per record both ways, as over UDP.
 
 mod common;
 

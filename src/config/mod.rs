@@ -116,7 +116,23 @@ mod tests {
             addrs(&["127.0.0.1:3478", "127.0.0.1:3479"])
         );
         assert_eq!(c.listeners.tls, addrs(&["127.0.0.1:443"]));
+        // DTLS on the UDP side of the TLS ports (no-udp concerns listening-port only).
+        assert_eq!(c.listeners.dtls, c.listeners.tls);
         assert_eq!(c.tls.unwrap().cert, PathBuf::from("c.pem"));
+        let no_dtls = Config::from_toml_str(&format!(
+            "{BASE}cert = \"c.pem\"\npkey = \"k.pem\"\nno-dtls = true\n"
+        ))
+        .unwrap();
+        assert!(no_dtls.listeners.dtls.is_empty());
+        assert_eq!(no_dtls.listeners.tls, addrs(&["127.0.0.1:5349"]));
+        // Without a certificate there is neither TLS nor DTLS.
+        assert!(
+            Config::from_toml_str(BASE)
+                .unwrap()
+                .listeners
+                .dtls
+                .is_empty()
+        );
         let e = Config::from_toml_str(&format!("{BASE}cert = \"c.pem\"\n")).unwrap_err();
         assert!(e.to_string().contains("pkey"), "{e}");
         let e =
