@@ -34,6 +34,7 @@ RUN apt-get update \
     && chown root:ferroturn /etc/ferroturn/turnserver.toml \
     && chmod 0640 /etc/ferroturn/turnserver.toml
 USER ferroturn
-# STUN/TURN over UDP and TCP, TURN over TLS, and the relay range (the defaults).
-EXPOSE 3478/udp 3478/tcp 5349/tcp 49152-65535/udp
+# STUN/TURN over UDP and TCP, TURN over TLS (TCP) and DTLS (UDP), and the relay range
+# (the defaults).
+EXPOSE 3478/udp 3478/tcp 5349/tcp 5349/udp 49152-65535/udp
 ENTRYPOINT ["/usr/bin/ferroturn", "--config", "/etc/ferroturn/turnserver.toml"]

@@ -120,7 +120,8 @@ pub fn server_context(chain: &[&[u8]], key: &[u8]) -> Result<SslContext, ErrorSt
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
     // Not SSL_MODE_RELEASE_BUFFERS: it frees a session's record buffers after every
     // record and allocates them again for the next, on the data path. A session keeps
-    // them instead (about 35 KiB), bounded by the connection caps.
+    // them instead (an established session is about 75 KiB in all), bounded by the
+    // connection caps.
     b.set_verify(SslVerifyMode::NONE);
     let mut certs = chain.iter();
     let leaf = certs.next().ok_or_else(ErrorStack::get)?;

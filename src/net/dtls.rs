@@ -370,7 +370,10 @@ impl Dtls {
                 match conn.session.handle_timeout() {
                     Ok(()) if conn.session.has_outbox() => retransmit.push(*key),
                     Ok(()) => {}
-                    Err(_) => expired.push(*key),
+                    Err(_) => {
+                        self.limits.dtls().count_handshake(false);
+                        expired.push(*key);
+                    }
                 }
             }
         }
