@@ -19,7 +19,7 @@
 use crate::config::StreamLimits;
 use crate::control::{CertStore, ConnLimits};
 use crate::dtls::{DtlsError, Session, server_context};
-use ferroturn_core::dtls::{Gate, HELLO_VERIFY_LEN, Verdict, is_epoch0_handshake};
+use ferroturn_core::dtls::{Gate, HELLO_VERIFY_LEN, Verdict, parse_client_hello};
 use ferroturn_core::server::{FiveTuple, ListenerId, Transport};
 use ferroturn_udp::{self as udp, SendItem};
 use mio::net::UdpSocket;
@@ -117,8 +117,10 @@ impl Dtls {
         if let Some(conn) = self.sessions.get_mut(&key) {
             // RFC 6347 section 4.2.8: a ClientHello on an established association may
             // start a new one (a client restarted on the same port), but only once the
-            // client has proven its address with a cookie exchange.
-            if !(conn.session.is_established() && is_epoch0_handshake(datagram)) {
+            // client has proven its address with a cookie exchange. Other epoch-0
+            // handshake records (the client repeating its last flight because the
+            // server's Finished was lost) are the session's.
+            if !(conn.session.is_established() && parse_client_hello(datagram).is_some()) {
                 self.feed(now, key, datagram, &mut outcome);
                 return outcome;
             }

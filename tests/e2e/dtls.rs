@@ -175,3 +175,54 @@ async fn dtls_reload_serves_the_new_certificate_to_new_handshakes() {
         })
     );
 }
+
+/// RFC 6347 section 4.2.4: when the server's last flight (ChangeCipherSpec, Finished) is
+/// lost, the client repeats its own, here in one datagram that starts with an epoch-0
+/// handshake record (ClientKeyExchange); the established session takes it (it is not a
+/// ClientHello for the cookie gate) and answers with its last flight again, and the
+/// handshake completes.
+#[tokio::test]
+async fn a_lost_final_flight_is_sent_again() {
+    let (server, pki) = dtls_server("").await;
+    let addr = server.handle.dtls_addrs()[0];
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ssl = openssl::ssl::Ssl::new(&pki.dtls_client_context()).unwrap();
+    let mut session = ferroturn::dtls::Session::connect(ssl, addr.ip()).unwrap();
+    let (mut dropped, mut repeated) = (0, false);
+    let mut buf = vec![0u8; 65_536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !session.is_established() {
+        assert!(tokio::time::Instant::now() < deadline, "no handshake");
+        // Each flight in one datagram (records back to back, as many clients send them),
+        // so the repeated flight arrives as one datagram starting with a handshake
+        // record in epoch 0.
+        let flight: Vec<u8> = session.outbox().flatten().copied().collect();
+        session.clear_outbox();
+        if !flight.is_empty() {
+            socket.send_to(&flight, addr).await.unwrap();
+        }
+        match tokio::time::timeout(Duration::from_millis(200), socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => {
+                let d = &buf[..n];
+                // The server's last flight: ChangeCipherSpec, or anything in epoch 1.
+                let last_flight = d.first() == Some(&20) || d.get(3..5) != Some(&[0, 0]);
+                if last_flight && !repeated {
+                    dropped += 1;
+                    continue;
+                }
+                session.handle_datagram(d).unwrap();
+            }
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => {
+                session.handle_timeout().unwrap();
+                repeated |= dropped > 0 && session.has_outbox();
+            }
+        }
+    }
+    assert!(dropped > 0, "the server's last flight was never seen");
+    assert!(repeated, "the client did not repeat its flight");
+    published_metrics(&server, "the completed handshake", |m| {
+        m.dtls_handshakes_done == 1 && m.dtls_sessions == 1
+    })
+    .await;
+}

@@ -137,12 +137,6 @@ pub fn parse_client_hello(datagram: &[u8]) -> Option<ClientHello<'_>> {
     })
 }
 
-/// Whether `datagram` starts with an epoch-0 handshake record: the only thing that can
-/// begin a DTLS association (a session that exists may still be sent one).
-pub fn is_epoch0_handshake(datagram: &[u8]) -> bool {
-    matches!(datagram, [CONTENT_HANDSHAKE, DTLS_MAJOR, _, 0, 0, ..])
-}
-
 /// Length of the HelloVerifyRequest [`write_hello_verify`] writes for a cookie of
 /// `cookie_len` bytes.
 pub const fn hello_verify_len(cookie_len: usize) -> usize {

@@ -14,7 +14,7 @@ pub mod cookie;
 pub mod hello;
 
 pub use cookie::{COOKIE_LEN, Cookie, CookieCheck, Cookies};
-pub use hello::{ClientHello, is_epoch0_handshake, parse_client_hello};
+pub use hello::{ClientHello, parse_client_hello};
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
