@@ -317,8 +317,15 @@ mod tests {
         let mut m = Metrics::default();
         m.stats.auth_failures[AuthFailure::BeyondMaxTtl.index()] = 3;
         m.stats.relayed[1][0].bytes = 1200;
+        m.stats.relayed[2][1].packets = 7;
+        m.dtls_handshakes_failed = 4;
         m.offload = Some((Default::default(), 2));
         let text = render(&m);
+        assert!(text.contains(
+            "ferroturn_relayed_packets_total{transport=\"dtls\",direction=\"peer_to_client\"} 7\n"
+        ));
+        assert!(text.contains("ferroturn_dtls_handshakes_total{kind=\"failed\"} 4\n"));
+        assert!(text.contains("ferroturn_dtls_sessions_active 0\n"));
         assert!(text.contains("ferroturn_kernel_channels_active 2\n"));
         assert!(text.contains(
             "ferroturn_auth_failures_total{reason=\"rest_credential_beyond_the_maximum_ttl\"} 3\n"
