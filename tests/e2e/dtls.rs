@@ -226,3 +226,60 @@ async fn a_lost_final_flight_is_sent_again() {
     })
     .await;
 }
+
+/// An operator's RSA certificate (2048-bit key, PKCS#8 PEM, self-signed for 127.0.0.1;
+/// the test CA's are ECDSA P-256) serves DTLS as well as TLS: the client verifies it and
+/// allocates.
+#[tokio::test]
+async fn dtls_serves_an_rsa_certificate() {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "ferroturn RSA test")
+        .unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    let serial = BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+
+    let dir = crate::common::process::TempDir::new("rsa");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.to_pem().unwrap()).unwrap();
+    std::fs::write(&key_path, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let server = start_server(&format!(
+        "tls-listening-port = 0\ncert = \"{}\"\npkey = \"{}\"\n",
+        cert_path.display(),
+        key_path.display()
+    ))
+    .await;
+    let ctx = ferroturn::dtls::client_context(&cert.to_pem().unwrap()).unwrap();
+    let (u, p) = rest_credentials(SECRET, "rsa", Duration::from_secs(600));
+    let mut c = TurnClient::connect_dtls(server.handle.dtls_addrs()[0], &ctx, &u, &p)
+        .await
+        .expect("a DTLS handshake with the RSA certificate");
+    c.allocate().await.expect("an allocation over DTLS");
+}
