@@ -198,8 +198,8 @@ impl Session {
         pipe.hand_in(hello);
         let mut stream = SslStream::new(ssl, pipe)?;
         // SAFETY: the SSL object is alive (owned by `stream`) and its BIO is set;
-        // DTLSv1_listen writes the client address into `addr`, which it only reads or
-        // clears, and which is freed right after.
+        // `addr` is a valid BIO_ADDR that DTLSv1_listen fills in or clears (it needs one:
+        // it clears it when the BIO names no peer), freed right after.
         let listened = unsafe {
             let addr = ffi::BIO_ADDR_new();
             if addr.is_null() {
