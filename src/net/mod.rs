@@ -83,7 +83,9 @@ pub fn start(
     let (udp, udp_addrs) = socket::bind_udp_listeners(config, shards)?;
     let tls_config = certs.map(tls::server_config).transpose()?;
     if certs.is_none() {
-        tracing::info!("TLS off (no cert and pkey configured)");
+        tracing::info!("TLS and DTLS off (no cert and pkey configured)");
+    } else if config.listeners.dtls.is_empty() {
+        tracing::info!("DTLS off (no-dtls)");
     }
     let bound = bind_streams(config, shards, certs.is_some())?;
     let stop = Arc::new(AtomicBool::new(false));
