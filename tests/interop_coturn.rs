@@ -8,7 +8,7 @@
 //! received, and nothing lost. The relayed side is UDP in every case.
 //!
 //! Modes covered: channels (`-c`), uclient's defaults (RTP/RTCP pairs through EVEN-PORT
-//! and RESERVATION-TOKEN), `-s`, `-y`, `-g` (DONT-FRAGMENT), `-D` (padded ChannelData),
+//! and RESERVATION-TOKEN), `-s`, `-y`, `-g` (DONT-FRAGMENT), `-s -g`, `-D` (padded ChannelData),
 //! `-X`, `-G`, and `-B`, `-N`, `-R` followed by a clean run. Not yet: `-T` (RFC 6062),
 //! `-S` (DTLS), `-M`, `-Z`, `-x` as the issue asks (dual stack).
 //!
@@ -112,6 +112,8 @@ enum Mode {
     RtpRtcp,
     /// `-g`: every Allocate carries DONT-FRAGMENT (RFC 8656 section 14.8).
     DontFragment,
+    /// `-s -g`: DONT-FRAGMENT on the Allocate and on every Send indication (section 11.2).
+    SendDontFragment,
     /// `-D`: ChannelData padded to a multiple of 4 over UDP too, as pjnath does.
     Padding,
     /// `-X`: REQUESTED-ADDRESS-FAMILY IPv4, explicitly.
@@ -141,6 +143,13 @@ async fn uclient_channels_echo_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_dont_fragment_echoes_everything() {
     run_uclient_against_ferroturn(Transport::Udp, Mode::DontFragment).await;
+}
+
+/// `-s -g`: Send indications with DONT-FRAGMENT on allocations that asked for DF are
+/// relayed (they were all discarded before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_send_indications_with_dont_fragment_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Udp, Mode::SendDontFragment).await;
 }
 
 /// `-D`: ChannelData padded over UDP (RFC 8656 section 12.5 allows it).
@@ -384,6 +393,7 @@ fn uclient_args(
         Mode::SendIndications => args.push("-s".into()),
         Mode::ClientToClient => args.push("-y".into()),
         Mode::DontFragment => args.push("-g".into()),
+        Mode::SendDontFragment => args.extend(["-s".into(), "-g".into()]),
         Mode::Padding => args.push("-D".into()),
         Mode::ExplicitIpv4 => args.push("-X".into()),
         Mode::ExtraRequests => args.push("-G".into()),

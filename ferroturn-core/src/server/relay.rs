@@ -39,8 +39,9 @@ impl Server {
 
     /// RFC 8656 section 11.2: a Send indication goes to its peer only with a permission for
     /// the peer's IP; otherwise it is dropped. So is one with an unknown
-    /// comprehension-required attribute (RFC 8489 section 6.3.2), DONT-FRAGMENT included
-    /// since the DF bit is not set (RFC 8656 section 11.2).
+    /// comprehension-required attribute (RFC 8489 section 6.3.2), and one with
+    /// DONT-FRAGMENT on an allocation whose Allocate did not ask for DF: its socket does
+    /// not set the DF bit, and section 11.2 treats that DONT-FRAGMENT as unknown.
     pub(super) fn relay_send_indication(
         &mut self,
         now: Instant,
@@ -55,6 +56,7 @@ impl Server {
         let id = self.table.id_by_tuple(&tuple)?;
         let a = self.table.get(id)?;
         if a.pending.is_some()
+            || (scan.dont_fragment && !a.dont_fragment)
             || peer.is_ipv4() != a.relayed.is_ipv4()
             || !a.has_permission(peer.ip())
         {
