@@ -14,6 +14,7 @@ mod malformed;
 mod own_addresses;
 mod peer_policy;
 mod quotas;
+mod reservations;
 mod streams;
 
 use crate::common::adversary::{
