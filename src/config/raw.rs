@@ -96,6 +96,12 @@ pub struct RawConfig {
     /// Refuse expired REST usernames also for existing allocations. Default true.
     #[arg(long, value_name = "BOOL")]
     pub strict_credential_expiry: Option<bool>,
+    /// Key of the nonces, shared by a fleet so that a nonce from one node is good at every
+    /// node (repeat for rotation: the first signs, every one verifies). Default: a random
+    /// key per process.
+    #[arg(long, value_name = "SECRET")]
+    #[serde(default)]
+    pub nonce_secret: Vec<String>,
     /// Nonce lifetime in seconds. Default 600.
     #[arg(long, value_name = "SECONDS")]
     pub stale_nonce: Option<u64>,
@@ -235,7 +241,7 @@ impl RawConfig {
                 relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
                 kernel_offload,
                 api_listen, api_tls, credential_ttl, public_host;
-            list: listening_ip, relay_ip, external_ip, static_auth_secret, user,
+            list: listening_ip, relay_ip, external_ip, static_auth_secret, nonce_secret, user,
                 denied_peer_ip, allowed_peer_ip,
                 api_key_sha256, api_key, admin_key_sha256, turn_uris);
         self

@@ -5,8 +5,8 @@ use super::api::ApiConfig;
 use super::defaults as d;
 use super::error::{ConfigError, err};
 use super::raw::RawConfig;
-use ferroturn_core::auth::Credentials;
 use ferroturn_core::auth::credentials::Password;
+use ferroturn_core::auth::{Credentials, NonceKeys};
 use ferroturn_core::server::{IpRange, PeerPolicy, RelayAddress, ServerConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -157,6 +157,19 @@ impl Config {
         if raw.static_auth_secret.iter().any(String::is_empty) {
             return err("static-auth-secret", "must not be empty");
         }
+        // Nonces are signed with it: a short secret could be found offline from one nonce.
+        if let Some(short) = raw.nonce_secret.iter().find(|s| s.len() < 16) {
+            let what = if short.is_empty() {
+                "an empty"
+            } else {
+                "a short"
+            };
+            return err(
+                "nonce-secret",
+                format!("{what} secret: use at least 16 characters (e.g. `openssl rand -hex 32`)"),
+            );
+        }
+        let nonce_keys = NonceKeys::from_secrets(&raw.nonce_secret);
         let separator = raw.rest_api_separator.unwrap_or(d::REST_API_SEPARATOR);
         // A far-future REST username is a credential that never expires.
         let max_ttl =
@@ -217,6 +230,7 @@ impl Config {
         let server = ServerConfig {
             credentials,
             nonce_lifetime: secs("stale-nonce", raw.stale_nonce, d::STALE_NONCE)?,
+            nonce_keys,
             relay_v4,
             relay_v6,
             min_port,

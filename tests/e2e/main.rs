@@ -13,6 +13,7 @@ mod common;
 
 mod adversarial;
 mod api;
+mod fleet;
 mod logging;
 mod operations;
 mod stream;

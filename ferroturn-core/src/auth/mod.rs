@@ -8,4 +8,4 @@ pub mod rest;
 
 pub use credentials::{Credentials, Lookup};
 pub use failure::AuthFailure;
-pub use nonce::{NonceCheck, Nonces};
+pub use nonce::{NonceCheck, NonceKeys, Nonces};

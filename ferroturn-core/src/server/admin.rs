@@ -4,7 +4,7 @@
 
 use super::allocation::{AllocId, Transport};
 use super::stats::Traffic;
-use super::{Nonces, Server, ServerConfig, limiter};
+use super::{Server, ServerConfig, limiter};
 use rand::RngExt;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -90,15 +90,16 @@ impl Server {
 
     /// Applies a reloaded configuration: credentials, peer policy, quotas, caps, rates and
     /// lifetimes for what comes next. Allocations, permissions and channels that exist
-    /// keep running with what they were granted. The nonce key and this shard's port
-    /// range and relay addresses stay (they need a restart).
+    /// keep running with what they were granted; `nonce-secret` applies to new nonces and
+    /// to checks from now on. This shard's port range and relay addresses stay (they need
+    /// a restart).
     pub fn reconfigure(&mut self, mut cfg: ServerConfig) {
         cfg.min_port = self.cfg.min_port;
         cfg.max_port = self.cfg.max_port;
         cfg.relay_v4 = self.cfg.relay_v4;
         cfg.relay_v6 = self.cfg.relay_v6;
-        if cfg.nonce_lifetime != self.cfg.nonce_lifetime {
-            self.nonces = Nonces::new(self.nonce_key, cfg.nonce_lifetime.as_secs());
+        if cfg.nonce_lifetime != self.cfg.nonce_lifetime || cfg.nonce_keys != self.cfg.nonce_keys {
+            self.nonces = super::nonces(&cfg, self.nonce_key);
         }
         if cfg.unauthenticated_rate != self.cfg.unauthenticated_rate {
             let key = self.rng.random();

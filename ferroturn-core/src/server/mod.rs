@@ -42,7 +42,7 @@ pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
 pub use stats::{Gauges, Stats};
 
-use crate::auth::{Credentials, Nonces};
+use crate::auth::{Credentials, NonceKeys, Nonces};
 use crate::proto::codec::{self, ResponseAttr};
 use crate::proto::data;
 use crate::proto::scan::{self, Scan, ScanError};
@@ -71,6 +71,9 @@ pub struct RelayAddress {
 pub struct ServerConfig {
     pub credentials: Credentials,
     pub nonce_lifetime: Duration,
+    /// `nonce-secret`: keys shared by a fleet, so a nonce from one node is good at every
+    /// node (the first signs, every one verifies). None: the random key of [`Secrets`].
+    pub nonce_keys: Option<NonceKeys>,
     pub relay_v4: Option<RelayAddress>,
     pub relay_v6: Option<RelayAddress>,
     pub min_port: u16,
@@ -253,9 +256,19 @@ pub struct Server {
     tag: u64,
 }
 
+/// The nonces `cfg` asks for: keyed by `nonce-secret`, else by the process's own key.
+fn nonces(cfg: &ServerConfig, own_key: [u8; 32]) -> Nonces {
+    let keys = cfg
+        .nonce_keys
+        .clone()
+        .unwrap_or_else(|| NonceKeys::single(own_key));
+    Nonces::new(keys, cfg.nonce_lifetime.as_secs())
+}
+
 impl Server {
     /// A server whose random choices derive from `secrets.seed` and whose nonces are
-    /// keyed with `secrets.nonce_key`; `unix_now` is the wall clock at `now`.
+    /// keyed with `cfg.nonce_keys`, else `secrets.nonce_key`; `unix_now` is the wall
+    /// clock at `now`.
     pub fn new(
         cfg: ServerConfig,
         shared: Arc<dyn SharedState>,
@@ -274,7 +287,7 @@ impl Server {
         let limiter_key = rng.random();
         let cfg_rate = cfg.unauthenticated_rate;
         Self {
-            nonces: Nonces::new(secrets.nonce_key, cfg.nonce_lifetime.as_secs()),
+            nonces: nonces(&cfg, secrets.nonce_key),
             nonce_key: secrets.nonce_key,
             decoy,
             ports_v4: PortPool::new(cfg.min_port, cfg.max_port),
