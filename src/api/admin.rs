@@ -4,6 +4,7 @@
 
 use super::{ApiError, Params, auth};
 use crate::control::Control;
+use crate::fleet::{Fleet, NodeInfo};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -111,15 +112,63 @@ pub async fn sessions(
 
 /// `DELETE /api/v1/admin/sessions[?user=U|?relayed=IP:PORT]`: without a filter, every
 /// allocation.
+///
+/// In a fleet the deletion is also published to every other node (through Redis), which
+/// carries it out within a second or two; `deleted` counts this node's, and `fleet` says
+/// whether the others were told (false while Redis does not answer).
 pub async fn delete_sessions(
     State(control): State<Arc<Control>>,
+    State(fleet): State<Option<Arc<Fleet>>>,
     headers: HeaderMap,
     params: Result<Params, ApiError>,
 ) -> Result<Response, ApiError> {
     admin(&control, &headers)?;
     let filter = filter(&params?)?;
-    let n = blocking(&control, move |c| c.delete_sessions(filter)).await?;
-    Ok(Json(json!({ "deleted": n })).into_response())
+    let local = filter.clone();
+    let n = blocking(&control, move |c| c.delete_sessions(local)).await?;
+    let Some(fleet) = fleet else {
+        return Ok(Json(json!({ "deleted": n })).into_response());
+    };
+    let told = match fleet.delete_sessions(filter).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("fleet: the other nodes were not told of a session deletion: {e}");
+            false
+        }
+    };
+    Ok(Json(json!({ "deleted": n, "fleet": told })).into_response())
+}
+
+/// `GET /api/v1/admin/nodes`: the fleet's live nodes, least loaded first (without a
+/// fleet, this node alone). 503 while Redis does not answer.
+pub async fn nodes(
+    State(control): State<Arc<Control>>,
+    State(fleet): State<Option<Arc<Fleet>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&control, &headers)?;
+    let Some(fleet) = fleet else {
+        let m = control.metrics();
+        let list = |a: &[SocketAddr]| a.iter().map(|a| a.to_string()).collect();
+        let me = NodeInfo {
+            name: "local".into(),
+            udp: list(control.udp_addrs()),
+            tcp: list(control.tcp_addrs()),
+            tls: list(control.tls_addrs()),
+            allocations: m.gauges.allocations,
+            relayed_bps: 0,
+            draining: m.draining,
+            updated: crate::control::unix_now(),
+        };
+        return Ok(Json(json!({ "nodes": [me] })).into_response());
+    };
+    match fleet.nodes().await {
+        Ok(nodes) => Ok(Json(json!({ "nodes": nodes })).into_response()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the fleet's Redis does not answer: {e}"),
+        )),
+    }
 }
 
 fn filter(params: &Params) -> Result<SessionFilter, ApiError> {

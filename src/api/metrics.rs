@@ -77,6 +77,14 @@ pub fn render(m: &Metrics) -> String {
         "1 while new allocations are refused for a drain.",
     )
     .sample(&[], u64::from(m.draining));
+    if let Some(up) = m.fleet_redis_up {
+        gauge(
+            o,
+            "fleet_redis_up",
+            "1 while the fleet's Redis answers; 0 while this node serves on its own state.",
+        )
+        .sample(&[], u64::from(up));
+    }
 
     gauge(o, "allocations_active", "Allocations open now.").sample(&[], g.allocations);
     counter(o, "allocations_created_total", "Allocations created.")

@@ -184,6 +184,14 @@ pub struct RawConfig {
     /// off) or `on` (refuse to start without it). Default off.
     #[arg(long, value_enum, value_name = "MODE")]
     pub kernel_offload: Option<KernelOffload>,
+    /// Redis (or Valkey) shared by a fleet of servers: `redis://[user:password@]host:port/db`
+    /// or `redis+unix:///path`. Default: none (a single server).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// This server's name in the fleet's registry. Default: the host name and the first
+    /// listening address.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
     // --- HTTP API (src/config/api.rs checks these) ---
     /// Address of the HTTP API: credentials, metrics, health, admin. Default: off.
     #[arg(long, value_name = "IP:PORT")]
@@ -239,7 +247,7 @@ impl RawConfig {
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
                 relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
-                kernel_offload,
+                kernel_offload, redis, node_name,
                 api_listen, api_tls, credential_ttl, public_host;
             list: listening_ip, relay_ip, external_ip, static_auth_secret, nonce_secret, user,
                 denied_peer_ip, allowed_peer_ip,

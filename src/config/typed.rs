@@ -32,6 +32,25 @@ pub struct Config {
     pub kernel_offload: KernelOffload,
     /// The HTTP API (off unless `api-listen` is set).
     pub api: ApiConfig,
+    /// The fleet's Redis; `None` for a single server.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `redis` and `node-name`: where the fleet's shared state lives, and this node's name
+/// there. The URL's password is never logged (its `Debug` hides the URL).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    pub redis: String,
+    /// `node-name`; `None`: the host name and the first bound listening address.
+    pub node: Option<String>,
+}
+
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `allocation-default-address-family`: the relay's family when an Allocate names none.
@@ -279,8 +298,35 @@ impl Config {
             log_level: raw.log_level.clone().unwrap_or_else(|| d::LOG_LEVEL.into()),
             kernel_offload: raw.kernel_offload.unwrap_or(d::KERNEL_OFFLOAD),
             api: super::api::from_raw(&raw, separator, max_ttl)?,
+            fleet: fleet(&raw)?,
         })
     }
+}
+
+/// `redis` and `node-name`, checked (the URL is parsed, nothing is connected).
+fn fleet(raw: &RawConfig) -> Result<Option<FleetConfig>, ConfigError> {
+    let Some(url) = raw.redis.clone() else {
+        if raw.node_name.is_some() {
+            return err("node-name", "names this server in a fleet: set redis too");
+        }
+        return Ok(None);
+    };
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        // The message names the problem, not the URL (it may hold a password).
+        return err(
+            "redis",
+            format!("not a Redis URL: {}", e.detail().unwrap_or("unreadable")),
+        );
+    }
+    if let Some(name) = &raw.node_name {
+        if name.is_empty() || name.len() > 128 || name.contains(char::is_whitespace) {
+            return err("node-name", "1 to 128 characters, no spaces");
+        }
+    }
+    Ok(Some(FleetConfig {
+        redis: url,
+        node: raw.node_name.clone(),
+    }))
 }
 
 /// Listener addresses of every enabled protocol, and the TLS files when TLS is on (it is

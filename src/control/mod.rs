@@ -13,7 +13,8 @@ pub use certs::{CertError, CertStore, watch as watch_certificates};
 pub use connections::ConnLimits;
 pub use mailbox::{Command, ShardLink, Wake};
 pub use reload::{
-    LogFilterError, LogReloader, ReloadError, ReloadReport, add_host_addresses, shard_config,
+    LogFilterError, LogReloader, ReloadError, ReloadReport, StoreCredentials, add_host_addresses,
+    shard_config,
 };
 
 use crate::config::{Config, RawConfig};
@@ -21,7 +22,7 @@ use crate::offload::{Offload, OffloadTotals};
 use ferroturn_core::server::{Gauges, Session, SessionFilter, Stats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,6 +54,8 @@ pub struct Metrics {
     pub shards: usize,
     /// The kernel fast path's counters and the channels it relays now, when it runs.
     pub offload: Option<(OffloadTotals, u64)>,
+    /// Whether the fleet's Redis answers; `None` without a fleet.
+    pub fleet_redis_up: Option<bool>,
 }
 
 /// The bound listener addresses, ephemeral ports resolved.
@@ -76,6 +79,10 @@ pub struct Control {
     draining: AtomicBool,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Credentials of the user store, added to the configured ones.
+    store: Mutex<Option<StoreCredentials>>,
+    /// The fleet's Redis: 0 no fleet, 1 not answering, 2 answering.
+    fleet_redis: AtomicU8,
 }
 
 impl Control {
@@ -100,6 +107,8 @@ impl Control {
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            store: Mutex::new(None),
+            fleet_redis: AtomicU8::new(0),
         }
     }
 
@@ -180,7 +189,17 @@ impl Control {
         m.connections_refused = refused;
         m.stream_frames_dropped = self.conn_limits.dropped();
         m.offload = self.offload.as_ref().map(|o| (o.totals(), o.installed()));
+        m.fleet_redis_up = match self.fleet_redis.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == 2),
+        };
         m
+    }
+
+    /// Records whether the fleet's Redis answers (for /metrics).
+    pub fn set_fleet_redis_up(&self, up: bool) {
+        self.fleet_redis
+            .store(if up { 2 } else { 1 }, Ordering::Relaxed);
     }
 
     /// Whether the kernel fast path runs.

@@ -150,13 +150,55 @@ impl Control {
                 }
             }
         }
-        let cfg = shard_config(&new, self.shards.len(), self.offload.is_some());
-        for s in &self.shards {
-            s.send(Command::Reconfigure(Box::new(cfg.clone())));
-        }
+        self.reconfigure_shards(&new);
         if let Ok(mut c) = self.config.write() {
             *c = Arc::new(new);
         }
         Ok(report)
+    }
+
+    /// Hands every shard its share of `config`, with the user store's credentials added.
+    fn reconfigure_shards(&self, config: &Config) {
+        let mut cfg = shard_config(config, self.shards.len(), self.offload.is_some());
+        if let Some(store) = self.store.lock().ok().and_then(|s| s.clone()) {
+            cfg.credentials = cfg.credentials.with_store(&store.secrets, &store.users);
+        }
+        for s in &self.shards {
+            s.send(Command::Reconfigure(Box::new(cfg.clone())));
+        }
+    }
+
+    /// Replaces the users and REST secrets of the user store (the fleet's Redis, in
+    /// coturn's schema): they serve new authentications at once, beside the configured
+    /// ones, and survive reloads. Nothing is sent when they did not change.
+    pub fn set_store_credentials(&self, store: StoreCredentials) {
+        {
+            let Ok(mut current) = self.store.lock() else {
+                return;
+            };
+            if current.as_ref() == Some(&store) {
+                return;
+            }
+            *current = Some(store);
+        }
+        self.reconfigure_shards(&self.config());
+    }
+}
+
+/// Users (name and long-term key) and REST secrets from a user store.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreCredentials {
+    pub secrets: Vec<String>,
+    pub users: Vec<(String, ferroturn_core::auth::credentials::Key)>,
+}
+
+impl std::fmt::Debug for StoreCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StoreCredentials({} secrets, {} users)",
+            self.secrets.len(),
+            self.users.len()
+        )
     }
 }

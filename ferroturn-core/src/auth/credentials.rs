@@ -83,6 +83,22 @@ impl Credentials {
         &self.realm
     }
 
+    /// These credentials with a user store's (the fleet's Redis) added: its REST secrets
+    /// after the configured ones, its users beside them. A name configured here keeps
+    /// its configured key.
+    pub fn with_store(&self, secrets: &[String], users: &[(String, Key)]) -> Credentials {
+        let mut out = self.clone();
+        for s in secrets {
+            if !out.secrets.iter().any(|have| have == s.as_bytes()) {
+                out.secrets.push(s.as_bytes().to_vec());
+            }
+        }
+        for (name, key) in users {
+            out.users.entry(name.clone()).or_insert(*key);
+        }
+        out
+    }
+
     /// Whether `username` is a REST username whose expiry has passed at `now` (a static
     /// user never expires).
     pub fn is_expired_rest(&self, username: &str, now: u64) -> bool {
@@ -160,6 +176,28 @@ mod tests {
                 assert_eq!(expiry, Some(2000));
                 assert!(keys.contains(&long_term_key(&u, "example.org", p.as_bytes())));
                 assert_eq!(keys.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stores_users_and_secrets_add_to_the_configured_ones() {
+        let stored_key = long_term_key("carol", "example.org", b"from-store");
+        let c = creds().with_store(
+            &["stored".into(), "new".into()],
+            &[("carol".into(), stored_key), ("alice".into(), [0; 16])],
+        );
+        assert!(
+            matches!(c.lookup("carol", 0), Lookup::Keys { keys, .. } if keys == vec![stored_key])
+        );
+        let alice = long_term_key("alice", "example.org", b"pw");
+        assert!(matches!(c.lookup("alice", 0), Lookup::Keys { keys, .. } if keys == vec![alice]));
+        let (u, p) = rest_credentials("stored", "bob", 2000, ':');
+        match c.lookup(&u, 1000) {
+            Lookup::Keys { keys, .. } => {
+                assert_eq!(keys.len(), 3, "old, new and stored; new only once");
+                assert!(keys.contains(&long_term_key(&u, "example.org", p.as_bytes())));
             }
             other => panic!("{other:?}"),
         }

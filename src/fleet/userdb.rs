@@ -1,0 +1,132 @@
+//! Users and REST secrets kept in Redis in coturn's own redis-userdb schema, so a coturn
+//! deployment moves over with its user database:
+//! - `turn/realm/<realm>/user/<name>/key`: the hex long-term key, MD5(name:realm:password);
+//! - `turn/realm/<realm>/secret`: a set of TURN REST secrets.
+//!
+//! They are read every [`EVERY`] and added to the configured users and secrets (a name
+//! configured in the file keeps its configured key), so a user written into Redis
+//! authenticates within seconds and one removed stops authenticating new allocations
+//! (existing allocations keep the key they were made with, as on a reload).
+
+use super::{Fleet, FleetError};
+use crate::control::StoreCredentials;
+use ferroturn_core::auth::credentials::Key;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the user database is read.
+const EVERY: Duration = Duration::from_secs(2);
+/// At most this many users are read; more are left out with a warning.
+const MAX_USERS: usize = 100_000;
+/// At most this many secrets.
+const MAX_SECRETS: usize = 64;
+
+/// Reads the user database every [`EVERY`] for as long as the node runs. While Redis is
+/// away the last credentials read stay in force.
+pub(super) async fn run(fleet: Arc<Fleet>) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let realm = fleet.control.config().server.credentials.realm().to_owned();
+        match read(&fleet, &realm).await {
+            Ok((store, truncated)) => {
+                if truncated && !warned {
+                    tracing::warn!(
+                        "fleet: more than {MAX_USERS} users or {MAX_SECRETS} secrets in Redis; the rest are not used"
+                    );
+                }
+                warned = truncated;
+                fleet.control.set_store_credentials(store);
+            }
+            Err(e) => tracing::debug!("fleet: user database not read: {e}"),
+        }
+    }
+}
+
+/// The users and secrets of `realm`, sorted, and whether some were left out.
+async fn read(fleet: &Fleet, realm: &str) -> Result<(StoreCredentials, bool), FleetError> {
+    let secret_key = format!("turn/realm/{realm}/secret");
+    let pattern = format!("turn/realm/{realm}/user/*/key");
+    let (mut secrets, keys, values): (Vec<String>, Vec<String>, Vec<Option<String>>) = fleet
+        .call(|mut c| async move {
+            let secrets: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(&secret_key)
+                .query_async(&mut c)
+                .await?;
+            let mut keys: Vec<String> = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut c)
+                    .await?;
+                keys.extend(page);
+                cursor = next;
+                if cursor == 0 || keys.len() > MAX_USERS {
+                    break;
+                }
+            }
+            let mut values = Vec::with_capacity(keys.len());
+            for chunk in keys.chunks(1000) {
+                let page: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(chunk).query_async(&mut c).await?;
+                values.extend(page);
+            }
+            Ok((secrets, keys, values))
+        })
+        .await?;
+    let truncated = keys.len() > MAX_USERS || secrets.len() > MAX_SECRETS;
+    let prefix = format!("turn/realm/{realm}/user/");
+    let mut users: Vec<(String, Key)> = keys
+        .iter()
+        .zip(values)
+        .take(MAX_USERS)
+        .filter_map(|(k, v)| {
+            let name = k.strip_prefix(&prefix)?.strip_suffix("/key")?;
+            Some((name.to_owned(), parse_key(v?.trim())?))
+        })
+        .filter(|(name, _)| !name.is_empty() && !name.contains('/'))
+        .collect();
+    users.sort();
+    users.dedup_by(|a, b| a.0 == b.0);
+    secrets.retain(|s| !s.is_empty());
+    secrets.sort();
+    secrets.truncate(MAX_SECRETS);
+    Ok((StoreCredentials { secrets, users }, truncated))
+}
+
+/// A 32-digit hex key, as coturn stores it.
+fn parse_key(hex: &str) -> Option<Key> {
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_32_hex_digits() {
+        // coturn's schema example: user gorst, realm north.gov, password hero.
+        let key = parse_key("7da2270ccfa49786e0115366d3a3d14d").unwrap();
+        assert_eq!(
+            key,
+            ferroturn_core::proto::integrity::long_term_key("gorst", "north.gov", b"hero")
+        );
+        assert!(parse_key("7da2270ccfa49786e0115366d3a3d14").is_none());
+        assert!(parse_key("zz").is_none());
+        assert!(parse_key(&"é".repeat(16)).is_none());
+    }
+}
