@@ -186,6 +186,45 @@ impl Drop for Fleet {
     }
 }
 
+/// The keys matching `pattern`, at least `limit` of them when there are that many (SCAN
+/// stops once it has them).
+async fn scan(
+    c: &mut ConnectionManager,
+    pattern: &str,
+    limit: usize,
+) -> redis::RedisResult<Vec<String>> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(c)
+            .await?;
+        keys.extend(page);
+        cursor = next;
+        if cursor == 0 || keys.len() >= limit {
+            return Ok(keys);
+        }
+    }
+}
+
+/// The values of `keys` (None where a key is gone), in pages of 1000.
+async fn mget(
+    c: &mut ConnectionManager,
+    keys: &[String],
+) -> redis::RedisResult<Vec<Option<String>>> {
+    let mut values = Vec::with_capacity(keys.len());
+    for page in keys.chunks(1000) {
+        let got: Vec<Option<String>> = redis::cmd("MGET").arg(page).query_async(c).await?;
+        values.extend(got);
+    }
+    Ok(values)
+}
+
 /// The host name and the first bound listening address: unique per node, stable
 /// across restarts.
 fn default_node_name(control: &Control) -> String {

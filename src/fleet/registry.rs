@@ -97,28 +97,9 @@ fn describe(fleet: &Fleet, last: &mut Option<(Instant, u64)>) -> (NodeInfo, u64)
 pub(super) async fn list(fleet: &Fleet) -> Result<Vec<NodeInfo>, FleetError> {
     let texts: Vec<Option<String>> = fleet
         .call(|mut c| async move {
-            let mut keys: Vec<String> = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{PREFIX}*"))
-                    .arg("COUNT")
-                    .arg(MAX_NODES)
-                    .query_async(&mut c)
-                    .await?;
-                keys.extend(page);
-                cursor = next;
-                if cursor == 0 || keys.len() >= MAX_NODES {
-                    break;
-                }
-            }
+            let mut keys = super::scan(&mut c, &format!("{PREFIX}*"), MAX_NODES).await?;
             keys.truncate(MAX_NODES);
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            redis::cmd("MGET").arg(keys).query_async(&mut c).await
+            super::mget(&mut c, &keys).await
         })
         .await?;
     let mut nodes: Vec<NodeInfo> = texts

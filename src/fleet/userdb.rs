@@ -55,29 +55,9 @@ async fn read(fleet: &Fleet, realm: &str) -> Result<(StoreCredentials, bool), Fl
                 .arg(&secret_key)
                 .query_async(&mut c)
                 .await?;
-            let mut keys: Vec<String> = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut c)
-                    .await?;
-                keys.extend(page);
-                cursor = next;
-                if cursor == 0 || keys.len() > MAX_USERS {
-                    break;
-                }
-            }
-            let mut values = Vec::with_capacity(keys.len());
-            for chunk in keys.chunks(1000) {
-                let page: Vec<Option<String>> =
-                    redis::cmd("MGET").arg(chunk).query_async(&mut c).await?;
-                values.extend(page);
-            }
+            // One more than the bound, to tell that some were left out.
+            let keys = super::scan(&mut c, &pattern, MAX_USERS + 1).await?;
+            let values = super::mget(&mut c, &keys).await?;
             Ok((secrets, keys, values))
         })
         .await?;
