@@ -30,7 +30,7 @@ pub async fn readyz(State(control): State<Arc<Control>>) -> Response {
 }
 
 /// Runs `f` with the control on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     control: &Arc<Control>,
     f: impl FnOnce(&Control) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -41,7 +41,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Refuses a request without a valid admin key.
-fn admin(control: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn admin(control: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
     let config = control.config();
     auth::bearer(headers)
         .and_then(|t| auth::find(t, config.api.admin_keys.iter()))

@@ -17,6 +17,7 @@ mod auth;
 
 mod credentials;
 mod metrics;
+mod revocations;
 
 use crate::control::Control;
 use crate::fleet::Fleet;
@@ -150,6 +151,12 @@ fn router(state: AppState) -> Router {
         )
         .route("/api/v1/admin/reload", post(admin::reload))
         .route("/api/v1/admin/nodes", get(admin::nodes))
+        .route(
+            "/api/v1/admin/revocations",
+            get(revocations::list)
+                .post(revocations::revoke)
+                .delete(revocations::lift),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

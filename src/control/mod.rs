@@ -13,8 +13,8 @@ pub use certs::{CertError, CertStore, watch as watch_certificates};
 pub use connections::ConnLimits;
 pub use mailbox::{Command, ShardLink, Wake};
 pub use reload::{
-    LogFilterError, LogReloader, ReloadError, ReloadReport, StoreCredentials, add_host_addresses,
-    shard_config,
+    LogFilterError, LogReloader, MAX_REVOCATIONS, ReloadError, ReloadReport, StoreCredentials,
+    add_host_addresses, shard_config,
 };
 
 use crate::config::{Config, RawConfig};
@@ -83,6 +83,8 @@ pub struct Control {
     store: Mutex<Option<StoreCredentials>>,
     /// The fleet's Redis: 0 no fleet, 1 not answering, 2 answering.
     fleet_redis: AtomicU8,
+    /// Users refused until a time (unix seconds), by an operator of this node.
+    revoked: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Control {
@@ -109,6 +111,7 @@ impl Control {
             reloads_failed: AtomicU64::new(0),
             store: Mutex::new(None),
             fleet_redis: AtomicU8::new(0),
+            revoked: Mutex::new(std::collections::HashMap::new()),
         }
     }
 

@@ -225,6 +225,39 @@ async fn mget(
     Ok(values)
 }
 
+impl Fleet {
+    /// Puts `user` on the fleet's revocation list until `until` (unix seconds) and tells
+    /// every node to end its allocations now (they also read the list every 2 s).
+    pub async fn revoke(&self, user: &str, until: u64) -> Result<(), FleetError> {
+        let (key, field) = (userdb::REVOKED, user.to_owned());
+        self.call(|mut c| async move {
+            redis::cmd("HSET")
+                .arg(key)
+                .arg(field)
+                .arg(until)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await?;
+        self.delete_sessions(ferroturn_core::server::SessionFilter::User(user.to_owned()))
+            .await
+    }
+
+    /// Takes `user` off the fleet's revocation list.
+    pub async fn lift_revocation(&self, user: &str) -> Result<(), FleetError> {
+        let (key, field) = (userdb::REVOKED, user.to_owned());
+        self.call(|mut c| async move {
+            redis::cmd("HDEL")
+                .arg(key)
+                .arg(field)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
 /// The host name and the first bound listening address: unique per node, stable
 /// across restarts.
 fn default_node_name(control: &Control) -> String {

@@ -7,13 +7,19 @@
 //! configured in the file keeps its configured key), so a user written into Redis
 //! authenticates within seconds and one removed stops authenticating new allocations
 //! (existing allocations keep the key they were made with, as on a reload).
+//!
+//! The fleet's revocation list is read with them: the hash `ferroturn:revoked` (user to
+//! unix time). A user newly on it loses its allocations on this node too.
 
 use super::{Fleet, FleetError};
-use crate::control::StoreCredentials;
+use crate::control::{MAX_REVOCATIONS, StoreCredentials};
 use ferroturn_core::auth::credentials::Key;
+use ferroturn_core::server::SessionFilter;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The fleet's revocation list: a hash of user to unix time.
+pub(super) const REVOKED: &str = "ferroturn:revoked";
 /// How often the user database is read.
 const EVERY: Duration = Duration::from_secs(2);
 /// At most this many users are read; more are left out with a warning.
@@ -27,6 +33,7 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
+    let mut revoked_before: Vec<String> = Vec::new();
     loop {
         tick.tick().await;
         let realm = fleet.control.config().server.credentials.realm().to_owned();
@@ -34,13 +41,41 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
             Ok((store, truncated)) => {
                 if truncated && !warned {
                     tracing::warn!(
-                        "fleet: more than {MAX_USERS} users or {MAX_SECRETS} secrets in Redis; the rest are not used"
+                        "fleet: more than {MAX_USERS} users, {MAX_SECRETS} secrets or {MAX_REVOCATIONS} revocations in Redis; the rest are not used"
                     );
                 }
                 warned = truncated;
+                let newly: Vec<String> = store
+                    .revoked
+                    .iter()
+                    .map(|(u, _)| u.clone())
+                    .filter(|u| !revoked_before.contains(u))
+                    .collect();
+                revoked_before = store.revoked.iter().map(|(u, _)| u.clone()).collect();
                 fleet.control.set_store_credentials(store);
+                end_sessions_of(&fleet, newly).await;
             }
             Err(e) => tracing::debug!("fleet: user database not read: {e}"),
+        }
+    }
+}
+
+/// Ends this node's allocations of `users` (newly revoked).
+async fn end_sessions_of(fleet: &Fleet, users: Vec<String>) {
+    if users.is_empty() {
+        return;
+    }
+    let control = fleet.control.clone();
+    let ended = tokio::task::spawn_blocking(move || {
+        users
+            .into_iter()
+            .map(|u| control.delete_sessions(SessionFilter::User(u)))
+            .sum::<usize>()
+    })
+    .await;
+    if let Ok(n) = ended {
+        if n > 0 {
+            tracing::info!(sessions = n, "fleet: sessions of revoked users deleted");
         }
     }
 }
@@ -49,19 +84,34 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
 async fn read(fleet: &Fleet, realm: &str) -> Result<(StoreCredentials, bool), FleetError> {
     let secret_key = format!("turn/realm/{realm}/secret");
     let pattern = format!("turn/realm/{realm}/user/*/key");
-    let (mut secrets, keys, values): (Vec<String>, Vec<String>, Vec<Option<String>>) = fleet
+    type Read = (
+        Vec<String>,
+        Vec<String>,
+        Vec<Option<String>>,
+        Vec<(String, u64)>,
+    );
+    let (mut secrets, keys, values, mut revoked): Read = fleet
         .call(|mut c| async move {
             let secrets: Vec<String> = redis::cmd("SMEMBERS")
                 .arg(&secret_key)
                 .query_async(&mut c)
                 .await?;
+            let revoked: Vec<(String, u64)> = redis::cmd("HGETALL")
+                .arg(REVOKED)
+                .query_async(&mut c)
+                .await?;
             // One more than the bound, to tell that some were left out.
             let keys = super::scan(&mut c, &pattern, MAX_USERS + 1).await?;
             let values = super::mget(&mut c, &keys).await?;
-            Ok((secrets, keys, values))
+            Ok((secrets, keys, values, revoked))
         })
         .await?;
-    let truncated = keys.len() > MAX_USERS || secrets.len() > MAX_SECRETS;
+    let truncated =
+        keys.len() > MAX_USERS || secrets.len() > MAX_SECRETS || revoked.len() > MAX_REVOCATIONS;
+    let now = crate::control::unix_now();
+    revoked.retain(|(_, until)| *until > now);
+    revoked.sort();
+    revoked.truncate(MAX_REVOCATIONS);
     let prefix = format!("turn/realm/{realm}/user/");
     let mut users: Vec<(String, Key)> = keys
         .iter()
@@ -78,7 +128,14 @@ async fn read(fleet: &Fleet, realm: &str) -> Result<(StoreCredentials, bool), Fl
     secrets.retain(|s| !s.is_empty());
     secrets.sort();
     secrets.truncate(MAX_SECRETS);
-    Ok((StoreCredentials { secrets, users }, truncated))
+    Ok((
+        StoreCredentials {
+            secrets,
+            users,
+            revoked,
+        },
+        truncated,
+    ))
 }
 
 /// A 32-digit hex key, as coturn stores it.

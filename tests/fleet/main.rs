@@ -14,7 +14,7 @@ use common::adversary::{Session, error_code, is_success};
 use common::http::{Reply, http};
 use common::process::{ChildGuard, ServerProcess, TempDir};
 use common::{PROCESS_WAIT, REALM, SECRET, code, config_toml, ip, rest_credentials, sha256_hex};
-use ferroturn::client::TurnClient;
+use ferroturn::client::{ClientError, TurnClient};
 use ferroturn_core::proto::wire::method;
 use redis::AsyncCommands;
 use serde_json::Value;
@@ -408,4 +408,51 @@ async fn nodes_serve_on_while_redis_is_stopped() {
         |n| n == &all,
     )
     .await;
+}
+
+/// A revocation made on one node holds at every node: the user's allocation on another
+/// node ends, and a new one anywhere gets 401 until the revocation is lifted.
+#[tokio::test]
+async fn a_revocation_holds_at_every_node_until_lifted() {
+    let redis = start_redis().await;
+    let fleet = start_fleet(&redis);
+    let mut on_b = fleet[1].client("alice").await;
+    on_b.allocate().await.expect("alice on B");
+
+    let r = fleet[0]
+        .admin("POST", "/api/v1/admin/revocations?user=alice&seconds=600")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["fleet"], Value::Bool(true), "{}", r.body);
+    eventually(
+        "alice gone from B",
+        || fleet[1].session_users(),
+        |u| u.is_empty(),
+    )
+    .await;
+    let try_alice = |node: &Node| {
+        let node_udp = node.udp();
+        async move {
+            let (u, p) = rest_credentials(SECRET, "alice", Duration::from_secs(600));
+            let mut c = TurnClient::new(node_udp, &u, &p).await.unwrap();
+            // 0 for an allocation, else the error code (1: no answer).
+            match c.allocate().await {
+                Ok(_) => 0,
+                Err(ClientError::Error(code)) => code,
+                Err(_) => 1,
+            }
+        }
+    };
+    eventually("alice refused at C", || try_alice(&fleet[2]), |c| *c == 401).await;
+    let listed = fleet[2]
+        .admin("GET", "/api/v1/admin/revocations")
+        .await
+        .json();
+    assert_eq!(listed["revocations"][0]["user"], "alice", "{listed}");
+
+    let r = fleet[0]
+        .admin("DELETE", "/api/v1/admin/revocations?user=alice")
+        .await;
+    assert_eq!(r.json()["fleet"], Value::Bool(true), "{}", r.body);
+    eventually("alice back at C", || try_alice(&fleet[2]), |c| *c == 0).await;
 }

@@ -50,6 +50,9 @@ impl Server {
             .and_then(|id| self.table.get(id))
         {
             if &a.username == username && realm == self.cfg.credentials.realm() {
+                if self.cfg.credentials.is_revoked(&a.user, unix) {
+                    return self.reject(now, tuple, AuthFailure::Revoked);
+                }
                 if self.cfg.strict_expiry && self.cfg.credentials.is_expired_rest(username, unix) {
                     return self.reject(now, tuple, AuthFailure::ExpiredRest);
                 }

@@ -1,4 +1,5 @@
-//! The admin endpoints: sessions listed and deleted, configuration reloaded.
+//! The admin endpoints: sessions listed and deleted, users revoked, configuration
+//! reloaded.
 
 use super::*;
 
@@ -58,6 +59,55 @@ async fn admin_lists_and_deletes_sessions() {
         clients[2].0.refresh(600).await,
         Err(ClientError::Error(437))
     ));
+}
+
+/// A revoked user loses its allocations at once and gets 401 for new ones, whatever
+/// its credential (every REST username of the user), until the revocation ends or is
+/// lifted; other users are untouched.
+#[tokio::test]
+async fn a_revoked_user_is_refused_until_lifted() {
+    let (server, api) = api_server("").await;
+    let alice_creds = credentials(api, "?user=alice").await.json();
+    let (mut alice, _) = allocate_with(&server, &alice_creds).await.unwrap();
+    let bob_creds = credentials(api, "?user=bob").await.json();
+    let (mut bob, _) = allocate_with(&server, &bob_creds).await.unwrap();
+
+    let reply = admin(
+        api,
+        "POST",
+        "/api/v1/admin/revocations?user=alice&seconds=600",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["deleted"], 1);
+    // Its allocation is gone, and the request does not get that far: 401.
+    assert!(matches!(
+        alice.refresh(600).await,
+        Err(ClientError::Error(401))
+    ));
+    let fresh = credentials(api, "?user=alice").await.json();
+    assert!(matches!(
+        allocate_with(&server, &fresh).await,
+        Err(ClientError::Error(401))
+    ));
+    bob.refresh(600).await.expect("bob is not revoked");
+    let list = admin(api, "GET", "/api/v1/admin/revocations").await.json();
+    assert_eq!(list["revocations"][0]["user"], "alice");
+    for bad in [
+        "?user=alice",
+        "?user=alice&seconds=0",
+        "?seconds=60",
+        "?user=alice&seconds=x",
+    ] {
+        let reply = admin(api, "POST", &format!("/api/v1/admin/revocations{bad}")).await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+    }
+
+    let reply = admin(api, "DELETE", "/api/v1/admin/revocations?user=alice").await;
+    assert_eq!(reply.json()["lifted"], true, "{}", reply.body);
+    allocate_with(&server, &fresh).await.expect("lifted");
+    let list = admin(api, "GET", "/api/v1/admin/revocations").await.json();
+    assert_eq!(list["revocations"], serde_json::json!([]));
 }
 
 #[tokio::test]
