@@ -29,6 +29,22 @@ pub async fn readyz(State(control): State<Arc<Control>>) -> Response {
     }
 }
 
+/// Whether the other nodes were told of `what` by `call`: `None` without a fleet.
+pub(super) async fn told(
+    fleet: Option<Arc<Fleet>>,
+    what: &str,
+    call: impl AsyncFnOnce(&Fleet) -> Result<(), crate::fleet::FleetError>,
+) -> Option<bool> {
+    let fleet = fleet?;
+    Some(match call(&fleet).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("fleet: the other nodes were not told of a {what}: {e}");
+            false
+        }
+    })
+}
+
 /// Runs `f` with the control on the blocking pool.
 pub(super) async fn blocking<T: Send + 'static>(
     control: &Arc<Control>,
@@ -115,7 +131,8 @@ pub async fn sessions(
 ///
 /// In a fleet the deletion is also published to every other node (through Redis), which
 /// carries it out within a second or two; `deleted` counts this node's, and `fleet` says
-/// whether the others were told (false while Redis does not answer).
+/// whether the others were told (false while Redis does not answer; absent without a
+/// fleet).
 pub async fn delete_sessions(
     State(control): State<Arc<Control>>,
     State(fleet): State<Option<Arc<Fleet>>>,
@@ -126,17 +143,11 @@ pub async fn delete_sessions(
     let filter = filter(&params?)?;
     let local = filter.clone();
     let n = blocking(&control, move |c| c.delete_sessions(local)).await?;
-    let Some(fleet) = fleet else {
-        return Ok(Json(json!({ "deleted": n })).into_response());
-    };
-    let told = match fleet.delete_sessions(filter).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!("fleet: the other nodes were not told of a session deletion: {e}");
-            false
-        }
-    };
-    Ok(Json(json!({ "deleted": n, "fleet": told })).into_response())
+    let fleet = told(fleet, "session deletion", async |f| {
+        f.delete_sessions(filter).await
+    })
+    .await;
+    Ok(Json(json!({ "deleted": n, "fleet": fleet })).into_response())
 }
 
 /// `GET /api/v1/admin/nodes`: the fleet's live nodes, least loaded first (without a

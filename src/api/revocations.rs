@@ -6,7 +6,7 @@
 //! - `DELETE /api/v1/admin/revocations?user=U`: lift it;
 //! - `GET /api/v1/admin/revocations`: the revocations in force on this node.
 
-use super::admin::{admin, blocking};
+use super::admin::{admin, blocking, told};
 use super::{ApiError, Params};
 use crate::control::{Control, unix_now};
 use crate::fleet::Fleet;
@@ -25,22 +25,6 @@ fn user(params: &Params) -> Result<String, ApiError> {
         Some(u) if !u.is_empty() && u.len() <= 508 => Ok(u.to_owned()),
         _ => Err(ApiError::bad("user", "give the user (1 to 508 bytes)")),
     }
-}
-
-/// Whether the fleet was told: absent without a fleet.
-async fn told(
-    fleet: Option<Arc<Fleet>>,
-    what: &str,
-    call: impl AsyncFnOnce(&Fleet) -> Result<(), crate::fleet::FleetError>,
-) -> Option<bool> {
-    let fleet = fleet?;
-    Some(match call(&fleet).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!("fleet: the other nodes were not told of a {what}: {e}");
-            false
-        }
-    })
 }
 
 pub async fn revoke(
