@@ -159,18 +159,7 @@ pub async fn nodes(
 ) -> Result<Response, ApiError> {
     admin(&control, &headers)?;
     let Some(fleet) = fleet else {
-        let m = control.metrics();
-        let list = |a: &[SocketAddr]| a.iter().map(|a| a.to_string()).collect();
-        let me = NodeInfo {
-            name: "local".into(),
-            udp: list(control.udp_addrs()),
-            tcp: list(control.tcp_addrs()),
-            tls: list(control.tls_addrs()),
-            allocations: m.gauges.allocations,
-            relayed_bps: 0,
-            draining: m.draining,
-            updated: crate::control::unix_now(),
-        };
+        let me = NodeInfo::of(&control, "local", &control.metrics(), 0);
         return Ok(Json(json!({ "nodes": [me] })).into_response());
     };
     match fleet.nodes().await {

@@ -85,6 +85,8 @@ pub struct Control {
     fleet_redis: AtomicU8,
     /// Users refused until a time (unix seconds), by an operator of this node.
     revoked: Mutex<std::collections::HashMap<String, u64>>,
+    /// A live node of the fleet a draining node redirects to.
+    fleet_alternate: Mutex<Option<SocketAddr>>,
 }
 
 impl Control {
@@ -112,6 +114,7 @@ impl Control {
             store: Mutex::new(None),
             fleet_redis: AtomicU8::new(0),
             revoked: Mutex::new(std::collections::HashMap::new()),
+            fleet_alternate: Mutex::new(None),
         }
     }
 
@@ -266,6 +269,52 @@ impl Control {
             }
         }
         all
+    }
+
+    /// The URIs clients are handed for this node: `turn-uris` verbatim, else one per
+    /// bound listener (UDP, TCP, TLS) with `public-host` or the listener's address as host.
+    pub fn turn_uris(&self, config: &Config) -> Vec<String> {
+        let api = &config.api;
+        if !api.turn_uris.is_empty() {
+            return api.turn_uris.clone();
+        }
+        let host = |addr: &SocketAddr| -> Option<String> {
+            if let Some(h) = &api.public_host {
+                return Some(h.clone());
+            }
+            let mut ip = addr.ip();
+            if ip.is_unspecified() {
+                // A wildcard listener: the address relays are announced with is reachable.
+                let relay = [config.server.relay_v4, config.server.relay_v6];
+                ip = relay
+                    .iter()
+                    .flatten()
+                    .map(|r| r.advertised)
+                    .find(|a| a.is_ipv4() == ip.is_ipv4())
+                    .or_else(|| relay.iter().flatten().map(|r| r.advertised).next())?;
+            }
+            Some(match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            })
+        };
+        let mut out: Vec<String> = Vec::new();
+        let kinds: [(&[SocketAddr], &str, &str); 3] = [
+            (self.udp_addrs(), "turn", "udp"),
+            (self.tcp_addrs(), "turn", "tcp"),
+            (self.tls_addrs(), "turns", "tcp"),
+        ];
+        for (addrs, scheme, transport) in kinds {
+            for addr in addrs {
+                if let Some(h) = host(addr) {
+                    let uri = format!("{scheme}:{h}:{}?transport={transport}", addr.port());
+                    if !out.contains(&uri) {
+                        out.push(uri);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Deletes the allocations `filter` names in every shard; returns how many.

@@ -172,6 +172,9 @@ impl Control {
         cfg.credentials = cfg
             .credentials
             .with_store(&store.secrets, &store.users, &revoked);
+        if cfg.alternate_server.is_none() {
+            cfg.alternate_server = self.fleet_alternate.lock().ok().and_then(|a| *a);
+        }
         for s in &self.shards {
             s.send(Command::Reconfigure(Box::new(cfg.clone())));
         }
@@ -222,6 +225,22 @@ impl Control {
             .unwrap_or_default();
         list.sort();
         list
+    }
+
+    /// Where a draining node sends new allocations when `alternate-server` is not set: a
+    /// live node of the fleet, or none. Nothing is sent to the shards when it did not
+    /// change.
+    pub fn set_fleet_alternate(&self, alternate: Option<std::net::SocketAddr>) {
+        {
+            let Ok(mut current) = self.fleet_alternate.lock() else {
+                return;
+            };
+            if *current == alternate {
+                return;
+            }
+            *current = alternate;
+        }
+        self.reconfigure_shards(&self.config());
     }
 
     /// Every revocation in force here: this node's and the user store's (the fleet's),

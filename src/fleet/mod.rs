@@ -56,6 +56,8 @@ pub struct Fleet {
     control: Arc<Control>,
     up: AtomicBool,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    /// The registry as last read (every second), least loaded first.
+    nodes: std::sync::RwLock<Vec<NodeInfo>>,
 }
 
 impl Fleet {
@@ -79,6 +81,7 @@ impl Fleet {
             control,
             up: AtomicBool::new(false),
             tasks: std::sync::Mutex::new(Vec::new()),
+            nodes: std::sync::RwLock::new(Vec::new()),
         });
         let tasks = vec![
             tokio::spawn(registry::run(fleet.clone())),
@@ -165,9 +168,15 @@ impl Fleet {
         }
     }
 
-    /// The live nodes of the fleet, least loaded first.
+    /// The live nodes of the fleet, least loaded first, read from Redis now.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, FleetError> {
         registry::list(self).await
+    }
+
+    /// The live nodes as the registry task last read them (at most a second ago, or
+    /// from before Redis stopped answering): no Redis round trip.
+    pub fn live_nodes(&self) -> Vec<NodeInfo> {
+        self.nodes.read().map(|n| n.clone()).unwrap_or_default()
     }
 
     /// Deletes the sessions `filter` names on every node: here at once (the count is

@@ -1,8 +1,12 @@
 //! The node registry: every second each node writes what a client or an operator needs
-//! to pick it (addresses, load, drain state) under `ferroturn:node:<name>`, expiring
-//! after [`NODE_TTL`]; a node that stops or dies leaves the list by itself.
+//! to pick it (addresses, URIs, load, drain state) under `ferroturn:node:<name>`,
+//! expiring after [`NODE_TTL`]; a node that stops or dies leaves the list by itself.
+//! Each node then reads the list back: the credentials endpoint hands out the URIs of
+//! the nodes that are not draining, least loaded first, and a draining node sends new
+//! allocations to the least loaded other one (300 Try Alternate with ALTERNATE-SERVER).
 
 use super::{Fleet, FleetError};
+use crate::control::{Control, Metrics};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,12 +26,32 @@ pub struct NodeInfo {
     pub udp: Vec<String>,
     pub tcp: Vec<String>,
     pub tls: Vec<String>,
+    /// What the credentials endpoint hands out for this node (`turn:` / `turns:` URIs).
+    pub uris: Vec<String>,
     pub allocations: u64,
     /// Relayed bits per second, both directions, over the last second.
     pub relayed_bps: u64,
     pub draining: bool,
     /// Unix seconds of the write.
     pub updated: u64,
+}
+
+impl NodeInfo {
+    /// The node `control` runs, named `name`, with its metrics `m`.
+    pub fn of(control: &Control, name: &str, m: &Metrics, relayed_bps: u64) -> NodeInfo {
+        let list = |a: &[std::net::SocketAddr]| a.iter().map(|a| a.to_string()).collect();
+        NodeInfo {
+            name: name.to_owned(),
+            udp: list(control.udp_addrs()),
+            tcp: list(control.tcp_addrs()),
+            tls: list(control.tls_addrs()),
+            uris: control.turn_uris(&control.config()),
+            allocations: m.gauges.allocations,
+            relayed_bps,
+            draining: m.draining,
+            updated: crate::control::unix_now(),
+        }
+    }
 }
 
 /// Writes this node's entry every second for as long as the node runs.
@@ -43,7 +67,7 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
             continue;
         };
         let key = format!("{PREFIX}{}", fleet.node);
-        let _ = fleet
+        let written = fleet
             .call(|mut c| async move {
                 redis::cmd("SET")
                     .arg(key)
@@ -54,7 +78,29 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
                     .await
             })
             .await;
+        if written.is_ok() {
+            if let Ok(nodes) = list(&fleet).await {
+                redirect_while_draining(&fleet, info.draining, &nodes);
+                if let Ok(mut cached) = fleet.nodes.write() {
+                    *cached = nodes;
+                }
+            }
+        }
     }
+}
+
+/// While this node drains, new allocations go to the least loaded other node that is
+/// not draining (its first UDP address); otherwise to `alternate-server` as configured.
+fn redirect_while_draining(fleet: &Fleet, draining: bool, nodes: &[NodeInfo]) {
+    let alternate = draining
+        .then(|| {
+            nodes
+                .iter()
+                .filter(|n| !n.draining && n.name != fleet.node)
+                .find_map(|n| n.udp.iter().find_map(|a| a.parse().ok()))
+        })
+        .flatten();
+    fleet.control.set_fleet_alternate(alternate);
 }
 
 /// This node now, and the relayed byte count the next rate is measured from.
@@ -79,17 +125,7 @@ fn describe(fleet: &Fleet, last: &mut Option<(Instant, u64)>) -> (NodeInfo, u64)
         }
         None => 0,
     };
-    let list = |a: &[std::net::SocketAddr]| a.iter().map(|a| a.to_string()).collect();
-    let info = NodeInfo {
-        name: fleet.node.clone(),
-        udp: list(control.udp_addrs()),
-        tcp: list(control.tcp_addrs()),
-        tls: list(control.tls_addrs()),
-        allocations: m.gauges.allocations,
-        relayed_bps,
-        draining: m.draining,
-        updated: crate::control::unix_now(),
-    };
+    let info = NodeInfo::of(control, &fleet.node, &m, relayed_bps);
     (info, bytes)
 }
 

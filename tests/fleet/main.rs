@@ -23,6 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ADMIN: &str = "fleet-admin-token";
+const TOKEN: &str = "fleet-credentials-token";
 const NONCE_SECRET: &str = "fleet-nonce-secret-0123456789";
 /// How long a change may take to reach every node: a registry write (1 s) or expiry
 /// (5 s), a user database read (2 s), Redis's own reconnect after a stop.
@@ -164,9 +165,10 @@ fn start_node(ip: &str, port: u16, redis: &Redis, extra: &str) -> Node {
         &format!(
             "listening-ip = [\"{ip}\"]\nlistening-port = {port}\nno-tcp = true\n\
              allowed-peer-ip = [\"127.0.0.0-127.255.255.255\"]\n\
-             api-listen = \"{ip}:0\"\nadmin-key-sha256 = [\"{}\"]\n\
+             api-listen = \"{ip}:0\"\nadmin-key-sha256 = [\"{}\"]\napi-key-sha256 = [\"{}\"]\n\
              redis = \"{}\"\nnode-name = \"{name}\"\nnonce-secret = [\"{NONCE_SECRET}\"]\n{extra}",
             sha256_hex(ADMIN),
+            sha256_hex(TOKEN),
             redis.url()
         ),
     );
@@ -455,4 +457,87 @@ async fn a_revocation_holds_at_every_node_until_lifted() {
         .await;
     assert_eq!(r.json()["fleet"], Value::Bool(true), "{}", r.body);
     eventually("alice back at C", || try_alice(&fleet[2]), |c| *c == 0).await;
+}
+
+/// The credentials endpoint of any node hands out the URIs of every node that is not
+/// draining; a draining node leaves that list and answers a new Allocate with 300 Try
+/// Alternate naming a live node.
+#[tokio::test]
+async fn credentials_name_live_nodes_and_a_draining_node_redirects() {
+    let redis = start_redis().await;
+    let fleet = start_fleet(&redis);
+    let uris = |node: &Node| {
+        let api = node.api;
+        async move {
+            let auth = format!("Bearer {TOKEN}");
+            let r = http(
+                api,
+                "GET",
+                "/api/v1/credentials?user=zed",
+                &[("Authorization", &auth)],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let mut hosts: Vec<String> = r.json()["uris"]
+                .as_array()
+                .expect("uris")
+                .iter()
+                .filter_map(|u| u.as_str())
+                .filter_map(|u| u.strip_prefix("turn:"))
+                .filter_map(|u| u.split(':').next())
+                .map(str::to_owned)
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            hosts
+        }
+    };
+    let every = vec!["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    eventually("every node's URIs", || uris(&fleet[0]), |h| h == &every).await;
+
+    let r = fleet[1].admin("POST", "/api/v1/admin/drain").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let live = vec!["127.0.0.2", "127.0.0.4"];
+    eventually(
+        "the draining node left out",
+        || uris(&fleet[2]),
+        |h| h == &live,
+    )
+    .await;
+
+    let (u, p) = rest_credentials(SECRET, "yan", Duration::from_secs(600));
+    let s = Session::challenged(ip("127.0.0.1"), fleet[1].udp(), &u, &p).await;
+    let alternate = || {
+        let msg = s
+            .authed(method::ALLOCATE)
+            .transport(17)
+            .integrity(&s.key())
+            .fingerprint()
+            .bytes();
+        let s = &s;
+        async move {
+            let r = s.exchange(&msg).await.expect("an answer");
+            let value = common::wire::attribute(&r, 0x8023).map(<[u8]>::to_vec);
+            (error_code(&r), value)
+        }
+    };
+    let (code, value) = eventually("300 Try Alternate", alternate, |(c, v)| {
+        *c == Some(300) && v.is_some()
+    })
+    .await;
+    assert_eq!(code, Some(300));
+    let value = value.unwrap();
+    // ALTERNATE-SERVER: 0, family 1 (IPv4), port, address.
+    assert_eq!(&value[..2], &[0, 1]);
+    let port = u16::from_be_bytes([value[2], value[3]]);
+    let to = std::net::Ipv4Addr::new(value[4], value[5], value[6], value[7]);
+    assert_eq!(
+        port,
+        fleet[1].udp().port(),
+        "every node listens on one port"
+    );
+    assert!(
+        [fleet[0].udp(), fleet[2].udp()].contains(&SocketAddr::from((to, port))),
+        "redirected to {to}:{port}, a live node"
+    );
 }
