@@ -54,7 +54,10 @@ struct SessionView {
     username: String,
     client: SocketAddr,
     transport: &'static str,
+    /// The relayed address (a dual allocation's IPv4 one).
     relayed: SocketAddr,
+    /// A dual allocation's IPv6 relayed address, else null.
+    additional_relayed: Option<SocketAddr>,
     age_secs: u64,
     expires_in_secs: u64,
     /// Payload bytes relayed, user space and kernel together.
@@ -83,6 +86,7 @@ impl From<Session> for SessionView {
             username: s.username,
             client: s.client,
             relayed: s.relayed,
+            additional_relayed: s.additional_relayed,
             age_secs: s.age_secs,
             expires_in_secs: s.expires_in_secs,
             bytes_up: s.bytes_up + s.kernel[0].bytes,
@@ -110,7 +114,7 @@ pub async fn sessions(
 }
 
 /// `DELETE /api/v1/admin/sessions[?user=U|?relayed=IP:PORT]`: without a filter, every
-/// allocation.
+/// allocation; `relayed` names either relayed address of a dual allocation.
 pub async fn delete_sessions(
     State(control): State<Arc<Control>>,
     headers: HeaderMap,

@@ -33,7 +33,9 @@ pub struct Request {
     pub lifetime: Option<u32>,
     pub requested_transport: Option<u8>,
     pub requested_family: Option<Family>,
-    pub additional_family: bool,
+    /// RFC 8656 section 18.11: ADDITIONAL-ADDRESS-FAMILY (a dual allocation). Only IPv6
+    /// is valid; the Allocate handler refuses IPv4 (section 7.2).
+    pub additional_family: Option<Family>,
     pub even_port: Option<bool>,
     /// RFC 8656 section 14.9.
     pub reservation_token: Option<[u8; 8]>,
@@ -85,7 +87,9 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
             StunAttribute::RequestedAddressFamily(f) if req.requested_family.is_none() => {
                 req.requested_family = Some(family(f.family()))
             }
-            StunAttribute::AdditionalAddressFamily(_) => req.additional_family = true,
+            StunAttribute::AdditionalAddressFamily(f) if req.additional_family.is_none() => {
+                req.additional_family = Some(family(f.family()))
+            }
             StunAttribute::EvenPort(e) if req.even_port.is_none() => {
                 req.even_port = Some(e.reserve())
             }
@@ -153,6 +157,9 @@ pub enum ResponseAttr<'a> {
     AlternateServer(SocketAddr),
     /// RFC 8656 section 14.9.
     ReservationToken([u8; 8]),
+    /// RFC 8656 section 18.12: in the success response to a dual Allocate, the family
+    /// that could not be allocated and why (440 or 508).
+    AddressErrorCode(Family, u16),
 }
 
 /// Encodes a response or indication; MESSAGE-INTEGRITY (with `key`) and FINGERPRINT are
@@ -197,6 +204,17 @@ pub fn encode(
             }
             ResponseAttr::ReservationToken(token) => {
                 builder.with_attribute(stun_rs::attributes::turn::ReservationToken::from(token))
+            }
+            ResponseAttr::AddressErrorCode(family, code) => {
+                let family = match family {
+                    Family::V4 => AddressFamily::IPv4,
+                    Family::V6 => AddressFamily::IPv6,
+                };
+                // No reason phrase, as for ERROR-CODE.
+                let code = stun_rs::ErrorCode::new(code, "").ok()?;
+                builder.with_attribute(stun_rs::attributes::turn::AddressErrorCode::new(
+                    family, code,
+                ))
             }
             // Written by hand below: stun-rs's quoted-string check costs ~5 us apiece.
             ResponseAttr::Realm(_) | ResponseAttr::Nonce(_) => builder,
