@@ -352,3 +352,17 @@ fn a_dual_allocation_counts_once_against_the_user_quota() {
     h.refresh(&mut c, Some(0));
     h.allocate(&mut other, &[]);
 }
+
+/// coturn's clients (uclient `-Z`) send ADDITIONAL-ADDRESS-FAMILY under the code point of
+/// the drafts before RFC 8656, 0x8032: it asks for a dual allocation all the same.
+#[test]
+fn the_drafts_code_point_asks_for_a_dual_allocation_too() {
+    let mut h = dual_stack("");
+    let mut c = alice();
+    let attrs = [RequestAttr::RequestedTransport(UDP)];
+    let draft: [(u16, &[u8]); 1] = [(attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT, &[2, 0, 0, 0])];
+    let raw = h.request_with(&mut c, method::ALLOCATE, &attrs, &draft, true);
+    let r = success(&raw, method::ALLOCATE);
+    assert!(r.xor_relayed.unwrap().is_ipv4());
+    assert!(r.additional_relayed.unwrap().is_ipv6());
+}

@@ -114,8 +114,10 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
 }
 
 /// The header and the attributes of `buf` before `end`, minus USERNAME, REALM, NONCE and
-/// MESSAGE-INTEGRITY, with the length field set to match. The pre-scan has checked every
-/// attribute header, so the walk stays in bounds (and returns `None` if it would not).
+/// MESSAGE-INTEGRITY, with the length field set to match; ADDITIONAL-ADDRESS-FAMILY under
+/// coturn's draft code point is renamed to the RFC's, so stun-rs decodes it. The
+/// pre-scan has checked every attribute header, so the walk stays in bounds (and returns
+/// `None` if it would not).
 fn without_text_attributes(buf: &[u8], end: usize) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(end);
     out.extend_from_slice(buf.get(..HEADER_LEN)?);
@@ -127,7 +129,12 @@ fn without_text_attributes(buf: &[u8], end: usize) -> Option<Vec<u8>> {
             t,
             attr::USERNAME | attr::REALM | attr::NONCE | attr::MESSAGE_INTEGRITY
         ) {
+            let start = out.len();
             out.extend_from_slice(buf.get(at..next)?);
+            if t == attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT {
+                out.get_mut(start..start + 2)?
+                    .copy_from_slice(&attr::ADDITIONAL_ADDRESS_FAMILY.to_be_bytes());
+            }
         }
         at = next;
     }
@@ -268,6 +275,37 @@ mod tests {
         assert_eq!(r.nonce.as_deref(), Some("n0nce"));
         assert_eq!((r.requested_transport, r.lifetime), (Some(17), Some(1234)));
         assert_eq!(r.peers, vec!["192.0.2.9:7".parse().unwrap()]);
+    }
+
+    /// RFC 8656 section 18.11 (0x8000) and coturn's draft code point (0x8032) both name
+    /// ADDITIONAL-ADDRESS-FAMILY; the first one wins.
+    #[test]
+    fn additional_address_family_is_read_under_either_code_point() {
+        for (first, second, family) in [
+            (attr::ADDITIONAL_ADDRESS_FAMILY, None, Family::V6),
+            (attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT, None, Family::V6),
+            (
+                attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT,
+                Some(attr::ADDITIONAL_ADDRESS_FAMILY),
+                Family::V6,
+            ),
+        ] {
+            let mut w = MessageWriter::new(method::ALLOCATE, Class::Request, &[3; 12])
+                .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                .attr(first, &[2, 0, 0, 0]);
+            if let Some(t) = second {
+                w = w.attr(t, &[1, 0, 0, 0]);
+            }
+            let m = w.seal(Some(b"key"), true).unwrap();
+            let r = decode_request(&m, &scan(&m).unwrap()).unwrap();
+            assert_eq!(r.additional_family, Some(family), "{first:#x}");
+        }
+        let m = MessageWriter::new(method::ALLOCATE, Class::Request, &[3; 12])
+            .attr(attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT, &[1, 0, 0, 0])
+            .seal(None, true)
+            .unwrap();
+        let r = decode_request(&m, &scan(&m).unwrap()).unwrap();
+        assert_eq!(r.additional_family, Some(Family::V4));
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub mod attr {
     pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
     /// RFC 8656 section 18.12.
     pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+    /// ADDITIONAL-ADDRESS-FAMILY under the code point of the drafts before RFC 8656,
+    /// which coturn (its client and server, 4.6 and since) still uses; unassigned by
+    /// IANA. Read as ADDITIONAL-ADDRESS-FAMILY.
+    pub const ADDITIONAL_ADDRESS_FAMILY_DRAFT: u16 = 0x8032;
     pub const SOFTWARE: u16 = 0x8022;
     pub const FINGERPRINT: u16 = 0x8028;
 }
