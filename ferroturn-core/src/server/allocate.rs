@@ -18,6 +18,27 @@ use std::time::{Duration, Instant};
 /// RFC 8656 section 18.8: REQUESTED-TRANSPORT value for UDP.
 const PROTOCOL_UDP: u8 = 17;
 
+/// RFC 8656 section 7.2 steps 5, 6, 8 and 9: attributes that cannot go together, and
+/// ADDITIONAL-ADDRESS-FAMILY naming IPv4, are a 400.
+fn attributes_agree(req: &Request) -> Result<(), RequestError> {
+    let dual = req.additional_family.is_some();
+    // Step 5: RESERVATION-TOKEN excludes EVEN-PORT and both family attributes (a token
+    // this server did not issue, or saw used or expire, gets 508 when claimed).
+    let token_alone = req.reservation_token.is_none()
+        || (req.even_port.is_none() && req.requested_family.is_none() && !dual);
+    // Step 6: REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY together.
+    let one_family_attribute = !(req.requested_family.is_some() && dual);
+    // Step 8: EVEN-PORT with the R bit cannot reserve for a dual allocation.
+    let no_reserving_dual = !(req.even_port == Some(true) && dual);
+    // Step 9: ADDITIONAL-ADDRESS-FAMILY may only name IPv6 (section 18.11).
+    let additional_is_ipv6 = req.additional_family != Some(Family::V4);
+    if token_alone && one_family_attribute && no_reserving_dual && additional_is_ipv6 {
+        Ok(())
+    } else {
+        Err(RequestError::BadRequest)
+    }
+}
+
 impl Server {
     pub(super) fn handle_allocate(
         &mut self,
@@ -45,29 +66,7 @@ impl Server {
             Some(PROTOCOL_UDP) => {}
             Some(_) => return Err(RequestError::UnsupportedTransportProtocol),
         }
-        // RFC 8656 section 7.2 step 5: RESERVATION-TOKEN excludes EVEN-PORT,
-        // REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY; a token this server
-        // did not issue, or issued and saw used or expire, gets 508. Its family is the
-        // reserved port's.
-        if req.reservation_token.is_some()
-            && (req.even_port.is_some()
-                || req.requested_family.is_some()
-                || req.additional_family.is_some())
-        {
-            return Err(RequestError::BadRequest);
-        }
-        // Step 6: REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY together: 400.
-        if req.requested_family.is_some() && req.additional_family.is_some() {
-            return Err(RequestError::BadRequest);
-        }
-        // Step 8: EVEN-PORT with the R bit cannot reserve for a dual allocation: 400.
-        if req.even_port == Some(true) && req.additional_family.is_some() {
-            return Err(RequestError::BadRequest);
-        }
-        // Step 9: ADDITIONAL-ADDRESS-FAMILY may only name IPv6 (section 18.11): 400.
-        if req.additional_family == Some(Family::V4) {
-            return Err(RequestError::BadRequest);
-        }
+        attributes_agree(req)?;
         let claimed = match &req.reservation_token {
             Some(token) => Some(self.claim_reservation(token)?),
             None => None,
@@ -82,14 +81,10 @@ impl Server {
         };
         // Step 7: no relay address of the family asked for (a dual allocation needs
         // one of the two).
-        let configured = |f: Family| match f {
-            Family::V4 => self.cfg.relay_v4.is_some(),
-            Family::V6 => self.cfg.relay_v6.is_some(),
-        };
-        let supported = if dual {
-            configured(Family::V4) || configured(Family::V6)
-        } else {
-            claimed.is_some() || configured(family)
+        let supported = match (dual, claimed) {
+            (true, _) => self.has_relay(Family::V4) || self.has_relay(Family::V6),
+            (false, Some(_)) => true,
+            (false, None) => self.has_relay(family),
         };
         if !supported {
             return Err(RequestError::AddressFamilyNotSupported);
@@ -176,6 +171,13 @@ impl Server {
             dont_fragment: req.dont_fragment,
         });
         Ok(Reply::Pending)
+    }
+
+    fn has_relay(&self, family: Family) -> bool {
+        match family {
+            Family::V4 => self.cfg.relay_v4.is_some(),
+            Family::V6 => self.cfg.relay_v6.is_some(),
+        }
     }
 
     /// A relay of `family` with a port from its pool: 440 without a relay address of
