@@ -71,7 +71,10 @@ struct SessionView {
     username: String,
     client: SocketAddr,
     transport: &'static str,
+    /// The relayed address (a dual allocation's IPv4 one).
     relayed: SocketAddr,
+    /// A dual allocation's IPv6 relayed address, else null.
+    additional_relayed: Option<SocketAddr>,
     age_secs: u64,
     expires_in_secs: u64,
     /// Payload bytes relayed, user space and kernel together.
@@ -100,6 +103,7 @@ impl From<Session> for SessionView {
             username: s.username,
             client: s.client,
             relayed: s.relayed,
+            additional_relayed: s.additional_relayed,
             age_secs: s.age_secs,
             expires_in_secs: s.expires_in_secs,
             bytes_up: s.bytes_up + s.kernel[0].bytes,
@@ -127,7 +131,7 @@ pub async fn sessions(
 }
 
 /// `DELETE /api/v1/admin/sessions[?user=U|?relayed=IP:PORT]`: without a filter, every
-/// allocation.
+/// allocation; `relayed` names either relayed address of a dual allocation.
 ///
 /// In a fleet the deletion is also published to every other node (through Redis), which
 /// carries it out within a second or two; `deleted` counts this node's, and `fleet` says

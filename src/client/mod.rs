@@ -284,6 +284,19 @@ impl TurnClient {
         r.xor_relayed.ok_or(ClientError::Malformed)
     }
 
+    /// RFC 8656 section 7.2: a dual allocation (ADDITIONAL-ADDRESS-FAMILY IPv6) of UDP
+    /// relays; returns the relayed addresses, IPv4 first, one per family the server
+    /// could give (ADDRESS-ERROR-CODE names a family left out).
+    pub async fn allocate_dual(&mut self) -> Result<Vec<SocketAddr>, ClientError> {
+        let attrs = [
+            RequestAttr::RequestedTransport(17),
+            RequestAttr::AdditionalFamily(ferroturn_core::proto::Family::V6),
+        ];
+        let r = self.request(method::ALLOCATE, &attrs).await?;
+        let first = r.xor_relayed.ok_or(ClientError::Malformed)?;
+        Ok(std::iter::once(first).chain(r.additional_relayed).collect())
+    }
+
     /// Returns the granted lifetime.
     pub async fn refresh(&mut self, lifetime: u32) -> Result<u32, ClientError> {
         let r = self

@@ -32,7 +32,8 @@ use ferroturn_core::proto::integrity;
 use ferroturn_core::proto::wire::method;
 use ferroturn_core::proto::writer::MessageWriter;
 use ferroturn_core::server::{
-    AllocId, Event, FiveTuple, OffloadChannel, Path, Secrets, Server, Transmit, Transport,
+    AllocId, Event, FiveTuple, OffloadChannel, Path, Secrets, Server, SessionFilter, Transmit,
+    Transport,
 };
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -80,6 +81,8 @@ pub struct Harness {
     pub now: Instant,
     /// How the next `BindRelay` events are answered.
     pub bind_ok: bool,
+    /// Binds at these addresses fail whatever `bind_ok` says (a host without IPv6, say).
+    pub bind_refused: fn(SocketAddr) -> bool,
     /// Every `BindRelay` seen, answered or not.
     pub binds: Vec<(AllocId, SocketAddr)>,
     /// Whether each of them asked for DF (RFC 8656 section 14.8).
@@ -129,6 +132,7 @@ impl Harness {
             t0,
             now: t0,
             bind_ok: true,
+            bind_refused: |_| false,
             binds: Vec::new(),
             binds_dont_fragment: Vec::new(),
             closed: Vec::new(),
@@ -165,8 +169,8 @@ impl Harness {
                 } => {
                     self.binds.push((relay, local));
                     self.binds_dont_fragment.push(dont_fragment);
-                    self.server
-                        .handle_relay_bound(self.now, relay, self.bind_ok);
+                    let ok = self.bind_ok && !(self.bind_refused)(local);
+                    self.server.handle_relay_bound(self.now, relay, ok);
                 }
                 Event::CloseRelay { relay } => {
                     // The allocation's channels left the kernel before its socket went.
@@ -233,6 +237,14 @@ impl Harness {
         self.now += by;
         self.server.handle_timeout(self.now);
         self.settle();
+    }
+
+    /// An operator's delete (admin API), carried out as the driver does: the relays it
+    /// closes, nothing sent.
+    pub fn delete_sessions(&mut self, filter: &SessionFilter) -> usize {
+        let n = self.server.delete_sessions(filter);
+        self.settle();
+        n
     }
 
     /// After `handle_timeout(now)`: binds and closes answered, nothing sent, nothing due
@@ -385,6 +397,44 @@ impl Harness {
         let (relay, local) = *self.binds.last().expect("the allocation bound a relay");
         assert_eq!(r.xor_relayed, Some(local));
         assert_eq!(self.server.relayed_address(&c.tuple), Some(local));
+        (r, relay)
+    }
+
+    /// A successful dual allocation (RFC 8656 section 7.2, ADDITIONAL-ADDRESS-FAMILY
+    /// IPv6): its response and its relay, whose last binds (one per family) are the
+    /// relayed addresses the response names, IPv4 first.
+    pub fn allocate_dual(&mut self, c: &mut Client) -> (Response, AllocId) {
+        let raw = self.allocate_raw(
+            c,
+            &[RequestAttr::AdditionalFamily(
+                ferroturn_core::proto::Family::V6,
+            )],
+        );
+        let r = success(&raw, method::ALLOCATE);
+        assert!(verifies(&raw, &c.key));
+        let (relay, _) = *self.binds.last().expect("the allocation bound a relay");
+        let mut bound: Vec<SocketAddr> = Vec::new();
+        for v4 in [true, false] {
+            let last = self
+                .binds
+                .iter()
+                .rev()
+                .find(|(id, local)| *id == relay && local.is_ipv4() == v4);
+            bound.extend(last.map(|(_, local)| *local));
+        }
+        let told: Vec<SocketAddr> = r
+            .xor_relayed
+            .into_iter()
+            .chain(r.additional_relayed)
+            .collect();
+        let relayed: Vec<SocketAddr> = self.server.relayed_addresses(&c.tuple).collect();
+        assert_eq!(relayed, told);
+        // Every family the response names was bound (a family given up on may have
+        // had binds too).
+        assert!(
+            told.iter().all(|t| bound.contains(t)),
+            "{told:?} not in {bound:?}"
+        );
         (r, relay)
     }
 

@@ -10,6 +10,7 @@ mod core_harness;
 
 mod allocate;
 mod channels;
+mod dual;
 mod errors;
 mod limits;
 mod offload;

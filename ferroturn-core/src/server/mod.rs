@@ -150,7 +150,8 @@ pub enum Path {
         client: SocketAddr,
         transport: Transport,
     },
-    /// To a peer, through an allocation's relay socket.
+    /// To a peer, through the allocation's relay socket of the peer's family (a dual
+    /// allocation has one of each).
     Peer { relay: AllocId, peer: SocketAddr },
 }
 
@@ -173,13 +174,15 @@ pub struct DataTransmit {
 pub enum Event {
     /// Bind a UDP socket at `local` for `relay`, then call [`Server::handle_relay_bound`].
     /// `dont_fragment`: set DF on what the socket sends (RFC 8656 section 14.8); a
-    /// socket that cannot is a failed bind.
+    /// socket that cannot is a failed bind. A dual allocation asks twice, for its IPv4
+    /// socket and then, after that answer, its IPv6 one; an allocation has at most one
+    /// bind outstanding and at most one socket per family.
     BindRelay {
         relay: AllocId,
         local: SocketAddr,
         dont_fragment: bool,
     },
-    /// The allocation is gone: close its relay socket.
+    /// The allocation is gone: close its relay sockets (both of a dual allocation).
     CloseRelay { relay: AllocId },
     /// Relay this channel in the kernel from now on (both directions).
     Offload(OffloadChannel),
@@ -512,12 +515,25 @@ impl Server {
                 self.stats.allocations_deleted += 1
             }
         }
-        self.pool(a.relay_local.ip()).release(a.relay_local.port());
+        // Both relays of a dual allocation go together (one lifetime, one deletion).
+        for r in a.relays.iter() {
+            self.pool(r.local.ip()).release(r.local.port());
+        }
         self.shared.release_allocation(&a.user);
-        if a.pending.is_none() {
-            self.shared.remove_relay(a.relayed);
-            self.push_event(Event::CloseRelay { relay: id });
-            tracing::info!(client = %a.five_tuple.client, relayed = %a.relayed, user = %a.user, "allocation {}", why.describe());
+        match &a.pending {
+            None => {
+                for r in a.relays.iter() {
+                    self.shared.remove_relay(r.relayed);
+                }
+                self.push_event(Event::CloseRelay { relay: id });
+                let (relayed, additional) =
+                    (a.relays.first.relayed, a.relays.second.map(|r| r.relayed));
+                tracing::info!(client = %a.five_tuple.client, %relayed, additional = ?additional, user = %a.user, "allocation {}", why.describe());
+            }
+            // A dual allocation's first socket is bound while the second one's bind is
+            // outstanding.
+            Some(p) if p.binding_second => self.push_event(Event::CloseRelay { relay: id }),
+            Some(_) => {}
         }
     }
 
@@ -581,10 +597,21 @@ impl Server {
         self.deadlines.len()
     }
 
-    /// The relayed address of the allocation on `tuple`, if any.
+    /// The relayed address of the allocation on `tuple`, if any (a dual allocation's
+    /// IPv4 one).
     pub fn relayed_address(&self, tuple: &FiveTuple) -> Option<SocketAddr> {
-        let a = self.table.get(self.table.id_by_tuple(tuple)?)?;
-        a.pending.is_none().then_some(a.relayed)
+        self.relayed_addresses(tuple).next()
+    }
+
+    /// Every relayed address of the allocation on `tuple`: one, or a dual allocation's
+    /// IPv4 and IPv6 ones.
+    pub fn relayed_addresses(&self, tuple: &FiveTuple) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.table
+            .id_by_tuple(tuple)
+            .and_then(|id| self.table.get(id))
+            .filter(|a| a.pending.is_none())
+            .into_iter()
+            .flat_map(|a| a.relays.iter().map(|r| r.relayed))
     }
 
     /// The connection of a stream 5-tuple (TCP, TLS) closed: its allocation is deleted at

@@ -6,7 +6,7 @@ use super::deadlines::Timer;
 use super::error::RequestError;
 use super::request::Reply;
 use crate::proto::Request;
-use crate::proto::codec::{Family, ResponseAttr};
+use crate::proto::codec::ResponseAttr;
 use std::time::{Duration, Instant};
 
 impl Server {
@@ -27,9 +27,11 @@ impl Server {
         if a.pending.is_some() {
             return Err(RequestError::AllocationMismatch);
         }
-        // RFC 8656 section 8.2: a REQUESTED-ADDRESS-FAMILY other than the allocation's.
+        // RFC 8656 section 8.2: a REQUESTED-ADDRESS-FAMILY the allocation has no relay
+        // of is 443. A dual allocation's relays share one lifetime: naming either
+        // family refreshes (or, with LIFETIME 0, deletes) both.
         if let Some(family) = req.requested_family {
-            if (family == Family::V4) != a.relayed.is_ipv4() {
+            if !a.relays.iter().any(|r| r.family() == family) {
                 return Err(RequestError::PeerAddressFamilyMismatch);
             }
         }
