@@ -252,6 +252,7 @@ impl Config {
                 .allocation_default_address_family
                 .unwrap_or_default()
                 .into(),
+            mobility: raw.mobility.unwrap_or(d::MOBILITY),
         };
         Ok(Config {
             listeners,

@@ -45,6 +45,7 @@ impl Server {
             Some(PROTOCOL_UDP) => {}
             Some(_) => return Err(RequestError::UnsupportedTransportProtocol),
         }
+        let mobile = self.mobility_requested(req)?;
         // RFC 8656 section 7.2 steps 5-6: RESERVATION-TOKEN excludes EVEN-PORT and
         // REQUESTED-ADDRESS-FAMILY; a token this server did not issue, or issued and saw
         // used or expire, gets 508. Its family is the reserved port's.
@@ -114,6 +115,8 @@ impl Server {
             key: auth.key,
             dont_fragment: req.dont_fragment,
             reservation: None,
+            mobile,
+            epoch: 0,
             relay_local,
             relayed,
             expires: now,
@@ -206,11 +209,13 @@ impl Server {
             } else {
                 None
             };
+            let lifetime = pending.lifetime;
+            // RFC 8016 section 3.1: a mobile allocation's success carries its ticket.
+            let ticket = self.fresh_ticket(relay, now + Duration::from_secs(u64::from(lifetime)));
             let Some(a) = self.table.get_mut(relay) else {
                 return;
             };
             a.reservation = token;
-            let lifetime = pending.lifetime;
             a.expires = now + Duration::from_secs(u64::from(lifetime));
             let mut attrs = vec![
                 ResponseAttr::XorRelayedAddress(a.relayed),
@@ -218,6 +223,7 @@ impl Server {
                 ResponseAttr::XorMappedAddress(tuple.client),
             ];
             attrs.extend(token.map(ResponseAttr::ReservationToken));
+            attrs.extend(ticket.map(ResponseAttr::MobilityTicket));
             let response = codec::encode(
                 method::ALLOCATE,
                 true,

@@ -21,6 +21,7 @@ mod deadlines;
 pub mod error;
 mod limiter;
 mod log_limit;
+pub mod mobility;
 pub mod offload;
 mod permission;
 pub mod policy;
@@ -37,12 +38,13 @@ pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
+pub use mobility::{Handoff, MoveRequest, MovedAllocation};
 pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
 pub use stats::{Gauges, Stats};
 
-use crate::auth::{Credentials, Nonces};
+use crate::auth::{Credentials, Nonces, Tickets};
 use crate::proto::codec::{self, ResponseAttr};
 use crate::proto::data;
 use crate::proto::scan::{self, Scan, ScanError};
@@ -106,6 +108,9 @@ pub struct ServerConfig {
     pub kernel_offload: bool,
     /// The relay's family when an Allocate names none.
     pub default_family: DefaultFamily,
+    /// RFC 8016 mobility (coturn's `mobility`): MOBILITY-TICKETs for the Allocates that
+    /// ask, and moves of their allocations to a new 5-tuple. Off: 405.
+    pub mobility: bool,
 }
 
 /// `allocation-default-address-family` (coturn's name): the relay's family for an
@@ -251,6 +256,15 @@ pub struct Server {
     noisy: log_limit::LogLimit,
     /// Names this shard among those sharing `shared` (who owns a reserved port).
     tag: u64,
+    /// MOBILITY-TICKETs: the key every shard shares (derived from the nonce key).
+    tickets: Tickets,
+    /// This shard's index among `shards` (tickets name the owner by it).
+    shard: u8,
+    shards: u16,
+    /// Moves handed to another shard, waiting for its answer.
+    moves: mobility::Moves,
+    /// Handoffs for other shards, with the index of each one's shard.
+    handoffs: VecDeque<(u8, Handoff)>,
 }
 
 impl Server {
@@ -296,6 +310,11 @@ impl Server {
             draining: false,
             noisy: log_limit::LogLimit::default(),
             tag,
+            tickets: Tickets::new(&secrets.nonce_key),
+            shard: 0,
+            shards: 1,
+            moves: mobility::Moves::default(),
+            handoffs: VecDeque::new(),
         }
     }
 
@@ -321,6 +340,10 @@ impl Server {
         tuple: FiveTuple,
         buf: &mut [u8],
     ) -> Option<DataTransmit> {
+        // RFC 8016: a 5-tuple whose move another shard is deciding waits for the answer.
+        if !self.moves.is_empty() && self.hold_while_moving(&tuple, buf) {
+            return None;
+        }
         if data::is_channel_data(buf) {
             return self.relay_channel_data(now, tuple, buf);
         }
@@ -376,11 +399,24 @@ impl Server {
         scan: &Scan,
         err: RequestError,
     ) {
+        let response = self.unauthenticated_answer(now, &tuple, scan, err);
+        self.send_to_client(tuple, response);
+    }
+
+    /// The error answer to a request that did not authenticate, if the per-source rate
+    /// limit allows one.
+    fn unauthenticated_answer(
+        &mut self,
+        now: Instant,
+        tuple: &FiveTuple,
+        scan: &Scan,
+        err: RequestError,
+    ) -> Option<Vec<u8>> {
         if self.limiter.allow(tuple.client.ip(), now) {
-            let response = self.error_response(now, &tuple, scan, err, None);
-            self.send_to_client(tuple, response);
+            self.error_response(now, tuple, scan, err, None)
         } else {
             self.stats.rate_limited += 1;
+            None
         }
     }
 
@@ -448,6 +484,7 @@ impl Server {
                 Timer::Reservation(token) => self.end_reservation(&token),
             }
         }
+        self.moves.expire(now);
         while let Some((_, _, _, at)) = self.closed.front() {
             if *at > now {
                 break;
@@ -484,15 +521,7 @@ impl Server {
         if let Some(token) = &a.reservation {
             self.cancel_reservation(token);
         }
-        self.deadlines.cancel(a.expires, Timer::Allocation(id));
-        for p in &a.permissions {
-            self.deadlines
-                .cancel(p.expires, Timer::Permission(id, p.ip));
-        }
-        for c in &a.channels {
-            self.deadlines
-                .cancel(c.expires, Timer::Channel(id, c.number));
-        }
+        self.cancel_timers(&a);
         match why {
             Deletion::Expired => self.stats.allocations_expired += 1,
             Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
@@ -505,6 +534,20 @@ impl Server {
             self.shared.remove_relay(a.relayed);
             self.push_event(Event::CloseRelay { relay: id });
             tracing::info!(client = %a.five_tuple.client, relayed = %a.relayed, user = %a.user, "allocation {}", why.describe());
+        }
+    }
+
+    /// Disarms the expiries of `a` (taken out of the table) and everything it holds.
+    fn cancel_timers(&mut self, a: &allocation::Allocation) {
+        let id = a.id;
+        self.deadlines.cancel(a.expires, Timer::Allocation(id));
+        for p in &a.permissions {
+            self.deadlines
+                .cancel(p.expires, Timer::Permission(id, p.ip));
+        }
+        for c in &a.channels {
+            self.deadlines
+                .cancel(c.expires, Timer::Channel(id, c.number));
         }
     }
 
@@ -534,11 +577,14 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let closed = self.closed.front().map(|c| c.3);
-        match (self.deadlines.next(), closed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.next(),
+            self.closed.front().map(|c| c.3),
+            self.moves.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// What this shard did, refused and dropped so far.

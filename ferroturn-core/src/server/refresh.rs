@@ -33,6 +33,8 @@ impl Server {
                 return Err(RequestError::PeerAddressFamilyMismatch);
             }
         }
+        // RFC 8016 section 3.2.2: a ticket on the allocation's own 5-tuple must be its own.
+        self.check_own_ticket(now, id, req)?;
         if req.lifetime == Some(0) {
             self.delete_allocation(id, super::Deletion::ByClient);
             return Ok(Reply::Success(vec![ResponseAttr::Lifetime(0)]));
@@ -46,6 +48,12 @@ impl Server {
         let expires = a.expires;
         self.deadlines
             .rearm(Some(old), expires, Timer::Allocation(id));
-        Ok(Reply::Success(vec![ResponseAttr::Lifetime(lifetime)]))
+        let mut attrs = vec![ResponseAttr::Lifetime(lifetime)];
+        // RFC 8016 section 3.2: every Refresh of a mobile allocation gets a fresh ticket.
+        attrs.extend(
+            self.fresh_ticket(id, expires)
+                .map(ResponseAttr::MobilityTicket),
+        );
+        Ok(Reply::Success(attrs))
     }
 }
