@@ -12,6 +12,7 @@ mod allocate;
 mod channels;
 mod errors;
 mod limits;
+mod mobility;
 mod offload;
 mod permissions;
 mod pipeline;

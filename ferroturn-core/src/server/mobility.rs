@@ -172,12 +172,13 @@ impl Server {
         Some(self.tickets.seal(&ticket))
     }
 
-    /// Section 3.2.2 for a Refresh on the allocation's own 5-tuple: a ticket must name
-    /// this allocation as it is now.
+    /// Section 3.2.2 for a Refresh that is not a move: with mobility off a ticket is a
+    /// 405; on the allocation's own 5-tuple (`id`) it must name this allocation as it is
+    /// now.
     pub(super) fn check_own_ticket(
         &self,
         now: Instant,
-        id: AllocId,
+        id: Option<AllocId>,
         req: &Request,
     ) -> Result<(), RequestError> {
         let Some(raw) = &req.mobility_ticket else {
@@ -186,6 +187,9 @@ impl Server {
         if !self.cfg.mobility {
             return Err(RequestError::MobilityForbidden);
         }
+        let Some(id) = id else {
+            return Ok(());
+        };
         let t = self.tickets.open(raw).ok_or(RequestError::BadRequest)?;
         let current = self.table.get(id).map(|a| a.epoch);
         if t.shard != self.shard

@@ -16,10 +16,11 @@ impl Server {
         tuple: FiveTuple,
         req: &Request,
     ) -> Result<Reply, RequestError> {
-        let id = self
-            .table
-            .id_by_tuple(&tuple)
-            .ok_or(RequestError::AllocationMismatch)?;
+        let found = self.table.id_by_tuple(&tuple);
+        // RFC 8016 section 3.2.2: a ticket must be this allocation's (405 with mobility
+        // off, whether or not there is one).
+        self.check_own_ticket(now, found, req)?;
+        let id = found.ok_or(RequestError::AllocationMismatch)?;
         let a = self
             .table
             .get_mut(id)
@@ -33,8 +34,6 @@ impl Server {
                 return Err(RequestError::PeerAddressFamilyMismatch);
             }
         }
-        // RFC 8016 section 3.2.2: a ticket on the allocation's own 5-tuple must be its own.
-        self.check_own_ticket(now, id, req)?;
         if req.lifetime == Some(0) {
             self.delete_allocation(id, super::Deletion::ByClient);
             return Ok(Reply::Success(vec![ResponseAttr::Lifetime(0)]));
