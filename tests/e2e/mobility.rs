@@ -103,3 +103,58 @@ async fn an_allocation_moves_between_local_ports_and_shards_with_its_channel() {
     assert_eq!(m.stats.allocations_moved_across_shards, across);
     assert!(m.stats.tickets_issued > moves, "{:?}", m.stats);
 }
+
+/// With the kernel fast path on: the channel is relayed by the kernel before and after
+/// every move (within a shard and to the other one), which takes it out of the kernel
+/// under the old client address and puts it back under the new one (a stale entry would send the peer's echoes to the old
+/// port, and the echo would not come back). Deleting the allocation at the end leaves
+/// no channel in the kernel.
+#[tokio::test]
+async fn moves_rekey_the_kernel_fast_path() {
+    if let Some(why) = crate::common::kernel_offload_unavailable() {
+        println!("kernel offload test skipped: {why}");
+        return;
+    }
+    let server = start_server("relay-threads = 2\nmobility = true\nkernel-offload = \"on\"").await;
+    let peer = echo_peer().await;
+    let creds = rest_credentials(SECRET, "alice", Duration::from_secs(600));
+    let mut c = TurnClient::new(server.addr, &creds.0, &creds.1)
+        .await
+        .unwrap();
+    c.allocate_mobile().await.unwrap();
+    c.channel_bind(CHANNEL, peer.addr).await.unwrap();
+    let (mut echoed, mut moves, mut across) = (0u64, 0usize, 0usize);
+    let mut shard = shard_of(c.mobility_ticket().expect("a MOBILITY-TICKET"));
+    loop {
+        for i in 0..3 {
+            let payload = format!("move {moves} echo {i}");
+            echoes(&mut c, payload.as_bytes(), "through the kernel").await;
+            echoed += 1;
+        }
+        if moves == MAX_MOVES || (moves >= 4 && across > 0) {
+            break;
+        }
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.move_to(socket).await.unwrap();
+        moves += 1;
+        let now_at = shard_of(c.mobility_ticket().unwrap());
+        across += usize::from(now_at != shard);
+        shard = now_at;
+    }
+    assert!(
+        across >= 1,
+        "no move reached the other shard in {moves} tries"
+    );
+    assert_eq!(c.refresh(0).await.unwrap(), 0);
+    let (kernel, installed, user) =
+        crate::common::kernel_and_user_after_deletions(&server, "the deletion", 1).await;
+    println!("{echoed} echoes; kernel {kernel:?}; user space {user:?}");
+    for (direction, flow) in [("up", kernel.up.relayed), ("down", kernel.down.relayed)] {
+        assert!(
+            flow.packets >= echoed,
+            "the kernel relayed {} datagrams {direction}, fewer than the {echoed} echoes",
+            flow.packets
+        );
+    }
+    crate::common::assert_kernel_undisturbed(&kernel, installed);
+}

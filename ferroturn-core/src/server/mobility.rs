@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 const MAX_PENDING_MOVES: usize = 64;
 /// Requests held per waiting move.
 const MAX_HELD: usize = 8;
+/// Larger requests are neither handed over nor held (TURN requests are a few hundred
+/// bytes), which bounds what pending moves keep to about 1 MiB per shard.
+const MAX_HELD_LEN: usize = 2048;
 /// A move the owner has not answered by then is forgotten, its held requests dropped.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -255,7 +258,7 @@ impl Server {
         if self.moves.list.len() >= MAX_PENDING_MOVES {
             return;
         }
-        let Some(request) = buf.get(..scan.len) else {
+        let Some(request) = buf.get(..scan.len).filter(|r| r.len() <= MAX_HELD_LEN) else {
             return;
         };
         self.moves.list.push_back(PendingMove {
@@ -280,7 +283,11 @@ impl Server {
             return false;
         };
         if let Some(h) = scan::header_only(buf) {
-            if h.class == Class::Request && h.txn != m.txn && m.held.len() < MAX_HELD {
+            if h.class == Class::Request
+                && h.txn != m.txn
+                && m.held.len() < MAX_HELD
+                && buf.len() <= MAX_HELD_LEN
+            {
                 m.held.push(buf.to_vec());
             }
         }
