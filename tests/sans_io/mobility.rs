@@ -420,3 +420,36 @@ fn a_move_refused_by_the_owner_is_answered_by_the_shard_it_reached() {
     assert!(s0.server.relayed_address(&a.tuple).is_some());
     relays_both_ways(&mut s0, a.tuple, relay);
 }
+
+/// A move handed to an owner that never answers (its shard stopped, say) is forgotten
+/// after 2 seconds: the held requests are dropped, and the 5-tuple is served as any
+/// other from then on (here: no allocation, 437).
+#[test]
+fn an_unanswered_hand_over_is_forgotten_after_two_seconds() {
+    let (mut s0, mut s1) = Harness::pair(ON);
+    let (mut a, t, _) = mobile_relay(&mut s0);
+    a.tuple = udp(NEW_PORT);
+    let txn = s1.next_txn();
+    let msg = a.signed(
+        &txn,
+        method::REFRESH,
+        &[RequestAttr::MobilityTicket(&t)],
+        &[],
+        true,
+    );
+    assert!(s1.send(a.tuple, &msg).1.is_empty());
+    let held_txn = s1.next_txn();
+    let held = a.signed(&held_txn, method::REFRESH, &[], &[], true);
+    assert!(
+        s1.send(a.tuple, &held).1.is_empty(),
+        "held while the owner decides"
+    );
+    assert_eq!(s1.handoffs().len(), 1, "handed over, and lost on the way");
+    s1.advance_to(3);
+    let raw = s1.request(&mut a, method::REFRESH, &[]);
+    error(&raw, method::REFRESH, 437);
+    assert!(
+        s0.server.relayed_address(&alice().tuple).is_some(),
+        "never moved"
+    );
+}
