@@ -19,6 +19,7 @@ mod auth;
 mod channel_bind;
 mod deadlines;
 pub mod error;
+pub mod handoff;
 mod limiter;
 mod log_limit;
 pub mod mobility;
@@ -38,7 +39,7 @@ pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
-pub use mobility::{Handoff, MoveRequest, MovedAllocation};
+pub use handoff::{Handoff, MoveRequest, MovedAllocation};
 pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
@@ -262,7 +263,7 @@ pub struct Server {
     shard: u8,
     shards: u16,
     /// Moves handed to another shard, waiting for its answer.
-    moves: mobility::Moves,
+    moves: handoff::Moves,
     /// Handoffs for other shards, with the index of each one's shard.
     handoffs: VecDeque<(u8, Handoff)>,
 }
@@ -313,7 +314,7 @@ impl Server {
             tickets: Tickets::new(&secrets.nonce_key),
             shard: 0,
             shards: 1,
-            moves: mobility::Moves::default(),
+            moves: handoff::Moves::default(),
             handoffs: VecDeque::new(),
         }
     }
