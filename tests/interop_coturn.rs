@@ -11,9 +11,9 @@
 //! and RESERVATION-TOKEN), `-s`, `-y`, `-g` (DONT-FRAGMENT), `-s -g`, `-D` (padded
 //! ChannelData), `-X`, `-G`, `-Z` (dual allocations; with `-x`, relaying through their
 //! IPv6 side), `-x` (IPv6 relay, IPv6 peer), uclient over IPv6 (server and peer on ::1),
-//! and `-B`, `-N`, `-R` followed by a clean run. The dual-stack modes run against a
-//! server listening on 127.0.0.1 and ::1, so it has relays of both families. Not yet:
-//! `-T` (RFC 6062), `-S` (DTLS), `-M`.
+//! `-M` (mobility, RFC 8016), and `-B`, `-N`, `-R` followed by a clean run. The
+//! dual-stack modes run against a server listening on 127.0.0.1 and ::1, so it has
+//! relays of both families. Not yet: `-T` (RFC 6062), `-S` (DTLS).
 //!
 //! One UDP channels run starts the server with `kernel-offload = "on"` and checks, from
 //! the metrics, that the eBPF fast path relayed uclient's messages both ways and user
@@ -147,6 +147,10 @@ enum Mode {
     Negative,
     /// `-R`: uclient's negative protocol tests (wrong transaction ids and the like).
     NegativeProtocol,
+    /// `-M`: every Allocate asks for a MOBILITY-TICKET (RFC 8016), then uclient reopens
+    /// its socket on a new port and moves the allocation there with a Refresh carrying
+    /// the ticket, before any ChannelBind.
+    Mobility,
 }
 
 impl Mode {
@@ -310,6 +314,32 @@ async fn uclient_rtp_and_rtcp_pairs_echo_everything() {
     })
     .await;
     assert!(m.stats.reservations_issued >= m.stats.reservations_claimed);
+}
+
+/// `-M` (RFC 8016) on a server with `mobility` and two relay threads: every allocation
+/// of uclient's moves to a new client port right after its Allocate (the probe's and
+/// the real one's), so about half the moves reach the other shard, whose held requests
+/// (uclient binds its channels before reading the move's answer) wait for the
+/// allocation to arrive. Every message must come back, and the metrics must show the
+/// tickets issued and the allocations moved (without the option the server ignored the
+/// attribute and uclient ran without any move).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_mobility_moves_every_allocation_and_echoes_everything() {
+    let server = common::start_server("mobility = true\nrelay-threads = 2").await;
+    uclient_echoes_everything(&server, Transport::Udp, Mode::Mobility).await;
+    let m = common::published_metrics(&server, "the moves", |m| {
+        m.stats.allocations_moved >= CLIENTS
+    })
+    .await;
+    println!(
+        "tickets issued {}, allocations moved {} ({} across shards)",
+        m.stats.tickets_issued, m.stats.allocations_moved, m.stats.allocations_moved_across_shards
+    );
+    assert!(
+        m.stats.tickets_issued > m.stats.allocations_moved,
+        "each move, and each Allocate before it, gave a ticket: {:?}",
+        m.stats
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,6 +546,7 @@ fn uclient_args(
         Mode::RandomDisconnect => args.push("-B".into()),
         Mode::Negative => args.push("-N".into()),
         Mode::NegativeProtocol => args.push("-R".into()),
+        Mode::Mobility => args.push("-M".into()),
     }
     for (flag, value) in [
         ("-n", MESSAGES.to_string()),

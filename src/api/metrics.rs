@@ -209,6 +209,19 @@ pub fn render(m: &Metrics) -> String {
     )
     .sample(&[("kind", "issued")], s.reservations_issued)
     .sample(&[("kind", "claimed")], s.reservations_claimed);
+    counter(
+        o,
+        "mobility_total",
+        "RFC 8016 mobility: MOBILITY-TICKETs issued (ticket_issued), allocations moved to a \
+         new client 5-tuple (moved, counted where they landed), of which from another relay \
+         thread (moved_across_shards).",
+    )
+    .sample(&[("kind", "ticket_issued")], s.tickets_issued)
+    .sample(&[("kind", "moved")], s.allocations_moved)
+    .sample(
+        &[("kind", "moved_across_shards")],
+        s.allocations_moved_across_shards,
+    );
     counter(o, "reloads_total", "Configuration reloads applied.").sample(&[], m.reloads_ok);
     counter(
         o,

@@ -34,6 +34,8 @@ pub enum RequestAttr<'a> {
     DontFragment,
     XorPeerAddress(SocketAddr),
     ChannelNumber(u16),
+    /// RFC 8016 section 3.3: empty in an Allocate to ask for one, the ticket in a Refresh.
+    MobilityTicket(&'a [u8]),
 }
 
 /// Encodes a request or indication of `method` for clients; see [`RequestAttr`].
@@ -77,6 +79,9 @@ pub fn encode_request(
             }
             RequestAttr::XorPeerAddress(a) => b.with_attribute(XorPeerAddress::from(a)),
             RequestAttr::ChannelNumber(c) => b.with_attribute(ChannelNumber::new(c)),
+            RequestAttr::MobilityTicket(t) => {
+                b.with_attribute(stun_rs::attributes::mobility::MobilityTicket::new(t))
+            }
         };
     }
     let msg = b.build();
@@ -113,6 +118,7 @@ pub struct Response {
     pub lifetime: Option<u32>,
     pub unknown_attributes: Vec<u16>,
     pub reservation_token: Option<[u8; 8]>,
+    pub mobility_ticket: Option<Vec<u8>>,
 }
 
 /// Decodes a response for a client; `None` if it is not a well-formed STUN message.
@@ -141,6 +147,7 @@ pub fn decode_response(buf: &[u8]) -> Option<Response> {
                 r.reservation_token = <[u8; 8]>::try_from(t.token()).ok()
             }
             StunAttribute::UnknownAttributes(u) => r.unknown_attributes = u.attributes().to_vec(),
+            StunAttribute::MobilityTicket(t) => r.mobility_ticket = Some(t.value().to_vec()),
             _ => {}
         }
     }

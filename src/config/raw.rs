@@ -153,6 +153,11 @@ pub struct RawConfig {
     /// 8656), `ipv6`, or `keep` (the family the client came over). Default ipv4.
     #[arg(long, value_enum, value_name = "FAMILY")]
     pub allocation_default_address_family: Option<AllocationFamily>,
+    /// RFC 8016 mobility: an Allocate may ask for a MOBILITY-TICKET, and a Refresh with
+    /// it from a new client address (Wi-Fi to cellular) moves the allocation there.
+    /// Default false.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub mobility: Option<bool>,
     /// While draining, answer new allocations with 300 and this ALTERNATE-SERVER instead
     /// of 508.
     #[arg(long, value_name = "IP:PORT")]
@@ -241,7 +246,7 @@ impl RawConfig {
                 alt_tls_listening_port, no_udp, no_tcp, no_tls, cert, pkey,
                 max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
                 tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
-                alternate_server, drain_timeout, allocation_default_address_family,
+                alternate_server, drain_timeout, allocation_default_address_family, mobility,
                 min_port, max_port, realm, rest_api_separator,
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,

@@ -285,6 +285,7 @@ impl Config {
                 .allocation_default_address_family
                 .unwrap_or_default()
                 .into(),
+            mobility: raw.mobility.unwrap_or(d::MOBILITY),
         };
         Ok(Config {
             listeners,

@@ -11,7 +11,7 @@ mod reload;
 
 pub use certs::{CertError, CertStore, watch as watch_certificates};
 pub use connections::ConnLimits;
-pub use mailbox::{Command, ShardLink, Wake};
+pub use mailbox::{Command, MovedRelay, ShardLink, Wake};
 pub use reload::{
     LogFilterError, LogReloader, MAX_REVOCATIONS, ReloadError, ReloadReport, StoreCredentials,
     add_host_addresses, shard_config,

@@ -96,6 +96,7 @@ pub fn start(
         stop: stop.clone(),
         threads: Vec::with_capacity(shards),
     };
+    let mut built = Vec::with_capacity(shards);
     for (index, (listeners, stream_listeners)) in udp.into_iter().zip(stream_listeners).enumerate()
     {
         let mut cfg = shard_config(config, shards, offload.is_some());
@@ -104,7 +105,13 @@ pub fn start(
             nonce_key,
             seed: rand::rng().random(),
         };
-        let core = Server::new(cfg, shared.clone(), secrets, Instant::now(), unix_now());
+        let mut core = Server::new(cfg, shared.clone(), secrets, Instant::now(), unix_now());
+        // relay-threads is at most 256, so the index fits a byte (MOBILITY-TICKETs name
+        // the owning shard by it).
+        core.set_shard(
+            u8::try_from(index).unwrap_or(u8::MAX),
+            u16::try_from(shards).unwrap_or(u16::MAX),
+        );
         let streams = Streams::new(
             stream_listeners,
             conn_limits.clone(),
@@ -125,6 +132,11 @@ pub fn start(
         })));
         shard.set_link(link.clone());
         running.links.push(link);
+        built.push(shard);
+    }
+    // Every shard can reach every other one (mobility moves allocations between them).
+    for (index, mut shard) in built.into_iter().enumerate() {
+        shard.set_peers(running.links.clone());
         // On error `running` is dropped, which stops the shards started so far.
         running.threads.push(
             std::thread::Builder::new()

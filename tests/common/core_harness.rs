@@ -32,8 +32,8 @@ use ferroturn_core::proto::integrity;
 use ferroturn_core::proto::wire::method;
 use ferroturn_core::proto::writer::MessageWriter;
 use ferroturn_core::server::{
-    AllocId, Event, FiveTuple, OffloadChannel, Path, Secrets, Server, SessionFilter, Transmit,
-    Transport,
+    AllocId, Event, FiveTuple, Handoff, OffloadChannel, Path, Secrets, Server, SessionFilter,
+    SharedState, Transmit, Transport,
 };
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -114,19 +114,45 @@ impl Harness {
     }
 
     fn build(toml: &str, kernel_offload: bool) -> Self {
+        Self::build_shard(toml, kernel_offload, Arc::new(LocalState::default()), 0, 1)
+    }
+
+    /// Two shards of one server (RFC 8016 moves between them): one shared state and one
+    /// nonce key, seeds of their own, shard indices 0 and 1. Their handoffs are carried
+    /// by the test ([`Harness::handoffs`], [`Harness::deliver`]).
+    pub fn pair(extra: &str) -> (Self, Self) {
+        let toml = format!("{BASE}{extra}\n");
+        let shared: Arc<dyn SharedState> = Arc::new(LocalState::default());
+        let first = Self::build_shard(&toml, false, shared.clone(), 0, 2);
+        let mut second = Self::build_shard(&toml, false, shared, 1, 2);
+        // One clock for both.
+        second.t0 = first.t0;
+        second.now = first.now;
+        second.server.set_wall_clock(first.t0, UNIX0);
+        (first, second)
+    }
+
+    fn build_shard(
+        toml: &str,
+        kernel_offload: bool,
+        shared: Arc<dyn SharedState>,
+        shard: u8,
+        shards: u16,
+    ) -> Self {
         let mut config = Config::from_toml_str(toml).expect("test configuration is valid");
         config.server.kernel_offload = kernel_offload;
         let t0 = Instant::now();
-        let server = Server::new(
+        let mut server = Server::new(
             config.server,
-            Arc::new(LocalState::default()),
+            shared,
             Secrets {
                 nonce_key: [9; 32],
-                seed: [7; 32],
+                seed: [7 + shard; 32],
             },
             t0,
             UNIX0,
         );
+        server.set_shard(shard, shards);
         Self {
             server,
             t0,
@@ -140,6 +166,27 @@ impl Harness {
             offload_log: Vec::new(),
             txn_counter: 0,
         }
+    }
+
+    /// Applies the base configuration plus `extra` as a reload does.
+    pub fn reconfigure(&mut self, extra: &str) {
+        let config = Config::from_toml_str(&format!("{BASE}{extra}\n"))
+            .expect("test configuration is valid");
+        self.server.reconfigure(config.server);
+        self.drain_events();
+    }
+
+    /// What the server hands other shards, with each one's shard index.
+    pub fn handoffs(&mut self) -> Vec<(u8, Handoff)> {
+        std::iter::from_fn(|| self.server.poll_handoff()).collect()
+    }
+
+    /// A handoff from another shard, carried out as the driver does; returns the id of
+    /// an allocation adopted here and the transmits it queued.
+    pub fn deliver(&mut self, handoff: Handoff) -> (Option<AllocId>, Vec<Transmit>) {
+        let adopted = self.server.handle_handoff(self.now, handoff);
+        self.drain_events();
+        (adopted, self.drain_transmits())
     }
 
     pub fn at(&self, secs: u64) -> Instant {

@@ -13,6 +13,7 @@ mod channels;
 mod dual;
 mod errors;
 mod limits;
+mod mobility;
 mod offload;
 mod permissions;
 mod pipeline;

@@ -42,6 +42,9 @@ pub struct Request {
     pub dont_fragment: bool,
     pub peers: Vec<SocketAddr>,
     pub channel: Option<u16>,
+    /// RFC 8016 section 3.3: empty in an Allocate that asks for one, the ticket itself in
+    /// a Refresh.
+    pub mobility_ticket: Option<Vec<u8>>,
 }
 
 /// The request could not be decoded: answered with 400 Bad Request.
@@ -107,6 +110,9 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
             StunAttribute::ChannelNumber(c) if req.channel.is_none() => {
                 req.channel = Some(c.number())
             }
+            StunAttribute::MobilityTicket(t) if req.mobility_ticket.is_none() => {
+                req.mobility_ticket = Some(t.value().to_vec())
+            }
             _ => {}
         }
     }
@@ -167,6 +173,8 @@ pub enum ResponseAttr<'a> {
     /// RFC 8656 section 18.12: in the success response to a dual Allocate, the family
     /// that could not be allocated and why (440 or 508).
     AddressErrorCode(Family, u16),
+    /// RFC 8016 section 3.3.
+    MobilityTicket([u8; crate::auth::ticket::TICKET_LEN]),
 }
 
 /// Encodes a response or indication; MESSAGE-INTEGRITY (with `key`) and FINGERPRINT are
@@ -222,6 +230,9 @@ pub fn encode(
                 builder.with_attribute(stun_rs::attributes::turn::AddressErrorCode::new(
                     family, code,
                 ))
+            }
+            ResponseAttr::MobilityTicket(ticket) => {
+                builder.with_attribute(stun_rs::attributes::mobility::MobilityTicket::new(ticket))
             }
             // Written by hand below: stun-rs's quoted-string check costs ~5 us apiece.
             ResponseAttr::Realm(_) | ResponseAttr::Nonce(_) => builder,

@@ -67,6 +67,7 @@ impl Server {
             Some(_) => return Err(RequestError::UnsupportedTransportProtocol),
         }
         attributes_agree(req)?;
+        let mobile = self.mobility_requested(req)?;
         let claimed = match &req.reservation_token {
             Some(token) => Some(self.claim_reservation(token)?),
             None => None,
@@ -138,6 +139,8 @@ impl Server {
             dont_fragment: req.dont_fragment,
             reservation: None,
             relays,
+            mobile,
+            epoch: 0,
             expires: now,
             pending: Some(PendingAllocate {
                 lifetime,
@@ -376,11 +379,13 @@ impl Server {
         } else {
             None
         };
+        let lifetime = pending.lifetime;
+        // RFC 8016 section 3.1: a mobile allocation's success carries its ticket.
+        let ticket = self.fresh_ticket(relay, now + Duration::from_secs(u64::from(lifetime)));
         let Some(a) = self.table.get_mut(relay) else {
             return;
         };
         a.reservation = token;
-        let lifetime = pending.lifetime;
         a.expires = now + Duration::from_secs(u64::from(lifetime));
         // A dual allocation's success carries both relayed addresses, IPv4 first.
         let mut attrs: Vec<ResponseAttr<'_>> = a
@@ -391,6 +396,7 @@ impl Server {
         attrs.push(ResponseAttr::Lifetime(lifetime));
         attrs.push(ResponseAttr::XorMappedAddress(tuple.client));
         attrs.extend(token.map(ResponseAttr::ReservationToken));
+        attrs.extend(ticket.map(ResponseAttr::MobilityTicket));
         attrs.extend(
             pending
                 .address_error

@@ -143,6 +143,11 @@ pub struct Allocation {
     pub reservation: Option<[u8; 8]>,
     /// Its relay sockets: where they are bound, and the addresses clients are told.
     pub relays: Relays,
+    /// RFC 8016: the Allocate asked for a MOBILITY-TICKET, so Refreshes carry fresh ones.
+    pub mobile: bool,
+    /// How many times it moved to a new 5-tuple; a ticket names the epoch it was issued
+    /// in, so one from before a move no longer works.
+    pub epoch: u16,
     pub expires: Instant,
     pub pending: Option<PendingAllocate>,
     /// RFC 8656 section 7.2: a retransmitted Allocate gets the original success.
@@ -246,6 +251,21 @@ impl Table {
     #[inline]
     pub fn id_by_tuple(&self, t: &FiveTuple) -> Option<AllocId> {
         self.by_tuple.get(t).copied()
+    }
+
+    /// Moves allocation `id` to `tuple` (RFC 8016 mobility); false, and nothing changed,
+    /// if `id` is gone or another allocation has `tuple`.
+    pub fn retuple(&mut self, id: AllocId, tuple: FiveTuple) -> bool {
+        if self.by_tuple.contains_key(&tuple) {
+            return false;
+        }
+        let Some(a) = self.get_mut(id) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut a.five_tuple, tuple);
+        self.by_tuple.remove(&old);
+        self.by_tuple.insert(tuple, id);
+        true
     }
 
     pub fn remove(&mut self, id: AllocId) -> Option<Allocation> {

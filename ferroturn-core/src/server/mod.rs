@@ -19,8 +19,10 @@ mod auth;
 mod channel_bind;
 mod deadlines;
 pub mod error;
+pub mod handoff;
 mod limiter;
 mod log_limit;
+pub mod mobility;
 pub mod offload;
 mod permission;
 pub mod policy;
@@ -37,12 +39,13 @@ pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
+pub use handoff::{Handoff, MoveRequest, MovedAllocation};
 pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
 pub use stats::{Gauges, Stats};
 
-use crate::auth::{Credentials, NonceKeys, Nonces};
+use crate::auth::{Credentials, NonceKeys, Nonces, Tickets};
 use crate::proto::codec::{self, ResponseAttr};
 use crate::proto::data;
 use crate::proto::scan::{self, Scan, ScanError};
@@ -109,6 +112,9 @@ pub struct ServerConfig {
     pub kernel_offload: bool,
     /// The relay's family when an Allocate names none.
     pub default_family: DefaultFamily,
+    /// RFC 8016 mobility (coturn's `mobility`): MOBILITY-TICKETs for the Allocates that
+    /// ask, and moves of their allocations to a new 5-tuple. Off: 405.
+    pub mobility: bool,
 }
 
 /// `allocation-default-address-family` (coturn's name): the relay's family for an
@@ -257,6 +263,15 @@ pub struct Server {
     noisy: log_limit::LogLimit,
     /// Names this shard among those sharing `shared` (who owns a reserved port).
     tag: u64,
+    /// MOBILITY-TICKETs: the key every shard shares (derived from the nonce key).
+    tickets: Tickets,
+    /// This shard's index among `shards` (tickets name the owner by it).
+    shard: u8,
+    shards: u16,
+    /// Moves handed to another shard, waiting for its answer.
+    moves: handoff::Moves,
+    /// Handoffs for other shards, with the index of each one's shard.
+    handoffs: VecDeque<(u8, Handoff)>,
 }
 
 /// The nonces `cfg` asks for: keyed by `nonce-secret`, else by the process's own key.
@@ -312,6 +327,11 @@ impl Server {
             draining: false,
             noisy: log_limit::LogLimit::default(),
             tag,
+            tickets: Tickets::new(&secrets.nonce_key),
+            shard: 0,
+            shards: 1,
+            moves: handoff::Moves::default(),
+            handoffs: VecDeque::new(),
         }
     }
 
@@ -337,6 +357,10 @@ impl Server {
         tuple: FiveTuple,
         buf: &mut [u8],
     ) -> Option<DataTransmit> {
+        // RFC 8016: a 5-tuple whose move another shard is deciding waits for the answer.
+        if !self.moves.is_empty() && self.hold_while_moving(&tuple, buf) {
+            return None;
+        }
         if data::is_channel_data(buf) {
             return self.relay_channel_data(now, tuple, buf);
         }
@@ -392,11 +416,24 @@ impl Server {
         scan: &Scan,
         err: RequestError,
     ) {
+        let response = self.unauthenticated_answer(now, &tuple, scan, err);
+        self.send_to_client(tuple, response);
+    }
+
+    /// The error answer to a request that did not authenticate, if the per-source rate
+    /// limit allows one.
+    fn unauthenticated_answer(
+        &mut self,
+        now: Instant,
+        tuple: &FiveTuple,
+        scan: &Scan,
+        err: RequestError,
+    ) -> Option<Vec<u8>> {
         if self.limiter.allow(tuple.client.ip(), now) {
-            let response = self.error_response(now, &tuple, scan, err, None);
-            self.send_to_client(tuple, response);
+            self.error_response(now, tuple, scan, err, None)
         } else {
             self.stats.rate_limited += 1;
+            None
         }
     }
 
@@ -464,6 +501,7 @@ impl Server {
                 Timer::Reservation(token) => self.end_reservation(&token),
             }
         }
+        self.moves.expire(now);
         while let Some((_, _, _, at)) = self.closed.front() {
             if *at > now {
                 break;
@@ -500,15 +538,7 @@ impl Server {
         if let Some(token) = &a.reservation {
             self.cancel_reservation(token);
         }
-        self.deadlines.cancel(a.expires, Timer::Allocation(id));
-        for p in &a.permissions {
-            self.deadlines
-                .cancel(p.expires, Timer::Permission(id, p.ip));
-        }
-        for c in &a.channels {
-            self.deadlines
-                .cancel(c.expires, Timer::Channel(id, c.number));
-        }
+        self.cancel_timers(&a);
         match why {
             Deletion::Expired => self.stats.allocations_expired += 1,
             Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
@@ -534,6 +564,20 @@ impl Server {
             // outstanding.
             Some(p) if p.binding_second => self.push_event(Event::CloseRelay { relay: id }),
             Some(_) => {}
+        }
+    }
+
+    /// Disarms the expiries of `a` (taken out of the table) and everything it holds.
+    fn cancel_timers(&mut self, a: &allocation::Allocation) {
+        let id = a.id;
+        self.deadlines.cancel(a.expires, Timer::Allocation(id));
+        for p in &a.permissions {
+            self.deadlines
+                .cancel(p.expires, Timer::Permission(id, p.ip));
+        }
+        for c in &a.channels {
+            self.deadlines
+                .cancel(c.expires, Timer::Channel(id, c.number));
         }
     }
 
@@ -563,11 +607,14 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let closed = self.closed.front().map(|c| c.3);
-        match (self.deadlines.next(), closed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.next(),
+            self.closed.front().map(|c| c.3),
+            self.moves.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// What this shard did, refused and dropped so far.

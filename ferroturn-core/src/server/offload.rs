@@ -44,7 +44,7 @@ pub struct OffloadChannel {
 
 /// What the kernel is told of channel `c`: it goes through the relay of its peer's
 /// family (one exists: ChannelBind refuses a peer of a family without one with 443).
-fn offload_channel(
+pub(super) fn offload_channel(
     relay: AllocId,
     tuple: FiveTuple,
     relays: &Relays,

@@ -16,10 +16,11 @@ impl Server {
         tuple: FiveTuple,
         req: &Request,
     ) -> Result<Reply, RequestError> {
-        let id = self
-            .table
-            .id_by_tuple(&tuple)
-            .ok_or(RequestError::AllocationMismatch)?;
+        let found = self.table.id_by_tuple(&tuple);
+        // RFC 8016 section 3.2.2: a ticket must be this allocation's (405 with mobility
+        // off, whether or not there is one).
+        self.check_own_ticket(now, found, req)?;
+        let id = found.ok_or(RequestError::AllocationMismatch)?;
         let a = self
             .table
             .get_mut(id)
@@ -48,6 +49,12 @@ impl Server {
         let expires = a.expires;
         self.deadlines
             .rearm(Some(old), expires, Timer::Allocation(id));
-        Ok(Reply::Success(vec![ResponseAttr::Lifetime(lifetime)]))
+        let mut attrs = vec![ResponseAttr::Lifetime(lifetime)];
+        // RFC 8016 section 3.2: every Refresh of a mobile allocation gets a fresh ticket.
+        attrs.extend(
+            self.fresh_ticket(id, expires)
+                .map(ResponseAttr::MobilityTicket),
+        );
+        Ok(Reply::Success(attrs))
     }
 }

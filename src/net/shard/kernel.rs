@@ -29,6 +29,19 @@ pub struct KernelChannels {
 }
 
 impl KernelChannels {
+    /// None installed yet, `gone` relayed before (an allocation that moved shards).
+    pub(super) fn carried(gone: [Traffic; 2]) -> Self {
+        Self {
+            gone,
+            ..Self::default()
+        }
+    }
+
+    /// What the kernel relayed for channels removed so far.
+    pub(super) fn counted(&self) -> [Traffic; 2] {
+        self.gone
+    }
+
     /// Takes every channel, and the rate state, out of the kernel.
     fn clear(&mut self, offload: &Offload) {
         for k in self.installed.drain(..) {

@@ -17,6 +17,7 @@
 mod conns;
 mod egress;
 mod endpoints;
+mod handoff;
 mod ingress;
 mod kernel;
 mod relays;
@@ -70,6 +71,8 @@ pub struct Shard {
     link: Option<Arc<ShardLink>>,
     /// The kernel fast path, shared by every shard, when it runs.
     offload: Option<Arc<Offload>>,
+    /// Every shard's mailbox by index (RFC 8016 moves between shards).
+    peers: Vec<Arc<ShardLink>>,
 }
 
 impl Shard {
@@ -112,6 +115,7 @@ impl Shard {
             failed: Vec::new(),
             link: None,
             offload,
+            peers: Vec::new(),
         })
     }
 
@@ -194,6 +198,7 @@ impl Shard {
                 }
                 Command::Reconfigure(cfg) => self.core.reconfigure(*cfg),
                 Command::Drain(on) => self.core.set_draining(on),
+                Command::Handoff(handoff, relay) => self.receive_handoff(handoff, relay),
             }
         }
     }
@@ -216,8 +221,9 @@ impl Shard {
         }
     }
 
-    /// Carries out the core's requests (bind or close relay sockets), at once: the
-    /// allocation completes before the next datagram is handled.
+    /// Carries out the core's requests (bind or close relay sockets, kernel channels), at
+    /// once: the allocation completes before the next datagram is handled. Then sends
+    /// its handoffs to other shards.
     fn handle_events(&mut self) {
         while let Some(event) = self.core.poll_event() {
             match event {
@@ -238,6 +244,8 @@ impl Shard {
                 Event::Unoffload(ch) => self.unoffload(&ch),
             }
         }
+        // After the events: an allocation leaving for another shard has left the kernel.
+        self.send_handoffs();
     }
 
     /// Sends the core's control messages queued this turn, grouped by socket and

@@ -11,6 +11,7 @@
 mod credentials;
 mod floods;
 mod malformed;
+mod mobility;
 mod own_addresses;
 mod peer_policy;
 mod quotas;
