@@ -92,12 +92,17 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     };
     let conn_limits = Arc::new(ConnLimits::new(config.streams));
     let offload = start_offload(&config)?;
+    let leases = config
+        .fleet
+        .as_ref()
+        .map(|f| Arc::new(control::Leases::new(f.fail_open)));
     let shards = net::start(
         &config,
         shared,
         certs.as_ref(),
         &conn_limits,
         offload.as_ref(),
+        leases.as_ref(),
     )?;
     let watcher = match &certs {
         Some(c) => Some(control::watch_certificates(c.clone(), shards.stop.clone())?),
@@ -111,7 +116,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         shards.links.clone(),
         offload,
     ));
-    let fleet = fleet::Fleet::start(control.clone());
+    let fleet = fleet::Fleet::start(control.clone(), leases);
     let mut handle = ServerHandle {
         control,
         fleet,

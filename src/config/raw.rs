@@ -193,6 +193,10 @@ pub struct RawConfig {
     /// or `redis+unix:///path`. Default: none (a single server).
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+    /// What a new allocation gets when the fleet's Redis does not answer in time:
+    /// `open` (the node's own quotas decide) or `closed` (508). Default open.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub shared_state_failure: Option<SharedStateFailure>,
     /// This server's name in the fleet's registry. Default: the host name and the first
     /// listening address.
     #[arg(long, value_name = "NAME")]
@@ -252,7 +256,7 @@ impl RawConfig {
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
                 relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
-                kernel_offload, redis, node_name,
+                kernel_offload, redis, node_name, shared_state_failure,
                 api_listen, api_tls, credential_ttl, public_host;
             list: listening_ip, relay_ip, external_ip, static_auth_secret, nonce_secret, user,
                 denied_peer_ip, allowed_peer_ip,
@@ -271,4 +275,16 @@ impl RawConfig {
             .map_err(|e| ConfigError::syntax(format!("cannot read {}: {e}", path.display())))?;
         Self::from_toml_str(&text).map_err(|e| e.in_file(path))
     }
+}
+
+/// `shared-state-failure`: how a node decides what needs the fleet's Redis while Redis
+/// does not answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedStateFailure {
+    /// Serve on: the node's own quotas decide.
+    #[default]
+    Open,
+    /// Refuse new allocations (508) until Redis answers.
+    Closed,
 }

@@ -4,7 +4,7 @@
 use super::api::ApiConfig;
 use super::defaults as d;
 use super::error::{ConfigError, err};
-use super::raw::RawConfig;
+use super::raw::{RawConfig, SharedStateFailure};
 use ferroturn_core::auth::credentials::Password;
 use ferroturn_core::auth::{Credentials, NonceKeys};
 use ferroturn_core::server::{IpRange, PeerPolicy, RelayAddress, ServerConfig};
@@ -43,6 +43,9 @@ pub struct FleetConfig {
     pub redis: String,
     /// `node-name`; `None`: the host name and the first bound listening address.
     pub node: Option<String>,
+    /// `shared-state-failure = "open"`: while Redis does not answer, a new allocation's
+    /// lease is granted (the node's own quotas decide).
+    pub fail_open: bool,
 }
 
 impl std::fmt::Debug for FleetConfig {
@@ -250,6 +253,7 @@ impl Config {
             credentials,
             nonce_lifetime: secs("stale-nonce", raw.stale_nonce, d::STALE_NONCE)?,
             nonce_keys,
+            fleet_quota: raw.redis.is_some(),
             relay_v4,
             relay_v6,
             min_port,
@@ -310,6 +314,9 @@ fn fleet(raw: &RawConfig) -> Result<Option<FleetConfig>, ConfigError> {
         if raw.node_name.is_some() {
             return err("node-name", "names this server in a fleet: set redis too");
         }
+        if raw.shared_state_failure.is_some() {
+            return err("shared-state-failure", "applies to a fleet: set redis too");
+        }
         return Ok(None);
     };
     if let Err(e) = redis::Client::open(url.as_str()) {
@@ -327,6 +334,7 @@ fn fleet(raw: &RawConfig) -> Result<Option<FleetConfig>, ConfigError> {
     Ok(Some(FleetConfig {
         redis: url,
         node: raw.node_name.clone(),
+        fail_open: raw.shared_state_failure.unwrap_or_default() == SharedStateFailure::Open,
     }))
 }
 

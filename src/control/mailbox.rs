@@ -18,6 +18,12 @@ pub enum Command {
     /// From another shard (RFC 8016 mobility): a move to decide or its answer, or an
     /// allocation whose client moved here, with its relay sockets (one per family).
     Handoff(Handoff, Vec<MovedRelay>),
+    /// The fleet's answer to a lease ask (`user-quota` across nodes).
+    Lease {
+        relay: ferroturn_core::server::AllocId,
+        lease: u64,
+        answer: ferroturn_core::server::LeaseAnswer,
+    },
 }
 
 /// A relay socket of an allocation that moved to another shard, and what the kernel

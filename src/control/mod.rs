@@ -6,11 +6,13 @@
 
 mod certs;
 mod connections;
+mod leases;
 mod mailbox;
 mod reload;
 
 pub use certs::{CertError, CertStore, watch as watch_certificates};
 pub use connections::ConnLimits;
+pub use leases::{LeaseAsk, LeaseOp, Leases};
 pub use mailbox::{Command, MovedRelay, ShardLink, Wake};
 pub use reload::{
     LogFilterError, LogReloader, MAX_REVOCATIONS, ReloadError, ReloadReport, StoreCredentials,
@@ -315,6 +317,13 @@ impl Control {
             }
         }
         out
+    }
+
+    /// Sends `command` to shard `index`'s mailbox (dropped if there is no such shard).
+    pub fn send_to_shard(&self, index: usize, command: Command) {
+        if let Some(link) = self.shards.get(index) {
+            link.send(command);
+        }
     }
 
     /// Deletes the allocations `filter` names in every shard; returns how many.

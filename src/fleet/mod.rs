@@ -9,7 +9,8 @@
 //! - admin actions: a session deletion on any node is published on `ferroturn:admin` and
 //!   carried out by every node ([`admin`]);
 //! - the user database in coturn's own redis-userdb schema, read every 2 seconds and
-//!   added to the configured users and secrets ([`userdb`]).
+//!   added to the configured users and secrets ([`userdb`]);
+//! - `user-quota` across the fleet: a lease per allocation ([`leases`]).
 //!
 //! Nothing on the relay path waits for Redis: these tasks run on the API's tokio runtime
 //! and reach the shards only through [`Control`], as an operator would. When Redis is
@@ -17,12 +18,13 @@
 //! every task picks up again when it returns.
 
 mod admin;
+mod leases;
 mod registry;
 mod userdb;
 
 pub use registry::NodeInfo;
 
-use crate::control::Control;
+use crate::control::{Control, Leases};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,7 +65,7 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the fleet's tasks on the current tokio runtime. Redis need not be up: the
     /// tasks connect when it is.
-    pub fn start(control: Arc<Control>) -> Option<Arc<Fleet>> {
+    pub fn start(control: Arc<Control>, leases: Option<Arc<Leases>>) -> Option<Arc<Fleet>> {
         let cfg = control.config().fleet.clone()?;
         let client = match redis::Client::open(cfg.redis.as_str()) {
             Ok(c) => c,
@@ -83,11 +85,14 @@ impl Fleet {
             tasks: std::sync::Mutex::new(Vec::new()),
             nodes: std::sync::RwLock::new(Vec::new()),
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(registry::run(fleet.clone())),
             tokio::spawn(admin::subscribe(fleet.clone())),
             tokio::spawn(userdb::run(fleet.clone())),
         ];
+        if let Some(leases) = leases {
+            tasks.extend(leases::start(fleet.clone(), leases));
+        }
         if let Ok(mut t) = fleet.tasks.lock() {
             *t = tasks;
         }

@@ -13,7 +13,9 @@ mod stream;
 mod tls;
 
 use crate::config::Config;
-use crate::control::{BoundAddrs, CertStore, ConnLimits, ShardLink, shard_config, unix_now};
+use crate::control::{
+    BoundAddrs, CertStore, ConnLimits, Leases, ShardLink, shard_config, unix_now,
+};
 use crate::offload::Offload;
 use ferroturn_core::server::{Secrets, Server, SharedState};
 use rand::RngExt;
@@ -74,6 +76,7 @@ pub fn start(
     certs: Option<&Arc<CertStore>>,
     conn_limits: &Arc<ConnLimits>,
     offload: Option<&Arc<Offload>>,
+    leases: Option<&Arc<Leases>>,
 ) -> io::Result<Shards> {
     let opts = SocketOptions::relay(config);
     let shards = config.relay_threads;
@@ -131,6 +134,9 @@ pub fn start(
             let _ = waker.wake();
         })));
         shard.set_link(link.clone());
+        if let Some(leases) = leases {
+            shard.set_leases(leases.clone(), index);
+        }
         running.links.push(link);
         built.push(shard);
     }

@@ -32,8 +32,8 @@ use ferroturn_core::proto::integrity;
 use ferroturn_core::proto::wire::method;
 use ferroturn_core::proto::writer::MessageWriter;
 use ferroturn_core::server::{
-    AllocId, Event, FiveTuple, Handoff, OffloadChannel, Path, Secrets, Server, SessionFilter,
-    SharedState, Transmit, Transport,
+    AllocId, Event, FiveTuple, Handoff, LeaseAnswer, OffloadChannel, Path, Secrets, Server,
+    SessionFilter, SharedState, Transmit, Transport,
 };
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -93,6 +93,12 @@ pub struct Harness {
     pub kernel: std::collections::BTreeMap<(AllocId, u16), OffloadChannel>,
     /// Every offload event, in order (`true`: install).
     pub offload_log: Vec<(bool, OffloadChannel)>,
+    /// Every `AcquireLease` seen: allocation, lease, user, quota.
+    pub lease_asks: Vec<(AllocId, u64, String, u32)>,
+    /// How lease asks are answered at once; `None`: left for the test to answer.
+    pub lease_answer: Option<LeaseAnswer>,
+    /// Every `ReleaseLease` seen.
+    pub lease_releases: Vec<u64>,
     txn_counter: u32,
 }
 
@@ -161,6 +167,9 @@ impl Harness {
             bind_refused: |_| false,
             binds: Vec::new(),
             binds_dont_fragment: Vec::new(),
+            lease_asks: Vec::new(),
+            lease_answer: Some(LeaseAnswer::Granted),
+            lease_releases: Vec::new(),
             closed: Vec::new(),
             kernel: std::collections::BTreeMap::new(),
             offload_log: Vec::new(),
@@ -198,6 +207,18 @@ impl Harness {
         let mut txn = [0xA5; 12];
         txn[8..].copy_from_slice(&self.txn_counter.to_be_bytes());
         txn
+    }
+
+    /// Answers a lease ask left open (`lease_answer` None); what the server sends then.
+    pub fn answer_lease(
+        &mut self,
+        relay: AllocId,
+        lease: u64,
+        answer: LeaseAnswer,
+    ) -> Vec<Transmit> {
+        self.server.handle_lease(self.now, relay, lease, answer);
+        self.drain_events();
+        self.drain_transmits()
     }
 
     /// The relay named by the last `BindRelay`.
@@ -239,6 +260,18 @@ impl Harness {
                     );
                     self.offload_log.push((false, ch));
                 }
+                Event::AcquireLease {
+                    relay,
+                    lease,
+                    user,
+                    quota,
+                } => {
+                    self.lease_asks.push((relay, lease, user, quota));
+                    if let Some(answer) = self.lease_answer {
+                        self.server.handle_lease(self.now, relay, lease, answer);
+                    }
+                }
+                Event::ReleaseLease { lease } => self.lease_releases.push(lease),
             }
         }
         // What the core says it offloaded is exactly what the kernel was told.

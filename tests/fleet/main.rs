@@ -187,28 +187,75 @@ fn start_node(ip: &str, port: u16, redis: &Redis, extra: &str) -> Node {
 
 /// Three nodes on 127.0.0.2, .3 and .4, one port.
 fn start_fleet(redis: &Redis) -> Vec<Node> {
+    start_fleet_with(redis, "")
+}
+
+/// [`start_fleet`] with `extra` TOML on every node.
+fn start_fleet_with(redis: &Redis, extra: &str) -> Vec<Node> {
     let port = free_tcp_port("127.0.0.2");
     ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
         .iter()
-        .map(|ip| start_node(ip, port, redis, ""))
+        .map(|ip| start_node(ip, port, redis, extra))
         .collect()
 }
 
+/// 0 for an allocation of `user` at `node`, else the error code (1: no answer); the
+/// client, to keep the allocation alive.
+async fn try_allocate(node: &Node, user: &str) -> (u16, TurnClient) {
+    let mut c = node.client(user).await;
+    let code = match c.allocate().await {
+        Ok(_) => 0,
+        Err(ClientError::Error(code)) => code,
+        Err(_) => 1,
+    };
+    (code, c)
+}
+
+/// The unexpired leases of `user` in Redis (scored by expiry, Redis's clock).
+async fn leases_in_redis(redis: &Redis, user: &str) -> usize {
+    let mut c = redis.conn().await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.unwrap();
+    let now_ms = secs * 1000 + micros / 1000;
+    let n: usize = redis::cmd("ZCOUNT")
+        .arg(format!("ferroturn:leases:{user}"))
+        .arg(now_ms)
+        .arg("+inf")
+        .query_async(&mut c)
+        .await
+        .unwrap_or(0);
+    n
+}
+
 /// Polls `check` every 200 ms until it holds or [`FLEET_WAIT`] passes; the last value.
-async fn eventually<T, F, Fut>(what: &str, mut read: F, check: impl Fn(&T) -> bool) -> T
+async fn eventually<T, F, Fut>(what: &str, read: F, check: impl Fn(&T) -> bool) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = T>,
     T: std::fmt::Debug,
 {
-    let deadline = Instant::now() + FLEET_WAIT;
+    eventually_within(FLEET_WAIT, what, read, check).await
+}
+
+/// [`eventually`] with its own bound.
+async fn eventually_within<T, F, Fut>(
+    wait: Duration,
+    what: &str,
+    mut read: F,
+    check: impl Fn(&T) -> bool,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: std::fmt::Debug,
+{
+    let deadline = Instant::now() + wait;
     loop {
         let value = read().await;
         if check(&value) {
             return value;
         }
         if Instant::now() > deadline {
-            panic!("{what}: still {value:?} after {FLEET_WAIT:?}");
+            panic!("{what}: still {value:?} after {wait:?}");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -540,4 +587,80 @@ async fn credentials_name_live_nodes_and_a_draining_node_redirects() {
         [fleet[0].udp(), fleet[2].udp()].contains(&SocketAddr::from((to, port))),
         "redirected to {to}:{port}, a live node"
     );
+}
+
+/// `user-quota = 2` holds across the fleet: two allocations on A and B, the third on C
+/// gets 486; one deleted, C gets its allocation. A node killed with SIGKILL stops renewing
+/// its leases, which expire (15 s), and the user may allocate again.
+#[tokio::test]
+async fn user_quota_holds_across_the_fleet_and_a_dead_nodes_leases_expire() {
+    let redis = start_redis().await;
+    let fleet = start_fleet_with(&redis, "user-quota = 2");
+    let (a, mut on_a) = try_allocate(&fleet[0], "alice").await;
+    let (b, _on_b) = try_allocate(&fleet[1], "alice").await;
+    assert_eq!((a, b), (0, 0));
+    assert_eq!(leases_in_redis(&redis, "alice").await, 2);
+    let (c, _) = try_allocate(&fleet[2], "alice").await;
+    assert_eq!(
+        c, 486,
+        "the third allocation over the quota, on a third node"
+    );
+    let (other, _bob) = try_allocate(&fleet[2], "bob").await;
+    assert_eq!(other, 0, "another user is not affected");
+
+    on_a.refresh(0).await.unwrap();
+    eventually(
+        "the lease given back",
+        || leases_in_redis(&redis, "alice"),
+        |n| *n == 1,
+    )
+    .await;
+    let (c, _on_c) = try_allocate(&fleet[2], "alice").await;
+    assert_eq!(c, 0, "a slot was freed");
+    let (full, _) = try_allocate(&fleet[0], "alice").await;
+    assert_eq!(full, 486);
+
+    // B dies with alice's allocation: its lease expires, and alice may allocate again.
+    fleet[1].process.child.signal(libc::SIGKILL);
+    eventually(
+        "B's lease expired",
+        || leases_in_redis(&redis, "alice"),
+        |n| *n == 1,
+    )
+    .await;
+    let (again, _keep) = try_allocate(&fleet[0], "alice").await;
+    assert_eq!(again, 0);
+}
+
+/// With Redis stopped, new allocations go on (`shared-state-failure = "open"`, the
+/// default) after the lease ask times out; when Redis runs again the leases granted
+/// meanwhile are written there. With "closed", an allocation gets 508 meanwhile.
+#[tokio::test]
+async fn leases_fail_open_by_default_and_come_back_with_redis() {
+    let redis = start_redis().await;
+    let fleet = start_fleet_with(&redis, "user-quota = 5");
+    let port = free_tcp_port("127.0.0.5");
+    let closed = start_node(
+        "127.0.0.5",
+        port,
+        &redis,
+        "user-quota = 5\nshared-state-failure = \"closed\"",
+    );
+    let (first, _one) = try_allocate(&fleet[0], "alice").await;
+    assert_eq!(first, 0);
+    assert_eq!(leases_in_redis(&redis, "alice").await, 1);
+
+    redis.child.signal(libc::SIGSTOP);
+    let (during, _two) = try_allocate(&fleet[0], "alice").await;
+    assert_eq!(during, 0, "fail open: the node's own quotas decide");
+    let (refused, _) = try_allocate(&closed, "alice").await;
+    assert_eq!(refused, 508, "fail closed");
+
+    redis.child.signal(libc::SIGCONT);
+    eventually(
+        "leases back in Redis",
+        || leases_in_redis(&redis, "alice"),
+        |n| *n == 2,
+    )
+    .await;
 }

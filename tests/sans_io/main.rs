@@ -12,6 +12,7 @@ mod allocate;
 mod channels;
 mod dual;
 mod errors;
+mod lease;
 mod limits;
 mod mobility;
 mod offload;

@@ -129,9 +129,9 @@ impl Server {
         };
         let id = self.table.next_id();
         let lifetime = self.granted_lifetime(req.lifetime);
-        let first = relays.first.local;
         self.table.insert(Allocation {
             id,
+            lease: None,
             five_tuple: tuple,
             username: auth.username.clone(),
             user: auth.user.clone(),
@@ -155,6 +155,7 @@ impl Server {
                 },
                 binding_second: false,
                 address_error,
+                waiting_lease: false,
             }),
             allocate_txn: scan.txn,
             allocate_response: Vec::new(),
@@ -168,11 +169,7 @@ impl Server {
             bytes_up: 0,
             bytes_down: 0,
         });
-        self.push_event(Event::BindRelay {
-            relay: id,
-            local: first,
-            dont_fragment: req.dont_fragment,
-        });
+        self.lease_or_bind(id);
         Ok(Reply::Pending)
     }
 
@@ -363,7 +360,7 @@ impl Server {
                 pending.attempts = 1;
                 self.request_bind(relay, pending, second.local);
             }
-            None => self.fail_allocation(now, relay, pending),
+            None => self.fail_allocation(now, relay, pending, RequestError::InsufficientCapacity),
         }
     }
 
@@ -425,23 +422,27 @@ impl Server {
         self.send_to_client(tuple, response);
     }
 
-    /// No relay socket could be bound: the allocation is dropped and the client gets
-    /// 508.
-    fn fail_allocation(&mut self, now: Instant, relay: AllocId, pending: PendingAllocate) {
+    /// The pending Allocate cannot be served: the allocation is dropped, its lease given
+    /// back (its ports are the caller's to give back), and the client gets `error` (508 when no relay socket could be
+    /// bound, 486 when the fleet refused the lease).
+    pub(super) fn fail_allocation(
+        &mut self,
+        now: Instant,
+        relay: AllocId,
+        pending: PendingAllocate,
+        error: RequestError,
+    ) {
         let Some(a) = self.table.remove(relay) else {
             return;
         };
         let tuple = a.five_tuple;
         self.shared.release_allocation(&a.user);
-        tracing::warn!(client = %tuple.client, "no relay port could be bound");
+        self.release_lease(&a);
+        if error == RequestError::InsufficientCapacity {
+            tracing::warn!(client = %tuple.client, "no relay port could be bound");
+        }
         let scan = Scan::for_reply(method::ALLOCATE, a.allocate_txn, pending.fingerprint);
-        let r = self.error_response(
-            now,
-            &tuple,
-            &scan,
-            RequestError::InsufficientCapacity,
-            Some(&a.key),
-        );
+        let r = self.error_response(now, &tuple, &scan, error, Some(&a.key));
         self.send_to_client(tuple, r);
     }
 }

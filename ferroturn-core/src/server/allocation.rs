@@ -126,11 +126,15 @@ pub struct PendingAllocate {
     /// RFC 8656 section 18.12: the family of a dual Allocate that could not be
     /// allocated, and why (440 or 508), for ADDRESS-ERROR-CODE in the success.
     pub address_error: Option<(Family, u16)>,
+    /// Waiting for the fleet's lease (`user-quota` across nodes) before any bind.
+    pub waiting_lease: bool,
 }
 
 #[derive(Debug)]
 pub struct Allocation {
     pub id: AllocId,
+    /// Its lease in the fleet's store (`user-quota` across nodes), once asked for.
+    pub lease: Option<u64>,
     pub five_tuple: FiveTuple,
     /// The USERNAME that created it; later requests must use the same (441).
     pub username: String,

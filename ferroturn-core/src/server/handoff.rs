@@ -260,6 +260,7 @@ impl Server {
             // The 5-tuple got an allocation of its own meanwhile: this one cannot move
             // there, and its old shard let it go, so it ends.
             self.shared.release_allocation(&alloc.user);
+            self.release_lease(&alloc);
             for r in alloc.relays.iter() {
                 self.shared.remove_relay(r.relayed);
             }

@@ -20,6 +20,7 @@ mod channel_bind;
 mod deadlines;
 pub mod error;
 pub mod handoff;
+pub mod lease;
 mod limiter;
 mod log_limit;
 pub mod mobility;
@@ -40,6 +41,7 @@ pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
 pub use handoff::{Handoff, MoveRequest, MovedAllocation};
+pub use lease::LeaseAnswer;
 pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
@@ -112,6 +114,9 @@ pub struct ServerConfig {
     pub kernel_offload: bool,
     /// The relay's family when an Allocate names none.
     pub default_family: DefaultFamily,
+    /// `user-quota` holds across a fleet: each allocation takes a lease in the shared
+    /// store ([`Event::AcquireLease`]) before its relay is bound.
+    pub fleet_quota: bool,
     /// RFC 8016 mobility (coturn's `mobility`): MOBILITY-TICKETs for the Allocates that
     /// ask, and moves of their allocations to a new 5-tuple. Off: 405.
     pub mobility: bool,
@@ -176,7 +181,7 @@ pub struct DataTransmit {
 }
 
 /// Requests to the I/O layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Bind a UDP socket at `local` for `relay`, then call [`Server::handle_relay_bound`].
     /// `dont_fragment`: set DF on what the socket sends (RFC 8656 section 14.8); a
@@ -194,6 +199,16 @@ pub enum Event {
     Offload(OffloadChannel),
     /// Stop relaying this channel in the kernel: user space decides again.
     Unoffload(OffloadChannel),
+    /// `user-quota` across the fleet: take lease `lease` for `user` in the shared store
+    /// if fewer than `quota` are held, then call [`Server::handle_lease`].
+    AcquireLease {
+        relay: AllocId,
+        lease: u64,
+        user: String,
+        quota: u32,
+    },
+    /// Give lease `lease` back: its allocation ended.
+    ReleaseLease { lease: u64 },
 }
 
 /// Why an allocation ended.
@@ -550,6 +565,7 @@ impl Server {
             self.pool(r.local.ip()).release(r.local.port());
         }
         self.shared.release_allocation(&a.user);
+        self.release_lease(&a);
         match &a.pending {
             None => {
                 for r in a.relays.iter() {

@@ -89,6 +89,12 @@ impl Server {
                     RequestError::WrongCredentials
                 });
             }
+            // The Allocate is still being served (its lease asked for, its relay being
+            // bound): a retransmission waits for the one answer it will get.
+            if a.pending.is_some() && scan.method == method::ALLOCATE && a.allocate_txn == scan.txn
+            {
+                return Ok(Reply::Pending);
+            }
         }
         if let Some(bytes) = self.retransmitted(&tuple, scan) {
             return Ok(Reply::Retransmit(bytes));
