@@ -14,7 +14,9 @@ mod stream;
 mod tls;
 
 use crate::config::Config;
-use crate::control::{BoundAddrs, CertStore, ConnLimits, ShardLink, shard_config, unix_now};
+use crate::control::{
+    BoundAddrs, CertStore, ConnLimits, Leases, ShardLink, shard_config, unix_now,
+};
 use crate::offload::Offload;
 use ferroturn_core::dtls::Gate;
 use ferroturn_core::server::{Secrets, Server, SharedState};
@@ -77,6 +79,7 @@ pub fn start(
     certs: Option<&Arc<CertStore>>,
     conn_limits: &Arc<ConnLimits>,
     offload: Option<&Arc<Offload>>,
+    leases: Option<&Arc<Leases>>,
 ) -> io::Result<Shards> {
     let opts = SocketOptions::relay(config);
     let shards = config.relay_threads;
@@ -104,6 +107,7 @@ pub fn start(
         stop: stop.clone(),
         threads: Vec::with_capacity(shards),
     };
+    let mut built = Vec::with_capacity(shards);
     let per_shard = udp.into_iter().zip(bound.streams).zip(bound.dtls_sockets);
     for (index, ((listeners, stream_listeners), dtls_sockets)) in per_shard.enumerate() {
         let mut cfg = shard_config(config, shards, offload.is_some());
@@ -112,7 +116,13 @@ pub fn start(
             nonce_key,
             seed: rand::rng().random(),
         };
-        let core = Server::new(cfg, shared.clone(), secrets, Instant::now(), unix_now());
+        let mut core = Server::new(cfg, shared.clone(), secrets, Instant::now(), unix_now());
+        // relay-threads is at most 256, so the index fits a byte (MOBILITY-TICKETs name
+        // the owning shard by it).
+        core.set_shard(
+            u8::try_from(index).unwrap_or(u8::MAX),
+            u16::try_from(shards).unwrap_or(u16::MAX),
+        );
         let streams = Streams::new(
             stream_listeners,
             conn_limits.clone(),
@@ -143,7 +153,15 @@ pub fn start(
             let _ = waker.wake();
         })));
         shard.set_link(link.clone());
+        if let Some(leases) = leases {
+            shard.set_leases(leases.clone(), index);
+        }
         running.links.push(link);
+        built.push(shard);
+    }
+    // Every shard can reach every other one (mobility moves allocations between them).
+    for (index, mut shard) in built.into_iter().enumerate() {
+        shard.set_peers(running.links.clone());
         // On error `running` is dropped, which stops the shards started so far.
         running.threads.push(
             std::thread::Builder::new()

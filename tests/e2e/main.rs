@@ -4,6 +4,7 @@
 //! - `udp`, `stream`, `dtls`: TURN over UDP, TCP, TLS and DTLS, relaying through echo
 //!   peers;
 //! - `api`: the HTTP API (credentials, metrics, health, admin);
+//! - `mobility`: RFC 8016 moves of an allocation between client ports and shards;
 //! - `operations`: sessions, drain, reload, the binary's signals;
 //! - `logging`: no secret in the log (alone in a child process: it sets the global
 //!   subscriber);
@@ -15,7 +16,9 @@ mod common;
 mod adversarial;
 mod api;
 mod dtls;
+mod fleet;
 mod logging;
+mod mobility;
 mod operations;
 mod stream;
 mod udp;

@@ -19,8 +19,11 @@ mod auth;
 mod channel_bind;
 mod deadlines;
 pub mod error;
+pub mod handoff;
+pub mod lease;
 mod limiter;
 mod log_limit;
+pub mod mobility;
 pub mod offload;
 mod permission;
 pub mod policy;
@@ -37,12 +40,14 @@ pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
+pub use handoff::{Handoff, MoveRequest, MovedAllocation};
+pub use lease::LeaseAnswer;
 pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
 pub use stats::{Gauges, Stats};
 
-use crate::auth::{Credentials, Nonces};
+use crate::auth::{Credentials, NonceKeys, Nonces, Tickets};
 use crate::proto::codec::{self, ResponseAttr};
 use crate::proto::data;
 use crate::proto::scan::{self, Scan, ScanError};
@@ -71,6 +76,9 @@ pub struct RelayAddress {
 pub struct ServerConfig {
     pub credentials: Credentials,
     pub nonce_lifetime: Duration,
+    /// `nonce-secret`: keys shared by a fleet, so a nonce from one node is good at every
+    /// node (the first signs, every one verifies). None: the random key of [`Secrets`].
+    pub nonce_keys: Option<NonceKeys>,
     pub relay_v4: Option<RelayAddress>,
     pub relay_v6: Option<RelayAddress>,
     pub min_port: u16,
@@ -106,6 +114,12 @@ pub struct ServerConfig {
     pub kernel_offload: bool,
     /// The relay's family when an Allocate names none.
     pub default_family: DefaultFamily,
+    /// `user-quota` holds across a fleet: each allocation takes a lease in the shared
+    /// store ([`Event::AcquireLease`]) before its relay is bound.
+    pub fleet_quota: bool,
+    /// RFC 8016 mobility (coturn's `mobility`): MOBILITY-TICKETs for the Allocates that
+    /// ask, and moves of their allocations to a new 5-tuple. Off: 405.
+    pub mobility: bool,
 }
 
 /// `allocation-default-address-family` (coturn's name): the relay's family for an
@@ -147,7 +161,8 @@ pub enum Path {
         client: SocketAddr,
         transport: Transport,
     },
-    /// To a peer, through an allocation's relay socket.
+    /// To a peer, through the allocation's relay socket of the peer's family (a dual
+    /// allocation has one of each).
     Peer { relay: AllocId, peer: SocketAddr },
 }
 
@@ -166,22 +181,34 @@ pub struct DataTransmit {
 }
 
 /// Requests to the I/O layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Bind a UDP socket at `local` for `relay`, then call [`Server::handle_relay_bound`].
     /// `dont_fragment`: set DF on what the socket sends (RFC 8656 section 14.8); a
-    /// socket that cannot is a failed bind.
+    /// socket that cannot is a failed bind. A dual allocation asks twice, for its IPv4
+    /// socket and then, after that answer, its IPv6 one; an allocation has at most one
+    /// bind outstanding and at most one socket per family.
     BindRelay {
         relay: AllocId,
         local: SocketAddr,
         dont_fragment: bool,
     },
-    /// The allocation is gone: close its relay socket.
+    /// The allocation is gone: close its relay sockets (both of a dual allocation).
     CloseRelay { relay: AllocId },
     /// Relay this channel in the kernel from now on (both directions).
     Offload(OffloadChannel),
     /// Stop relaying this channel in the kernel: user space decides again.
     Unoffload(OffloadChannel),
+    /// `user-quota` across the fleet: take lease `lease` for `user` in the shared store
+    /// if fewer than `quota` are held, then call [`Server::handle_lease`].
+    AcquireLease {
+        relay: AllocId,
+        lease: u64,
+        user: String,
+        quota: u32,
+    },
+    /// Give lease `lease` back: its allocation ended.
+    ReleaseLease { lease: u64 },
 }
 
 /// Why an allocation ended.
@@ -251,11 +278,30 @@ pub struct Server {
     noisy: log_limit::LogLimit,
     /// Names this shard among those sharing `shared` (who owns a reserved port).
     tag: u64,
+    /// MOBILITY-TICKETs: the key every shard shares (derived from the nonce key).
+    tickets: Tickets,
+    /// This shard's index among `shards` (tickets name the owner by it).
+    shard: u8,
+    shards: u16,
+    /// Moves handed to another shard, waiting for its answer.
+    moves: handoff::Moves,
+    /// Handoffs for other shards, with the index of each one's shard.
+    handoffs: VecDeque<(u8, Handoff)>,
+}
+
+/// The nonces `cfg` asks for: keyed by `nonce-secret`, else by the process's own key.
+fn nonces(cfg: &ServerConfig, own_key: [u8; 32]) -> Nonces {
+    let keys = cfg
+        .nonce_keys
+        .clone()
+        .unwrap_or_else(|| NonceKeys::single(own_key));
+    Nonces::new(keys, cfg.nonce_lifetime.as_secs())
 }
 
 impl Server {
     /// A server whose random choices derive from `secrets.seed` and whose nonces are
-    /// keyed with `secrets.nonce_key`; `unix_now` is the wall clock at `now`.
+    /// keyed with `cfg.nonce_keys`, else `secrets.nonce_key`; `unix_now` is the wall
+    /// clock at `now`.
     pub fn new(
         cfg: ServerConfig,
         shared: Arc<dyn SharedState>,
@@ -274,7 +320,7 @@ impl Server {
         let limiter_key = rng.random();
         let cfg_rate = cfg.unauthenticated_rate;
         Self {
-            nonces: Nonces::new(secrets.nonce_key, cfg.nonce_lifetime.as_secs()),
+            nonces: nonces(&cfg, secrets.nonce_key),
             nonce_key: secrets.nonce_key,
             decoy,
             ports_v4: PortPool::new(cfg.min_port, cfg.max_port),
@@ -296,6 +342,11 @@ impl Server {
             draining: false,
             noisy: log_limit::LogLimit::default(),
             tag,
+            tickets: Tickets::new(&secrets.nonce_key),
+            shard: 0,
+            shards: 1,
+            moves: handoff::Moves::default(),
+            handoffs: VecDeque::new(),
         }
     }
 
@@ -321,6 +372,10 @@ impl Server {
         tuple: FiveTuple,
         buf: &mut [u8],
     ) -> Option<DataTransmit> {
+        // RFC 8016: a 5-tuple whose move another shard is deciding waits for the answer.
+        if !self.moves.is_empty() && self.hold_while_moving(&tuple, buf) {
+            return None;
+        }
         if data::is_channel_data(buf) {
             return self.relay_channel_data(now, tuple, buf);
         }
@@ -376,11 +431,24 @@ impl Server {
         scan: &Scan,
         err: RequestError,
     ) {
+        let response = self.unauthenticated_answer(now, &tuple, scan, err);
+        self.send_to_client(tuple, response);
+    }
+
+    /// The error answer to a request that did not authenticate, if the per-source rate
+    /// limit allows one.
+    fn unauthenticated_answer(
+        &mut self,
+        now: Instant,
+        tuple: &FiveTuple,
+        scan: &Scan,
+        err: RequestError,
+    ) -> Option<Vec<u8>> {
         if self.limiter.allow(tuple.client.ip(), now) {
-            let response = self.error_response(now, &tuple, scan, err, None);
-            self.send_to_client(tuple, response);
+            self.error_response(now, tuple, scan, err, None)
         } else {
             self.stats.rate_limited += 1;
+            None
         }
     }
 
@@ -448,6 +516,7 @@ impl Server {
                 Timer::Reservation(token) => self.end_reservation(&token),
             }
         }
+        self.moves.expire(now);
         while let Some((_, _, _, at)) = self.closed.front() {
             if *at > now {
                 break;
@@ -484,6 +553,39 @@ impl Server {
         if let Some(token) = &a.reservation {
             self.cancel_reservation(token);
         }
+        self.cancel_timers(&a);
+        match why {
+            Deletion::Expired => self.stats.allocations_expired += 1,
+            Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
+                self.stats.allocations_deleted += 1
+            }
+        }
+        // Both relays of a dual allocation go together (one lifetime, one deletion).
+        for r in a.relays.iter() {
+            self.pool(r.local.ip()).release(r.local.port());
+        }
+        self.shared.release_allocation(&a.user);
+        self.release_lease(&a);
+        match &a.pending {
+            None => {
+                for r in a.relays.iter() {
+                    self.shared.remove_relay(r.relayed);
+                }
+                self.push_event(Event::CloseRelay { relay: id });
+                let (relayed, additional) =
+                    (a.relays.first.relayed, a.relays.second.map(|r| r.relayed));
+                tracing::info!(client = %a.five_tuple.client, %relayed, additional = ?additional, user = %a.user, "allocation {}", why.describe());
+            }
+            // A dual allocation's first socket is bound while the second one's bind is
+            // outstanding.
+            Some(p) if p.binding_second => self.push_event(Event::CloseRelay { relay: id }),
+            Some(_) => {}
+        }
+    }
+
+    /// Disarms the expiries of `a` (taken out of the table) and everything it holds.
+    fn cancel_timers(&mut self, a: &allocation::Allocation) {
+        let id = a.id;
         self.deadlines.cancel(a.expires, Timer::Allocation(id));
         for p in &a.permissions {
             self.deadlines
@@ -492,19 +594,6 @@ impl Server {
         for c in &a.channels {
             self.deadlines
                 .cancel(c.expires, Timer::Channel(id, c.number));
-        }
-        match why {
-            Deletion::Expired => self.stats.allocations_expired += 1,
-            Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
-                self.stats.allocations_deleted += 1
-            }
-        }
-        self.pool(a.relay_local.ip()).release(a.relay_local.port());
-        self.shared.release_allocation(&a.user);
-        if a.pending.is_none() {
-            self.shared.remove_relay(a.relayed);
-            self.push_event(Event::CloseRelay { relay: id });
-            tracing::info!(client = %a.five_tuple.client, relayed = %a.relayed, user = %a.user, "allocation {}", why.describe());
         }
     }
 
@@ -534,11 +623,14 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let closed = self.closed.front().map(|c| c.3);
-        match (self.deadlines.next(), closed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.next(),
+            self.closed.front().map(|c| c.3),
+            self.moves.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// What this shard did, refused and dropped so far.
@@ -568,10 +660,21 @@ impl Server {
         self.deadlines.len()
     }
 
-    /// The relayed address of the allocation on `tuple`, if any.
+    /// The relayed address of the allocation on `tuple`, if any (a dual allocation's
+    /// IPv4 one).
     pub fn relayed_address(&self, tuple: &FiveTuple) -> Option<SocketAddr> {
-        let a = self.table.get(self.table.id_by_tuple(tuple)?)?;
-        a.pending.is_none().then_some(a.relayed)
+        self.relayed_addresses(tuple).next()
+    }
+
+    /// Every relayed address of the allocation on `tuple`: one, or a dual allocation's
+    /// IPv4 and IPv6 ones.
+    pub fn relayed_addresses(&self, tuple: &FiveTuple) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.table
+            .id_by_tuple(tuple)
+            .and_then(|id| self.table.get(id))
+            .filter(|a| a.pending.is_none())
+            .into_iter()
+            .flat_map(|a| a.relays.iter().map(|r| r.relayed))
     }
 
     /// The connection of a stream 5-tuple (TCP, TLS) closed: its allocation is deleted at

@@ -7,8 +7,8 @@ use super::allocation::Transport;
 use crate::auth::AuthFailure;
 
 /// Error codes the core sends (RFC 8489 section 14.8, RFC 8656 section 19).
-pub const ERROR_CODES: [u16; 13] = [
-    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+pub const ERROR_CODES: [u16; 14] = [
+    300, 400, 401, 403, 405, 420, 437, 438, 440, 441, 442, 443, 486, 508,
 ];
 
 /// Packets and bytes relayed in one direction over one client transport.
@@ -38,6 +38,11 @@ pub struct Stats {
     /// with a RESERVATION-TOKEN.
     pub reservations_issued: u64,
     pub reservations_claimed: u64,
+    /// RFC 8016: MOBILITY-TICKETs issued, allocations moved to a new 5-tuple (counted by
+    /// the shard they landed on), and of those the ones that came from another shard.
+    pub tickets_issued: u64,
+    pub allocations_moved: u64,
+    pub allocations_moved_across_shards: u64,
     /// Error responses sent, indexed like [`ERROR_CODES`].
     pub errors: [u64; ERROR_CODES.len()],
     /// Failed authentications (401, and 438 for a stale nonce), indexed like
@@ -98,6 +103,9 @@ impl Stats {
         self.rate_limited += o.rate_limited;
         self.reservations_issued += o.reservations_issued;
         self.reservations_claimed += o.reservations_claimed;
+        self.tickets_issued += o.tickets_issued;
+        self.allocations_moved += o.allocations_moved;
+        self.allocations_moved_across_shards += o.allocations_moved_across_shards;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }

@@ -77,7 +77,7 @@ impl Shard {
                 };
                 egress::transmit(
                     1,
-                    |_| (Via::Relay(relay), bytes, peer),
+                    |_| (Via::to_peer(relay, peer), bytes, peer),
                     &sockets,
                     &mut false,
                     None,

@@ -4,7 +4,7 @@
 //! session, and TCP/TLS connections in one write per connection.
 
 use super::endpoints::Endpoints;
-use super::relays::Relay;
+use super::relays::{self, Relay};
 use crate::net::dtls::Dtls;
 use crate::net::stream::Streams;
 use ferroturn_core::server::{AllocId, Path, Transport};
@@ -19,7 +19,8 @@ use std::os::fd::{AsRawFd, RawFd};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Via {
     Listener(u16),
-    Relay(AllocId),
+    /// An allocation's relay socket of one family (`true`: IPv6).
+    Relay(AllocId, bool),
     /// A DTLS session on this DTLS socket (the destination names which).
     Dtls(u16),
     /// A TCP/TLS connection of this stream listener (the destination names which).
@@ -40,8 +41,14 @@ impl Via {
                 ..
             } => Via::Dtls(listener),
             Path::Client { listener, .. } => Via::Stream(listener),
-            Path::Peer { relay, .. } => Via::Relay(relay),
+            Path::Peer { relay, peer } => Via::to_peer(relay, peer),
         }
+    }
+
+    /// The relay socket of `relay` that datagrams to `peer` leave from: the one of the
+    /// peer's family.
+    pub fn to_peer(relay: AllocId, peer: SocketAddr) -> Via {
+        Via::Relay(relay, peer.is_ipv6())
     }
 }
 
@@ -70,10 +77,9 @@ impl Sockets<'_> {
                 let fd = self.listeners.get(socket)?.as_raw_fd();
                 Some((fd, src))
             }
-            Via::Relay(id) => match self.relays.get(id.index as usize) {
-                Some(Some(r)) if r.id == id => Some((r.socket.as_raw_fd(), None)),
-                _ => None,
-            },
+            Via::Relay(id, v6) => {
+                relays::find(self.relays, id, v6).map(|r| (r.socket.as_raw_fd(), None))
+            }
             // Sessions and connections are written by `write_dtls` and `write_streams`.
             Via::Dtls(_) | Via::Stream(_) => None,
         }
@@ -103,7 +109,9 @@ pub fn transmit<'a>(
     gso: &mut bool,
     streams: Option<StreamOut<'_>>,
 ) {
-    let first_dtls = partition_point(n, |i| matches!(item(i).0, Via::Listener(_) | Via::Relay(_)));
+    let first_dtls = partition_point(n, |i| {
+        matches!(item(i).0, Via::Listener(_) | Via::Relay(..))
+    });
     let first_stream = partition_point(n, |i| !matches!(item(i).0, Via::Stream(_)));
     send_runs(first_dtls, &item, sockets, gso);
     if let Some(mut out) = streams {

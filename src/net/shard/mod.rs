@@ -18,6 +18,7 @@ mod conns;
 mod dtls;
 mod egress;
 mod endpoints;
+mod handoff;
 mod ingress;
 mod kernel;
 mod relays;
@@ -25,14 +26,14 @@ mod token;
 
 pub use token::Source;
 
-use crate::control::{Command, ShardLink, unix_now};
+use crate::control::{Command, LeaseAsk, Leases, ShardLink, unix_now};
 use crate::net::dtls::Dtls;
 use crate::net::socket::SocketOptions;
 use crate::net::stream::Streams;
 use crate::offload::Offload;
 use egress::{Sockets, StreamOut, Via};
 use endpoints::Endpoints;
-use ferroturn_core::server::{AllocId, Event, Server, Transmit};
+use ferroturn_core::server::{AllocId, Event, LeaseAnswer, Server, Transmit};
 use ingress::{SLOTS, Slots};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -74,6 +75,11 @@ pub struct Shard {
     link: Option<Arc<ShardLink>>,
     /// The kernel fast path, shared by every shard, when it runs.
     offload: Option<Arc<Offload>>,
+    /// Every shard's mailbox by index (RFC 8016 moves between shards).
+    peers: Vec<Arc<ShardLink>>,
+    /// The fleet's leases (`user-quota` across nodes), and this shard's index, which
+    /// the answers come back to.
+    leases: Option<(Arc<Leases>, usize)>,
 }
 
 impl Shard {
@@ -126,6 +132,8 @@ impl Shard {
             failed: Vec::new(),
             link: None,
             offload,
+            peers: Vec::new(),
+            leases: None,
         })
     }
 
@@ -135,6 +143,11 @@ impl Shard {
 
     pub fn set_link(&mut self, link: Arc<ShardLink>) {
         self.link = Some(link);
+    }
+
+    /// Lease asks go to `leases`; their answers name shard `index`.
+    pub fn set_leases(&mut self, leases: Arc<Leases>, index: usize) {
+        self.leases = Some((leases, index));
     }
 
     pub fn run(mut self) {
@@ -212,6 +225,15 @@ impl Shard {
                 }
                 Command::Reconfigure(cfg) => self.core.reconfigure(*cfg),
                 Command::Drain(on) => self.core.set_draining(on),
+                Command::Handoff(handoff, relay) => self.receive_handoff(handoff, relay),
+                Command::Lease {
+                    relay,
+                    lease,
+                    answer,
+                } => {
+                    self.core.handle_lease(Instant::now(), relay, lease, answer);
+                    self.handle_events();
+                }
             }
         }
     }
@@ -236,8 +258,32 @@ impl Shard {
         }
     }
 
-    /// Carries out the core's requests (bind or close relay sockets), at once: the
-    /// allocation completes before the next datagram is handled.
+    /// Hands a lease ask to the fleet; when its queue is full (or there is no fleet)
+    /// the core is answered at once, as `shared-state-failure` says.
+    fn ask_lease(&mut self, relay: AllocId, lease: u64, user: String, quota: u32) {
+        let Some((leases, shard)) = &self.leases else {
+            self.core
+                .handle_lease(Instant::now(), relay, lease, LeaseAnswer::Granted);
+            return;
+        };
+        let ask = LeaseAsk {
+            shard: *shard,
+            relay,
+            lease,
+            user: user.clone(),
+            quota,
+        };
+        if leases.ask(ask) {
+            return;
+        }
+        let answer = leases.unanswered(lease, user);
+        tracing::warn!("fleet: the lease queue is full; answering as shared-state-failure says");
+        self.core.handle_lease(Instant::now(), relay, lease, answer);
+    }
+
+    /// Carries out the core's requests (bind or close relay sockets, kernel channels), at
+    /// once: the allocation completes before the next datagram is handled. Then sends
+    /// its handoffs to other shards.
     fn handle_events(&mut self) {
         while let Some(event) = self.core.poll_event() {
             match event {
@@ -256,8 +302,21 @@ impl Shard {
                 Event::CloseRelay { relay } => self.close_relay(relay),
                 Event::Offload(ch) => self.offload(&ch),
                 Event::Unoffload(ch) => self.unoffload(&ch),
+                Event::AcquireLease {
+                    relay,
+                    lease,
+                    user,
+                    quota,
+                } => self.ask_lease(relay, lease, user, quota),
+                Event::ReleaseLease { lease } => {
+                    if let Some((leases, _)) = &self.leases {
+                        leases.release(lease);
+                    }
+                }
             }
         }
+        // After the events: an allocation leaving for another shard has left the kernel.
+        self.send_handoffs();
     }
 
     /// Sends the core's control messages queued this turn, grouped by socket and

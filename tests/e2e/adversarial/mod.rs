@@ -12,9 +12,11 @@ mod credentials;
 mod dtls;
 mod floods;
 mod malformed;
+mod mobility;
 mod own_addresses;
 mod peer_policy;
 mod quotas;
+mod reservations;
 mod streams;
 
 use crate::common::adversary::{
