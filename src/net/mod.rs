@@ -15,7 +15,7 @@ mod tls;
 use crate::config::Config;
 use crate::control::{BoundAddrs, CertStore, ConnLimits, ShardLink, shard_config, unix_now};
 use crate::offload::Offload;
-use ferroturn_core::server::{Secrets, Server, SharedState};
+use ferroturn_core::server::{ConnectionIds, Secrets, Server, SharedState};
 use rand::RngExt;
 use socket::SocketOptions;
 use std::io;
@@ -100,6 +100,11 @@ pub fn start(
     {
         let mut cfg = shard_config(config, shards, offload.is_some());
         (cfg.min_port, cfg.max_port) = port_slice(cfg.min_port, cfg.max_port, index, shards);
+        // RFC 6062: a ConnectionBind may reach any shard; the id says which one issued it.
+        cfg.connection_ids = ConnectionIds {
+            index: index as u32,
+            count: shards as u32,
+        };
         let secrets = Secrets {
             nonce_key,
             seed: rand::rng().random(),

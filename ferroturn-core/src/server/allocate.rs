@@ -1,7 +1,7 @@
-//! Allocate (RFC 8656 section 7.2) and the completion of an allocation once the I/O layer
-//! has bound its relay socket.
+//! Allocate (RFC 8656 section 7.2, and RFC 6062 section 5.1 for TCP allocations) and the
+//! completion of an allocation once the I/O layer has bound its relay socket.
 
-use super::allocation::{Allocation, FiveTuple, PendingAllocate};
+use super::allocation::{Allocation, FiveTuple, PendingAllocate, Transport};
 use super::auth::Authenticated;
 use super::deadlines::Timer;
 use super::error::RequestError;
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// RFC 8656 section 18.8: REQUESTED-TRANSPORT value for UDP.
 const PROTOCOL_UDP: u8 = 17;
+/// RFC 6062 section 5.1: REQUESTED-TRANSPORT value for TCP.
+const PROTOCOL_TCP: u8 = 6;
 
 impl Server {
     pub(super) fn handle_allocate(
@@ -39,12 +41,23 @@ impl Server {
                 None => RequestError::InsufficientCapacity,
             });
         }
-        // Step 3: REQUESTED-TRANSPORT is required; only UDP is relayed.
-        match req.requested_transport {
+        // Step 3: REQUESTED-TRANSPORT is required; UDP is relayed, and TCP (RFC 6062).
+        let tcp = match req.requested_transport {
             None => return Err(RequestError::BadRequest),
-            Some(PROTOCOL_UDP) => {}
+            Some(PROTOCOL_UDP) => false,
+            // RFC 6062 section 5.1: a TCP allocation is asked for over TCP or TLS, and
+            // without DONT-FRAGMENT, EVEN-PORT or RESERVATION-TOKEN; otherwise 400.
+            Some(PROTOCOL_TCP)
+                if tuple.transport == Transport::Udp
+                    || req.dont_fragment
+                    || req.even_port.is_some()
+                    || req.reservation_token.is_some() =>
+            {
+                return Err(RequestError::BadRequest);
+            }
+            Some(PROTOCOL_TCP) if self.cfg.tcp_relay => true,
             Some(_) => return Err(RequestError::UnsupportedTransportProtocol),
-        }
+        };
         // RFC 8656 section 7.2 steps 5-6: RESERVATION-TOKEN excludes EVEN-PORT and
         // REQUESTED-ADDRESS-FAMILY; a token this server did not issue, or issued and saw
         // used or expire, gets 508. Its family is the reserved port's.
@@ -113,6 +126,8 @@ impl Server {
             user: auth.user.clone(),
             key: auth.key,
             dont_fragment: req.dont_fragment,
+            tcp,
+            connections: Vec::new(),
             reservation: None,
             relay_local,
             relayed,
@@ -141,11 +156,7 @@ impl Server {
             bytes_up: 0,
             bytes_down: 0,
         });
-        self.push_event(Event::BindRelay {
-            relay: id,
-            local: relay_local,
-            dont_fragment: req.dont_fragment,
-        });
+        self.push_event(bind_event(id, relay_local, req.dont_fragment, tcp));
         Ok(Reply::Pending)
     }
 
@@ -259,12 +270,8 @@ impl Server {
                 a.relay_local.set_port(port);
                 a.relayed.set_port(port);
                 a.pending = Some(pending);
-                let (local, dont_fragment) = (a.relay_local, a.dont_fragment);
-                self.push_event(Event::BindRelay {
-                    relay,
-                    local,
-                    dont_fragment,
-                });
+                let event = bind_event(relay, a.relay_local, a.dont_fragment, a.tcp);
+                self.push_event(event);
             }
             None => {
                 let (txn, key, user) = (a.allocate_txn, a.key, a.user.clone());
@@ -281,6 +288,20 @@ impl Server {
                 );
                 self.send_to_client(tuple, r);
             }
+        }
+    }
+}
+
+/// What the I/O layer is asked to bind for a relay: a UDP socket, or a listening TCP
+/// socket for a TCP allocation.
+fn bind_event(relay: AllocId, local: SocketAddr, dont_fragment: bool, tcp: bool) -> Event {
+    if tcp {
+        Event::ListenRelay { relay, local }
+    } else {
+        Event::BindRelay {
+            relay,
+            local,
+            dont_fragment,
         }
     }
 }

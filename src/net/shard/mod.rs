@@ -234,6 +234,10 @@ impl Shard {
                         .handle_relay_bound(Instant::now(), relay, bound.is_ok());
                 }
                 Event::CloseRelay { relay } => self.close_relay(relay),
+                Event::ListenRelay { relay, .. } => {
+                    self.core.handle_relay_bound(Instant::now(), relay, false)
+                }
+                Event::ConnectPeer { .. } | Event::Splice { .. } | Event::ClosePeer { .. } => {}
                 Event::Offload(ch) => self.offload(&ch),
                 Event::Unoffload(ch) => self.unoffload(&ch),
             }
