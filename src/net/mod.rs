@@ -17,6 +17,7 @@ use crate::control::{BoundAddrs, CertStore, ConnLimits, ShardLink, shard_config,
 use crate::offload::Offload;
 use ferroturn_core::server::{ConnectionIds, Secrets, Server, SharedState};
 use rand::RngExt;
+use shard::{Handoff, Inbox};
 use socket::SocketOptions;
 use std::io;
 use std::net::SocketAddr;
@@ -96,6 +97,7 @@ pub fn start(
         stop: stop.clone(),
         threads: Vec::with_capacity(shards),
     };
+    let mut built = Vec::with_capacity(shards);
     for (index, (listeners, stream_listeners)) in udp.into_iter().zip(stream_listeners).enumerate()
     {
         let mut cfg = shard_config(config, shards, offload.is_some());
@@ -130,6 +132,15 @@ pub fn start(
         })));
         shard.set_link(link.clone());
         running.links.push(link);
+        built.push(shard);
+    }
+    // Every shard can hand an RFC 6062 data connection to every other.
+    let inboxes: Arc<[Inbox]> = built.iter().map(|s| Inbox::new(s.waker())).collect();
+    for (index, mut shard) in built.into_iter().enumerate() {
+        shard.set_handoff(Handoff {
+            index: index as u32,
+            inboxes: inboxes.clone(),
+        });
         // On error `running` is dropped, which stops the shards started so far.
         running.threads.push(
             std::thread::Builder::new()

@@ -2,6 +2,7 @@
 //! spoken to over real sockets, by our TURN client, raw UDP and TCP, TLS and HTTP.
 //!
 //! - `udp`, `stream`: TURN over UDP, TCP and TLS, relaying through echo peers;
+//! - `tcp_relay`: TCP allocations (RFC 6062): Connect, ConnectionBind, peers connecting;
 //! - `api`: the HTTP API (credentials, metrics, health, admin);
 //! - `operations`: sessions, drain, reload, the binary's signals;
 //! - `logging`: no secret in the log (alone in a child process: it sets the global
@@ -16,4 +17,5 @@ mod api;
 mod logging;
 mod operations;
 mod stream;
+mod tcp_relay;
 mod udp;

@@ -31,10 +31,11 @@ impl Server {
             return Err(RequestError::BadRequest);
         }
         let a = self.table.get(c.alloc).ok_or(RequestError::BadRequest)?;
-        // Only the allocation's own credentials bind its connections (RFC 8656 section
-        // 5: another user's request about an allocation is a 441); the connection stays
-        // waiting for its owner.
-        if a.username != auth.username {
+        // Only the allocation's own user binds its connections (RFC 8656 section 5:
+        // another user's request about an allocation is a 441); the connection stays
+        // waiting for its owner. The user, not the USERNAME: a TURN REST client may
+        // fetch fresh credentials (a later expiry) for its data connections.
+        if a.user != auth.user {
             return Err(RequestError::WrongCredentials);
         }
         let c = self.tcp.get_mut(conn).ok_or(RequestError::BadRequest)?;

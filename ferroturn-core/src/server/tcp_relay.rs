@@ -78,6 +78,25 @@ impl ConnectionIds {
     }
 }
 
+/// The CONNECTION-ID of a ConnectionBind request, read before anything else decodes
+/// it, so that the I/O layer can hand the connection to the shard that issued the id
+/// ([`ConnectionIds::owner`]). `None` for anything else, or a malformed message (the
+/// shard it is on answers it).
+pub fn connection_bind_target(msg: &[u8]) -> Option<ConnectionId> {
+    let head = crate::proto::wire::be16(msg, 0)?;
+    if crate::proto::wire::split_message_type(head) != (method::CONNECTION_BIND, Class::Request) {
+        return None;
+    }
+    let scan = crate::proto::scan::scan(msg).ok()?;
+    let value = codec::first_attribute(
+        msg,
+        scan.integrity.unwrap_or(msg.len()),
+        attr::CONNECTION_ID,
+    )?;
+    let id = crate::proto::wire::be32(msg, value.start).filter(|_| value.len() == 4)?;
+    Some(ConnectionId(id))
+}
+
 /// Where a connection is in its life (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum State {
@@ -364,6 +383,28 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_bind_names_its_target_and_nothing_else_does() {
+        let bind = |method: u16, value: &[u8]| {
+            MessageWriter::new(method, Class::Request, &[3; 12])
+                .attr(attr::CONNECTION_ID, value)
+                .seal(Some(b"k"), true)
+                .unwrap()
+        };
+        let id = 0x0102_0304u32.to_be_bytes();
+        assert_eq!(
+            connection_bind_target(&bind(method::CONNECTION_BIND, &id)),
+            Some(ConnectionId(0x0102_0304))
+        );
+        assert_eq!(connection_bind_target(&bind(method::CONNECT, &id)), None);
+        assert_eq!(
+            connection_bind_target(&bind(method::CONNECTION_BIND, &[1, 2])),
+            None
+        );
+        assert_eq!(connection_bind_target(&[0, 0x0B]), None);
+        assert_eq!(connection_bind_target(&[]), None);
+    }
 
     #[test]
     fn ids_stay_in_their_class_and_are_never_zero() {

@@ -7,21 +7,29 @@
 //! - [`egress`]: one send path for relayed data and control messages (`sendmmsg`, GSO,
 //!   one write per connection);
 //! - [`conns`]: TCP/TLS connections; [`relays`]: relay sockets; [`token`]: what a mio
-//!   token names.
+//!   token names;
+//! - [`tcp_relay`]: TCP allocations (RFC 6062): listening relay sockets, peer
+//!   connections and the pipes to their data connections; [`handoff`]: data connections
+//!   that must move to the shard serving their peer connection.
 //!
-//! A turn: operator commands, then every ready socket (a budget each, the rest in the
-//! backlog), then the flush of relayed datagrams, the clock (once a second: wall-clock
-//! anchor, connection deadlines, published counters), timeouts, core events and control
-//! responses.
+//! A turn: operator commands and connections handed over by other shards, then every
+//! ready socket (a budget each, the rest in the backlog), then the flush of relayed
+//! datagrams, the clock (once a second: wall-clock anchor, connection deadlines,
+//! published counters), pipes whose bandwidth pause ended, timeouts, core events and
+//! control messages, and last the pipes spliced this turn (after their ConnectionBind
+//! responses).
 
 mod conns;
 mod egress;
 mod endpoints;
+mod handoff;
 mod ingress;
 mod kernel;
 mod relays;
+mod tcp_relay;
 mod token;
 
+pub use handoff::{Handoff, Inbox};
 pub use token::Source;
 
 use crate::control::{Command, ShardLink, unix_now};
@@ -30,7 +38,7 @@ use crate::net::stream::Streams;
 use crate::offload::Offload;
 use egress::{Sockets, StreamOut, Via};
 use endpoints::Endpoints;
-use ferroturn_core::server::{AllocId, Event, Server, Transmit};
+use ferroturn_core::server::{AllocId, ConnectionId, Event, FiveTuple, Server, Transmit};
 use ingress::{SLOTS, Slots};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -70,6 +78,13 @@ pub struct Shard {
     link: Option<Arc<ShardLink>>,
     /// The kernel fast path, shared by every shard, when it runs.
     offload: Option<Arc<Offload>>,
+    /// RFC 6062: listening sockets of TCP allocations (by allocation slot), their peer
+    /// connections, the splices of this turn (peer slot, id, data connection) and the
+    /// shards' inboxes for data connections that belong elsewhere.
+    tcp_relays: Vec<Option<tcp_relay::TcpRelay>>,
+    peers: tcp_relay::Peers,
+    splicing: Vec<(usize, ConnectionId, FiveTuple)>,
+    handoff: Option<Handoff>,
 }
 
 impl Shard {
@@ -112,6 +127,10 @@ impl Shard {
             failed: Vec::new(),
             link: None,
             offload,
+            tcp_relays: Vec::new(),
+            peers: tcp_relay::Peers::default(),
+            splicing: Vec::new(),
+            handoff: None,
         })
     }
 
@@ -129,10 +148,11 @@ impl Shard {
         let mut last_clock = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             let timeout = if self.backlog.is_empty() {
-                let next = self
-                    .core
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(Instant::now()));
+                let next = match (self.core.poll_timeout(), self.peers.next_resume()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+                .map(|t| t.saturating_duration_since(Instant::now()));
                 next.unwrap_or(Duration::from_secs(1))
                     .min(Duration::from_secs(1))
             } else {
@@ -146,6 +166,7 @@ impl Shard {
             }
             // Commands first: one queued before a datagram was sent applies to it.
             self.handle_commands();
+            self.adopt_handed();
             ready.clear();
             ready.append(&mut self.backlog);
             let waker = Source::Waker.token();
@@ -161,9 +182,11 @@ impl Shard {
                 self.publish();
                 last_clock = now;
             }
+            self.resume_paused(now);
             self.core.handle_timeout(now);
             self.handle_events();
             self.send_control();
+            self.activate_splices();
         }
         self.unoffload_everything();
     }
@@ -209,6 +232,8 @@ impl Shard {
                     .accept(index, self.poll.registry(), Instant::now())
             }
             Source::Listener(_) | Source::Relay(_) => self.drain_udp(source),
+            Source::TcpRelay(index) => self.accept_peers(index),
+            Source::Peer(index) => self.serve_peer(index),
             Source::Waker => false,
         };
         if more && !self.backlog.contains(&token) {
@@ -233,11 +258,23 @@ impl Shard {
                     self.core
                         .handle_relay_bound(Instant::now(), relay, bound.is_ok());
                 }
-                Event::CloseRelay { relay } => self.close_relay(relay),
-                Event::ListenRelay { relay, .. } => {
-                    self.core.handle_relay_bound(Instant::now(), relay, false)
+                Event::CloseRelay { relay } => {
+                    self.close_relay(relay);
+                    self.close_tcp_relay(relay);
                 }
-                Event::ConnectPeer { .. } | Event::Splice { .. } | Event::ClosePeer { .. } => {}
+                Event::ListenRelay { relay, local } => {
+                    let bound = self.listen_relay(relay, local);
+                    if let Err(e) = &bound {
+                        tracing::debug!(%local, "TCP relay listen failed: {e}");
+                    }
+                    self.core
+                        .handle_relay_bound(Instant::now(), relay, bound.is_ok());
+                }
+                Event::ConnectPeer {
+                    conn, local, peer, ..
+                } => self.connect_peer(conn, local, peer),
+                Event::Splice { conn, client } => self.splice(conn, client),
+                Event::ClosePeer { conn } => self.close_peer_id(conn),
                 Event::Offload(ch) => self.offload(&ch),
                 Event::Unoffload(ch) => self.unoffload(&ch),
             }
