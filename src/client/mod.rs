@@ -6,9 +6,11 @@
 //! [`TurnClient::connect`], [`TurnClient::into_data_connection`]).
 
 pub mod codec;
+mod data;
 mod link;
 mod message;
 
+pub use data::DataConnection;
 pub use link::Transport;
 pub use message::{
     MAX_INDICATION_DATA, channel_data, parse_connection_attempt, parse_relayed, send_indication,
@@ -25,7 +27,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout, timeout_at};
 
@@ -345,7 +346,7 @@ impl TurnClient {
             .link
             .into_stream()
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not a stream"))?;
-        Ok(DataConnection { stream, early })
+        Ok(DataConnection::new(stream, early))
     }
 
     /// Returns the granted lifetime.
@@ -427,106 +428,6 @@ impl TurnClient {
                 }
             }
         }
-    }
-}
-
-/// An RFC 6062 data connection: after its ConnectionBind, the bytes of one TCP
-/// connection between the relayed address and a peer, as they are, both ways.
-pub struct DataConnection {
-    stream: Box<dyn link::ByteStream>,
-    /// Peer bytes that arrived with the ConnectionBind response, read first.
-    early: Vec<u8>,
-}
-
-impl DataConnection {
-    /// Sends `bytes` to the peer.
-    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
-    }
-
-    /// Reads what the peer sent into `buf`; 0 at the end of the stream.
-    pub async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if !self.early.is_empty() {
-            let n = buf.len().min(self.early.len());
-            buf[..n].copy_from_slice(&self.early[..n]);
-            self.early.drain(..n);
-            return Ok(n);
-        }
-        self.stream.read(buf).await
-    }
-
-    /// Reads exactly `n` bytes from the peer, within `wait`.
-    pub async fn recv_exact(&mut self, n: usize, wait: Duration) -> io::Result<Vec<u8>> {
-        let mut out = vec![0u8; n];
-        let mut got = 0;
-        let deadline = Instant::now() + wait;
-        while got < n {
-            let read = timeout_at(deadline, self.recv(&mut out[got..]))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer bytes late"))??;
-            if read == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            got += read;
-        }
-        Ok(out)
-    }
-
-    /// Ends the sending direction (TLS: close_notify); the server passes it on to the
-    /// peer.
-    pub async fn shutdown(&mut self) -> io::Result<()> {
-        self.stream.shutdown().await
-    }
-}
-
-impl std::fmt::Debug for DataConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataConnection")
-            .field("early", &self.early.len())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Reads yield the early bytes first, then the stream's; `tokio::io::split` gives
-/// halves that send and receive at once.
-impl tokio::io::AsyncRead for DataConnection {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        if !self.early.is_empty() {
-            let n = buf.remaining().min(self.early.len());
-            buf.put_slice(&self.early[..n]);
-            self.early.drain(..n);
-            return std::task::Poll::Ready(Ok(()));
-        }
-        std::pin::Pin::new(&mut *self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for DataConnection {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut *self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut *self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut *self.stream).poll_shutdown(cx)
     }
 }
 

@@ -8,8 +8,9 @@
 //!   one write per connection);
 //! - [`conns`]: TCP/TLS connections; [`relays`]: relay sockets; [`token`]: what a mio
 //!   token names;
-//! - [`tcp_relay`]: TCP allocations (RFC 6062): listening relay sockets, peer
-//!   connections and the pipes to their data connections; [`handoff`]: data connections
+//! - [`tcp_relay`]: TCP allocations (RFC 6062): listening relay sockets and peer
+//!   connections; [`pipe`]: the bytes between a peer connection and its data
+//!   connection; [`handoff`]: data connections
 //!   that must move to the shard serving their peer connection.
 //!
 //! A turn: operator commands and connections handed over by other shards, then every
@@ -25,6 +26,7 @@ mod endpoints;
 mod handoff;
 mod ingress;
 mod kernel;
+mod pipe;
 mod relays;
 mod tcp_relay;
 mod token;
@@ -82,7 +84,7 @@ pub struct Shard {
     /// connections, the splices of this turn (peer slot, id, data connection) and the
     /// shards' inboxes for data connections that belong elsewhere.
     tcp_relays: Vec<Option<tcp_relay::TcpRelay>>,
-    peers: tcp_relay::Peers,
+    peers: pipe::Peers,
     splicing: Vec<(usize, ConnectionId, FiveTuple)>,
     handoff: Option<Handoff>,
 }
@@ -128,7 +130,7 @@ impl Shard {
             link: None,
             offload,
             tcp_relays: Vec::new(),
-            peers: tcp_relay::Peers::default(),
+            peers: pipe::Peers::default(),
             splicing: Vec::new(),
             handoff: None,
         })
