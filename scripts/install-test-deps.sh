@@ -9,6 +9,8 @@
 #     eBPF program with clang against libbpf's headers (without them the server builds
 #     without it); bpftool is for looking at the loaded program and its maps by hand
 #   - iproute2 (ip) from Debian: tests/offload builds its network namespaces with it
+#   - redis-server from Debian: the fleet tests start their own Redis on a free port
+#     (a system instance, if the package started one, is not used)
 #   - tests/browser/node_modules (playwright-core, pinned in tests/browser/package-lock.json)
 #   - the fuzz stage's tools (skipped with FUZZ_SECONDS=0, which skips that stage):
 #     cargo-fuzz from crates.io, and a nightly toolchain when rustup can install one;
@@ -65,6 +67,9 @@ fi
 if ! command -v ip >/dev/null 2>&1; then
   missing+=(iproute2)
 fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  missing+=(redis-server)
+fi
 
 apt_lists_present() {
   compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null
@@ -91,13 +96,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
   fi
 else
-  log "coturn, chromium, certutil, systemd-analyze, clang, libbpf-dev, bpftool and ip already installed"
+  log "coturn, chromium, certutil, systemd-analyze, clang, libbpf-dev, bpftool, ip and redis-server already installed"
 fi
 
 command -v turnserver >/dev/null 2>&1 || die "turnserver still missing after installing coturn"
 command -v turnutils_uclient >/dev/null 2>&1 || die "turnutils_uclient still missing after installing coturn"
 [ -x /usr/bin/chromium ] || die "/usr/bin/chromium still missing after installing chromium"
 command -v certutil >/dev/null 2>&1 || die "certutil still missing after installing libnss3-tools"
+command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after installing it"
 command -v systemd-analyze >/dev/null 2>&1 || die "systemd-analyze still missing after installing systemd"
 command -v clang >/dev/null 2>&1 || die "clang still missing after installing clang"
 [ -f /usr/include/bpf/bpf_helpers.h ] || die "bpf/bpf_helpers.h still missing after installing libbpf-dev"

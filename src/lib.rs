@@ -10,6 +10,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod fleet;
 pub mod net;
 pub mod notify;
 pub mod offload;
@@ -36,6 +37,7 @@ pub mod credentials {
 /// [`ServerHandle::control`] also hands out for signal handlers.
 pub struct ServerHandle {
     control: Arc<Control>,
+    fleet: Option<Arc<fleet::Fleet>>,
     // Dropped in this order: the API first, then the shards, then the watcher.
     api: Option<api::ApiServer>,
     shards: net::Shards,
@@ -63,6 +65,9 @@ impl ServerHandle {
     /// Stops every shard and waits for them to exit.
     pub fn stop(&mut self) {
         self.api = None;
+        if let Some(f) = self.fleet.take() {
+            f.stop();
+        }
         self.shards.stop();
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
@@ -87,12 +92,17 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     };
     let conn_limits = Arc::new(ConnLimits::new(config.streams));
     let offload = start_offload(&config)?;
+    let leases = config
+        .fleet
+        .as_ref()
+        .map(|f| Arc::new(control::Leases::new(f.fail_open)));
     let shards = net::start(
         &config,
         shared,
         certs.as_ref(),
         &conn_limits,
         offload.as_ref(),
+        leases.as_ref(),
     )?;
     let watcher = match &certs {
         Some(c) => Some(control::watch_certificates(c.clone(), shards.stop.clone())?),
@@ -106,14 +116,16 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         shards.links.clone(),
         offload,
     ));
+    let fleet = fleet::Fleet::start(control.clone(), leases);
     let mut handle = ServerHandle {
         control,
+        fleet,
         api: None,
         shards,
         watcher,
     };
     // On error the handle is dropped, which stops the shards.
-    handle.api = api::ApiServer::start(handle.control()).await?;
+    handle.api = api::ApiServer::start(handle.control(), handle.fleet.clone()).await?;
     Ok(handle)
 }
 

@@ -8,10 +8,13 @@
 //! received, and nothing lost. The relayed side is UDP, except with `-T` and `-P`.
 //!
 //! Modes covered: channels (`-c`), uclient's defaults (RTP/RTCP pairs through EVEN-PORT
-//! and RESERVATION-TOKEN), `-s`, `-y`, `-g` (DONT-FRAGMENT), `-D` (padded ChannelData),
-//! `-X`, `-G`, `-B`, `-N`, `-R` followed by a clean run, and RFC 6062 TCP relays: `-T`
-//! over TCP and TLS, `-P`. Not yet: `-S` (DTLS), `-M`, `-Z`, `-x` as the issue asks (dual
-//! stack).
+//! and RESERVATION-TOKEN), `-s`, `-y`, `-g` (DONT-FRAGMENT), `-s -g`, `-D` (padded
+//! ChannelData), `-X`, `-G`, `-Z` (dual allocations; with `-x`, relaying through their
+//! IPv6 side), `-x` (IPv6 relay, IPv6 peer), uclient over IPv6 (server and peer on ::1),
+//! `-M` (mobility, RFC 8016), `-B`, `-N`, `-R` followed by a clean run, and RFC 6062 TCP
+//! relays: `-T` over TCP and TLS, `-P`. The dual-stack modes run against a server
+//! listening on 127.0.0.1 and ::1, so it has relays of both families. Not yet: `-S`
+//! (DTLS).
 //!
 //! One UDP channels run starts the server with `kernel-offload = "on"` and checks, from
 //! the metrics, that the eBPF fast path relayed uclient's messages both ways and user
@@ -30,7 +33,15 @@
 //!   relayed address, so the server relays from one of its relay sockets to another;
 //! - then, without waiting, REFRESH 600 + CREATE-PERMISSION (+ CHANNEL-BIND); data starts 1-6 s
 //!   later, 20 ms apart; each allocation ends with REFRESH LIFETIME=0;
-//! - every success response must carry a valid MESSAGE-INTEGRITY, else uclient gives up.
+//! - every success response must carry a valid MESSAGE-INTEGRITY, else uclient gives up;
+//! - `-Z`: ALLOCATE carries ADDITIONAL-ADDRESS-FAMILY=IPv6 (under the drafts' code point
+//!   0x8032, not RFC 8656's 0x8000) instead of a family, and never EVEN-PORT with R;
+//!   uclient takes the IPv4 XOR-RELAYED-ADDRESS of the answer (the IPv6 one with `-x`)
+//!   and skips a 0.0.0.0 one; two REFRESHes in three carry REQUESTED-ADDRESS-FAMILY, IPv4
+//!   or IPv6 at random, and a dual allocation must take either (a 443 there was the
+//!   `error 443` a single-family answer earned);
+//! - `-x`: REQUESTED-ADDRESS-FAMILY=IPv6 on every ALLOCATE; without `-x` or `-X` the family
+//!   is the peer's, so a peer on ::1 asks for IPv6 too.
 //!
 //! `-c` is passed except in `uclient_rtp_and_rtcp_pairs_echo_everything`: without it
 //! uclient also makes RTCP allocations through EVEN-PORT with R=1 and RESERVATION-TOKEN.
@@ -66,7 +77,7 @@
 mod common;
 
 use common::process::ChildGuard;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -121,12 +132,24 @@ enum Mode {
     RtpRtcp,
     /// `-g`: every Allocate carries DONT-FRAGMENT (RFC 8656 section 14.8).
     DontFragment,
+    /// `-s -g`: DONT-FRAGMENT on the Allocate and on every Send indication (section 11.2).
+    SendDontFragment,
     /// `-D`: ChannelData padded to a multiple of 4 over UDP too, as pjnath does.
     Padding,
     /// `-X`: REQUESTED-ADDRESS-FAMILY IPv4, explicitly.
     ExplicitIpv4,
     /// `-G`: extra CreatePermission and ChannelBind requests along the way.
     ExtraRequests,
+    /// `-Z`: dual allocations (RFC 8656 ADDITIONAL-ADDRESS-FAMILY), data through the IPv4
+    /// relay to an IPv4 peer.
+    DualAllocation,
+    /// `-Z -x`: dual allocations, data through the IPv6 relay to a peer on ::1.
+    DualAllocationIpv6,
+    /// `-x`: an IPv6 relay (REQUESTED-ADDRESS-FAMILY IPv6) to a peer on ::1, uclient on
+    /// 127.0.0.1.
+    Ipv6Relay,
+    /// No flag, but uclient reaches the server on ::1 and its peer is on ::1 too.
+    OverIpv6,
     /// `-B`: disconnects at random after a few packets (its totals prove nothing).
     RandomDisconnect,
     /// `-N`: uclient's negative tests (bad channel numbers and the like).
@@ -140,6 +163,10 @@ enum Mode {
     /// connects to the relayed address, and the client binds what the ConnectionAttempt
     /// names (implies `-T`).
     PassiveTcpRelay,
+    /// `-M`: every Allocate asks for a MOBILITY-TICKET (RFC 8016), then uclient reopens
+    /// its socket on a new port and moves the allocation there with a Refresh carrying
+    /// the ticket, before any ChannelBind.
+    Mobility,
 }
 
 impl Mode {
@@ -148,6 +175,28 @@ impl Mode {
             self,
             Mode::ClientToClient | Mode::TcpRelay | Mode::PassiveTcpRelay
         )
+    }
+
+    /// Where the peer listens: ::1 for the modes that relay to IPv6.
+    fn peer_ip(self) -> IpAddr {
+        match self {
+            Mode::DualAllocationIpv6 | Mode::Ipv6Relay | Mode::OverIpv6 => {
+                Ipv6Addr::LOCALHOST.into()
+            }
+            _ => Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+
+    /// The server's configuration for this mode: listeners (and so relays) on 127.0.0.1
+    /// and ::1, and peers on both allowed, for the dual-stack modes.
+    fn server_toml(self) -> &'static str {
+        match self {
+            Mode::DualAllocation | Mode::DualAllocationIpv6 | Mode::Ipv6Relay | Mode::OverIpv6 => {
+                "listening-ip = [\"127.0.0.1\", \"::1\"]\n\
+                 allowed-peer-ip = [\"127.0.0.1\", \"::1\"]"
+            }
+            _ => "",
+        }
     }
 }
 
@@ -162,6 +211,13 @@ async fn uclient_dont_fragment_echoes_everything() {
     run_uclient_against_ferroturn(Transport::Udp, Mode::DontFragment).await;
 }
 
+/// `-s -g`: Send indications with DONT-FRAGMENT on allocations that asked for DF are
+/// relayed (they were all discarded before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_send_indications_with_dont_fragment_echo_everything() {
+    run_uclient_against_ferroturn(Transport::Udp, Mode::SendDontFragment).await;
+}
+
 /// `-D`: ChannelData padded over UDP (RFC 8656 section 12.5 allows it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_padded_channel_data_echoes_everything() {
@@ -172,6 +228,69 @@ async fn uclient_padded_channel_data_echoes_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_explicit_ipv4_relay_echoes_everything() {
     run_uclient_against_ferroturn(Transport::Udp, Mode::ExplicitIpv4).await;
+}
+
+/// `-Z`: dual allocations, each with an IPv4 and an IPv6 relayed address; uclient
+/// relays through the IPv4 one and refreshes naming either family (it got 443 before
+/// dual allocations were served).
+/// The sessions list, watched while uclient runs, shows allocations with both addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_dual_allocation_echoes_everything() {
+    uclient_dual_allocations_echo_everything(Mode::DualAllocation).await;
+}
+
+/// `-Z -x`: the same dual allocations, relaying through their IPv6 relay to a peer on ::1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_dual_allocation_ipv6_side_echoes_everything() {
+    uclient_dual_allocations_echo_everything(Mode::DualAllocationIpv6).await;
+}
+
+async fn uclient_dual_allocations_echo_everything(mode: Mode) {
+    let server = common::start_server(mode.server_toml()).await;
+    let watcher = watch_for_dual_sessions(&server);
+    uclient_echoes_everything(&server, Transport::Udp, mode).await;
+    // A dual session shows for seconds before uclient ends; the watcher has long returned.
+    assert!(
+        watcher.is_finished(),
+        "no session with two relayed addresses was seen while uclient ran"
+    );
+    assert!(watcher.await.unwrap(), "the watcher gave up");
+}
+
+/// Polls the sessions list (every 100 ms, for at most [`UCLIENT_TIMEOUT`]) until one
+/// allocation has an IPv4 and an IPv6 relayed address; true when it saw one.
+fn watch_for_dual_sessions(server: &common::TestServer) -> tokio::task::JoinHandle<bool> {
+    let control = server.handle.control();
+    tokio::spawn(async move {
+        let deadline = Instant::now() + UCLIENT_TIMEOUT;
+        while Instant::now() < deadline {
+            let c = control.clone();
+            let sessions = tokio::task::spawn_blocking(move || c.sessions())
+                .await
+                .unwrap_or_default();
+            let dual = |s: &ferroturn_core::server::Session| {
+                s.relayed.is_ipv4() && s.additional_relayed.is_some_and(|a| a.is_ipv6())
+            };
+            if sessions.iter().any(dual) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    })
+}
+
+/// `-x`: an IPv6 relay, and a peer on ::1, for a client on 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_ipv6_relay_echoes_everything() {
+    run_uclient_against_ferroturn(Transport::Udp, Mode::Ipv6Relay).await;
+}
+
+/// uclient over IPv6: the server reached on ::1, the peer on ::1 (so uclient asks for an
+/// IPv6 relay by the peer's family).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_over_ipv6_echoes_everything() {
+    run_uclient_against_ferroturn(Transport::Udp, Mode::OverIpv6).await;
 }
 
 /// `-G`: repeated CreatePermission and ChannelBind on live allocations.
@@ -187,7 +306,7 @@ async fn uclient_extra_requests_echo_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_disconnects_and_negative_tests_the_server_serves_a_clean_run() {
     let server = common::start_server("").await;
-    let peer = start_echo_peer().await;
+    let peer = start_echo_peer(Ipv4Addr::LOCALHOST.into()).await;
     for mode in [
         Mode::RandomDisconnect,
         Mode::Negative,
@@ -214,6 +333,32 @@ async fn uclient_rtp_and_rtcp_pairs_echo_everything() {
     })
     .await;
     assert!(m.stats.reservations_issued >= m.stats.reservations_claimed);
+}
+
+/// `-M` (RFC 8016) on a server with `mobility` and two relay threads: every allocation
+/// of uclient's moves to a new client port right after its Allocate (the probe's and
+/// the real one's), so about half the moves reach the other shard, whose held requests
+/// (uclient binds its channels before reading the move's answer) wait for the
+/// allocation to arrive. Every message must come back, and the metrics must show the
+/// tickets issued and the allocations moved (without the option the server ignored the
+/// attribute and uclient ran without any move).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_mobility_moves_every_allocation_and_echoes_everything() {
+    let server = common::start_server("mobility = true\nrelay-threads = 2").await;
+    uclient_echoes_everything(&server, Transport::Udp, Mode::Mobility).await;
+    let m = common::published_metrics(&server, "the moves", |m| {
+        m.stats.allocations_moved >= CLIENTS
+    })
+    .await;
+    println!(
+        "tickets issued {}, allocations moved {} ({} across shards)",
+        m.stats.tickets_issued, m.stats.allocations_moved, m.stats.allocations_moved_across_shards
+    );
+    assert!(
+        m.stats.tickets_issued > m.stats.allocations_moved,
+        "each move, and each Allocate before it, gave a ticket: {:?}",
+        m.stats
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,8 +507,8 @@ async fn uclient_channels_echo_everything_through_the_kernel() {
 
 async fn run_uclient_against_ferroturn(transport: Transport, mode: Mode) {
     let pki = (transport == Transport::Tls).then(common::tls::TestPki::new);
-    let server =
-        common::start_server(&pki.as_ref().map(|p| p.server_toml()).unwrap_or_default()).await;
+    let tls = pki.as_ref().map(|p| p.server_toml()).unwrap_or_default();
+    let server = common::start_server(&format!("{tls}\n{}", mode.server_toml())).await;
     uclient_echoes_everything(&server, transport, mode).await;
     drop(server);
     drop(pki);
@@ -378,6 +523,12 @@ async fn uclient_echoes_everything(
 ) -> UclientTotals {
     let what = format!("{transport:?} {mode:?}");
     let server_addr = match transport {
+        Transport::Udp if mode == Mode::OverIpv6 => *server
+            .handle
+            .udp_addrs()
+            .iter()
+            .find(|a| a.is_ipv6())
+            .expect("the server listens on ::1"),
         Transport::Udp => server.addr,
         Transport::Tcp => *server
             .handle
@@ -391,7 +542,7 @@ async fn uclient_echoes_everything(
             .expect("the server listens for TLS"),
     };
     let peer = if mode.needs_peer() {
-        Some(start_echo_peer().await)
+        Some(start_echo_peer(mode.peer_ip()).await)
     } else {
         None
     };
@@ -447,14 +598,20 @@ fn uclient_args(
         Mode::SendIndications => args.push("-s".into()),
         Mode::ClientToClient => args.push("-y".into()),
         Mode::DontFragment => args.push("-g".into()),
+        Mode::SendDontFragment => args.extend(["-s".into(), "-g".into()]),
         Mode::Padding => args.push("-D".into()),
         Mode::ExplicitIpv4 => args.push("-X".into()),
         Mode::ExtraRequests => args.push("-G".into()),
+        Mode::DualAllocation => args.push("-Z".into()),
+        Mode::DualAllocationIpv6 => args.extend(["-Z".into(), "-x".into()]),
+        Mode::Ipv6Relay => args.push("-x".into()),
+        Mode::OverIpv6 => {}
         Mode::RandomDisconnect => args.push("-B".into()),
         Mode::Negative => args.push("-N".into()),
         Mode::NegativeProtocol => args.push("-R".into()),
         Mode::TcpRelay => args.push("-T".into()),
         Mode::PassiveTcpRelay => args.push("-P".into()),
+        Mode::Mobility => args.push("-M".into()),
     }
     for (flag, value) in [
         ("-n", MESSAGES.to_string()),
@@ -580,17 +737,18 @@ struct EchoPeer {
     _process: ChildGuard,
 }
 
-async fn start_echo_peer() -> EchoPeer {
+/// A `turnutils_peer` on `ip` (a loopback address).
+async fn start_echo_peer(ip: IpAddr) -> EchoPeer {
     for _ in 0..5 {
-        let port = free_port_pair();
+        let port = free_port_pair(ip);
         let mut command = Command::new(PEER);
         command
-            .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-L", &ip.to_string(), "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let process = spawn_tool(&mut command);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let next = SocketAddr::from((Ipv4Addr::LOCALHOST, port + 1));
+        let addr = SocketAddr::new(ip, port);
+        let next = SocketAddr::new(ip, port + 1);
         if echoes(addr).await && echoes(next).await {
             return EchoPeer {
                 addr,
@@ -598,15 +756,15 @@ async fn start_echo_peer() -> EchoPeer {
             };
         }
     }
-    panic!("{PEER} never echoed on 127.0.0.1 (tried 5 port pairs)");
+    panic!("{PEER} never echoed on {ip} (tried 5 port pairs)");
 }
 
 /// Whether something echoes a probe sent to `addr` within a few seconds.
 async fn echoes(addr: SocketAddr) -> bool {
     const PROBE: &[u8] = b"ferroturn interop probe";
-    let socket = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0))
         .await
-        .expect("bind a probe socket on 127.0.0.1");
+        .expect("bind a probe socket on the peer's loopback address");
     let mut buf = [0u8; 64];
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -621,21 +779,21 @@ async fn echoes(addr: SocketAddr) -> bool {
     false
 }
 
-/// A port `p` in `PEER_PORTS` such that `p` and `p + 1` are both free on 127.0.0.1 right now.
+/// A port `p` in `PEER_PORTS` such that `p` and `p + 1` are both free on `ip` right now.
 /// `turnutils_peer` binds with `SO_REUSEADDR` and does not fail on a busy port, so look first.
-fn free_port_pair() -> u16 {
+fn free_port_pair(ip: IpAddr) -> u16 {
     static NEXT_PAIR: AtomicU32 = AtomicU32::new(0);
     let pairs = (PEER_PORTS.end - PEER_PORTS.start) / 2;
     let offset = std::process::id(); // parallel test processes start at different places
     for _ in 0..pairs {
         let pair = offset.wrapping_add(NEXT_PAIR.fetch_add(1, Ordering::Relaxed)) % pairs;
         let port = u16::try_from(PEER_PORTS.start + 2 * pair).expect("PEER_PORTS fits in u16");
-        let bindable = |p: u16| StdUdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok();
+        let bindable = |p: u16| StdUdpSocket::bind((ip, p)).is_ok();
         if bindable(port) && bindable(port + 1) {
             return port;
         }
     }
-    panic!("no free UDP port pair in {PEER_PORTS:?} on 127.0.0.1");
+    panic!("no free UDP port pair in {PEER_PORTS:?} on {ip}");
 }
 
 // ---- the parser, on output captured from coturn 4.6.1's turnutils_uclient ----------------

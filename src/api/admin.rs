@@ -4,6 +4,7 @@
 
 use super::{ApiError, Params, auth};
 use crate::control::Control;
+use crate::fleet::{Fleet, NodeInfo};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -28,8 +29,24 @@ pub async fn readyz(State(control): State<Arc<Control>>) -> Response {
     }
 }
 
+/// Whether the other nodes were told of `what` by `call`: `None` without a fleet.
+pub(super) async fn told(
+    fleet: Option<Arc<Fleet>>,
+    what: &str,
+    call: impl AsyncFnOnce(&Fleet) -> Result<(), crate::fleet::FleetError>,
+) -> Option<bool> {
+    let fleet = fleet?;
+    Some(match call(&fleet).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("fleet: the other nodes were not told of a {what}: {e}");
+            false
+        }
+    })
+}
+
 /// Runs `f` with the control on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     control: &Arc<Control>,
     f: impl FnOnce(&Control) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -40,7 +57,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Refuses a request without a valid admin key.
-fn admin(control: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn admin(control: &Control, headers: &HeaderMap) -> Result<(), ApiError> {
     let config = control.config();
     auth::bearer(headers)
         .and_then(|t| auth::find(t, config.api.admin_keys.iter()))
@@ -54,7 +71,10 @@ struct SessionView {
     username: String,
     client: SocketAddr,
     transport: &'static str,
+    /// The relayed address (a dual allocation's IPv4 one).
     relayed: SocketAddr,
+    /// A dual allocation's IPv6 relayed address, else null.
+    additional_relayed: Option<SocketAddr>,
     age_secs: u64,
     expires_in_secs: u64,
     /// Payload bytes relayed, user space and kernel together.
@@ -86,6 +106,7 @@ impl From<Session> for SessionView {
             username: s.username,
             client: s.client,
             relayed: s.relayed,
+            additional_relayed: s.additional_relayed,
             age_secs: s.age_secs,
             expires_in_secs: s.expires_in_secs,
             bytes_up: s.bytes_up + s.kernel[0].bytes,
@@ -115,16 +136,48 @@ pub async fn sessions(
 }
 
 /// `DELETE /api/v1/admin/sessions[?user=U|?relayed=IP:PORT]`: without a filter, every
-/// allocation.
+/// allocation; `relayed` names either relayed address of a dual allocation.
+///
+/// In a fleet the deletion is also published to every other node (through Redis), which
+/// carries it out within a second or two; `deleted` counts this node's, and `fleet` says
+/// whether the others were told (false while Redis does not answer; absent without a
+/// fleet).
 pub async fn delete_sessions(
     State(control): State<Arc<Control>>,
+    State(fleet): State<Option<Arc<Fleet>>>,
     headers: HeaderMap,
     params: Result<Params, ApiError>,
 ) -> Result<Response, ApiError> {
     admin(&control, &headers)?;
     let filter = filter(&params?)?;
-    let n = blocking(&control, move |c| c.delete_sessions(filter)).await?;
-    Ok(Json(json!({ "deleted": n })).into_response())
+    let local = filter.clone();
+    let n = blocking(&control, move |c| c.delete_sessions(local)).await?;
+    let fleet = told(fleet, "session deletion", async |f| {
+        f.delete_sessions(filter).await
+    })
+    .await;
+    Ok(Json(json!({ "deleted": n, "fleet": fleet })).into_response())
+}
+
+/// `GET /api/v1/admin/nodes`: the fleet's live nodes, least loaded first (without a
+/// fleet, this node alone). 503 while Redis does not answer.
+pub async fn nodes(
+    State(control): State<Arc<Control>>,
+    State(fleet): State<Option<Arc<Fleet>>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    admin(&control, &headers)?;
+    let Some(fleet) = fleet else {
+        let me = NodeInfo::of(&control, "local", &control.metrics(), 0);
+        return Ok(Json(json!({ "nodes": [me] })).into_response());
+    };
+    match fleet.nodes().await {
+        Ok(nodes) => Ok(Json(json!({ "nodes": nodes })).into_response()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the fleet's Redis does not answer: {e}"),
+        )),
+    }
 }
 
 fn filter(params: &Params) -> Result<SessionFilter, ApiError> {

@@ -8,9 +8,10 @@
 //! any origin some key allows, and the real request is then checked against its key.
 
 use super::{ApiError, Params, auth};
+use crate::config::ApiKey;
 use crate::config::Config;
-use crate::config::{ApiConfig, ApiKey};
 use crate::control::Control;
+use crate::fleet::Fleet;
 use axum::extract::State;
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -19,7 +20,7 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use std::net::{IpAddr, SocketAddr};
+
 use std::sync::Arc;
 
 /// Longest `user`, in bytes (a STUN USERNAME holds at most 513 with the expiry).
@@ -88,6 +89,7 @@ fn parse(params: &Params) -> Result<Request, ApiError> {
 /// Issues credentials for the key the bearer token names.
 pub async fn issue(
     State(control): State<Arc<Control>>,
+    State(fleet): State<Option<Arc<Fleet>>>,
     headers: HeaderMap,
     params: Result<Params, ApiError>,
 ) -> Response {
@@ -102,7 +104,7 @@ pub async fn issue(
     };
     let mut response = params
         .and_then(|p| parse(&p))
-        .and_then(|request| issue_for(&control, &config, key, request))
+        .and_then(|request| issue_for(&control, fleet.as_deref(), &config, key, request))
         .into_response();
     // Errors carry the CORS headers too, so the page can read them.
     if let Some(origin) = allowed_origin(&headers, |o| key_allows(key, o)) {
@@ -113,6 +115,7 @@ pub async fn issue(
 
 fn issue_for(
     control: &Control,
+    fleet: Option<&Fleet>,
     config: &Config,
     key: &ApiKey,
     request: Request,
@@ -132,7 +135,10 @@ fn issue_for(
     let expiry = crate::control::unix_now().saturating_add(ttl);
     let (username, password) =
         crate::credentials::rest_credentials(secret.as_str(), &request.user, expiry, api.separator);
-    let uris = uris(control, config);
+    let uris = match fleet_uris(fleet, config) {
+        Some(u) => u,
+        None => control.turn_uris(config),
+    };
     let body = Issued {
         username: &username,
         password: &password,
@@ -148,6 +154,24 @@ fn issue_for(
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
+}
+
+/// In a fleet without `turn-uris`: the URIs of the live nodes that are not draining,
+/// least loaded first, from the registry as last read (no Redis round trip here).
+/// `None` without a fleet, or while no node is known.
+fn fleet_uris(fleet: Option<&Fleet>, config: &Config) -> Option<Vec<String>> {
+    if !config.api.turn_uris.is_empty() {
+        return None;
+    }
+    let mut out: Vec<String> = Vec::new();
+    for node in fleet?.live_nodes().iter().filter(|n| !n.draining) {
+        for uri in &node.uris {
+            if !out.contains(uri) {
+                out.push(uri.clone());
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The TTL asked for (or the default), capped by the key's and the server's maximum
@@ -194,52 +218,6 @@ fn allowed_origin(headers: &HeaderMap, allowed: impl Fn(&str) -> bool) -> Option
 fn cors(headers: &mut HeaderMap, origin: HeaderValue) {
     headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(VARY, HeaderValue::from_static("Origin"));
-}
-
-/// The URIs handed out: `turn-uris` verbatim, else one per bound listener (UDP, TCP,
-/// TLS) with `public-host` or the listener's address as host.
-pub fn uris(control: &Control, config: &Config) -> Vec<String> {
-    let api: &ApiConfig = &config.api;
-    if !api.turn_uris.is_empty() {
-        return api.turn_uris.clone();
-    }
-    let host = |addr: &SocketAddr| -> Option<String> {
-        if let Some(h) = &api.public_host {
-            return Some(h.clone());
-        }
-        let mut ip = addr.ip();
-        if ip.is_unspecified() {
-            // A wildcard listener: the address relays are announced with is reachable.
-            let relay = [config.server.relay_v4, config.server.relay_v6];
-            ip = relay
-                .iter()
-                .flatten()
-                .map(|r| r.advertised)
-                .find(|a| a.is_ipv4() == ip.is_ipv4())
-                .or_else(|| relay.iter().flatten().map(|r| r.advertised).next())?;
-        }
-        Some(match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("[{v6}]"),
-        })
-    };
-    let mut out: Vec<String> = Vec::new();
-    let kinds: [(&[SocketAddr], &str, &str); 3] = [
-        (control.udp_addrs(), "turn", "udp"),
-        (control.tcp_addrs(), "turn", "tcp"),
-        (control.tls_addrs(), "turns", "tcp"),
-    ];
-    for (addrs, scheme, transport) in kinds {
-        for addr in addrs {
-            if let Some(h) = host(addr) {
-                let uri = format!("{scheme}:{h}:{}?transport={transport}", addr.port());
-                if !out.contains(&uri) {
-                    out.push(uri);
-                }
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

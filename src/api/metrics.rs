@@ -77,6 +77,14 @@ pub fn render(m: &Metrics) -> String {
         "1 while new allocations are refused for a drain.",
     )
     .sample(&[], u64::from(m.draining));
+    if let Some(up) = m.fleet_redis_up {
+        gauge(
+            o,
+            "fleet_redis_up",
+            "1 while the fleet's Redis answers; 0 while this node serves on its own state.",
+        )
+        .sample(&[], u64::from(up));
+    }
 
     gauge(o, "allocations_active", "Allocations open now.").sample(&[], g.allocations);
     counter(o, "allocations_created_total", "Allocations created.")
@@ -202,6 +210,19 @@ pub fn render(m: &Metrics) -> String {
     .sample(&[("kind", "issued")], s.reservations_issued)
     .sample(&[("kind", "claimed")], s.reservations_claimed);
     tcp_relay(o, m);
+    counter(
+        o,
+        "mobility_total",
+        "RFC 8016 mobility: MOBILITY-TICKETs issued (ticket_issued), allocations moved to a \
+         new client 5-tuple (moved, counted where they landed), of which from another relay \
+         thread (moved_across_shards).",
+    )
+    .sample(&[("kind", "ticket_issued")], s.tickets_issued)
+    .sample(&[("kind", "moved")], s.allocations_moved)
+    .sample(
+        &[("kind", "moved_across_shards")],
+        s.allocations_moved_across_shards,
+    );
     counter(o, "reloads_total", "Configuration reloads applied.").sample(&[], m.reloads_ok);
     counter(
         o,

@@ -17,10 +17,12 @@ mod auth;
 
 mod credentials;
 mod metrics;
+mod revocations;
 
 use crate::control::Control;
+use crate::fleet::Fleet;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequestParts, Query};
 use axum::http::header::WWW_AUTHENTICATE;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -63,7 +65,10 @@ pub struct ApiServer {
 impl ApiServer {
     /// Binds `api-listen` and serves it, or returns `None` when it is not set. With
     /// `api-tls` it serves the TURN certificate store (its reloads apply).
-    pub async fn start(control: Arc<Control>) -> io::Result<Option<ApiServer>> {
+    pub async fn start(
+        control: Arc<Control>,
+        fleet: Option<Arc<Fleet>>,
+    ) -> io::Result<Option<ApiServer>> {
         let config = control.config();
         let Some(listen) = config.api.listen else {
             return Ok(None);
@@ -84,7 +89,8 @@ impl ApiServer {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, tls = tls.is_some(), "listening (http api)");
         let (shutdown, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept(listener, router(control), tls, stopped));
+        let state = AppState { control, fleet };
+        let task = tokio::spawn(accept(listener, router(state), tls, stopped));
         Ok(Some(ApiServer {
             addr,
             shutdown,
@@ -105,7 +111,26 @@ impl Drop for ApiServer {
     }
 }
 
-fn router(control: Arc<Control>) -> Router {
+/// What the handlers see: the server, and the fleet when there is one.
+#[derive(Clone)]
+struct AppState {
+    control: Arc<Control>,
+    fleet: Option<Arc<Fleet>>,
+}
+
+impl FromRef<AppState> for Arc<Control> {
+    fn from_ref(s: &AppState) -> Self {
+        s.control.clone()
+    }
+}
+
+impl FromRef<AppState> for Option<Arc<Fleet>> {
+    fn from_ref(s: &AppState) -> Self {
+        s.fleet.clone()
+    }
+}
+
+fn router(state: AppState) -> Router {
     Router::new()
         .route(
             "/api/v1/credentials",
@@ -125,9 +150,16 @@ fn router(control: Arc<Control>) -> Router {
             post(admin::drain_start).delete(admin::drain_stop),
         )
         .route("/api/v1/admin/reload", post(admin::reload))
+        .route("/api/v1/admin/nodes", get(admin::nodes))
+        .route(
+            "/api/v1/admin/revocations",
+            get(revocations::list)
+                .post(revocations::revoke)
+                .delete(revocations::lift),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(control)
+        .with_state(state)
 }
 
 async fn accept(

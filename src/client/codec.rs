@@ -9,7 +9,8 @@ use ferroturn_core::proto::writer::MessageWriter;
 use std::net::SocketAddr;
 use stun_rs::attributes::stun::{Nonce, Realm, UserName};
 use stun_rs::attributes::turn::{
-    ChannelNumber, EvenPort, LifeTime, RequestedAddressFamily, RequestedTrasport, XorPeerAddress,
+    AdditionalAddressFamily, ChannelNumber, EvenPort, LifeTime, RequestedAddressFamily,
+    RequestedTrasport, XorPeerAddress,
 };
 use stun_rs::{
     AddressFamily, MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, MessageMethod,
@@ -25,6 +26,9 @@ pub enum RequestAttr<'a> {
     Lifetime(u32),
     RequestedTransport(u8),
     RequestedFamily(Family),
+    /// RFC 8656 section 18.11: a dual allocation (only IPv6 is valid; tests send IPv4
+    /// to see it refused).
+    AdditionalFamily(Family),
     EvenPort(bool),
     /// RFC 8656 section 14.9.
     ReservationToken([u8; 8]),
@@ -34,6 +38,8 @@ pub enum RequestAttr<'a> {
     ChannelNumber(u16),
     /// RFC 6062 section 6.2.1 (ConnectionBind).
     ConnectionId(u32),
+    /// RFC 8016 section 3.3: empty in an Allocate to ask for one, the ticket in a Refresh.
+    MobilityTicket(&'a [u8]),
 }
 
 /// RFC 8656 section 18.8: REQUESTED-TRANSPORT for UDP, the one stun-rs can write.
@@ -76,10 +82,10 @@ pub fn encode_request(
                 b
             }
             RequestAttr::RequestedFamily(f) => {
-                b.with_attribute(RequestedAddressFamily::new(match f {
-                    Family::V4 => AddressFamily::IPv4,
-                    Family::V6 => AddressFamily::IPv6,
-                }))
+                b.with_attribute(RequestedAddressFamily::new(address_family(f)))
+            }
+            RequestAttr::AdditionalFamily(f) => {
+                b.with_attribute(AdditionalAddressFamily::new(address_family(f)))
             }
             RequestAttr::EvenPort(r) => b.with_attribute(EvenPort::new(r)),
             RequestAttr::ReservationToken(t) => {
@@ -90,6 +96,9 @@ pub fn encode_request(
             }
             RequestAttr::XorPeerAddress(a) => b.with_attribute(XorPeerAddress::from(a)),
             RequestAttr::ChannelNumber(c) => b.with_attribute(ChannelNumber::new(c)),
+            RequestAttr::MobilityTicket(t) => {
+                b.with_attribute(stun_rs::attributes::mobility::MobilityTicket::new(t))
+            }
         };
     }
     let msg = b.build();
@@ -106,6 +115,13 @@ pub fn encode_request(
     w.seal(key, true)
 }
 
+fn address_family(f: Family) -> AddressFamily {
+    match f {
+        Family::V4 => AddressFamily::IPv4,
+        Family::V6 => AddressFamily::IPv6,
+    }
+}
+
 /// Reads the attributes a client needs from a response (test client, load generator).
 #[derive(Clone, Debug, Default)]
 pub struct Response {
@@ -113,12 +129,18 @@ pub struct Response {
     pub realm: Option<String>,
     pub nonce: Option<String>,
     pub xor_mapped: Option<SocketAddr>,
+    /// The first XOR-RELAYED-ADDRESS.
     pub xor_relayed: Option<SocketAddr>,
+    /// A second XOR-RELAYED-ADDRESS (a dual allocation, RFC 8656 section 7.2).
+    pub additional_relayed: Option<SocketAddr>,
+    /// RFC 8656 section 18.12: the family a dual allocation did not get, and why.
+    pub address_error: Option<(Family, u16)>,
     pub lifetime: Option<u32>,
     pub unknown_attributes: Vec<u16>,
     pub reservation_token: Option<[u8; 8]>,
     /// RFC 6062 section 6.2.1 (a Connect success), read by hand: stun-rs does not know it.
     pub connection_id: Option<u32>,
+    pub mobility_ticket: Option<Vec<u8>>,
 }
 
 /// Decodes a response for a client; `None` if it is not a well-formed STUN message.
@@ -138,12 +160,23 @@ pub fn decode_response(buf: &[u8]) -> Option<Response> {
             StunAttribute::Realm(x) => r.realm = Some(x.as_str().to_owned()),
             StunAttribute::Nonce(x) => r.nonce = Some(x.as_str().to_owned()),
             StunAttribute::XorMappedAddress(x) => r.xor_mapped = Some(*x.socket_address()),
-            StunAttribute::XorRelayedAddress(x) => r.xor_relayed = Some(*x.socket_address()),
+            StunAttribute::XorRelayedAddress(x) => match r.xor_relayed {
+                None => r.xor_relayed = Some(*x.socket_address()),
+                Some(_) => r.additional_relayed = Some(*x.socket_address()),
+            },
+            StunAttribute::AddressErrorCode(e) => {
+                let family = match e.family() {
+                    AddressFamily::IPv4 => Family::V4,
+                    AddressFamily::IPv6 => Family::V6,
+                };
+                r.address_error = Some((family, e.error_code().error_code()))
+            }
             StunAttribute::LifeTime(l) => r.lifetime = Some(*l.as_ref()),
             StunAttribute::ReservationToken(t) => {
                 r.reservation_token = <[u8; 8]>::try_from(t.token()).ok()
             }
             StunAttribute::UnknownAttributes(u) => r.unknown_attributes = u.attributes().to_vec(),
+            StunAttribute::MobilityTicket(t) => r.mobility_ticket = Some(t.value().to_vec()),
             _ => {}
         }
     }

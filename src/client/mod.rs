@@ -70,6 +70,8 @@ pub struct TurnClient {
     pub request_timeout: Duration,
     /// How many 401/438 challenges this client has answered.
     pub challenges: u32,
+    /// RFC 8016: the last MOBILITY-TICKET the server gave this client.
+    mobility_ticket: Option<Vec<u8>>,
 }
 
 impl TurnClient {
@@ -150,6 +152,7 @@ impl TurnClient {
             attempts: VecDeque::new(),
             request_timeout: Duration::from_secs(3),
             challenges: 0,
+            mobility_ticket: None,
         }
     }
 
@@ -216,7 +219,14 @@ impl TurnClient {
                 .ok_or(ClientError::Malformed)?;
             let response = self.transact(&txn, &msg).await?;
             match response.error_code {
-                None => return Ok(response),
+                None => {
+                    // RFC 8016 section 3.2.1: the ticket of the latest success is the one
+                    // to use.
+                    if let Some(ticket) = &response.mobility_ticket {
+                        self.mobility_ticket = Some(ticket.clone());
+                    }
+                    return Ok(response);
+                }
                 Some(code @ (401 | 438)) if response.nonce.is_some() => {
                     self.challenges += 1;
                     let fresh = self.nonce.is_none() || code == 438;
@@ -347,6 +357,47 @@ impl TurnClient {
             .into_stream()
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not a stream"))?;
         Ok(DataConnection::new(stream, early))
+    }
+
+    /// RFC 8656 section 7.2: a dual allocation (ADDITIONAL-ADDRESS-FAMILY IPv6) of UDP
+    /// relays; returns the relayed addresses, IPv4 first, one per family the server
+    /// could give (ADDRESS-ERROR-CODE names a family left out).
+    pub async fn allocate_dual(&mut self) -> Result<Vec<SocketAddr>, ClientError> {
+        let attrs = [
+            RequestAttr::RequestedTransport(17),
+            RequestAttr::AdditionalFamily(ferroturn_core::proto::Family::V6),
+        ];
+        let r = self.request(method::ALLOCATE, &attrs).await?;
+        let first = r.xor_relayed.ok_or(ClientError::Malformed)?;
+        Ok(std::iter::once(first).chain(r.additional_relayed).collect())
+    }
+
+    /// RFC 8016 section 3.1.1: allocates a UDP relay and asks for a MOBILITY-TICKET
+    /// (kept for [`TurnClient::move_to`]); returns the relayed address.
+    pub async fn allocate_mobile(&mut self) -> Result<SocketAddr, ClientError> {
+        self.allocate_with(&[
+            RequestAttr::RequestedTransport(17),
+            RequestAttr::MobilityTicket(&[]),
+        ])
+        .await
+    }
+
+    /// The MOBILITY-TICKET the server gave last, if any.
+    pub fn mobility_ticket(&self) -> Option<&[u8]> {
+        self.mobility_ticket.as_deref()
+    }
+
+    /// RFC 8016 section 3.2.1: the client's address changed. From now on it talks to the
+    /// server through `socket`, and a Refresh with its ticket takes the allocation along
+    /// (with its permissions and channels); returns the granted lifetime. UDP only.
+    pub async fn move_to(&mut self, socket: UdpSocket) -> Result<u32, ClientError> {
+        let ticket = self.mobility_ticket.clone().ok_or(ClientError::Malformed)?;
+        self.link = Link::udp(socket, self.link.server());
+        self.pending.clear();
+        let r = self
+            .request(method::REFRESH, &[RequestAttr::MobilityTicket(&ticket)])
+            .await?;
+        r.lifetime.ok_or(ClientError::Malformed)
     }
 
     /// Returns the granted lifetime.

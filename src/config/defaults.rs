@@ -39,6 +39,8 @@ pub const UNAUTHENTICATED_RATE: u32 = 50;
 pub const DRAIN_TIMEOUT: u64 = 30;
 pub const LOG_LEVEL: &str = "info";
 pub const KERNEL_OFFLOAD: super::KernelOffload = super::KernelOffload::Off;
+/// RFC 8016 mobility: off, as in coturn.
+pub const MOBILITY: bool = false;
 pub const MAX_TCP_CONNECTIONS: usize = 10_000;
 pub const MAX_TCP_CONNECTIONS_PER_IP: u32 = 256;
 pub const TCP_HANDSHAKE_TIMEOUT: u64 = 10;
@@ -104,6 +106,7 @@ mod tests {
             ("unauthenticated-rate", UNAUTHENTICATED_RATE.to_string()),
             ("log-level", LOG_LEVEL.to_string()),
             ("credential-ttl", CREDENTIAL_TTL.to_string()),
+            ("mobility", MOBILITY.to_string()),
         ]
     }
 
@@ -143,6 +146,7 @@ mod tests {
                 "max-tcp-relay-connections",
                 MAX_TCP_RELAY_CONNECTIONS.to_string(),
             ),
+            ("mobility", MOBILITY.to_string()),
         ] {
             let line = text
                 .lines()

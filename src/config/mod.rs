@@ -73,6 +73,16 @@ mod tests {
         assert!(e.to_string().contains("static-auth-secret"), "{e}");
         let e = Config::from_toml_str("static-auth-secret = [\"s\"]\n").unwrap_err();
         assert!(e.to_string().contains("relay-ip"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}nonce-secret = [\"short\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("nonce-secret"), "{e}");
+        let c = Config::from_toml_str(&format!(
+            "{BASE}nonce-secret = [\"0123456789abcdef\", \"fedcba9876543210\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            format!("{:?}", c.server.nonce_keys),
+            "Some(NonceKeys(2 keys))"
+        );
     }
 
     #[test]

@@ -96,6 +96,12 @@ pub struct RawConfig {
     /// Refuse expired REST usernames also for existing allocations. Default true.
     #[arg(long, value_name = "BOOL")]
     pub strict_credential_expiry: Option<bool>,
+    /// Key of the nonces, shared by a fleet so that a nonce from one node is good at every
+    /// node (repeat for rotation: the first signs, every one verifies). Default: a random
+    /// key per process.
+    #[arg(long, value_name = "SECRET")]
+    #[serde(default)]
+    pub nonce_secret: Vec<String>,
     /// Nonce lifetime in seconds. Default 600.
     #[arg(long, value_name = "SECONDS")]
     pub stale_nonce: Option<u64>,
@@ -156,6 +162,11 @@ pub struct RawConfig {
     /// 8656), `ipv6`, or `keep` (the family the client came over). Default ipv4.
     #[arg(long, value_enum, value_name = "FAMILY")]
     pub allocation_default_address_family: Option<AllocationFamily>,
+    /// RFC 8016 mobility: an Allocate may ask for a MOBILITY-TICKET, and a Refresh with
+    /// it from a new client address (Wi-Fi to cellular) moves the allocation there.
+    /// Default false.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub mobility: Option<bool>,
     /// While draining, answer new allocations with 300 and this ALTERNATE-SERVER instead
     /// of 508.
     #[arg(long, value_name = "IP:PORT")]
@@ -187,6 +198,18 @@ pub struct RawConfig {
     /// off) or `on` (refuse to start without it). Default off.
     #[arg(long, value_enum, value_name = "MODE")]
     pub kernel_offload: Option<KernelOffload>,
+    /// Redis (or Valkey) shared by a fleet of servers: `redis://[user:password@]host:port/db`
+    /// or `redis+unix:///path`. Default: none (a single server).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// What a new allocation gets when the fleet's Redis does not answer in time:
+    /// `open` (the node's own quotas decide) or `closed` (508). Default open.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub shared_state_failure: Option<SharedStateFailure>,
+    /// This server's name in the fleet's registry. Default: the host name and the first
+    /// listening address.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
     // --- HTTP API (src/config/api.rs checks these) ---
     /// Address of the HTTP API: credentials, metrics, health, admin. Default: off.
     #[arg(long, value_name = "IP:PORT")]
@@ -236,16 +259,16 @@ impl RawConfig {
                 alt_tls_listening_port, no_udp, no_tcp, no_tls, cert, pkey,
                 max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
                 tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
-                alternate_server, drain_timeout, allocation_default_address_family,
+                alternate_server, drain_timeout, allocation_default_address_family, mobility,
                 min_port, max_port, realm, rest_api_separator,
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
                 no_tcp_relay, max_tcp_relay_connections,
                 relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
-                kernel_offload,
+                kernel_offload, redis, node_name, shared_state_failure,
                 api_listen, api_tls, credential_ttl, public_host;
-            list: listening_ip, relay_ip, external_ip, static_auth_secret, user,
+            list: listening_ip, relay_ip, external_ip, static_auth_secret, nonce_secret, user,
                 denied_peer_ip, allowed_peer_ip,
                 api_key_sha256, api_key, admin_key_sha256, turn_uris);
         self
@@ -262,4 +285,16 @@ impl RawConfig {
             .map_err(|e| ConfigError::syntax(format!("cannot read {}: {e}", path.display())))?;
         Self::from_toml_str(&text).map_err(|e| e.in_file(path))
     }
+}
+
+/// `shared-state-failure`: how a node decides what needs the fleet's Redis while Redis
+/// does not answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedStateFailure {
+    /// Serve on: the node's own quotas decide.
+    #[default]
+    Open,
+    /// Refuse new allocations (508) until Redis answers.
+    Closed,
 }

@@ -4,9 +4,9 @@
 use super::api::ApiConfig;
 use super::defaults as d;
 use super::error::{ConfigError, err};
-use super::raw::RawConfig;
-use ferroturn_core::auth::Credentials;
+use super::raw::{RawConfig, SharedStateFailure};
 use ferroturn_core::auth::credentials::Password;
+use ferroturn_core::auth::{Credentials, NonceKeys};
 use ferroturn_core::server::{ConnectionIds, IpRange, PeerPolicy, RelayAddress, ServerConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -32,6 +32,28 @@ pub struct Config {
     pub kernel_offload: KernelOffload,
     /// The HTTP API (off unless `api-listen` is set).
     pub api: ApiConfig,
+    /// The fleet's Redis; `None` for a single server.
+    pub fleet: Option<FleetConfig>,
+}
+
+/// `redis` and `node-name`: where the fleet's shared state lives, and this node's name
+/// there. The URL's password is never logged (its `Debug` hides the URL).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    pub redis: String,
+    /// `node-name`; `None`: the host name and the first bound listening address.
+    pub node: Option<String>,
+    /// `shared-state-failure = "open"`: while Redis does not answer, a new allocation's
+    /// lease is granted (the node's own quotas decide).
+    pub fail_open: bool,
+}
+
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `allocation-default-address-family`: the relay's family when an Allocate names none.
@@ -157,6 +179,19 @@ impl Config {
         if raw.static_auth_secret.iter().any(String::is_empty) {
             return err("static-auth-secret", "must not be empty");
         }
+        // Nonces are signed with it: a short secret could be found offline from one nonce.
+        if let Some(short) = raw.nonce_secret.iter().find(|s| s.len() < 16) {
+            let what = if short.is_empty() {
+                "an empty"
+            } else {
+                "a short"
+            };
+            return err(
+                "nonce-secret",
+                format!("{what} secret: use at least 16 characters (e.g. `openssl rand -hex 32`)"),
+            );
+        }
+        let nonce_keys = NonceKeys::from_secrets(&raw.nonce_secret);
         let separator = raw.rest_api_separator.unwrap_or(d::REST_API_SEPARATOR);
         // A far-future REST username is a credential that never expires.
         let max_ttl =
@@ -217,6 +252,8 @@ impl Config {
         let server = ServerConfig {
             credentials,
             nonce_lifetime: secs("stale-nonce", raw.stale_nonce, d::STALE_NONCE)?,
+            nonce_keys,
+            fleet_quota: raw.redis.is_some(),
             relay_v4,
             relay_v6,
             min_port,
@@ -264,6 +301,7 @@ impl Config {
             },
             // Set by the driver per shard.
             connection_ids: ConnectionIds::default(),
+            mobility: raw.mobility.unwrap_or(d::MOBILITY),
         };
         Ok(Config {
             listeners,
@@ -277,8 +315,39 @@ impl Config {
             log_level: raw.log_level.clone().unwrap_or_else(|| d::LOG_LEVEL.into()),
             kernel_offload: raw.kernel_offload.unwrap_or(d::KERNEL_OFFLOAD),
             api: super::api::from_raw(&raw, separator, max_ttl)?,
+            fleet: fleet(&raw)?,
         })
     }
+}
+
+/// `redis` and `node-name`, checked (the URL is parsed, nothing is connected).
+fn fleet(raw: &RawConfig) -> Result<Option<FleetConfig>, ConfigError> {
+    let Some(url) = raw.redis.clone() else {
+        if raw.node_name.is_some() {
+            return err("node-name", "names this server in a fleet: set redis too");
+        }
+        if raw.shared_state_failure.is_some() {
+            return err("shared-state-failure", "applies to a fleet: set redis too");
+        }
+        return Ok(None);
+    };
+    if let Err(e) = redis::Client::open(url.as_str()) {
+        // The message names the problem, not the URL (it may hold a password).
+        return err(
+            "redis",
+            format!("not a Redis URL: {}", e.detail().unwrap_or("unreadable")),
+        );
+    }
+    if let Some(name) = &raw.node_name {
+        if name.is_empty() || name.len() > 128 || name.contains(char::is_whitespace) {
+            return err("node-name", "1 to 128 characters, no spaces");
+        }
+    }
+    Ok(Some(FleetConfig {
+        redis: url,
+        node: raw.node_name.clone(),
+        fail_open: raw.shared_state_failure.unwrap_or_default() == SharedStateFailure::Open,
+    }))
 }
 
 /// Listener addresses of every enabled protocol, and the TLS files when TLS is on (it is

@@ -1,8 +1,10 @@
-//! Each shard's mailbox: operator commands in, counters and gauges out. The shard checks
-//! it every turn (a flag keeps the check to one atomic load when empty) and publishes
-//! its counters once a second; nothing here is on the packet path.
+//! Each shard's mailbox: operator commands and other shards' handoffs in, counters and
+//! gauges out. The shard checks it every turn (a flag keeps the check to one atomic load
+//! when empty) and publishes its counters once a second; nothing here is on the packet
+//! path.
 
-use ferroturn_core::server::{Gauges, ServerConfig, Session, SessionFilter, Stats};
+use ferroturn_core::server::stats::Traffic;
+use ferroturn_core::server::{Gauges, Handoff, ServerConfig, Session, SessionFilter, Stats};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -13,6 +15,24 @@ pub enum Command {
     Delete(SessionFilter, Sender<usize>),
     Reconfigure(Box<ServerConfig>),
     Drain(bool),
+    /// From another shard (RFC 8016 mobility): a move to decide or its answer, or an
+    /// allocation whose client moved here, with its relay sockets (one per family).
+    Handoff(Handoff, Vec<MovedRelay>),
+    /// The fleet's answer to a lease ask (`user-quota` across nodes).
+    Lease {
+        relay: ferroturn_core::server::AllocId,
+        lease: u64,
+        answer: ferroturn_core::server::LeaseAnswer,
+    },
+}
+
+/// A relay socket of an allocation that moved to another shard, and what the kernel
+/// fast path relayed through it so far (client to peer, peer to client).
+pub struct MovedRelay {
+    pub socket: std::net::UdpSocket,
+    /// Its family: a dual allocation has an IPv4 and an IPv6 relay.
+    pub v6: bool,
+    pub kernel: [Traffic; 2],
 }
 
 /// Wakes a shard's event loop (the I/O layer supplies it).

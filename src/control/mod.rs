@@ -6,14 +6,17 @@
 
 mod certs;
 mod connections;
+mod leases;
 mod mailbox;
 mod reload;
 
 pub use certs::{CertError, CertStore, watch as watch_certificates};
 pub use connections::ConnLimits;
-pub use mailbox::{Command, ShardLink, Wake};
+pub use leases::{LeaseAsk, LeaseOp, Leases};
+pub use mailbox::{Command, MovedRelay, ShardLink, Wake};
 pub use reload::{
-    LogFilterError, LogReloader, ReloadError, ReloadReport, add_host_addresses, shard_config,
+    LogFilterError, LogReloader, MAX_REVOCATIONS, ReloadError, ReloadReport, StoreCredentials,
+    add_host_addresses, shard_config,
 };
 
 use crate::config::{Config, RawConfig};
@@ -21,7 +24,7 @@ use crate::offload::{Offload, OffloadTotals};
 use ferroturn_core::server::{Gauges, Session, SessionFilter, Stats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,6 +56,8 @@ pub struct Metrics {
     pub shards: usize,
     /// The kernel fast path's counters and the channels it relays now, when it runs.
     pub offload: Option<(OffloadTotals, u64)>,
+    /// Whether the fleet's Redis answers; `None` without a fleet.
+    pub fleet_redis_up: Option<bool>,
 }
 
 /// The bound listener addresses, ephemeral ports resolved.
@@ -76,6 +81,14 @@ pub struct Control {
     draining: AtomicBool,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Credentials of the user store, added to the configured ones.
+    store: Mutex<Option<StoreCredentials>>,
+    /// The fleet's Redis: 0 no fleet, 1 not answering, 2 answering.
+    fleet_redis: AtomicU8,
+    /// Users refused until a time (unix seconds), by an operator of this node.
+    revoked: Mutex<std::collections::HashMap<String, u64>>,
+    /// A live node of the fleet a draining node redirects to.
+    fleet_alternate: Mutex<Option<SocketAddr>>,
 }
 
 impl Control {
@@ -100,6 +113,10 @@ impl Control {
             draining: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            store: Mutex::new(None),
+            fleet_redis: AtomicU8::new(0),
+            revoked: Mutex::new(std::collections::HashMap::new()),
+            fleet_alternate: Mutex::new(None),
         }
     }
 
@@ -180,7 +197,17 @@ impl Control {
         m.connections_refused = refused;
         m.stream_frames_dropped = self.conn_limits.dropped();
         m.offload = self.offload.as_ref().map(|o| (o.totals(), o.installed()));
+        m.fleet_redis_up = match self.fleet_redis.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == 2),
+        };
         m
+    }
+
+    /// Records whether the fleet's Redis answers (for /metrics).
+    pub fn set_fleet_redis_up(&self, up: bool) {
+        self.fleet_redis
+            .store(if up { 2 } else { 1 }, Ordering::Relaxed);
     }
 
     /// Whether the kernel fast path runs.
@@ -244,6 +271,59 @@ impl Control {
             }
         }
         all
+    }
+
+    /// The URIs clients are handed for this node: `turn-uris` verbatim, else one per
+    /// bound listener (UDP, TCP, TLS) with `public-host` or the listener's address as host.
+    pub fn turn_uris(&self, config: &Config) -> Vec<String> {
+        let api = &config.api;
+        if !api.turn_uris.is_empty() {
+            return api.turn_uris.clone();
+        }
+        let host = |addr: &SocketAddr| -> Option<String> {
+            if let Some(h) = &api.public_host {
+                return Some(h.clone());
+            }
+            let mut ip = addr.ip();
+            if ip.is_unspecified() {
+                // A wildcard listener: the address relays are announced with is reachable.
+                let relay = [config.server.relay_v4, config.server.relay_v6];
+                ip = relay
+                    .iter()
+                    .flatten()
+                    .map(|r| r.advertised)
+                    .find(|a| a.is_ipv4() == ip.is_ipv4())
+                    .or_else(|| relay.iter().flatten().map(|r| r.advertised).next())?;
+            }
+            Some(match ip {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            })
+        };
+        let mut out: Vec<String> = Vec::new();
+        let kinds: [(&[SocketAddr], &str, &str); 3] = [
+            (self.udp_addrs(), "turn", "udp"),
+            (self.tcp_addrs(), "turn", "tcp"),
+            (self.tls_addrs(), "turns", "tcp"),
+        ];
+        for (addrs, scheme, transport) in kinds {
+            for addr in addrs {
+                if let Some(h) = host(addr) {
+                    let uri = format!("{scheme}:{h}:{}?transport={transport}", addr.port());
+                    if !out.contains(&uri) {
+                        out.push(uri);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Sends `command` to shard `index`'s mailbox (dropped if there is no such shard).
+    pub fn send_to_shard(&self, index: usize, command: Command) {
+        if let Some(link) = self.shards.get(index) {
+            link.send(command);
+        }
     }
 
     /// Deletes the allocations `filter` names in every shard; returns how many.

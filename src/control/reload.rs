@@ -3,7 +3,7 @@
 
 use super::{CertError, Command, Control};
 use crate::config::{self, Config, ConfigError, RawConfig};
-use ferroturn_core::server::ServerConfig;
+use ferroturn_core::server::{ServerConfig, SessionFilter};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -150,13 +150,149 @@ impl Control {
                 }
             }
         }
-        let cfg = shard_config(&new, self.shards.len(), self.offload.is_some());
-        for s in &self.shards {
-            s.send(Command::Reconfigure(Box::new(cfg.clone())));
-        }
+        self.reconfigure_shards(&new);
         if let Ok(mut c) = self.config.write() {
             *c = Arc::new(new);
         }
         Ok(report)
+    }
+
+    /// Hands every shard its share of `config`, with the user store's credentials and
+    /// the revocations added.
+    fn reconfigure_shards(&self, config: &Config) {
+        let mut cfg = shard_config(config, self.shards.len(), self.offload.is_some());
+        let store = self
+            .store
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .unwrap_or_default();
+        let mut revoked = self.revocations();
+        revoked.extend(store.revoked.iter().cloned());
+        cfg.credentials = cfg
+            .credentials
+            .with_store(&store.secrets, &store.users, &revoked);
+        if cfg.alternate_server.is_none() {
+            cfg.alternate_server = self.fleet_alternate.lock().ok().and_then(|a| *a);
+        }
+        for s in &self.shards {
+            s.send(Command::Reconfigure(Box::new(cfg.clone())));
+        }
+    }
+
+    /// Refuses `user` (every REST username of it too) until `until` (unix seconds) and
+    /// ends its allocations on this node; returns how many. None when the list is full.
+    pub fn revoke(&self, user: &str, until: u64) -> Option<usize> {
+        {
+            let mut list = self.revoked.lock().ok()?;
+            let now = super::unix_now();
+            list.retain(|_, t| *t > now);
+            if list.len() >= MAX_REVOCATIONS && !list.contains_key(user) {
+                return None;
+            }
+            let at = list.entry(user.to_owned()).or_insert(until);
+            *at = (*at).max(until);
+        }
+        self.reconfigure_shards(&self.config());
+        Some(self.delete_sessions(SessionFilter::User(user.to_owned())))
+    }
+
+    /// Takes `user` off this node's revocation list; false if it was not on it.
+    pub fn lift_revocation(&self, user: &str) -> bool {
+        let removed = self
+            .revoked
+            .lock()
+            .map(|mut l| l.remove(user).is_some())
+            .unwrap_or(false);
+        if removed {
+            self.reconfigure_shards(&self.config());
+        }
+        removed
+    }
+
+    /// This node's revocations still in force: user and until (unix seconds).
+    pub fn revocations(&self) -> Vec<(String, u64)> {
+        let now = super::unix_now();
+        let mut list: Vec<(String, u64)> = self
+            .revoked
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter(|(_, t)| **t > now)
+                    .map(|(u, t)| (u.clone(), *t))
+                    .collect()
+            })
+            .unwrap_or_default();
+        list.sort();
+        list
+    }
+
+    /// Where a draining node sends new allocations when `alternate-server` is not set: a
+    /// live node of the fleet, or none. Nothing is sent to the shards when it did not
+    /// change.
+    pub fn set_fleet_alternate(&self, alternate: Option<std::net::SocketAddr>) {
+        {
+            let Ok(mut current) = self.fleet_alternate.lock() else {
+                return;
+            };
+            if *current == alternate {
+                return;
+            }
+            *current = alternate;
+        }
+        self.reconfigure_shards(&self.config());
+    }
+
+    /// Every revocation in force here: this node's and the user store's (the fleet's),
+    /// the later time where both name a user.
+    pub fn all_revocations(&self) -> Vec<(String, u64)> {
+        let now = super::unix_now();
+        let mut all = self.revocations();
+        if let Some(store) = self.store.lock().ok().and_then(|s| s.clone()) {
+            all.extend(store.revoked.into_iter().filter(|(_, t)| *t > now));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        all.dedup_by(|a, b| a.0 == b.0);
+        all
+    }
+
+    /// Replaces the users and REST secrets of the user store (the fleet's Redis, in
+    /// coturn's schema): they serve new authentications at once, beside the configured
+    /// ones, and survive reloads. Nothing is sent when they did not change.
+    pub fn set_store_credentials(&self, store: StoreCredentials) {
+        {
+            let Ok(mut current) = self.store.lock() else {
+                return;
+            };
+            if current.as_ref() == Some(&store) {
+                return;
+            }
+            *current = Some(store);
+        }
+        self.reconfigure_shards(&self.config());
+    }
+}
+
+/// At most this many users on a node's revocation list.
+pub const MAX_REVOCATIONS: usize = 100_000;
+
+/// Users (name and long-term key), REST secrets and revocations from a user store.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreCredentials {
+    pub secrets: Vec<String>,
+    pub users: Vec<(String, ferroturn_core::auth::credentials::Key)>,
+    /// Users refused until a time (unix seconds).
+    pub revoked: Vec<(String, u64)>,
+}
+
+impl std::fmt::Debug for StoreCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StoreCredentials({} secrets, {} users, {} revoked)",
+            self.secrets.len(),
+            self.users.len(),
+            self.revoked.len()
+        )
     }
 }

@@ -13,11 +13,13 @@ mod stream;
 mod tls;
 
 use crate::config::Config;
-use crate::control::{BoundAddrs, CertStore, ConnLimits, ShardLink, shard_config, unix_now};
+use crate::control::{
+    BoundAddrs, CertStore, ConnLimits, Leases, ShardLink, shard_config, unix_now,
+};
 use crate::offload::Offload;
 use ferroturn_core::server::{ConnectionIds, Secrets, Server, SharedState};
 use rand::RngExt;
-use shard::{Handoff, Inbox};
+use shard::{Inbox, Siblings};
 use socket::SocketOptions;
 use std::io;
 use std::net::SocketAddr;
@@ -75,6 +77,7 @@ pub fn start(
     certs: Option<&Arc<CertStore>>,
     conn_limits: &Arc<ConnLimits>,
     offload: Option<&Arc<Offload>>,
+    leases: Option<&Arc<Leases>>,
 ) -> io::Result<Shards> {
     let opts = SocketOptions::relay(config);
     let shards = config.relay_threads;
@@ -111,7 +114,13 @@ pub fn start(
             nonce_key,
             seed: rand::rng().random(),
         };
-        let core = Server::new(cfg, shared.clone(), secrets, Instant::now(), unix_now());
+        let mut core = Server::new(cfg, shared.clone(), secrets, Instant::now(), unix_now());
+        // relay-threads is at most 256, so the index fits a byte (MOBILITY-TICKETs name
+        // the owning shard by it).
+        core.set_shard(
+            u8::try_from(index).unwrap_or(u8::MAX),
+            u16::try_from(shards).unwrap_or(u16::MAX),
+        );
         let streams = Streams::new(
             stream_listeners,
             conn_limits.clone(),
@@ -131,14 +140,19 @@ pub fn start(
             let _ = waker.wake();
         })));
         shard.set_link(link.clone());
+        if let Some(leases) = leases {
+            shard.set_leases(leases.clone(), index);
+        }
         running.links.push(link);
         built.push(shard);
     }
-    // Every shard can hand an RFC 6062 data connection to every other.
+    // Every shard can reach every other one: mobility moves allocations between them,
+    // and an RFC 6062 data connection goes to the shard that issued its CONNECTION-ID.
     let inboxes: Arc<[Inbox]> = built.iter().map(|s| Inbox::new(s.waker())).collect();
     for (index, mut shard) in built.into_iter().enumerate() {
-        shard.set_handoff(Handoff {
+        shard.set_siblings(Siblings {
             index: index as u32,
+            links: running.links.clone(),
             inboxes: inboxes.clone(),
         });
         // On error `running` is dropped, which stops the shards started so far.

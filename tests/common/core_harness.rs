@@ -34,8 +34,8 @@ use ferroturn_core::proto::integrity;
 use ferroturn_core::proto::wire::{Class, method};
 use ferroturn_core::proto::writer::MessageWriter;
 use ferroturn_core::server::{
-    AllocId, ConnectionId, Event, FiveTuple, OffloadChannel, Path, Secrets, Server, Transmit,
-    Transport,
+    AllocId, ConnectionId, Event, FiveTuple, Handoff, LeaseAnswer, OffloadChannel, Path, Secrets,
+    Server, SessionFilter, SharedState, Transmit, Transport,
 };
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -93,6 +93,8 @@ pub struct Harness {
     pub now: Instant,
     /// How the next `BindRelay` events are answered.
     pub bind_ok: bool,
+    /// Binds at these addresses fail whatever `bind_ok` says (a host without IPv6, say).
+    pub bind_refused: fn(SocketAddr) -> bool,
     /// Every `BindRelay` seen, answered or not.
     pub binds: Vec<(AllocId, SocketAddr)>,
     /// Whether each of them asked for DF (RFC 8656 section 14.8).
@@ -116,6 +118,12 @@ pub struct Harness {
     pub open_peers: BTreeSet<ConnectionId>,
     /// Answers a timer sent (447 to Connects that timed out).
     pub late: Vec<Transmit>,
+    /// Every `AcquireLease` seen: allocation, lease, user, quota.
+    pub lease_asks: Vec<(AllocId, u64, String, u32)>,
+    /// How lease asks are answered at once; `None`: left for the test to answer.
+    pub lease_answer: Option<LeaseAnswer>,
+    /// Every `ReleaseLease` seen.
+    pub lease_releases: Vec<u64>,
     txn_counter: u32,
 }
 
@@ -137,26 +145,56 @@ impl Harness {
     }
 
     fn build(toml: &str, kernel_offload: bool) -> Self {
+        Self::build_shard(toml, kernel_offload, Arc::new(LocalState::default()), 0, 1)
+    }
+
+    /// Two shards of one server (RFC 8016 moves between them): one shared state and one
+    /// nonce key, seeds of their own, shard indices 0 and 1. Their handoffs are carried
+    /// by the test ([`Harness::handoffs`], [`Harness::deliver`]).
+    pub fn pair(extra: &str) -> (Self, Self) {
+        let toml = format!("{BASE}{extra}\n");
+        let shared: Arc<dyn SharedState> = Arc::new(LocalState::default());
+        let first = Self::build_shard(&toml, false, shared.clone(), 0, 2);
+        let mut second = Self::build_shard(&toml, false, shared, 1, 2);
+        // One clock for both.
+        second.t0 = first.t0;
+        second.now = first.now;
+        second.server.set_wall_clock(first.t0, UNIX0);
+        (first, second)
+    }
+
+    fn build_shard(
+        toml: &str,
+        kernel_offload: bool,
+        shared: Arc<dyn SharedState>,
+        shard: u8,
+        shards: u16,
+    ) -> Self {
         let mut config = Config::from_toml_str(toml).expect("test configuration is valid");
         config.server.kernel_offload = kernel_offload;
         let t0 = Instant::now();
-        let server = Server::new(
+        let mut server = Server::new(
             config.server,
-            Arc::new(LocalState::default()),
+            shared,
             Secrets {
                 nonce_key: [9; 32],
-                seed: [7; 32],
+                seed: [7 + shard; 32],
             },
             t0,
             UNIX0,
         );
+        server.set_shard(shard, shards);
         Self {
             server,
             t0,
             now: t0,
             bind_ok: true,
+            bind_refused: |_| false,
             binds: Vec::new(),
             binds_dont_fragment: Vec::new(),
+            lease_asks: Vec::new(),
+            lease_answer: Some(LeaseAnswer::Granted),
+            lease_releases: Vec::new(),
             closed: Vec::new(),
             kernel: std::collections::BTreeMap::new(),
             offload_log: Vec::new(),
@@ -171,6 +209,27 @@ impl Harness {
         }
     }
 
+    /// Applies the base configuration plus `extra` as a reload does.
+    pub fn reconfigure(&mut self, extra: &str) {
+        let config = Config::from_toml_str(&format!("{BASE}{extra}\n"))
+            .expect("test configuration is valid");
+        self.server.reconfigure(config.server);
+        self.drain_events();
+    }
+
+    /// What the server hands other shards, with each one's shard index.
+    pub fn handoffs(&mut self) -> Vec<(u8, Handoff)> {
+        std::iter::from_fn(|| self.server.poll_handoff()).collect()
+    }
+
+    /// A handoff from another shard, carried out as the driver does; returns the id of
+    /// an allocation adopted here and the transmits it queued.
+    pub fn deliver(&mut self, handoff: Handoff) -> (Option<AllocId>, Vec<Transmit>) {
+        let adopted = self.server.handle_handoff(self.now, handoff);
+        self.drain_events();
+        (adopted, self.drain_transmits())
+    }
+
     pub fn at(&self, secs: u64) -> Instant {
         self.t0 + Duration::from_secs(secs)
     }
@@ -180,6 +239,18 @@ impl Harness {
         let mut txn = [0xA5; 12];
         txn[8..].copy_from_slice(&self.txn_counter.to_be_bytes());
         txn
+    }
+
+    /// Answers a lease ask left open (`lease_answer` None); what the server sends then.
+    pub fn answer_lease(
+        &mut self,
+        relay: AllocId,
+        lease: u64,
+        answer: LeaseAnswer,
+    ) -> Vec<Transmit> {
+        self.server.handle_lease(self.now, relay, lease, answer);
+        self.drain_events();
+        self.drain_transmits()
     }
 
     /// The relay named by the last `BindRelay`.
@@ -198,15 +269,15 @@ impl Harness {
                 } => {
                     self.binds.push((relay, local));
                     self.binds_dont_fragment.push(dont_fragment);
-                    self.server
-                        .handle_relay_bound(self.now, relay, self.bind_ok);
+                    let ok = self.bind_ok && !(self.bind_refused)(local);
+                    self.server.handle_relay_bound(self.now, relay, ok);
                 }
                 Event::ListenRelay { relay, local } => {
                     self.binds.push((relay, local));
                     self.binds_dont_fragment.push(false);
                     self.tcp_relays.push(relay);
-                    self.server
-                        .handle_relay_bound(self.now, relay, self.bind_ok);
+                    let ok = self.bind_ok && !(self.bind_refused)(local);
+                    self.server.handle_relay_bound(self.now, relay, ok);
                 }
                 Event::ConnectPeer {
                     relay,
@@ -258,6 +329,18 @@ impl Harness {
                     );
                     self.offload_log.push((false, ch));
                 }
+                Event::AcquireLease {
+                    relay,
+                    lease,
+                    user,
+                    quota,
+                } => {
+                    self.lease_asks.push((relay, lease, user, quota));
+                    if let Some(answer) = self.lease_answer {
+                        self.server.handle_lease(self.now, relay, lease, answer);
+                    }
+                }
+                Event::ReleaseLease { lease } => self.lease_releases.push(lease),
             }
         }
         // What the core says it offloaded is exactly what the kernel was told.
@@ -305,8 +388,17 @@ impl Harness {
         self.settle();
     }
 
-    /// After `handle_timeout(now)`: binds and closes answered, nothing sent but 447
-    /// answers to Connects that timed out (kept in `late`), nothing due left behind.
+    /// An operator's delete (admin API), carried out as the driver does: the relays it
+    /// closes, nothing sent.
+    pub fn delete_sessions(&mut self, filter: &SessionFilter) -> usize {
+        let n = self.server.delete_sessions(filter);
+        self.settle();
+        n
+    }
+
+    /// After `handle_timeout(now)` (or an operator's delete): binds and closes answered,
+    /// nothing sent but 447 answers to Connects that timed out (kept in `late`), nothing
+    /// due left behind.
     fn settle(&mut self) {
         self.drain_events();
         for t in self.drain_transmits() {
@@ -531,6 +623,44 @@ impl Harness {
             method::CONNECTION_BIND,
             &[RequestAttr::ConnectionId(conn.0)],
         )
+    }
+
+    /// A successful dual allocation (RFC 8656 section 7.2, ADDITIONAL-ADDRESS-FAMILY
+    /// IPv6): its response and its relay, whose last binds (one per family) are the
+    /// relayed addresses the response names, IPv4 first.
+    pub fn allocate_dual(&mut self, c: &mut Client) -> (Response, AllocId) {
+        let raw = self.allocate_raw(
+            c,
+            &[RequestAttr::AdditionalFamily(
+                ferroturn_core::proto::Family::V6,
+            )],
+        );
+        let r = success(&raw, method::ALLOCATE);
+        assert!(verifies(&raw, &c.key));
+        let (relay, _) = *self.binds.last().expect("the allocation bound a relay");
+        let mut bound: Vec<SocketAddr> = Vec::new();
+        for v4 in [true, false] {
+            let last = self
+                .binds
+                .iter()
+                .rev()
+                .find(|(id, local)| *id == relay && local.is_ipv4() == v4);
+            bound.extend(last.map(|(_, local)| *local));
+        }
+        let told: Vec<SocketAddr> = r
+            .xor_relayed
+            .into_iter()
+            .chain(r.additional_relayed)
+            .collect();
+        let relayed: Vec<SocketAddr> = self.server.relayed_addresses(&c.tuple).collect();
+        assert_eq!(relayed, told);
+        // Every family the response names was bound (a family given up on may have
+        // had binds too).
+        assert!(
+            told.iter().all(|t| bound.contains(t)),
+            "{told:?} not in {bound:?}"
+        );
+        (r, relay)
     }
 
     pub fn permit(&mut self, c: &mut Client, peer: SocketAddr) {

@@ -3,12 +3,14 @@
 //! read once the shards have published them, whether the kernel fast path can run here,
 //! TURN REST credentials and clients, a UDP echo peer, and small readers (`addr`,
 //! `code`, `sha256_hex`). Submodules: `process` (child processes, temporary
-//! directories), `adversary` (raw STUN over UDP), `tls` (a private CA), and
+//! directories), `adversary` (raw STUN over UDP), `tls` (a private CA), `http` (a raw
+//! HTTP/1.1 client), and
 //! `core_harness` (the sans-IO core in virtual time, with its `wire` helpers).
 #![allow(dead_code)]
 
 pub mod adversary;
 pub mod core_harness;
+pub mod http;
 pub mod process;
 pub mod tls;
 

@@ -147,21 +147,50 @@ pub struct ServerProcess {
     /// The TCP listener's address (`listening (tcp) addr=...`), for
     /// [`ServerProcess::start_with_tcp`].
     pub tcp: Option<SocketAddr>,
+    /// The HTTP API's address (`listening (http api) addr=...`), for
+    /// [`ServerProcess::start_with_api`].
+    pub api: Option<SocketAddr>,
 }
 
 impl ServerProcess {
     /// Starts [`BIN`] with `args` (no color, stderr discarded) and waits at most `limit`
     /// for the address it listens on. Its stdout is read to the end on a thread.
     pub fn start(args: &[&std::ffi::OsStr], limit: Duration) -> Self {
-        Self::start_listening(args, limit, false)
+        Self::start_listening(
+            args,
+            limit,
+            Wait {
+                tcp: false,
+                api: false,
+            },
+        )
     }
 
     /// [`ServerProcess::start`], also waiting for the TCP listener's address.
     pub fn start_with_tcp(args: &[&std::ffi::OsStr], limit: Duration) -> Self {
-        Self::start_listening(args, limit, true)
+        Self::start_listening(
+            args,
+            limit,
+            Wait {
+                tcp: true,
+                api: false,
+            },
+        )
     }
 
-    fn start_listening(args: &[&std::ffi::OsStr], limit: Duration, tcp: bool) -> Self {
+    /// [`ServerProcess::start`], also waiting for the HTTP API's address.
+    pub fn start_with_api(args: &[&std::ffi::OsStr], limit: Duration) -> Self {
+        Self::start_listening(
+            args,
+            limit,
+            Wait {
+                tcp: false,
+                api: true,
+            },
+        )
+    }
+
+    fn start_listening(args: &[&std::ffi::OsStr], limit: Duration, wait: Wait) -> Self {
         let mut command = Command::new(BIN);
         command
             .args(args)
@@ -174,7 +203,7 @@ impl ServerProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let kind = ["udp", "tcp"]
+                let kind = ["udp", "tcp", "http api"]
                     .into_iter()
                     .find(|k| line.contains(&format!("listening ({k})")));
                 if let (Some(kind), Some(addr)) = (kind, line.split("addr=").nth(1)) {
@@ -188,25 +217,32 @@ impl ServerProcess {
             }
         });
         let deadline = Instant::now() + limit;
-        let (mut udp, mut tcp_addr) = (None, None);
-        while udp.is_none() || (tcp && tcp_addr.is_none()) {
-            let wait = deadline.saturating_duration_since(Instant::now());
+        let (mut udp, mut tcp, mut api) = (None, None, None);
+        while udp.is_none() || (wait.tcp && tcp.is_none()) || (wait.api && api.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
             let (kind, addr) = rx
-                .recv_timeout(wait)
-                .expect("`listening (udp|tcp) addr=` lines");
+                .recv_timeout(left)
+                .expect("`listening (udp|tcp|http api) addr=` lines");
             let addr: SocketAddr = addr.parse().expect("the logged address parses");
-            if kind == "udp" {
-                udp.get_or_insert(addr);
-            } else {
-                tcp_addr.get_or_insert(addr);
-            }
+            match kind {
+                "udp" => udp.get_or_insert(addr),
+                "tcp" => tcp.get_or_insert(addr),
+                _ => api.get_or_insert(addr),
+            };
         }
         Self {
             child,
             addr: udp.expect("a UDP address"),
-            tcp: tcp_addr,
+            tcp,
+            api,
         }
     }
+}
+
+/// Which listeners' addresses [`ServerProcess`] waits for besides UDP.
+struct Wait {
+    tcp: bool,
+    api: bool,
 }
 
 /// A new, empty directory under the system temp dir that no other test (in this process

@@ -4,6 +4,7 @@
 //! - `udp`, `stream`: TURN over UDP, TCP and TLS, relaying through echo peers;
 //! - `tcp_relay`: TCP allocations (RFC 6062): Connect, ConnectionBind, peers connecting;
 //! - `api`: the HTTP API (credentials, metrics, health, admin);
+//! - `mobility`: RFC 8016 moves of an allocation between client ports and shards;
 //! - `operations`: sessions, drain, reload, the binary's signals;
 //! - `logging`: no secret in the log (alone in a child process: it sets the global
 //!   subscriber);
@@ -14,7 +15,9 @@ mod common;
 
 mod adversarial;
 mod api;
+mod fleet;
 mod logging;
+mod mobility;
 mod operations;
 mod stream;
 mod tcp_relay;

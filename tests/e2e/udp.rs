@@ -8,6 +8,7 @@ use crate::common::{
 use ferroturn::client::{Relayed, TurnClient};
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::net::UdpSocket;
 
 #[tokio::test]
 async fn binding_reflects_the_client_address() {
@@ -446,4 +447,72 @@ async fn reserved_ports_are_claimed_from_any_shard_and_relay() {
         let mut third = fresh().await;
         assert_eq!(code(third.request(method::ALLOCATE, &claim).await), 508);
     }
+}
+
+/// RFC 8656 section 7.2 (ADDITIONAL-ADDRESS-FAMILY): one dual allocation on a server
+/// listening on 127.0.0.1 and ::1 relays to an IPv4 and an IPv6 peer, both ways, by Send
+/// indications and by channels: each peer hears the client from the relayed address of
+/// its own family, and what either sends to its relayed address reaches the client.
+/// Refresh 0 closes both relays.
+#[tokio::test]
+async fn a_dual_allocation_relays_to_an_ipv4_and_an_ipv6_peer_both_ways() {
+    let server = start_server(
+        "listening-ip = [\"127.0.0.1\", \"::1\"]\nallowed-peer-ip = [\"127.0.0.1\", \"::1\"]",
+    )
+    .await;
+    let mut c = client(&server, "alice").await;
+    let relayed = c.allocate_dual().await.unwrap();
+    assert_eq!(relayed.len(), 2, "{relayed:?}");
+    let (v4, v6) = (relayed[0], relayed[1]);
+    assert_eq!(v4.ip().to_string(), "127.0.0.1");
+    assert_eq!(v6.ip().to_string(), "::1");
+    let p4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let p6 = UdpSocket::bind("[::1]:0").await.unwrap();
+    let (a4, a6) = (p4.local_addr().unwrap(), p6.local_addr().unwrap());
+    c.create_permission(&[a4, a6]).await.unwrap();
+
+    for (peer, addr, relay) in [(&p4, a4, v4), (&p6, a6, v6)] {
+        c.send_indication(addr, b"by indication").await.unwrap();
+        assert_eq!(
+            recv_on(peer).await,
+            (b"by indication".to_vec(), relay),
+            "{addr}"
+        );
+        peer.send_to(b"indicated back", relay).await.unwrap();
+        assert_eq!(
+            c.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Indication {
+                peer: addr,
+                data: b"indicated back".to_vec()
+            })
+        );
+    }
+    for (channel, peer, addr, relay) in [(0x4000, &p4, a4, v4), (0x4001, &p6, a6, v6)] {
+        c.channel_bind(channel, addr).await.unwrap();
+        c.send_channel_data(channel, b"on a channel").await.unwrap();
+        assert_eq!(recv_on(peer).await, (b"on a channel".to_vec(), relay));
+        peer.send_to(b"channel back", relay).await.unwrap();
+        assert_eq!(
+            c.recv_relayed(WAIT).await.unwrap(),
+            Some(Relayed::Channel {
+                channel,
+                data: b"channel back".to_vec()
+            })
+        );
+    }
+
+    c.refresh(0).await.unwrap();
+    p4.send_to(b"after", v4).await.unwrap();
+    p6.send_to(b"after", v6).await.unwrap();
+    assert_eq!(c.recv_relayed(QUIET).await.unwrap(), None);
+}
+
+/// The next datagram on `peer` and where it came from, within [`WAIT`].
+async fn recv_on(peer: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = [0u8; 2048];
+    let (n, from) = tokio::time::timeout(WAIT, peer.recv_from(&mut buf))
+        .await
+        .expect("the peer hears the relay")
+        .unwrap();
+    (buf[..n].to_vec(), from)
 }

@@ -12,8 +12,11 @@ mod core_harness;
 
 mod allocate;
 mod channels;
+mod dual;
 mod errors;
+mod lease;
 mod limits;
+mod mobility;
 mod offload;
 mod permissions;
 mod pipeline;
@@ -21,6 +24,7 @@ mod reservation;
 mod rest;
 mod rfc5769;
 mod tcp_relay;
+mod tcp_relay_extensions;
 
 /// What every virtual-time test module uses: the harness, its wire helpers, and the
 /// protocol's names.

@@ -221,3 +221,37 @@ fn reconfiguration_removes_newly_denied_peers_and_resends_limits() {
         "user space refuses the denied peer too"
     );
 }
+
+/// A dual allocation (RFC 8656 section 7.2) relays each channel through the relay of
+/// its peer's family. The kernel does not translate between IPv4 and IPv6, so only the
+/// channels to peers of the client's own family are installed, keyed by that family's
+/// relay address, and removed with the same address when the allocation ends.
+#[test]
+fn a_dual_allocation_offloads_channels_of_the_clients_family_through_that_relay() {
+    let mut h = Harness::with_offload(DUAL_STACK);
+    let (p4, p6) = (addr(PEER), addr("[2001:db8::1]:5000"));
+    for client in ["203.0.113.10:40000", "[2001:db8::10]:40000"] {
+        let mut c = Client::new(client, "alice", "alice-pw");
+        let (r, relay) = h.allocate_dual(&mut c);
+        let (v4, v6) = (r.xor_relayed.unwrap(), r.additional_relayed.unwrap());
+        for (n, peer) in [(CHANNEL, p4), (CHANNEL + 1, p6)] {
+            success(&h.bind_channel(&mut c, n, peer), method::CHANNEL_BIND);
+        }
+        let expected = if c.tuple.client.is_ipv4() {
+            (CHANNEL, p4, v4)
+        } else {
+            (CHANNEL + 1, p6, v6)
+        };
+        let kernel: Vec<(u16, SocketAddr, SocketAddr)> = h
+            .kernel
+            .values()
+            .map(|k| (k.channel, k.peer, k.relay_local))
+            .collect();
+        assert_eq!(kernel, vec![expected], "{client}");
+        let installed = last_install(&h);
+        assert_eq!(installed.relay, relay);
+        h.refresh(&mut c, Some(0));
+        assert_eq!(h.offload_log.last(), Some(&(false, installed)));
+        assert!(h.kernel.is_empty());
+    }
+}

@@ -49,13 +49,37 @@ fn send_indication_with_unknown_comprehension_required_attribute_is_dropped() {
     let txn = h.next_txn();
     let msg = send_indication(&txn, peer, b"data", &[(UNKNOWN_ATTR, &[0, 0, 0, 0])]);
     assert_eq!(h.relay_from_client(c.tuple, &msg), None);
-    // RFC 8656 section 11.2: DONT-FRAGMENT, when the server cannot set the DF bit (this
-    // one does not), counts as unknown, so the indication is discarded too.
+    // RFC 8656 section 11.2: DONT-FRAGMENT, when the server cannot set the DF bit (an
+    // allocation whose socket does not set it), counts as unknown, so the indication is
+    // discarded too.
     let msg = send_indication(&txn, peer, b"data", &[(attr::DONT_FRAGMENT, &[])]);
     assert_eq!(h.relay_from_client(c.tuple, &msg), None);
     // A comprehension-optional unknown attribute does not stop it.
     let msg = send_indication(&txn, peer, b"data", &[(0xC0FF, &[0, 0, 0, 0])]);
     assert!(h.relay_from_client(c.tuple, &msg).is_some());
+}
+
+/// RFC 8656 section 11.2: a Send indication with DONT-FRAGMENT is relayed when its
+/// allocation asked for DF (its relay socket sets the bit on everything it sends), as
+/// coturn's client does with `-s -g`; DF on another method is unknown (420 for a request).
+#[test]
+fn send_indication_with_dont_fragment_is_relayed_on_a_dont_fragment_allocation() {
+    let mut h = Harness::new("");
+    let mut c = alice();
+    let (_, relay) = h.allocate(&mut c, &[RequestAttr::DontFragment]);
+    let peer = addr(PEER);
+    h.permit(&mut c, peer);
+    let txn = h.next_txn();
+    let msg = send_indication(&txn, peer, b"data", &[(attr::DONT_FRAGMENT, &[])]);
+    assert_eq!(
+        h.relay_from_client(c.tuple, &msg),
+        Some((Path::Peer { relay, peer }, b"data".to_vec()))
+    );
+    let extra: [(u16, &[u8]); 1] = [(attr::DONT_FRAGMENT, &[])];
+    let attrs = [RequestAttr::XorPeerAddress(peer)];
+    let raw = h.request_with(&mut c, method::CREATE_PERMISSION, &attrs, &extra, true);
+    let r = error(&raw, method::CREATE_PERMISSION, 420);
+    assert_eq!(r.unknown_attributes, vec![attr::DONT_FRAGMENT]);
 }
 
 /// RFC 8656 section 11.3: a peer datagram reaches the client as a Data indication

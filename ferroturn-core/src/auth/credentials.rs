@@ -18,6 +18,9 @@ pub struct Credentials {
     users: HashMap<String, Key>,
     separator: char,
     max_ttl: Option<u64>,
+    /// Users refused until a time (unix seconds): the quota owner, so every REST
+    /// username of a revoked user is refused.
+    revoked: HashMap<String, u64>,
 }
 
 impl fmt::Debug for Credentials {
@@ -26,6 +29,7 @@ impl fmt::Debug for Credentials {
             .field("realm", &self.realm)
             .field("secrets", &self.secrets.len())
             .field("users", &self.users.len())
+            .field("revoked", &self.revoked.len())
             .finish()
     }
 }
@@ -76,11 +80,37 @@ impl Credentials {
             users,
             separator,
             max_ttl,
+            revoked: HashMap::new(),
         }
     }
 
     pub fn realm(&self) -> &str {
         &self.realm
+    }
+
+    /// These credentials with a user store's (the fleet's Redis) added: its REST secrets
+    /// after the configured ones, its users beside them (a name configured here keeps
+    /// its configured key), and `revoked`: users refused until a time (unix seconds).
+    pub fn with_store(
+        &self,
+        secrets: &[String],
+        users: &[(String, Key)],
+        revoked: &[(String, u64)],
+    ) -> Credentials {
+        let mut out = self.clone();
+        for (user, until) in revoked {
+            let at = out.revoked.entry(user.clone()).or_insert(*until);
+            *at = (*at).max(*until);
+        }
+        for s in secrets {
+            if !out.secrets.iter().any(|have| have == s.as_bytes()) {
+                out.secrets.push(s.as_bytes().to_vec());
+            }
+        }
+        for (name, key) in users {
+            out.users.entry(name.clone()).or_insert(*key);
+        }
+        out
     }
 
     /// Whether `username` is a REST username whose expiry has passed at `now` (a static
@@ -93,9 +123,24 @@ impl Credentials {
             )
     }
 
+    /// Whether `user` (the quota owner: a static user, or a REST username's user part) is
+    /// revoked at `now`.
+    pub fn is_revoked(&self, user: &str, now: u64) -> bool {
+        self.revoked.get(user).is_some_and(|until| *until > now)
+    }
+
     /// The keys `username` may use at `now` (unix seconds). A static user wins over a
-    /// REST-shaped name.
+    /// REST-shaped name. A revoked user gets none.
     pub fn lookup(&self, username: &str, now: u64) -> Lookup {
+        match self.lookup_keys(username, now) {
+            Lookup::Keys { user, .. } if self.is_revoked(&user, now) => {
+                Lookup::Unknown(AuthFailure::Revoked)
+            }
+            found => found,
+        }
+    }
+
+    fn lookup_keys(&self, username: &str, now: u64) -> Lookup {
         if let Some(key) = self.users.get(username) {
             return Lookup::Keys {
                 keys: vec![*key],
@@ -163,6 +208,47 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_stores_users_and_secrets_add_to_the_configured_ones() {
+        let stored_key = long_term_key("carol", "example.org", b"from-store");
+        let c = creds().with_store(
+            &["stored".into(), "new".into()],
+            &[("carol".into(), stored_key), ("alice".into(), [0; 16])],
+            &[],
+        );
+        assert!(
+            matches!(c.lookup("carol", 0), Lookup::Keys { keys, .. } if keys == vec![stored_key])
+        );
+        let alice = long_term_key("alice", "example.org", b"pw");
+        assert!(matches!(c.lookup("alice", 0), Lookup::Keys { keys, .. } if keys == vec![alice]));
+        let (u, p) = rest_credentials("stored", "bob", 2000, ':');
+        match c.lookup(&u, 1000) {
+            Lookup::Keys { keys, .. } => {
+                assert_eq!(keys.len(), 3, "old, new and stored; new only once");
+                assert!(keys.contains(&long_term_key(&u, "example.org", p.as_bytes())));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn revoked_users_get_no_keys_until_their_time() {
+        let c = creds().with_store(&[], &[], &[("alice".into(), 500), ("bob".into(), 1500)]);
+        assert!(matches!(
+            c.lookup("alice", 499),
+            Lookup::Unknown(AuthFailure::Revoked)
+        ));
+        assert!(matches!(c.lookup("alice", 500), Lookup::Keys { .. }));
+        // Every REST username of bob, whatever its expiry.
+        let (u, _) = rest_credentials("new", "bob", 2000, ':');
+        assert!(matches!(
+            c.lookup(&u, 1000),
+            Lookup::Unknown(AuthFailure::Revoked)
+        ));
+        assert!(matches!(c.lookup(&u, 1500), Lookup::Keys { .. }));
+        assert!(c.is_revoked("bob", 1499) && !c.is_revoked("carol", 0));
     }
 
     #[test]

@@ -18,11 +18,13 @@ pub enum AuthFailure {
     BeyondMaxTtl,
     /// The NONCE is stale or not this server's (answered 438).
     StaleNonce,
+    /// The user is on the revocation list (an operator's, or the fleet's).
+    Revoked,
 }
 
 impl AuthFailure {
     /// Every reason, in the order metrics list them.
-    pub const ALL: [AuthFailure; 7] = [
+    pub const ALL: [AuthFailure; 8] = [
         Self::NoCredentials,
         Self::WrongPassword,
         Self::WrongRealm,
@@ -30,6 +32,7 @@ impl AuthFailure {
         Self::ExpiredRest,
         Self::BeyondMaxTtl,
         Self::StaleNonce,
+        Self::Revoked,
     ];
 
     /// The phrase logged with a failed authentication.
@@ -42,6 +45,7 @@ impl AuthFailure {
             Self::ExpiredRest => "expired REST credential",
             Self::BeyondMaxTtl => "REST credential beyond the maximum TTL",
             Self::StaleNonce => "stale nonce",
+            Self::Revoked => "revoked user",
         }
     }
 
@@ -55,6 +59,7 @@ impl AuthFailure {
             Self::ExpiredRest => "expired_rest_credential",
             Self::BeyondMaxTtl => "rest_credential_beyond_the_maximum_ttl",
             Self::StaleNonce => "stale_nonce",
+            Self::Revoked => "revoked",
         }
     }
 

@@ -33,7 +33,9 @@ pub struct Request {
     pub lifetime: Option<u32>,
     pub requested_transport: Option<u8>,
     pub requested_family: Option<Family>,
-    pub additional_family: bool,
+    /// RFC 8656 section 18.11: ADDITIONAL-ADDRESS-FAMILY (a dual allocation). Only IPv6
+    /// is valid; the Allocate handler refuses IPv4 (section 7.2).
+    pub additional_family: Option<Family>,
     pub even_port: Option<bool>,
     /// RFC 8656 section 14.9.
     pub reservation_token: Option<[u8; 8]>,
@@ -42,6 +44,9 @@ pub struct Request {
     pub channel: Option<u16>,
     /// RFC 6062 section 6.2.1: CONNECTION-ID (ConnectionBind).
     pub connection_id: Option<u32>,
+    /// RFC 8016 section 3.3: empty in an Allocate that asks for one, the ticket itself in
+    /// a Refresh.
+    pub mobility_ticket: Option<Vec<u8>>,
 }
 
 /// The request could not be decoded: answered with 400 Bad Request.
@@ -88,7 +93,9 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
             StunAttribute::RequestedAddressFamily(f) if req.requested_family.is_none() => {
                 req.requested_family = Some(family(f.family()))
             }
-            StunAttribute::AdditionalAddressFamily(_) => req.additional_family = true,
+            StunAttribute::AdditionalAddressFamily(f) if req.additional_family.is_none() => {
+                req.additional_family = Some(family(f.family()))
+            }
             StunAttribute::EvenPort(e) if req.even_port.is_none() => {
                 req.even_port = Some(e.reserve())
             }
@@ -106,6 +113,9 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
             StunAttribute::ChannelNumber(c) if req.channel.is_none() => {
                 req.channel = Some(c.number())
             }
+            StunAttribute::MobilityTicket(t) if req.mobility_ticket.is_none() => {
+                req.mobility_ticket = Some(t.value().to_vec())
+            }
             _ => {}
         }
     }
@@ -113,8 +123,10 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
 }
 
 /// The header and the attributes of `buf` before `end`, minus USERNAME, REALM, NONCE and
-/// MESSAGE-INTEGRITY, with the length field set to match. The pre-scan has checked every
-/// attribute header, so the walk stays in bounds (and returns `None` if it would not).
+/// MESSAGE-INTEGRITY, with the length field set to match; ADDITIONAL-ADDRESS-FAMILY under
+/// coturn's draft code point is renamed to the RFC's, so stun-rs decodes it. The
+/// pre-scan has checked every attribute header, so the walk stays in bounds (and returns
+/// `None` if it would not).
 fn without_text_attributes(buf: &[u8], end: usize) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(end);
     out.extend_from_slice(buf.get(..HEADER_LEN)?);
@@ -126,7 +138,12 @@ fn without_text_attributes(buf: &[u8], end: usize) -> Option<Vec<u8>> {
             t,
             attr::USERNAME | attr::REALM | attr::NONCE | attr::MESSAGE_INTEGRITY
         ) {
+            let start = out.len();
             out.extend_from_slice(buf.get(at..next)?);
+            if t == attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT {
+                out.get_mut(start..start + 2)?
+                    .copy_from_slice(&attr::ADDITIONAL_ADDRESS_FAMILY.to_be_bytes());
+            }
         }
         at = next;
     }
@@ -183,6 +200,11 @@ pub enum ResponseAttr<'a> {
     ReservationToken([u8; 8]),
     /// RFC 6062 section 6.2.1, in a Connect success response.
     ConnectionId(u32),
+    /// RFC 8656 section 18.12: in the success response to a dual Allocate, the family
+    /// that could not be allocated and why (440 or 508).
+    AddressErrorCode(Family, u16),
+    /// RFC 8016 section 3.3.
+    MobilityTicket([u8; crate::auth::ticket::TICKET_LEN]),
 }
 
 /// Encodes a response or indication; MESSAGE-INTEGRITY (with `key`) and FINGERPRINT are
@@ -227,6 +249,20 @@ pub fn encode(
             }
             ResponseAttr::ReservationToken(token) => {
                 builder.with_attribute(stun_rs::attributes::turn::ReservationToken::from(token))
+            }
+            ResponseAttr::AddressErrorCode(family, code) => {
+                let family = match family {
+                    Family::V4 => AddressFamily::IPv4,
+                    Family::V6 => AddressFamily::IPv6,
+                };
+                // No reason phrase, as for ERROR-CODE.
+                let code = stun_rs::ErrorCode::new(code, "").ok()?;
+                builder.with_attribute(stun_rs::attributes::turn::AddressErrorCode::new(
+                    family, code,
+                ))
+            }
+            ResponseAttr::MobilityTicket(ticket) => {
+                builder.with_attribute(stun_rs::attributes::mobility::MobilityTicket::new(ticket))
             }
             // Written by hand below: stun-rs's quoted-string check costs ~5 us apiece,
             // and it does not know CONNECTION-ID.
@@ -284,6 +320,37 @@ mod tests {
         assert_eq!(r.nonce.as_deref(), Some("n0nce"));
         assert_eq!((r.requested_transport, r.lifetime), (Some(17), Some(1234)));
         assert_eq!(r.peers, vec!["192.0.2.9:7".parse().unwrap()]);
+    }
+
+    /// RFC 8656 section 18.11 (0x8000) and coturn's draft code point (0x8032) both name
+    /// ADDITIONAL-ADDRESS-FAMILY; the first one wins.
+    #[test]
+    fn additional_address_family_is_read_under_either_code_point() {
+        for (first, second, family) in [
+            (attr::ADDITIONAL_ADDRESS_FAMILY, None, Family::V6),
+            (attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT, None, Family::V6),
+            (
+                attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT,
+                Some(attr::ADDITIONAL_ADDRESS_FAMILY),
+                Family::V6,
+            ),
+        ] {
+            let mut w = MessageWriter::new(method::ALLOCATE, Class::Request, &[3; 12])
+                .attr(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+                .attr(first, &[2, 0, 0, 0]);
+            if let Some(t) = second {
+                w = w.attr(t, &[1, 0, 0, 0]);
+            }
+            let m = w.seal(Some(b"key"), true).unwrap();
+            let r = decode_request(&m, &scan(&m).unwrap()).unwrap();
+            assert_eq!(r.additional_family, Some(family), "{first:#x}");
+        }
+        let m = MessageWriter::new(method::ALLOCATE, Class::Request, &[3; 12])
+            .attr(attr::ADDITIONAL_ADDRESS_FAMILY_DRAFT, &[1, 0, 0, 0])
+            .seal(None, true)
+            .unwrap();
+        let r = decode_request(&m, &scan(&m).unwrap()).unwrap();
+        assert_eq!(r.additional_family, Some(Family::V4));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Scan {
     pub username: Option<Range<usize>>,
     pub realm: Option<Range<usize>>,
     pub nonce: Option<Range<usize>>,
+    /// DONT-FRAGMENT was present (before MESSAGE-INTEGRITY) on a method that understands
+    /// it (Allocate, Send).
+    pub dont_fragment: bool,
 }
 
 impl Scan {
@@ -73,6 +76,7 @@ impl Scan {
             username: None,
             realm: None,
             nonce: None,
+            dont_fragment: false,
         }
     }
 
@@ -88,11 +92,12 @@ impl Scan {
 /// they were absent.
 fn understood(t: u16, method: u16) -> bool {
     // RFC 8656 section 14.8: DONT-FRAGMENT on an Allocate sets DF on everything the
-    // relay sends for that allocation. In a Send indication it would ask for DF on one
-    // datagram, which this server does not do, so there it counts as unknown and the
-    // indication is discarded (section 11.2).
+    // relay sends for that allocation. In a Send indication it asks for DF on that one
+    // datagram: the relay honours it when the allocation's socket sets DF already and
+    // otherwise discards the indication (section 11.2), see `relay_send_indication`.
+    // On any other method it is unknown.
     if t == attr::DONT_FRAGMENT {
-        return method == wire::method::ALLOCATE;
+        return method == wire::method::ALLOCATE || method == wire::method::SEND;
     }
     matches!(
         t,
@@ -201,6 +206,7 @@ pub fn scan(buf: &[u8]) -> Result<Scan, ScanError> {
             attr::NONCE if out.nonce.is_none() => out.nonce = Some(value..value + vlen),
             attr::XOR_PEER_ADDRESS if out.peer.is_none() => out.peer = Some(value..value + vlen),
             attr::DATA if out.data.is_none() => out.data = Some(value..value + vlen),
+            attr::DONT_FRAGMENT if understood(t, out.method) => out.dont_fragment = true,
             t if t < 0x8000
                 && !understood(t, out.method)
                 && out.unknown_len < MAX_UNKNOWN

@@ -39,6 +39,14 @@ pub mod attr {
     pub const PADDING: u16 = 0x0026;
     pub const RESPONSE_PORT: u16 = 0x0027;
     pub const CONNECTION_ID: u16 = 0x002A;
+    /// RFC 8656 section 18.11.
+    pub const ADDITIONAL_ADDRESS_FAMILY: u16 = 0x8000;
+    /// RFC 8656 section 18.12.
+    pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
+    /// ADDITIONAL-ADDRESS-FAMILY under the code point of the drafts before RFC 8656,
+    /// which coturn (its client and server, 4.6 and since) still uses; unassigned by
+    /// IANA. Read as ADDITIONAL-ADDRESS-FAMILY.
+    pub const ADDITIONAL_ADDRESS_FAMILY_DRAFT: u16 = 0x8032;
     pub const SOFTWARE: u16 = 0x8022;
     pub const FINGERPRINT: u16 = 0x8028;
 }

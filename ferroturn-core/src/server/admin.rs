@@ -4,7 +4,7 @@
 
 use super::allocation::{AllocId, Transport};
 use super::stats::Traffic;
-use super::{Nonces, Server, ServerConfig, limiter};
+use super::{Server, ServerConfig, limiter};
 use rand::RngExt;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -19,7 +19,10 @@ pub struct Session {
     pub username: String,
     pub client: SocketAddr,
     pub transport: Transport,
+    /// The relayed address (a dual allocation's IPv4 one).
     pub relayed: SocketAddr,
+    /// A dual allocation's IPv6 relayed address (ADDITIONAL-ADDRESS-FAMILY).
+    pub additional_relayed: Option<SocketAddr>,
     pub age_secs: u64,
     pub expires_in_secs: u64,
     /// Payload bytes relayed client to peer and peer to client.
@@ -42,7 +45,7 @@ pub struct Session {
 pub enum SessionFilter {
     /// Every allocation of this user.
     User(String),
-    /// The allocation with this relayed address.
+    /// The allocation with this relayed address (either of a dual allocation's).
     Relayed(SocketAddr),
     All,
 }
@@ -59,7 +62,8 @@ impl Server {
                 username: a.username.clone(),
                 client: a.five_tuple.client,
                 transport: a.five_tuple.transport,
-                relayed: a.relayed,
+                relayed: a.relays.first.relayed,
+                additional_relayed: a.relays.second.map(|r| r.relayed),
                 age_secs: now.saturating_duration_since(a.created).as_secs(),
                 expires_in_secs: a.expires.saturating_duration_since(now).as_secs(),
                 bytes_up: a.bytes_up,
@@ -82,7 +86,7 @@ impl Server {
             .iter()
             .filter(|a| match filter {
                 SessionFilter::User(u) => &a.user == u,
-                SessionFilter::Relayed(r) => a.relayed == *r,
+                SessionFilter::Relayed(r) => a.relays.has_relayed(*r),
                 SessionFilter::All => true,
             })
             .map(|a| a.id)
@@ -95,16 +99,17 @@ impl Server {
 
     /// Applies a reloaded configuration: credentials, peer policy, quotas, caps, rates and
     /// lifetimes for what comes next. Allocations, permissions and channels that exist
-    /// keep running with what they were granted. The nonce key, this shard's port range,
-    /// relay addresses and CONNECTION-ID class stay (they need a restart).
+    /// keep running with what they were granted; `nonce-secret` applies to new nonces and
+    /// to checks from now on. This shard's port range, relay addresses and CONNECTION-ID
+    /// class stay (they need a restart).
     pub fn reconfigure(&mut self, mut cfg: ServerConfig) {
         cfg.min_port = self.cfg.min_port;
         cfg.max_port = self.cfg.max_port;
         cfg.relay_v4 = self.cfg.relay_v4;
         cfg.relay_v6 = self.cfg.relay_v6;
         cfg.connection_ids = self.cfg.connection_ids;
-        if cfg.nonce_lifetime != self.cfg.nonce_lifetime {
-            self.nonces = Nonces::new(self.nonce_key, cfg.nonce_lifetime.as_secs());
+        if cfg.nonce_lifetime != self.cfg.nonce_lifetime || cfg.nonce_keys != self.cfg.nonce_keys {
+            self.nonces = super::nonces(&cfg, self.nonce_key);
         }
         if cfg.unauthenticated_rate != self.cfg.unauthenticated_rate {
             let key = self.rng.random();

@@ -1,9 +1,11 @@
 //! The allocation table (RFC 8656 section 6): allocations keyed by their 5-tuple, each
-//! with its relayed address, permissions and channel bindings.
+//! with its relayed address (two, one per family, for a dual allocation), permissions
+//! and channel bindings.
 
 use super::rate::Bucket;
 use super::tcp_relay::ConnectionId;
 use crate::auth::credentials::Key;
+use crate::proto::codec::Family;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -54,7 +56,63 @@ pub struct ChannelBinding {
     pub offloaded: bool,
 }
 
-/// Waiting for the I/O layer to bind the relay socket.
+/// One relayed transport address of an allocation (RFC 8656 section 2) and where its
+/// socket is bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relay {
+    /// Where the relay socket is bound.
+    pub local: SocketAddr,
+    /// The address clients are told (`external-ip`).
+    pub relayed: SocketAddr,
+}
+
+impl Relay {
+    pub fn family(&self) -> Family {
+        if self.local.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+/// An allocation's relays: one, or for a dual allocation (ADDITIONAL-ADDRESS-FAMILY, RFC
+/// 8656 section 7.2) one per family. Never none, never two of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Relays {
+    /// The relay of a single-family allocation; a dual allocation's IPv4 relay.
+    pub first: Relay,
+    /// A dual allocation's IPv6 relay.
+    pub second: Option<Relay>,
+}
+
+impl Relays {
+    pub fn one(relay: Relay) -> Self {
+        Self {
+            first: relay,
+            second: None,
+        }
+    }
+
+    /// The relay of `ip`'s family, if the allocation has one (RFC 8656 section 9.1:
+    /// otherwise a peer of that family gets 443).
+    #[inline]
+    pub fn for_peer(&self, ip: IpAddr) -> Option<&Relay> {
+        self.iter().find(|r| r.local.is_ipv4() == ip.is_ipv4())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Relay> {
+        std::iter::once(&self.first).chain(self.second.as_ref())
+    }
+
+    /// Whether `addr` is one of the relayed addresses clients were told.
+    pub fn has_relayed(&self, addr: SocketAddr) -> bool {
+        self.iter().any(|r| r.relayed == addr)
+    }
+}
+
+/// Waiting for the I/O layer to bind the relay sockets: the first relay's, then (a dual
+/// allocation) the second's, each asked for after the previous answer.
 #[derive(Clone, Debug)]
 pub struct PendingAllocate {
     pub lifetime: u32,
@@ -62,12 +120,22 @@ pub struct PendingAllocate {
     pub even: bool,
     /// EVEN-PORT's R bit: the next port is held too, and handed out by token.
     pub reserve: bool,
+    /// Binds tried for the relay being bound.
     pub attempts: u8,
+    /// The outstanding bind is the second relay's (the first one's socket is bound).
+    pub binding_second: bool,
+    /// RFC 8656 section 18.12: the family of a dual Allocate that could not be
+    /// allocated, and why (440 or 508), for ADDRESS-ERROR-CODE in the success.
+    pub address_error: Option<(Family, u16)>,
+    /// Waiting for the fleet's lease (`user-quota` across nodes) before any bind.
+    pub waiting_lease: bool,
 }
 
 #[derive(Debug)]
 pub struct Allocation {
     pub id: AllocId,
+    /// Its lease in the fleet's store (`user-quota` across nodes), once asked for.
+    pub lease: Option<u64>,
     pub five_tuple: FiveTuple,
     /// The USERNAME that created it; later requests must use the same (441).
     pub username: String,
@@ -83,9 +151,13 @@ pub struct Allocation {
     pub connections: Vec<ConnectionId>,
     /// The token of the port it reserved (EVEN-PORT with R), if it did.
     pub reservation: Option<[u8; 8]>,
-    /// Where the relay socket is bound, and the address clients are told (external-ip).
-    pub relay_local: SocketAddr,
-    pub relayed: SocketAddr,
+    /// Its relay sockets: where they are bound, and the addresses clients are told.
+    pub relays: Relays,
+    /// RFC 8016: the Allocate asked for a MOBILITY-TICKET, so Refreshes carry fresh ones.
+    pub mobile: bool,
+    /// How many times it moved to a new 5-tuple; a ticket names the epoch it was issued
+    /// in, so one from before a move no longer works.
+    pub epoch: u16,
     pub expires: Instant,
     pub pending: Option<PendingAllocate>,
     /// RFC 8656 section 7.2: a retransmitted Allocate gets the original success.
@@ -189,6 +261,21 @@ impl Table {
     #[inline]
     pub fn id_by_tuple(&self, t: &FiveTuple) -> Option<AllocId> {
         self.by_tuple.get(t).copied()
+    }
+
+    /// Moves allocation `id` to `tuple` (RFC 8016 mobility); false, and nothing changed,
+    /// if `id` is gone or another allocation has `tuple`.
+    pub fn retuple(&mut self, id: AllocId, tuple: FiveTuple) -> bool {
+        if self.by_tuple.contains_key(&tuple) {
+            return false;
+        }
+        let Some(a) = self.get_mut(id) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut a.five_tuple, tuple);
+        self.by_tuple.remove(&old);
+        self.by_tuple.insert(tuple, id);
+        true
     }
 
     pub fn remove(&mut self, id: AllocId) -> Option<Allocation> {

@@ -29,17 +29,11 @@ impl Server {
         scan: &Scan,
         req: &Request,
     ) -> Result<Authenticated, RequestError> {
-        let Some(mi_at) = scan.integrity else {
-            return Err(RequestError::Unauthorized(AuthFailure::NoCredentials));
-        };
-        let (Some(username), Some(realm), Some(nonce)) = (&req.username, &req.realm, &req.nonce)
-        else {
+        let mi_at = self.check_nonce(now, tuple, scan, req)?;
+        let (Some(username), Some(realm)) = (&req.username, &req.realm) else {
             return Err(RequestError::BadRequest);
         };
         let unix = self.unix(now);
-        if self.nonces.check(nonce, tuple.client.ip(), unix) != NonceCheck::Valid {
-            return Err(RequestError::StaleNonce);
-        }
         // An existing allocation keeps authenticating with the key it was created with,
         // so a reload that rotates secrets or users does not cut calls in progress
         // (operators revoke with the admin API). With strict expiry an expired REST
@@ -50,6 +44,9 @@ impl Server {
             .and_then(|id| self.table.get(id))
         {
             if &a.username == username && realm == self.cfg.credentials.realm() {
+                if self.cfg.credentials.is_revoked(&a.user, unix) {
+                    return self.reject(now, tuple, AuthFailure::Revoked);
+                }
                 if self.cfg.strict_expiry && self.cfg.credentials.is_expired_rest(username, unix) {
                     return self.reject(now, tuple, AuthFailure::ExpiredRest);
                 }
@@ -98,7 +95,29 @@ impl Server {
         }
     }
 
-    fn reject(
+    /// The steps of section 9.2.4 that need no user: MESSAGE-INTEGRITY present (else
+    /// 401), USERNAME, REALM and NONCE present (400), the NONCE ours, fresh and issued
+    /// to this address (438). Returns where MESSAGE-INTEGRITY starts.
+    pub(super) fn check_nonce(
+        &self,
+        now: Instant,
+        tuple: &FiveTuple,
+        scan: &Scan,
+        req: &Request,
+    ) -> Result<usize, RequestError> {
+        let Some(mi_at) = scan.integrity else {
+            return Err(RequestError::Unauthorized(AuthFailure::NoCredentials));
+        };
+        let (Some(_), Some(_), Some(nonce)) = (&req.username, &req.realm, &req.nonce) else {
+            return Err(RequestError::BadRequest);
+        };
+        if self.nonces.check(nonce, tuple.client.ip(), self.unix(now)) != NonceCheck::Valid {
+            return Err(RequestError::StaleNonce);
+        }
+        Ok(mi_at)
+    }
+
+    pub(super) fn reject(
         &self,
         now: Instant,
         tuple: &FiveTuple,

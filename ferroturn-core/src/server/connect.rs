@@ -50,7 +50,13 @@ impl Server {
         if new_peer && a.permissions.len() >= self.cfg.max_permissions {
             return Err(RequestError::InsufficientCapacity);
         }
-        let (local, txn, fingerprint) = (a.relay_local, scan.txn, scan.fingerprint);
+        // The peer's family is the relay's (checked above): a TCP allocation has one.
+        let local = a
+            .relays
+            .for_peer(peer.ip())
+            .ok_or(RequestError::PeerAddressFamilyMismatch)?
+            .local;
+        let (txn, fingerprint) = (scan.txn, scan.fingerprint);
         self.take_new_peers(now, id, usize::from(new_peer))?;
         let conn = self
             .open_connection(

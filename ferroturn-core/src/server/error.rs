@@ -20,6 +20,8 @@ pub enum RequestError {
     Unauthorized(AuthFailure),
     /// 403: the peer address is refused by policy.
     Forbidden,
+    /// 405: MOBILITY-TICKET while `mobility` is off (RFC 8016 section 3.4).
+    MobilityForbidden,
     /// 420: unknown comprehension-required attributes (listed from the scan).
     UnknownAttribute,
     /// 437: no allocation for this 5-tuple, or an Allocate on an existing one.
@@ -51,6 +53,7 @@ impl RequestError {
             Self::BadRequest => 400,
             Self::Unauthorized(_) => 401,
             Self::Forbidden => 403,
+            Self::MobilityForbidden => 405,
             Self::UnknownAttribute => 420,
             Self::AllocationMismatch => 437,
             Self::StaleNonce => 438,

@@ -7,11 +7,13 @@
 //!    (the answer to a [`Event::BindRelay`] or [`Event::ListenRelay`]) and
 //!    [`Server::handle_timeout`]; for TCP allocations (RFC 6062, `tcp_relay`) also
 //!    [`Server::handle_peer_connected`], [`Server::handle_peer_connection`],
-//!    [`Server::handle_peer_closed`] and [`Server::handle_tcp_relayed`];
+//!    [`Server::handle_peer_closed`] and [`Server::handle_tcp_relayed`]; in a fleet
+//!    [`Server::handle_lease`], and from other shards [`Server::handle_handoff`];
 //! 2. sends the [`DataTransmit`] a data-path input may return at once, from its own buffer;
 //! 3. drains [`Server::poll_event`] (bind or close relay sockets, open, splice or close
-//!    TCP peer connections) and [`Server::poll_transmit`] (control messages), then sleeps
-//!    until [`Server::poll_timeout`] or the next datagram.
+//!    TCP peer connections, leases), [`Server::poll_handoff`] (for other shards) and
+//!    [`Server::poll_transmit`] (control messages), then sleeps until
+//!    [`Server::poll_timeout`] or the next datagram.
 //!
 //! Nothing here reads a clock, touches a socket or depends on tokio.
 
@@ -24,8 +26,11 @@ mod connect;
 mod connection_bind;
 mod deadlines;
 pub mod error;
+pub mod handoff;
+pub mod lease;
 mod limiter;
 mod log_limit;
+pub mod mobility;
 pub mod offload;
 mod permission;
 pub mod policy;
@@ -43,13 +48,15 @@ pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
 pub use allocation::{AllocId, FiveTuple, ListenerId, Transport};
 pub use error::RequestError;
+pub use handoff::{Handoff, MoveRequest, MovedAllocation};
+pub use lease::LeaseAnswer;
 pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
 pub use stats::{Gauges, Stats};
 pub use tcp_relay::{ConnectionId, ConnectionIds};
 
-use crate::auth::{Credentials, Nonces};
+use crate::auth::{Credentials, NonceKeys, Nonces, Tickets};
 use crate::proto::codec::{self, ResponseAttr};
 use crate::proto::data;
 use crate::proto::scan::{self, Scan, ScanError};
@@ -78,6 +85,9 @@ pub struct RelayAddress {
 pub struct ServerConfig {
     pub credentials: Credentials,
     pub nonce_lifetime: Duration,
+    /// `nonce-secret`: keys shared by a fleet, so a nonce from one node is good at every
+    /// node (the first signs, every one verifies). None: the random key of [`Secrets`].
+    pub nonce_keys: Option<NonceKeys>,
     pub relay_v4: Option<RelayAddress>,
     pub relay_v6: Option<RelayAddress>,
     pub min_port: u16,
@@ -120,6 +130,12 @@ pub struct ServerConfig {
     pub max_tcp_relay_connections: usize,
     /// The CONNECTION-IDs this shard issues (set by the driver per shard).
     pub connection_ids: ConnectionIds,
+    /// `user-quota` holds across a fleet: each allocation takes a lease in the shared
+    /// store ([`Event::AcquireLease`]) before its relay is bound.
+    pub fleet_quota: bool,
+    /// RFC 8016 mobility (coturn's `mobility`): MOBILITY-TICKETs for the Allocates that
+    /// ask, and moves of their allocations to a new 5-tuple. Off: 405.
+    pub mobility: bool,
 }
 
 /// `allocation-default-address-family` (coturn's name): the relay's family for an
@@ -161,7 +177,8 @@ pub enum Path {
         client: SocketAddr,
         transport: Transport,
     },
-    /// To a peer, through an allocation's relay socket.
+    /// To a peer, through the allocation's relay socket of the peer's family (a dual
+    /// allocation has one of each).
     Peer { relay: AllocId, peer: SocketAddr },
 }
 
@@ -180,11 +197,13 @@ pub struct DataTransmit {
 }
 
 /// Requests to the I/O layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Bind a UDP socket at `local` for `relay`, then call [`Server::handle_relay_bound`].
     /// `dont_fragment`: set DF on what the socket sends (RFC 8656 section 14.8); a
-    /// socket that cannot is a failed bind.
+    /// socket that cannot is a failed bind. A dual allocation asks twice, for its IPv4
+    /// socket and then, after that answer, its IPv6 one; an allocation has at most one
+    /// bind outstanding and at most one socket per family.
     BindRelay {
         relay: AllocId,
         local: SocketAddr,
@@ -192,9 +211,10 @@ pub enum Event {
     },
     /// Listen on TCP at `local` for `relay`, a TCP allocation (RFC 6062 section 5.1:
     /// SO_REUSEADDR, so that connections to peers can leave from the same address),
-    /// then call [`Server::handle_relay_bound`].
+    /// then call [`Server::handle_relay_bound`]. A TCP allocation has one relay.
     ListenRelay { relay: AllocId, local: SocketAddr },
-    /// The allocation is gone: close its relay socket.
+    /// The allocation is gone: close its relay sockets (both of a dual allocation, the
+    /// listening socket of a TCP one).
     CloseRelay { relay: AllocId },
     /// RFC 6062 section 5.2: open a TCP connection from `local` (the relay's address,
     /// shared with its listening socket) to `peer`, then call
@@ -219,6 +239,16 @@ pub enum Event {
     Offload(OffloadChannel),
     /// Stop relaying this channel in the kernel: user space decides again.
     Unoffload(OffloadChannel),
+    /// `user-quota` across the fleet: take lease `lease` for `user` in the shared store
+    /// if fewer than `quota` are held, then call [`Server::handle_lease`].
+    AcquireLease {
+        relay: AllocId,
+        lease: u64,
+        user: String,
+        quota: u32,
+    },
+    /// Give lease `lease` back: its allocation ended.
+    ReleaseLease { lease: u64 },
 }
 
 /// Why an allocation ended.
@@ -290,11 +320,30 @@ pub struct Server {
     tag: u64,
     /// TCP peer connections of TCP allocations (RFC 6062).
     tcp: tcp_relay::Connections,
+    /// MOBILITY-TICKETs: the key every shard shares (derived from the nonce key).
+    tickets: Tickets,
+    /// This shard's index among `shards` (tickets name the owner by it).
+    shard: u8,
+    shards: u16,
+    /// Moves handed to another shard, waiting for its answer.
+    moves: handoff::Moves,
+    /// Handoffs for other shards, with the index of each one's shard.
+    handoffs: VecDeque<(u8, Handoff)>,
+}
+
+/// The nonces `cfg` asks for: keyed by `nonce-secret`, else by the process's own key.
+fn nonces(cfg: &ServerConfig, own_key: [u8; 32]) -> Nonces {
+    let keys = cfg
+        .nonce_keys
+        .clone()
+        .unwrap_or_else(|| NonceKeys::single(own_key));
+    Nonces::new(keys, cfg.nonce_lifetime.as_secs())
 }
 
 impl Server {
     /// A server whose random choices derive from `secrets.seed` and whose nonces are
-    /// keyed with `secrets.nonce_key`; `unix_now` is the wall clock at `now`.
+    /// keyed with `cfg.nonce_keys`, else `secrets.nonce_key`; `unix_now` is the wall
+    /// clock at `now`.
     pub fn new(
         cfg: ServerConfig,
         shared: Arc<dyn SharedState>,
@@ -313,7 +362,7 @@ impl Server {
         let limiter_key = rng.random();
         let cfg_rate = cfg.unauthenticated_rate;
         Self {
-            nonces: Nonces::new(secrets.nonce_key, cfg.nonce_lifetime.as_secs()),
+            nonces: nonces(&cfg, secrets.nonce_key),
             nonce_key: secrets.nonce_key,
             decoy,
             ports_v4: PortPool::new(cfg.min_port, cfg.max_port),
@@ -336,6 +385,11 @@ impl Server {
             noisy: log_limit::LogLimit::default(),
             tag,
             tcp: tcp_relay::Connections::default(),
+            tickets: Tickets::new(&secrets.nonce_key),
+            shard: 0,
+            shards: 1,
+            moves: handoff::Moves::default(),
+            handoffs: VecDeque::new(),
         }
     }
 
@@ -361,6 +415,10 @@ impl Server {
         tuple: FiveTuple,
         buf: &mut [u8],
     ) -> Option<DataTransmit> {
+        // RFC 8016: a 5-tuple whose move another shard is deciding waits for the answer.
+        if !self.moves.is_empty() && self.hold_while_moving(&tuple, buf) {
+            return None;
+        }
         if data::is_channel_data(buf) {
             return self.relay_channel_data(now, tuple, buf);
         }
@@ -418,11 +476,24 @@ impl Server {
         scan: &Scan,
         err: RequestError,
     ) {
+        let response = self.unauthenticated_answer(now, &tuple, scan, err);
+        self.send_to_client(tuple, response);
+    }
+
+    /// The error answer to a request that did not authenticate, if the per-source rate
+    /// limit allows one.
+    fn unauthenticated_answer(
+        &mut self,
+        now: Instant,
+        tuple: &FiveTuple,
+        scan: &Scan,
+        err: RequestError,
+    ) -> Option<Vec<u8>> {
         if self.limiter.allow(tuple.client.ip(), now) {
-            let response = self.error_response(now, &tuple, scan, err, None);
-            self.send_to_client(tuple, response);
+            self.error_response(now, tuple, scan, err, None)
         } else {
             self.stats.rate_limited += 1;
+            None
         }
     }
 
@@ -498,6 +569,7 @@ impl Server {
                 Timer::TcpConnection(conn) => self.expire_connection(now, conn),
             }
         }
+        self.moves.expire(now);
         while let Some((_, _, _, at)) = self.closed.front() {
             if *at > now {
                 break;
@@ -536,6 +608,39 @@ impl Server {
         if let Some(token) = &a.reservation {
             self.cancel_reservation(token);
         }
+        self.cancel_timers(&a);
+        match why {
+            Deletion::Expired => self.stats.allocations_expired += 1,
+            Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
+                self.stats.allocations_deleted += 1
+            }
+        }
+        // Both relays of a dual allocation go together (one lifetime, one deletion).
+        for r in a.relays.iter() {
+            self.pool(r.local.ip()).release(r.local.port());
+        }
+        self.shared.release_allocation(&a.user);
+        self.release_lease(&a);
+        match &a.pending {
+            None => {
+                for r in a.relays.iter() {
+                    self.shared.remove_relay(r.relayed);
+                }
+                self.push_event(Event::CloseRelay { relay: id });
+                let (relayed, additional) =
+                    (a.relays.first.relayed, a.relays.second.map(|r| r.relayed));
+                tracing::info!(client = %a.five_tuple.client, %relayed, additional = ?additional, user = %a.user, "allocation {}", why.describe());
+            }
+            // A dual allocation's first socket is bound while the second one's bind is
+            // outstanding.
+            Some(p) if p.binding_second => self.push_event(Event::CloseRelay { relay: id }),
+            Some(_) => {}
+        }
+    }
+
+    /// Disarms the expiries of `a` (taken out of the table) and everything it holds.
+    fn cancel_timers(&mut self, a: &allocation::Allocation) {
+        let id = a.id;
         self.deadlines.cancel(a.expires, Timer::Allocation(id));
         for p in &a.permissions {
             self.deadlines
@@ -544,19 +649,6 @@ impl Server {
         for c in &a.channels {
             self.deadlines
                 .cancel(c.expires, Timer::Channel(id, c.number));
-        }
-        match why {
-            Deletion::Expired => self.stats.allocations_expired += 1,
-            Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
-                self.stats.allocations_deleted += 1
-            }
-        }
-        self.pool(a.relay_local.ip()).release(a.relay_local.port());
-        self.shared.release_allocation(&a.user);
-        if a.pending.is_none() {
-            self.shared.remove_relay(a.relayed);
-            self.push_event(Event::CloseRelay { relay: id });
-            tracing::info!(client = %a.five_tuple.client, relayed = %a.relayed, user = %a.user, "allocation {}", why.describe());
         }
     }
 
@@ -586,11 +678,14 @@ impl Server {
 
     /// When [`Server::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let closed = self.closed.front().map(|c| c.3);
-        match (self.deadlines.next(), closed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.deadlines.next(),
+            self.closed.front().map(|c| c.3),
+            self.moves.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// What this shard did, refused and dropped so far.
@@ -621,10 +716,21 @@ impl Server {
         self.deadlines.len()
     }
 
-    /// The relayed address of the allocation on `tuple`, if any.
+    /// The relayed address of the allocation on `tuple`, if any (a dual allocation's
+    /// IPv4 one).
     pub fn relayed_address(&self, tuple: &FiveTuple) -> Option<SocketAddr> {
-        let a = self.table.get(self.table.id_by_tuple(tuple)?)?;
-        a.pending.is_none().then_some(a.relayed)
+        self.relayed_addresses(tuple).next()
+    }
+
+    /// Every relayed address of the allocation on `tuple`: one, or a dual allocation's
+    /// IPv4 and IPv6 ones.
+    pub fn relayed_addresses(&self, tuple: &FiveTuple) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.table
+            .id_by_tuple(tuple)
+            .and_then(|id| self.table.get(id))
+            .filter(|a| a.pending.is_none())
+            .into_iter()
+            .flat_map(|a| a.relays.iter().map(|r| r.relayed))
     }
 
     /// The connection of a stream 5-tuple (TCP, TLS) closed: its allocation is deleted at

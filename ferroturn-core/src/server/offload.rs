@@ -8,9 +8,11 @@
 //! A channel is offloaded while (see [`Server::offloadable`]):
 //! - kernel offload is on (`ServerConfig::kernel_offload`, set by the driver when the
 //!   program is loaded);
-//! - the allocation is complete and its client is on UDP, in the relay's family (the
-//!   kernel does not translate between IPv4 and IPv6, nor frames streams), and did not
-//!   ask for DONT-FRAGMENT (the program does not set DF);
+//! - the allocation is complete and its client is on UDP, in the family of the channel's
+//!   peer (the kernel does not translate between IPv4 and IPv6, nor frames streams), and
+//!   did not ask for DONT-FRAGMENT (the program does not set DF). A dual allocation's
+//!   channels go through the relay of their peer's family, so only those to peers of the
+//!   client's own family are offloaded, all through one relay;
 //! - the channel is bound and its peer has a permission (RFC 8656 sections 9 and 12);
 //! - the peer policy allows the peer by itself, without the live-relay exception for the
 //!   server's own addresses (that one changes with other allocations).
@@ -19,13 +21,14 @@
 //! permission and channel expiry, allocation deletion, and reconfiguration (which also
 //! re-sends offloaded channels so that a new `max-bps` applies).
 
-use super::allocation::{AllocId, Allocation, FiveTuple, Transport};
+use super::allocation::{AllocId, Allocation, ChannelBinding, FiveTuple, Relays, Transport};
 use super::{Event, Server};
 use std::net::SocketAddr;
 
 /// A channel binding the kernel relays both ways: ChannelData from `tuple` on `channel`
 /// goes to `peer` from `relay_local`, and datagrams from `peer` to `relay_local` go to
-/// `tuple`'s client as ChannelData.
+/// `tuple`'s client as ChannelData. `relay_local` is the allocation's relay of the
+/// peer's family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffloadChannel {
     pub relay: AllocId,
@@ -39,6 +42,26 @@ pub struct OffloadChannel {
     pub max_bps: u64,
 }
 
+/// What the kernel is told of channel `c`: it goes through the relay of its peer's
+/// family (one exists: ChannelBind refuses a peer of a family without one with 443).
+pub(super) fn offload_channel(
+    relay: AllocId,
+    tuple: FiveTuple,
+    relays: &Relays,
+    c: &ChannelBinding,
+    max_bps: u64,
+) -> OffloadChannel {
+    let via = relays.for_peer(c.peer.ip()).unwrap_or(&relays.first);
+    OffloadChannel {
+        relay,
+        tuple,
+        channel: c.number,
+        relay_local: via.local,
+        peer: c.peer,
+        max_bps,
+    }
+}
+
 impl Server {
     /// Whether the kernel may relay channel `index` of `a` (see the module docs).
     fn offloadable(&self, a: &Allocation, index: usize) -> bool {
@@ -48,7 +71,8 @@ impl Server {
         self.cfg.kernel_offload
             && a.pending.is_none()
             && a.five_tuple.transport == Transport::Udp
-            && a.five_tuple.client.is_ipv4() == a.relay_local.is_ipv4()
+            && a.five_tuple.client.is_ipv4() == c.peer.is_ipv4()
+            && a.relays.for_peer(c.peer.ip()).is_some()
             && !a.dont_fragment
             && c.bound
             && a.has_permission(c.peer.ip())
@@ -76,14 +100,7 @@ impl Server {
                     continue;
                 }
                 c.offloaded = want;
-                let ch = OffloadChannel {
-                    relay: id,
-                    tuple: a.five_tuple,
-                    channel: c.number,
-                    relay_local: a.relay_local,
-                    peer: c.peer,
-                    max_bps,
-                };
+                let ch = offload_channel(id, a.five_tuple, &a.relays, c, max_bps);
                 events.push(if want {
                     Event::Offload(ch)
                 } else {
@@ -99,14 +116,8 @@ impl Server {
     /// Removes every offloaded channel of `a`, which is being deleted.
     pub(super) fn unoffload_all(&mut self, a: &Allocation) {
         for c in a.channels.iter().filter(|c| c.offloaded) {
-            self.push_event(Event::Unoffload(OffloadChannel {
-                relay: a.id,
-                tuple: a.five_tuple,
-                channel: c.number,
-                relay_local: a.relay_local,
-                peer: c.peer,
-                max_bps: self.cfg.max_bps,
-            }));
+            let ch = offload_channel(a.id, a.five_tuple, &a.relays, c, self.cfg.max_bps);
+            self.push_event(Event::Unoffload(ch));
         }
     }
 

@@ -58,8 +58,9 @@ impl Server {
         }
     }
 
-    /// A peer named in a request: same family as the relayed address (443) and allowed
-    /// by the peer policy (403).
+    /// A peer named in a request: of a family the allocation has a relay of (443: RFC
+    /// 8656 sections 10.2 and 12.2; a dual allocation takes either) and allowed by the
+    /// peer policy (403).
     pub(super) fn check_requested_peer(
         &self,
         now: Instant,
@@ -67,7 +68,7 @@ impl Server {
         peer: SocketAddr,
     ) -> Result<(), RequestError> {
         let a = self.table.get(id).ok_or(RequestError::AllocationMismatch)?;
-        if peer.is_ipv4() != a.relayed.is_ipv4() {
+        if a.relays.for_peer(peer.ip()).is_none() {
             return Err(RequestError::PeerAddressFamilyMismatch);
         }
         self.cfg.policy.check(peer, |addr| self.shared.is_relay(addr)).map_err(|why| {

@@ -77,6 +77,14 @@ impl PortPool {
         Some(port)
     }
 
+    /// Marks `port` taken if it is in this pool's range and free (an allocation that
+    /// left for another shard comes back with its port).
+    pub fn claim(&mut self, port: u16) {
+        if !self.is_used(port) {
+            self.mark(port, true);
+        }
+    }
+
     pub fn release(&mut self, port: u16) {
         if !self.is_used(port) {
             return;

@@ -6,7 +6,7 @@ use super::deadlines::Timer;
 use super::error::RequestError;
 use super::request::Reply;
 use crate::proto::Request;
-use crate::proto::codec::{Family, ResponseAttr};
+use crate::proto::codec::ResponseAttr;
 use std::time::{Duration, Instant};
 
 impl Server {
@@ -16,10 +16,11 @@ impl Server {
         tuple: FiveTuple,
         req: &Request,
     ) -> Result<Reply, RequestError> {
-        let id = self
-            .table
-            .id_by_tuple(&tuple)
-            .ok_or(RequestError::AllocationMismatch)?;
+        let found = self.table.id_by_tuple(&tuple);
+        // RFC 8016 section 3.2.2: a ticket must be this allocation's (405 with mobility
+        // off, whether or not there is one).
+        self.check_own_ticket(now, found, req)?;
+        let id = found.ok_or(RequestError::AllocationMismatch)?;
         let a = self
             .table
             .get_mut(id)
@@ -27,9 +28,11 @@ impl Server {
         if a.pending.is_some() {
             return Err(RequestError::AllocationMismatch);
         }
-        // RFC 8656 section 8.2: a REQUESTED-ADDRESS-FAMILY other than the allocation's.
+        // RFC 8656 section 8.2: a REQUESTED-ADDRESS-FAMILY the allocation has no relay
+        // of is 443. A dual allocation's relays share one lifetime: naming either
+        // family refreshes (or, with LIFETIME 0, deletes) both.
         if let Some(family) = req.requested_family {
-            if (family == Family::V4) != a.relayed.is_ipv4() {
+            if !a.relays.iter().any(|r| r.family() == family) {
                 return Err(RequestError::PeerAddressFamilyMismatch);
             }
         }
@@ -46,6 +49,12 @@ impl Server {
         let expires = a.expires;
         self.deadlines
             .rearm(Some(old), expires, Timer::Allocation(id));
-        Ok(Reply::Success(vec![ResponseAttr::Lifetime(lifetime)]))
+        let mut attrs = vec![ResponseAttr::Lifetime(lifetime)];
+        // RFC 8016 section 3.2: every Refresh of a mobile allocation gets a fresh ticket.
+        attrs.extend(
+            self.fresh_ticket(id, expires)
+                .map(ResponseAttr::MobilityTicket),
+        );
+        Ok(Reply::Success(attrs))
     }
 }

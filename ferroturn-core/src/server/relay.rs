@@ -38,9 +38,10 @@ impl Server {
     }
 
     /// RFC 8656 section 11.2: a Send indication goes to its peer only with a permission for
-    /// the peer's IP; otherwise it is dropped. So is one with an unknown
-    /// comprehension-required attribute (RFC 8489 section 6.3.2), DONT-FRAGMENT included
-    /// since the DF bit is not set (RFC 8656 section 11.2).
+    /// the peer's IP (and so a relay of its family); otherwise it is dropped. So is one
+    /// with an unknown comprehension-required attribute (RFC 8489 section 6.3.2), and one
+    /// with DONT-FRAGMENT on an allocation whose Allocate did not ask for DF: its socket
+    /// does not set the DF bit, and section 11.2 treats that DONT-FRAGMENT as unknown.
     pub(super) fn relay_send_indication(
         &mut self,
         now: Instant,
@@ -57,7 +58,8 @@ impl Server {
         // RFC 6062 section 5: a TCP allocation relays through its connections only.
         if a.pending.is_some()
             || a.tcp
-            || peer.is_ipv4() != a.relayed.is_ipv4()
+            || (scan.dont_fragment && !a.dont_fragment)
+            || a.relays.for_peer(peer.ip()).is_none()
             || !a.has_permission(peer.ip())
         {
             return None;
@@ -122,7 +124,8 @@ impl Server {
         }
     }
 
-    /// A datagram from `from` on `relay`'s socket, its payload at `payload` in `buf` with
+    /// A datagram from `from` on one of `relay`'s sockets (a dual allocation's two both
+    /// reach its client), its payload at `payload` in `buf` with
     /// [`data::HEADROOM`] bytes free in front and [`data::TAILROOM`] behind. RFC 8656
     /// section 11.3 / 12.7: relayed only with a permission, as ChannelData when a channel
     /// is bound to the peer, else as a Data indication.

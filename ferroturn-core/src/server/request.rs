@@ -34,6 +34,11 @@ impl Server {
                 return self.reply_unauthenticated(now, tuple, scan, RequestError::BadRequest);
             }
         };
+        // RFC 8016: a Refresh with a MOBILITY-TICKET from a new 5-tuple is authenticated
+        // against the allocation the ticket names, wherever that lives.
+        if self.is_move(&tuple, scan, &req) {
+            return self.handle_move(now, tuple, buf, scan, &req);
+        }
         let auth = match self.authenticate(now, &tuple, buf, scan, &req) {
             Ok(auth) => auth,
             Err(e) => return self.reply_unauthenticated(now, tuple, scan, e),
@@ -86,6 +91,12 @@ impl Server {
                     RequestError::WrongCredentials
                 });
             }
+            // The Allocate is still being served (its lease asked for, its relay being
+            // bound): a retransmission waits for the one answer it will get.
+            if a.pending.is_some() && scan.method == method::ALLOCATE && a.allocate_txn == scan.txn
+            {
+                return Ok(Reply::Pending);
+            }
         }
         if let Some(bytes) = self.retransmitted(&tuple, scan) {
             return Ok(Reply::Retransmit(bytes));
@@ -132,7 +143,7 @@ impl Server {
 
     /// Keeps a response for retransmissions: on the allocation, or, when the request
     /// deleted it, in the short list of closed ones.
-    fn remember(&mut self, now: Instant, tuple: FiveTuple, txn: [u8; 12], bytes: &[u8]) {
+    pub(super) fn remember(&mut self, now: Instant, tuple: FiveTuple, txn: [u8; 12], bytes: &[u8]) {
         if let Some(id) = self.table.id_by_tuple(&tuple) {
             if let Some(a) = self.table.get_mut(id) {
                 a.last_response = Some((txn, bytes.to_vec()));

@@ -7,9 +7,9 @@ use super::allocation::Transport;
 use crate::auth::AuthFailure;
 
 /// Error codes the core sends (RFC 8489 section 14.8, RFC 8656 section 19, RFC 6062
-/// section 6.3).
-pub const ERROR_CODES: [u16; 15] = [
-    300, 400, 401, 403, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 508,
+/// section 6.3, RFC 8016 section 3.4).
+pub const ERROR_CODES: [u16; 16] = [
+    300, 400, 401, 403, 405, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 508,
 ];
 
 /// Packets and bytes relayed in one direction over one client transport.
@@ -51,6 +51,11 @@ pub struct Stats {
     pub tcp_unbound_expired: u64,
     /// Bytes relayed over TCP peer connections: client to peer, peer to client.
     pub tcp_relayed: [u64; 2],
+    /// RFC 8016: MOBILITY-TICKETs issued, allocations moved to a new 5-tuple (counted by
+    /// the shard they landed on), and of those the ones that came from another shard.
+    pub tickets_issued: u64,
+    pub allocations_moved: u64,
+    pub allocations_moved_across_shards: u64,
     /// Error responses sent, indexed like [`ERROR_CODES`].
     pub errors: [u64; ERROR_CODES.len()],
     /// Failed authentications (401, and 438 for a stale nonce), indexed like
@@ -115,6 +120,9 @@ impl Stats {
         for (a, b) in self.tcp_relayed.iter_mut().zip(o.tcp_relayed) {
             *a += b;
         }
+        self.tickets_issued += o.tickets_issued;
+        self.allocations_moved += o.allocations_moved;
+        self.allocations_moved_across_shards += o.allocations_moved_across_shards;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }

@@ -128,7 +128,7 @@ impl Shard {
             |i| {
                 let (relay, range, peer) = &sends[i];
                 (
-                    Via::Relay(*relay),
+                    Via::to_peer(*relay, *peer),
                     buffer.get(range.clone()).unwrap_or_default(),
                     *peer,
                 )

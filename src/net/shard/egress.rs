@@ -3,7 +3,7 @@
 //! as UDP GSO messages), and TCP/TLS connections in one write per connection.
 
 use super::endpoints::Endpoints;
-use super::relays::Relay;
+use super::relays::{self, Relay};
 use crate::net::stream::Streams;
 use ferroturn_core::server::{AllocId, Path, Transport};
 use ferroturn_udp::{self as udp, SendItem};
@@ -17,7 +17,8 @@ use std::os::fd::{AsRawFd, RawFd};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Via {
     Listener(u16),
-    Relay(AllocId),
+    /// An allocation's relay socket of one family (`true`: IPv6).
+    Relay(AllocId, bool),
     /// A TCP/TLS connection of this stream listener (the destination names which).
     Stream(u16),
 }
@@ -31,8 +32,14 @@ impl Via {
                 ..
             } => Via::Listener(listener),
             Path::Client { listener, .. } => Via::Stream(listener),
-            Path::Peer { relay, .. } => Via::Relay(relay),
+            Path::Peer { relay, peer } => Via::to_peer(relay, peer),
         }
+    }
+
+    /// The relay socket of `relay` that datagrams to `peer` leave from: the one of the
+    /// peer's family.
+    pub fn to_peer(relay: AllocId, peer: SocketAddr) -> Via {
+        Via::Relay(relay, peer.is_ipv6())
     }
 }
 
@@ -61,10 +68,9 @@ impl Sockets<'_> {
                 let fd = self.listeners.get(socket)?.as_raw_fd();
                 Some((fd, src))
             }
-            Via::Relay(id) => match self.relays.get(id.index as usize) {
-                Some(Some(r)) if r.id == id => Some((r.socket.as_raw_fd(), None)),
-                _ => None,
-            },
+            Via::Relay(id, v6) => {
+                relays::find(self.relays, id, v6).map(|r| (r.socket.as_raw_fd(), None))
+            }
             // Connections are written by `write_streams`.
             Via::Stream(_) => None,
         }

@@ -1,12 +1,15 @@
 //! The kernel fast path's side of a shard: installs and removes the channels the core
 //! names ([`Event::Offload`], [`Event::Unoffload`]) and reads their counters back for the
-//! sessions list. A channel the kernel refuses (a full map, a remote destination without
+//! sessions list. Each relay socket keeps its own installed channels and rate state,
+//! keyed as the kernel keys them, by the relayed address: a dual allocation's channel
+//! belongs to the relay of its peer's family (`OffloadChannel::relay_local`). A channel the kernel refuses (a full map, a remote destination without
 //! lo forwarding) stays in user space, which relays it as before.
 //!
 //! [`Event::Offload`]: ferroturn_core::server::Event::Offload
 //! [`Event::Unoffload`]: ferroturn_core::server::Event::Unoffload
 
 use super::Shard;
+use super::relays;
 use crate::offload::{ChannelCounters, Offload, OffloadedChannel};
 use ferroturn_core::server::stats::Traffic;
 use ferroturn_core::server::{AllocId, OffloadChannel, Session};
@@ -26,6 +29,19 @@ pub struct KernelChannels {
 }
 
 impl KernelChannels {
+    /// None installed yet, `gone` relayed before (an allocation that moved shards).
+    pub(super) fn carried(gone: [Traffic; 2]) -> Self {
+        Self {
+            gone,
+            ..Self::default()
+        }
+    }
+
+    /// What the kernel relayed for channels removed so far.
+    pub(super) fn counted(&self) -> [Traffic; 2] {
+        self.gone
+    }
+
     /// Takes every channel, and the rate state, out of the kernel.
     fn clear(&mut self, offload: &Offload) {
         for k in self.installed.drain(..) {
@@ -71,7 +87,8 @@ impl Shard {
             tracing::debug!(client = %ch.tuple.client, "channel stays in user space: server address unknown");
             return;
         };
-        let Some(relay) = self.relay_mut(ch.relay) else {
+        // The relay socket the channel's datagrams use: the one of its peer's family.
+        let Some(relay) = self.relay_mut(ch.relay, ch.relay_local.is_ipv6()) else {
             return;
         };
         let rate = Some((k.relay, ch.max_bps));
@@ -99,7 +116,7 @@ impl Shard {
         let Some(offload) = self.offload.clone() else {
             return;
         };
-        let Some(relay) = self.relay_mut(ch.relay) else {
+        let Some(relay) = self.relay_mut(ch.relay, ch.relay_local.is_ipv6()) else {
             return;
         };
         // The same channel as installed, whatever became of the endpoint since.
@@ -119,10 +136,10 @@ impl Shard {
         }
     }
 
-    /// Forgets the kernel's rate state of allocation `id` (its channels are gone already:
-    /// the core unoffloads them before closing the relay).
-    pub(super) fn unoffload_relay(&mut self, id: AllocId) {
-        if let (Some(offload), Some(relay)) = (self.offload.clone(), self.relay_mut(id)) {
+    /// Forgets the kernel's rate state of allocation `id`'s relay of one family (its
+    /// channels are gone already: the core unoffloads them before closing the relay).
+    pub(super) fn unoffload_relay(&mut self, id: AllocId, v6: bool) {
+        if let (Some(offload), Some(relay)) = (self.offload.clone(), self.relay_mut(id, v6)) {
             relay.kernel.clear(&offload);
         }
     }
@@ -138,26 +155,25 @@ impl Shard {
         }
     }
 
-    /// Adds what the kernel relayed to each session.
+    /// Adds what the kernel relayed to each session (through either relay of a dual
+    /// allocation).
     pub(super) fn add_kernel_counters(&self, sessions: &mut [Session]) {
         let Some(offload) = &self.offload else {
             return;
         };
         for s in sessions {
-            let Some(relay) = self
-                .relays
-                .get(s.id.index as usize)
-                .and_then(Option::as_ref)
-            else {
-                continue;
-            };
-            if relay.id != s.id {
-                continue;
-            }
-            s.kernel = relay.kernel.gone;
-            for k in &relay.kernel.installed {
-                if let Some(c) = offload.counters(k) {
-                    add(&mut s.kernel, &c);
+            for v6 in [false, true] {
+                let Some(relay) = relays::find(&self.relays, s.id, v6) else {
+                    continue;
+                };
+                for (t, gone) in s.kernel.iter_mut().zip(relay.kernel.gone) {
+                    t.packets += gone.packets;
+                    t.bytes += gone.bytes;
+                }
+                for k in &relay.kernel.installed {
+                    if let Some(c) = offload.counters(k) {
+                        add(&mut s.kernel, &c);
+                    }
                 }
             }
         }

@@ -6,14 +6,17 @@
 //!   framed in place;
 //! - [`egress`]: one send path for relayed data and control messages (`sendmmsg`, GSO,
 //!   one write per connection);
-//! - [`conns`]: TCP/TLS connections; [`relays`]: relay sockets; [`token`]: what a mio
-//!   token names;
+//! - [`conns`]: TCP/TLS connections; [`relays`]: UDP relay sockets (a slot per
+//!   allocation and family); [`token`]: what a mio token names;
 //! - [`tcp_relay`]: TCP allocations (RFC 6062): listening relay sockets and peer
 //!   connections; [`pipe`]: the bytes between a peer connection and its data
-//!   connection; [`handoff`]: data connections
-//!   that must move to the shard serving their peer connection.
+//!   connection;
+//! - [`handoff`]: what moves to another shard: allocations whose client moved there
+//!   (RFC 8016) with their relay sockets, and data connections that must reach the
+//!   shard serving their peer connection (RFC 6062).
 //!
-//! A turn: operator commands and connections handed over by other shards, then every
+//! A turn: operator commands and other shards' handoffs (the mailbox), connections
+//! handed over by other shards (the inbox), then every
 //! ready socket (a budget each, the rest in the backlog), then the flush of relayed
 //! datagrams, the clock (once a second: wall-clock anchor, connection deadlines,
 //! published counters), pipes whose bandwidth pause ended, timeouts, core events and
@@ -31,16 +34,18 @@ mod relays;
 mod tcp_relay;
 mod token;
 
-pub use handoff::{Handoff, Inbox};
+pub use handoff::{Inbox, Siblings};
 pub use token::Source;
 
-use crate::control::{Command, ShardLink, unix_now};
+use crate::control::{Command, LeaseAsk, Leases, ShardLink, unix_now};
 use crate::net::socket::SocketOptions;
 use crate::net::stream::Streams;
 use crate::offload::Offload;
 use egress::{Sockets, StreamOut, Via};
 use endpoints::Endpoints;
-use ferroturn_core::server::{AllocId, ConnectionId, Event, FiveTuple, Server, Transmit};
+use ferroturn_core::server::{
+    AllocId, ConnectionId, Event, FiveTuple, LeaseAnswer, Server, Transmit,
+};
 use ingress::{SLOTS, Slots};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -80,13 +85,18 @@ pub struct Shard {
     link: Option<Arc<ShardLink>>,
     /// The kernel fast path, shared by every shard, when it runs.
     offload: Option<Arc<Offload>>,
-    /// RFC 6062: listening sockets of TCP allocations (by allocation slot), their peer
-    /// connections, the splices of this turn (peer slot, id, data connection) and the
-    /// shards' inboxes for data connections that belong elsewhere.
+    /// RFC 6062: listening sockets of TCP allocations (by allocation index: a TCP
+    /// allocation has one relay), their peer connections, and the splices of this turn
+    /// (peer slot, id, data connection).
     tcp_relays: Vec<Option<tcp_relay::TcpRelay>>,
     peers: pipe::Peers,
     splicing: Vec<(usize, ConnectionId, FiveTuple)>,
-    handoff: Option<Handoff>,
+    /// Every shard's mailbox (RFC 8016 moves between shards) and inbox (RFC 6062 data
+    /// connections that belong to another shard).
+    siblings: Siblings,
+    /// The fleet's leases (`user-quota` across nodes), and this shard's index, which
+    /// the answers come back to.
+    leases: Option<(Arc<Leases>, usize)>,
 }
 
 impl Shard {
@@ -132,7 +142,8 @@ impl Shard {
             tcp_relays: Vec::new(),
             peers: pipe::Peers::default(),
             splicing: Vec::new(),
-            handoff: None,
+            siblings: Siblings::default(),
+            leases: None,
         })
     }
 
@@ -142,6 +153,11 @@ impl Shard {
 
     pub fn set_link(&mut self, link: Arc<ShardLink>) {
         self.link = Some(link);
+    }
+
+    /// Lease asks go to `leases`; their answers name shard `index`.
+    pub fn set_leases(&mut self, leases: Arc<Leases>, index: usize) {
+        self.leases = Some((leases, index));
     }
 
     pub fn run(mut self) {
@@ -219,6 +235,15 @@ impl Shard {
                 }
                 Command::Reconfigure(cfg) => self.core.reconfigure(*cfg),
                 Command::Drain(on) => self.core.set_draining(on),
+                Command::Handoff(handoff, relay) => self.receive_handoff(handoff, relay),
+                Command::Lease {
+                    relay,
+                    lease,
+                    answer,
+                } => {
+                    self.core.handle_lease(Instant::now(), relay, lease, answer);
+                    self.handle_events();
+                }
             }
         }
     }
@@ -243,8 +268,32 @@ impl Shard {
         }
     }
 
-    /// Carries out the core's requests (bind or close relay sockets), at once: the
-    /// allocation completes before the next datagram is handled.
+    /// Hands a lease ask to the fleet; when its queue is full (or there is no fleet)
+    /// the core is answered at once, as `shared-state-failure` says.
+    fn ask_lease(&mut self, relay: AllocId, lease: u64, user: String, quota: u32) {
+        let Some((leases, shard)) = &self.leases else {
+            self.core
+                .handle_lease(Instant::now(), relay, lease, LeaseAnswer::Granted);
+            return;
+        };
+        let ask = LeaseAsk {
+            shard: *shard,
+            relay,
+            lease,
+            user: user.clone(),
+            quota,
+        };
+        if leases.ask(ask) {
+            return;
+        }
+        let answer = leases.unanswered(lease, user);
+        tracing::warn!("fleet: the lease queue is full; answering as shared-state-failure says");
+        self.core.handle_lease(Instant::now(), relay, lease, answer);
+    }
+
+    /// Carries out the core's requests (bind or close relay sockets, kernel channels), at
+    /// once: the allocation completes before the next datagram is handled. Then sends
+    /// its handoffs to other shards.
     fn handle_events(&mut self) {
         while let Some(event) = self.core.poll_event() {
             match event {
@@ -279,8 +328,21 @@ impl Shard {
                 Event::ClosePeer { conn } => self.close_peer_id(conn),
                 Event::Offload(ch) => self.offload(&ch),
                 Event::Unoffload(ch) => self.unoffload(&ch),
+                Event::AcquireLease {
+                    relay,
+                    lease,
+                    user,
+                    quota,
+                } => self.ask_lease(relay, lease, user, quota),
+                Event::ReleaseLease { lease } => {
+                    if let Some((leases, _)) = &self.leases {
+                        leases.release(lease);
+                    }
+                }
             }
         }
+        // After the events: an allocation leaving for another shard has left the kernel.
+        self.send_handoffs();
     }
 
     /// Sends the core's control messages queued this turn, grouped by socket and

@@ -11,9 +11,11 @@
 mod credentials;
 mod floods;
 mod malformed;
+mod mobility;
 mod own_addresses;
 mod peer_policy;
 mod quotas;
+mod reservations;
 mod streams;
 mod tcp_relay;
 

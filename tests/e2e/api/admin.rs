@@ -1,4 +1,5 @@
-//! The admin endpoints: sessions listed and deleted, configuration reloaded.
+//! The admin endpoints: sessions listed and deleted, users revoked, configuration
+//! reloaded.
 
 use super::*;
 
@@ -58,6 +59,55 @@ async fn admin_lists_and_deletes_sessions() {
         clients[2].0.refresh(600).await,
         Err(ClientError::Error(437))
     ));
+}
+
+/// A revoked user loses its allocations at once and gets 401 for new ones, whatever
+/// its credential (every REST username of the user), until the revocation ends or is
+/// lifted; other users are untouched.
+#[tokio::test]
+async fn a_revoked_user_is_refused_until_lifted() {
+    let (server, api) = api_server("").await;
+    let alice_creds = credentials(api, "?user=alice").await.json();
+    let (mut alice, _) = allocate_with(&server, &alice_creds).await.unwrap();
+    let bob_creds = credentials(api, "?user=bob").await.json();
+    let (mut bob, _) = allocate_with(&server, &bob_creds).await.unwrap();
+
+    let reply = admin(
+        api,
+        "POST",
+        "/api/v1/admin/revocations?user=alice&seconds=600",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["deleted"], 1);
+    // Its allocation is gone, and the request does not get that far: 401.
+    assert!(matches!(
+        alice.refresh(600).await,
+        Err(ClientError::Error(401))
+    ));
+    let fresh = credentials(api, "?user=alice").await.json();
+    assert!(matches!(
+        allocate_with(&server, &fresh).await,
+        Err(ClientError::Error(401))
+    ));
+    bob.refresh(600).await.expect("bob is not revoked");
+    let list = admin(api, "GET", "/api/v1/admin/revocations").await.json();
+    assert_eq!(list["revocations"][0]["user"], "alice");
+    for bad in [
+        "?user=alice",
+        "?user=alice&seconds=0",
+        "?seconds=60",
+        "?user=alice&seconds=x",
+    ] {
+        let reply = admin(api, "POST", &format!("/api/v1/admin/revocations{bad}")).await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.body);
+    }
+
+    let reply = admin(api, "DELETE", "/api/v1/admin/revocations?user=alice").await;
+    assert_eq!(reply.json()["lifted"], true, "{}", reply.body);
+    allocate_with(&server, &fresh).await.expect("lifted");
+    let list = admin(api, "GET", "/api/v1/admin/revocations").await.json();
+    assert_eq!(list["revocations"], serde_json::json!([]));
 }
 
 #[tokio::test]
@@ -139,4 +189,54 @@ async fn admin_reload_applies_secrets_and_keys_or_reports_the_error() {
     let m = metrics(api).await;
     assert_eq!(m["ferroturn_reloads_total"], 1.0);
     assert_eq!(m["ferroturn_reload_failures_total"], 1.0);
+}
+
+/// The sessions list shows both relayed addresses of a dual allocation (RFC 8656
+/// ADDITIONAL-ADDRESS-FAMILY), null for a single-family one, and either address deletes
+/// it.
+#[tokio::test]
+async fn admin_shows_both_addresses_of_a_dual_allocation() {
+    let (server, api) = api_server("listening-ip = [\"127.0.0.1\", \"::1\"]").await;
+    let issued = credentials(api, "?user=alice").await.json();
+    let (mut dual, _) = allocate_with(&server, &issued).await.unwrap();
+    // A second 5-tuple of alice's, asking for both families this time.
+    let mut both = TurnClient::new(
+        server.addr,
+        issued["username"].as_str().unwrap(),
+        issued["password"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    let relayed = both.allocate_dual().await.unwrap();
+    assert_eq!(relayed.len(), 2, "{relayed:?}");
+    let (v4, v6) = (relayed[0], relayed[1]);
+    assert!(v4.is_ipv4() && v6.is_ipv6());
+
+    let reply = admin(api, "GET", "/api/v1/admin/sessions").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let list = reply.json()["sessions"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 2);
+    let listed = list
+        .iter()
+        .find(|s| s["relayed"] == v4.to_string())
+        .expect("the dual allocation is listed");
+    assert_eq!(listed["additional_relayed"], v6.to_string());
+    let single = list
+        .iter()
+        .find(|s| s["relayed"] != v4.to_string())
+        .unwrap();
+    assert!(single["additional_relayed"].is_null(), "{single}");
+
+    let reply = admin(
+        api,
+        "DELETE",
+        &format!("/api/v1/admin/sessions?relayed={v6}"),
+    )
+    .await;
+    assert_eq!(reply.json()["deleted"], 1);
+    assert!(matches!(
+        both.refresh(600).await,
+        Err(ClientError::Error(437))
+    ));
+    dual.refresh(600).await.unwrap();
 }
