@@ -2,6 +2,7 @@
 //! spoken to over real sockets, by our TURN client, raw UDP and TCP, TLS and HTTP.
 //!
 //! - `udp`, `stream`: TURN over UDP, TCP and TLS, relaying through echo peers;
+//! - `tcp_relay`: TCP allocations (RFC 6062): Connect, ConnectionBind, peers connecting;
 //! - `api`: the HTTP API (credentials, metrics, health, admin);
 //! - `mobility`: RFC 8016 moves of an allocation between client ports and shards;
 //! - `operations`: sessions, drain, reload, the binary's signals;
@@ -19,4 +20,5 @@ mod logging;
 mod mobility;
 mod operations;
 mod stream;
+mod tcp_relay;
 mod udp;
