@@ -5,15 +5,16 @@
 //! server on a port *and* the port after it) or, with `-y`, to the relayed address of a second
 //! allocation of its own. It then prints how many messages it sent and got back. On loopback
 //! every message must come back: the tests assert the exact count sent, the same count
-//! received, and nothing lost. The relayed side is UDP in every case.
+//! received, and nothing lost. The relayed side is UDP, except with `-T` and `-P`.
 //!
 //! Modes covered: channels (`-c`), uclient's defaults (RTP/RTCP pairs through EVEN-PORT
 //! and RESERVATION-TOKEN), `-s`, `-y`, `-g` (DONT-FRAGMENT), `-s -g`, `-D` (padded
 //! ChannelData), `-X`, `-G`, `-Z` (dual allocations; with `-x`, relaying through their
 //! IPv6 side), `-x` (IPv6 relay, IPv6 peer), uclient over IPv6 (server and peer on ::1),
-//! `-M` (mobility, RFC 8016), and `-B`, `-N`, `-R` followed by a clean run; channels,
-//! `-s` and `-y` over DTLS (`-S`). The dual-stack modes run against a server listening
-//! on 127.0.0.1 and ::1, so it has relays of both families. Not yet: `-T` (RFC 6062).
+//! `-M` (mobility, RFC 8016), `-B`, `-N`, `-R` followed by a clean run, RFC 6062 TCP
+//! relays: `-T` over TCP and TLS, `-P`, and channels, `-s` and `-y` over DTLS (`-S`).
+//! The dual-stack modes run against a server listening on 127.0.0.1 and ::1, so it has
+//! relays of both families.
 //!
 //! One UDP channels run starts the server with `kernel-offload = "on"` and checks, from
 //! the metrics, that the eBPF fast path relayed uclient's messages both ways and user
@@ -70,6 +71,14 @@
 //! a protocol_version alert (it serves DTLS 1.2 only) and uclient reconnects with another.
 //! Every session starts with the stateless cookie exchange (HelloVerifyRequest). One
 //! message per record both ways, as over UDP.
+//!
+//! With `-T` (RFC 6062; it implies `-t -y -c`) each allocation asks for REQUESTED-TRANSPORT
+//! TCP (no EVEN-PORT), the two create permissions for each other's relayed addresses,
+//! the first Connects to the second's relayed address (so the server connects one of its
+//! relayed addresses to another), the second gets a ConnectionAttempt, and each binds a
+//! new connection (TLS with `-S`) with ConnectionBind; data then flows as raw bytes,
+//! which uclient counts by `-l` length. With `-P` the second is a plain TCP socket of
+//! uclient's that connects to the first's relayed address itself.
 
 mod common;
 
@@ -161,6 +170,13 @@ enum Mode {
     Negative,
     /// `-R`: uclient's negative protocol tests (wrong transaction ids and the like).
     NegativeProtocol,
+    /// `-T`: TCP allocations (RFC 6062), client to client: one allocation Connects to
+    /// the other's relayed address, both bind data connections (implies `-t -y -c`).
+    TcpRelay,
+    /// `-P`: TCP allocations with an active peer: a plain TCP socket of uclient's
+    /// connects to the relayed address, and the client binds what the ConnectionAttempt
+    /// names (implies `-T`).
+    PassiveTcpRelay,
     /// `-M`: every Allocate asks for a MOBILITY-TICKET (RFC 8016), then uclient reopens
     /// its socket on a new port and moves the allocation there with a Refresh carrying
     /// the ticket, before any ChannelBind.
@@ -169,7 +185,10 @@ enum Mode {
 
 impl Mode {
     fn needs_peer(self) -> bool {
-        self != Mode::ClientToClient
+        !matches!(
+            self,
+            Mode::ClientToClient | Mode::TcpRelay | Mode::PassiveTcpRelay
+        )
     }
 
     /// Where the peer listens: ::1 for the modes that relay to IPv6.
@@ -381,6 +400,50 @@ async fn uclient_tcp_client_to_client_echo_everything() {
     run_uclient_against_ferroturn(Transport::Tcp, Mode::ClientToClient).await;
 }
 
+/// `-T`: RFC 6062 TCP allocations talking to each other through their relayed
+/// addresses (Connect, ConnectionAttempt, two ConnectionBinds), every message back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tcp_relay_echoes_everything() {
+    run_uclient_against_ferroturn(Transport::Tcp, Mode::TcpRelay).await;
+}
+
+/// `-T -S`: the same with the control and data connections over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tls_tcp_relay_echoes_everything() {
+    run_uclient_against_ferroturn(Transport::Tls, Mode::TcpRelay).await;
+}
+
+/// `-P`: a peer that connects to the relayed address by itself (RFC 6062 section 5.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_passive_tcp_relay_relays_both_ways() {
+    let server = common::start_server("").await;
+    let args = uclient_args(
+        Transport::Tcp,
+        Mode::PassiveTcpRelay,
+        server.handle.tcp_addrs()[0],
+        None,
+    );
+    let run = run_uclient(&args).await;
+    println!("$ {UCLIENT} {}\n{}", args.join(" "), run.stdout);
+    assert!(
+        run.status.is_some_and(|s| s.success()),
+        "{UCLIENT} failed or hung (output above)"
+    );
+    let totals = parse_uclient_totals(&run.stdout).expect("uclient's totals");
+    assert_eq!(totals.sent, MESSAGES * CLIENTS, "{totals:?}");
+    assert_eq!(totals.send_dropped, 0, "{totals:?}");
+    // uclient 4.6 counts only the client's side as received, against coturn's own
+    // turnserver too (20 of 40, "50% lost"): the server's counters show every message
+    // of both sides crossing the relay.
+    assert_eq!(totals.received, MESSAGES, "{totals:?}");
+    let each_way = MESSAGES * u64::from(MESSAGE_LEN);
+    let m = common::published_metrics(&server, "the relayed TCP bytes", |m| {
+        m.stats.tcp_relayed == [each_way; 2]
+    })
+    .await;
+    assert_eq!((m.stats.tcp_accepted, m.stats.tcp_bound), (1, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_tls_channels_echo_everything() {
     run_uclient_against_ferroturn(Transport::Tls, Mode::Channels).await;
@@ -582,6 +645,8 @@ fn uclient_args(
         Mode::RandomDisconnect => args.push("-B".into()),
         Mode::Negative => args.push("-N".into()),
         Mode::NegativeProtocol => args.push("-R".into()),
+        Mode::TcpRelay => args.push("-T".into()),
+        Mode::PassiveTcpRelay => args.push("-P".into()),
         Mode::Mobility => args.push("-M".into()),
     }
     for (flag, value) in [

@@ -82,6 +82,9 @@ struct SessionView {
     bytes_down: u64,
     permissions: usize,
     channels: usize,
+    /// "udp", or "tcp" for a TCP allocation (RFC 6062), and its TCP peer connections.
+    relay_transport: &'static str,
+    tcp_connections: usize,
     /// Channels the kernel relays now, and what it relayed for this allocation (also
     /// counted in `bytes_up` and `bytes_down`).
     kernel_channels: usize,
@@ -111,6 +114,8 @@ impl From<Session> for SessionView {
             bytes_down: s.bytes_down + s.kernel[1].bytes,
             permissions: s.permissions,
             channels: s.channels,
+            relay_transport: if s.tcp { "tcp" } else { "udp" },
+            tcp_connections: s.tcp_connections,
             kernel_channels: s.offloaded_channels,
             kernel_packets_up: s.kernel[0].packets,
             kernel_packets_down: s.kernel[1].packets,

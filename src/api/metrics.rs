@@ -231,6 +231,7 @@ pub fn render(m: &Metrics) -> String {
     )
     .sample(&[("kind", "issued")], s.reservations_issued)
     .sample(&[("kind", "claimed")], s.reservations_claimed);
+    tcp_relay(o, m);
     counter(
         o,
         "mobility_total",
@@ -253,6 +254,41 @@ pub fn render(m: &Metrics) -> String {
     .sample(&[], m.reloads_failed);
     kernel(o, m);
     out
+}
+
+/// RFC 6062 TCP relays: peer connections by what became of them, those open now, and
+/// the bytes their pipes relayed (not in `relayed_*_total`, which count datagrams).
+fn tcp_relay(o: &mut String, m: &Metrics) {
+    let s = &m.stats;
+    counter(
+        o,
+        "tcp_relay_connections_total",
+        "TCP peer connections of TCP allocations (RFC 6062): connected for a Connect, \
+         connect_failed (447), accepted from a peer, refused (a peer without permission, \
+         policy, duplicate or cap), bound by a ConnectionBind, unbound (closed after 30 s \
+         without one).",
+    )
+    .sample(&[("kind", "connected")], s.tcp_connected)
+    .sample(&[("kind", "connect_failed")], s.tcp_connect_failed)
+    .sample(&[("kind", "accepted")], s.tcp_accepted)
+    .sample(&[("kind", "refused")], s.tcp_refused)
+    .sample(&[("kind", "bound")], s.tcp_bound)
+    .sample(&[("kind", "unbound")], s.tcp_unbound_expired);
+    gauge(
+        o,
+        "tcp_relay_connections_active",
+        "TCP peer connections open now: pending (connecting or waiting for a \
+         ConnectionBind) and bound to a data connection.",
+    )
+    .sample(&[("kind", "pending")], m.gauges.tcp_pending)
+    .sample(&[("kind", "bound")], m.gauges.tcp_bound);
+    counter(
+        o,
+        "tcp_relay_bytes_total",
+        "Bytes relayed between TCP peer connections and their data connections.",
+    )
+    .sample(&[("direction", "client_to_peer")], s.tcp_relayed[0])
+    .sample(&[("direction", "peer_to_client")], s.tcp_relayed[1]);
 }
 
 /// The kernel fast path's families (`kernel-offload`); its datagrams are not in

@@ -3,7 +3,9 @@
 //! decoder, so the server's own codec is checked against an independent one.
 
 use ferroturn_core::proto::Family;
-use ferroturn_core::proto::integrity;
+use ferroturn_core::proto::codec::first_attribute;
+use ferroturn_core::proto::wire::attr;
+use ferroturn_core::proto::writer::MessageWriter;
 use std::net::SocketAddr;
 use stun_rs::attributes::stun::{Nonce, Realm, UserName};
 use stun_rs::attributes::turn::{
@@ -34,9 +36,14 @@ pub enum RequestAttr<'a> {
     DontFragment,
     XorPeerAddress(SocketAddr),
     ChannelNumber(u16),
+    /// RFC 6062 section 6.2.1 (ConnectionBind).
+    ConnectionId(u32),
     /// RFC 8016 section 3.3: empty in an Allocate to ask for one, the ticket in a Refresh.
     MobilityTicket(&'a [u8]),
 }
+
+/// RFC 8656 section 18.8: REQUESTED-TRANSPORT for UDP, the one stun-rs can write.
+const PROTOCOL_UDP: u8 = 17;
 
 /// Encodes a request or indication of `method` for clients; see [`RequestAttr`].
 pub fn encode_request(
@@ -54,15 +61,25 @@ pub fn encode_request(
     let method = MessageMethod::try_from(method).ok()?;
     let mut b =
         StunMessageBuilder::new(method, class).with_transaction_id(TransactionId::from(*txn));
+    // What stun-rs cannot write (REQUESTED-TRANSPORT other than UDP, CONNECTION-ID) is
+    // appended by hand after the rest.
+    let mut by_hand: Vec<(u16, [u8; 4])> = Vec::new();
     for a in attrs {
         b = match *a {
             RequestAttr::Username(u) => b.with_attribute(UserName::new(u).ok()?),
             RequestAttr::Realm(r) => b.with_attribute(Realm::new(r).ok()?),
             RequestAttr::Nonce(n) => b.with_attribute(Nonce::new(n).ok()?),
             RequestAttr::Lifetime(l) => b.with_attribute(LifeTime::from(l)),
-            // stun-rs can only name UDP; other protocols are written by hand by tests.
-            RequestAttr::RequestedTransport(_) => {
+            RequestAttr::RequestedTransport(PROTOCOL_UDP) => {
                 b.with_attribute(RequestedTrasport::new(stun_rs::protocols::UDP))
+            }
+            RequestAttr::RequestedTransport(p) => {
+                by_hand.push((attr::REQUESTED_TRANSPORT, [p, 0, 0, 0]));
+                b
+            }
+            RequestAttr::ConnectionId(id) => {
+                by_hand.push((attr::CONNECTION_ID, id.to_be_bytes()));
+                b
             }
             RequestAttr::RequestedFamily(f) => {
                 b.with_attribute(RequestedAddressFamily::new(address_family(f)))
@@ -91,8 +108,11 @@ pub fn encode_request(
         .encode(&mut out, &msg)
         .ok()?;
     out.truncate(n);
-    integrity::seal(&mut out, key, true);
-    Some(out)
+    let mut w = MessageWriter::resume(out)?;
+    for (t, v) in &by_hand {
+        w.push(*t, v);
+    }
+    w.seal(key, true)
 }
 
 fn address_family(f: Family) -> AddressFamily {
@@ -118,13 +138,22 @@ pub struct Response {
     pub lifetime: Option<u32>,
     pub unknown_attributes: Vec<u16>,
     pub reservation_token: Option<[u8; 8]>,
+    /// RFC 6062 section 6.2.1 (a Connect success), read by hand: stun-rs does not know it.
+    pub connection_id: Option<u32>,
     pub mobility_ticket: Option<Vec<u8>>,
 }
 
 /// Decodes a response for a client; `None` if it is not a well-formed STUN message.
 pub fn decode_response(buf: &[u8]) -> Option<Response> {
     let (msg, _) = MessageDecoderBuilder::default().build().decode(buf).ok()?;
-    let mut r = Response::default();
+    let covered = first_attribute(buf, buf.len(), attr::MESSAGE_INTEGRITY)
+        .map_or(buf.len(), |value| value.start - 4);
+    let mut r = Response {
+        connection_id: first_attribute(buf, covered, attr::CONNECTION_ID)
+            .filter(|v| v.len() == 4)
+            .and_then(|v| ferroturn_core::proto::wire::be32(buf, v.start)),
+        ..Response::default()
+    };
     for a in msg.attributes() {
         match a {
             StunAttribute::ErrorCode(e) => r.error_code = Some(e.error_code().error_code()),

@@ -46,7 +46,7 @@ impl Transport {
 }
 
 /// A byte stream to the server: a TCP socket, or TLS over one.
-pub(super) trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
+pub trait ByteStream: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ByteStream for T {}
 
@@ -239,6 +239,18 @@ impl Link {
                     }
                 };
                 Ok(framer.buffer().get(frame.range()).unwrap_or_default())
+            }
+        }
+    }
+
+    /// The stream itself and the bytes received past the last frame returned (RFC 6062:
+    /// a data connection's first raw bytes may follow the ConnectionBind response in
+    /// one read). `None` for UDP and DTLS.
+    pub(super) fn into_stream(self) -> Option<(Box<dyn ByteStream>, Vec<u8>)> {
+        match self.io {
+            Io::Udp { .. } | Io::Dtls { .. } => None,
+            Io::Stream { stream, framer, .. } => {
+                Some((stream.into_inner(), framer.pending_bytes().to_vec()))
             }
         }
     }

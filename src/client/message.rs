@@ -1,5 +1,5 @@
 //! Data messages a client sends and receives, built and read without a server: Send
-//! indications out, ChannelData both ways, Data indications in.
+//! indications out, ChannelData both ways, Data and ConnectionAttempt indications in.
 
 use super::Relayed;
 use ferroturn_core::proto::data;
@@ -55,9 +55,37 @@ pub fn parse_relayed(bytes: &[u8]) -> Option<Relayed> {
     })
 }
 
+/// Decodes a ConnectionAttempt indication (RFC 6062 section 4.4): the CONNECTION-ID to
+/// bind and the peer that connected.
+pub fn parse_connection_attempt(bytes: &[u8]) -> Option<(u32, SocketAddr)> {
+    let s = scan(bytes).ok()?;
+    if (s.method, s.class) != (method::CONNECTION_ATTEMPT, Class::Indication) {
+        return None;
+    }
+    let end = s.integrity.unwrap_or(bytes.len());
+    let id = ferroturn_core::proto::codec::first_attribute(bytes, end, wire::attr::CONNECTION_ID)
+        .filter(|v| v.len() == 4)?;
+    let id = wire::be32(bytes, id.start)?;
+    let peer = wire::decode_xor_address(bytes.get(s.peer?)?, &s.txn)?;
+    Some((id, peer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_attempts_name_the_connection_and_the_peer() {
+        let peer: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let m = MessageWriter::new(method::CONNECTION_ATTEMPT, Class::Indication, &[9; 12])
+            .attr(wire::attr::CONNECTION_ID, &77u32.to_be_bytes())
+            .xor_address(wire::attr::XOR_PEER_ADDRESS, peer)
+            .seal(None, true)
+            .unwrap();
+        assert_eq!(parse_connection_attempt(&m), Some((77, peer)));
+        assert_eq!(parse_relayed(&m), None);
+        assert_eq!(parse_connection_attempt(&send_indication(peer, b"x")), None);
+    }
 
     #[test]
     fn oversized_payloads_are_cut_not_mislabelled() {

@@ -1,14 +1,20 @@
 //! A small TURN client (RFC 8656 client side) over UDP, DTLS, TCP or TLS, used by the
 //! end-to-end tests and the load tools. It answers the 401/438 challenge itself,
-//! retransmits requests over UDP, and keeps relayed data that arrives while it waits for
-//! a response. The relay to peers is UDP whatever the transport to the server.
+//! retransmits requests over UDP, and keeps relayed data (and ConnectionAttempt
+//! indications) that arrive while it waits for a response. The relay to peers is UDP,
+//! or TCP for a TCP allocation (RFC 6062: [`TurnClient::allocate_tcp`],
+//! [`TurnClient::connect`], [`TurnClient::into_data_connection`]).
 
 pub mod codec;
+mod data;
 mod link;
 mod message;
 
+pub use data::DataConnection;
 pub use link::Transport;
-pub use message::{MAX_INDICATION_DATA, channel_data, parse_relayed, send_indication};
+pub use message::{
+    MAX_INDICATION_DATA, channel_data, parse_connection_attempt, parse_relayed, send_indication,
+};
 
 use codec::{RequestAttr, Response};
 use ferroturn_core::proto::integrity::long_term_key;
@@ -108,6 +114,8 @@ pub struct TurnClient {
     realm: Option<String>,
     nonce: Option<String>,
     pending: VecDeque<Relayed>,
+    /// RFC 6062 ConnectionAttempt indications not yet taken: (CONNECTION-ID, peer).
+    attempts: VecDeque<(u32, SocketAddr)>,
     /// How long a request waits for its response in total.
     pub request_timeout: Duration,
     /// How many 401/438 challenges this client has answered.
@@ -197,6 +205,7 @@ impl TurnClient {
             realm: None,
             nonce: None,
             pending: VecDeque::new(),
+            attempts: VecDeque::new(),
             request_timeout: Duration::from_secs(3),
             challenges: 0,
             mobility_ticket: None,
@@ -329,7 +338,7 @@ impl TurnClient {
                     Err(_) if resend_at >= deadline => return Err(ClientError::Timeout),
                     Err(_) => break,
                 };
-                if let Some(r) = classify(&mut self.pending, bytes, txn) {
+                if let Some(r) = classify(&mut self.pending, &mut self.attempts, bytes, txn) {
                     return r;
                 }
             }
@@ -348,6 +357,62 @@ impl TurnClient {
     ) -> Result<SocketAddr, ClientError> {
         let r = self.request(method::ALLOCATE, attrs).await?;
         r.xor_relayed.ok_or(ClientError::Malformed)
+    }
+
+    /// RFC 6062 section 4.1: allocates a TCP relay (over TCP or TLS only); returns the
+    /// relayed address, where the server listens for peers.
+    pub async fn allocate_tcp(&mut self) -> Result<SocketAddr, ClientError> {
+        self.allocate_with(&[RequestAttr::RequestedTransport(6)])
+            .await
+    }
+
+    /// RFC 6062 section 4.3: asks the server to connect the TCP allocation to `peer`;
+    /// returns the CONNECTION-ID to bind a data connection to.
+    pub async fn connect(&mut self, peer: SocketAddr) -> Result<u32, ClientError> {
+        let r = self
+            .request(method::CONNECT, &[RequestAttr::XorPeerAddress(peer)])
+            .await?;
+        r.connection_id.ok_or(ClientError::Malformed)
+    }
+
+    /// RFC 6062 section 4.4: the next ConnectionAttempt (a peer connected to the TCP
+    /// allocation): its CONNECTION-ID and the peer, or `None` if none arrives within
+    /// `wait`. Relayed data arriving meanwhile is kept. Cancel-safe.
+    pub async fn recv_connection_attempt(
+        &mut self,
+        wait: Duration,
+    ) -> io::Result<Option<(u32, SocketAddr)>> {
+        if let Some(a) = self.attempts.pop_front() {
+            return Ok(Some(a));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let bytes = match timeout_at(deadline, self.link.recv()).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(None),
+            };
+            if let Some(a) = parse_connection_attempt(bytes) {
+                return Ok(Some(a));
+            }
+            if let Some(d) = parse_relayed(bytes) {
+                if self.pending.len() < MAX_PENDING_DATA {
+                    self.pending.push_back(d);
+                }
+            }
+        }
+    }
+
+    /// RFC 6062 section 4.4: turns this client's connection (a new TCP or TLS one,
+    /// without an allocation) into the data connection of peer connection `id`: sends
+    /// ConnectionBind and, on success, returns the raw byte stream to the peer.
+    pub async fn into_data_connection(mut self, id: u32) -> Result<DataConnection, ClientError> {
+        self.request(method::CONNECTION_BIND, &[RequestAttr::ConnectionId(id)])
+            .await?;
+        let (stream, early) = self
+            .link
+            .into_stream()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "not a stream"))?;
+        Ok(DataConnection::new(stream, early))
     }
 
     /// RFC 8656 section 7.2: a dual allocation (ADDITIONAL-ADDRESS-FAMILY IPv6) of UDP
@@ -464,6 +529,11 @@ impl TurnClient {
             if let Some(d) = parse_relayed(bytes) {
                 return Ok(Some(d));
             }
+            if let Some(a) = parse_connection_attempt(bytes) {
+                if self.attempts.len() < MAX_PENDING_DATA {
+                    self.attempts.push_back(a);
+                }
+            }
         }
     }
 }
@@ -478,12 +548,19 @@ async fn connect(server: SocketAddr) -> io::Result<TcpStream> {
 /// A response to `txn`, or `None` after keeping relayed data (up to a bound) for later.
 fn classify(
     pending: &mut VecDeque<Relayed>,
+    attempts: &mut VecDeque<(u32, SocketAddr)>,
     bytes: &[u8],
     txn: &[u8; 12],
 ) -> Option<Result<Response, ClientError>> {
     if let Some(d) = parse_relayed(bytes) {
         if pending.len() < MAX_PENDING_DATA {
             pending.push_back(d);
+        }
+        return None;
+    }
+    if let Some(a) = parse_connection_attempt(bytes) {
+        if attempts.len() < MAX_PENDING_DATA {
+            attempts.push_back(a);
         }
         return None;
     }

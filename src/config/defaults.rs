@@ -27,6 +27,9 @@ pub const USER_QUOTA: u32 = 0;
 pub const TOTAL_QUOTA: u32 = 0;
 pub const MAX_PERMISSIONS: usize = 128;
 pub const MAX_CHANNELS: usize = 128;
+/// RFC 6062 TCP allocations are served unless `no-tcp-relay` is set.
+pub const NO_TCP_RELAY: bool = false;
+pub const MAX_TCP_RELAY_CONNECTIONS: usize = 32;
 /// 100 Mbit/s per allocation and direction.
 pub const MAX_BPS: u64 = 12_500_000;
 /// 0: unlimited.
@@ -91,6 +94,11 @@ mod tests {
             ("total-quota", TOTAL_QUOTA.to_string()),
             ("max-permissions", MAX_PERMISSIONS.to_string()),
             ("max-channels", MAX_CHANNELS.to_string()),
+            ("no-tcp-relay", NO_TCP_RELAY.to_string()),
+            (
+                "max-tcp-relay-connections",
+                MAX_TCP_RELAY_CONNECTIONS.to_string(),
+            ),
             ("max-bps", MAX_BPS.to_string()),
             ("bps-capacity", BPS_CAPACITY.to_string()),
             ("new-peer-rate", NEW_PEER_RATE.to_string()),
@@ -133,6 +141,11 @@ mod tests {
             ("channel-lifetime", CHANNEL_LIFETIME.to_string()),
             ("max-bps", MAX_BPS.to_string()),
             ("unauthenticated-rate", UNAUTHENTICATED_RATE.to_string()),
+            ("no-tcp-relay", NO_TCP_RELAY.to_string()),
+            (
+                "max-tcp-relay-connections",
+                MAX_TCP_RELAY_CONNECTIONS.to_string(),
+            ),
             ("mobility", MOBILITY.to_string()),
         ] {
             let line = text

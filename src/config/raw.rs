@@ -141,6 +141,15 @@ pub struct RawConfig {
     /// Channel bindings per allocation. Default 128.
     #[arg(long, value_name = "N")]
     pub max_channels: Option<usize>,
+    /// Refuse TCP allocations (RFC 6062: REQUESTED-TRANSPORT TCP, Connect, ConnectionBind)
+    /// with 442; UDP relays are unaffected. Default false.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub no_tcp_relay: Option<bool>,
+    /// TCP peer connections per TCP allocation (RFC 6062), connecting, waiting for their
+    /// ConnectionBind or bound; more Connects get 508 and more peers are refused.
+    /// Default 32.
+    #[arg(long, value_name = "N")]
+    pub max_tcp_relay_connections: Option<usize>,
     /// Relayed bytes per second per allocation, each direction separately; excess
     /// datagrams are dropped (0: unlimited). Default 12500000 (100 Mbit/s).
     #[arg(long, value_name = "BYTES")]
@@ -259,6 +268,7 @@ impl RawConfig {
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
+                no_tcp_relay, max_tcp_relay_connections,
                 relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
                 kernel_offload, redis, node_name, shared_state_failure,
                 api_listen, api_tls, credential_ttl, public_host;

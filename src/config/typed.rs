@@ -7,7 +7,7 @@ use super::error::{ConfigError, err};
 use super::raw::{RawConfig, SharedStateFailure};
 use ferroturn_core::auth::credentials::Password;
 use ferroturn_core::auth::{Credentials, NonceKeys};
-use ferroturn_core::server::{IpRange, PeerPolicy, RelayAddress, ServerConfig};
+use ferroturn_core::server::{ConnectionIds, IpRange, PeerPolicy, RelayAddress, ServerConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -291,6 +291,18 @@ impl Config {
                 .allocation_default_address_family
                 .unwrap_or_default()
                 .into(),
+            tcp_relay: !raw.no_tcp_relay.unwrap_or(d::NO_TCP_RELAY),
+            max_tcp_relay_connections: match raw.max_tcp_relay_connections {
+                Some(0) => {
+                    return err(
+                        "max-tcp-relay-connections",
+                        "must be at least 1 (no-tcp-relay refuses TCP allocations)",
+                    );
+                }
+                n => n.unwrap_or(d::MAX_TCP_RELAY_CONNECTIONS),
+            },
+            // Set by the driver per shard.
+            connection_ids: ConnectionIds::default(),
             mobility: raw.mobility.unwrap_or(d::MOBILITY),
         };
         Ok(Config {

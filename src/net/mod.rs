@@ -19,8 +19,9 @@ use crate::control::{
 };
 use crate::offload::Offload;
 use ferroturn_core::dtls::Gate;
-use ferroturn_core::server::{Secrets, Server, SharedState};
+use ferroturn_core::server::{ConnectionIds, Secrets, Server, SharedState};
 use rand::RngExt;
+use shard::{Inbox, Siblings};
 use socket::SocketOptions;
 use std::io;
 use std::net::SocketAddr;
@@ -112,6 +113,11 @@ pub fn start(
     for (index, ((listeners, stream_listeners), dtls_sockets)) in per_shard.enumerate() {
         let mut cfg = shard_config(config, shards, offload.is_some());
         (cfg.min_port, cfg.max_port) = port_slice(cfg.min_port, cfg.max_port, index, shards);
+        // RFC 6062: a ConnectionBind may reach any shard; the id says which one issued it.
+        cfg.connection_ids = ConnectionIds {
+            index: index as u32,
+            count: shards as u32,
+        };
         let secrets = Secrets {
             nonce_key,
             seed: rand::rng().random(),
@@ -159,9 +165,15 @@ pub fn start(
         running.links.push(link);
         built.push(shard);
     }
-    // Every shard can reach every other one (mobility moves allocations between them).
+    // Every shard can reach every other one: mobility moves allocations between them,
+    // and an RFC 6062 data connection goes to the shard that issued its CONNECTION-ID.
+    let inboxes: Arc<[Inbox]> = built.iter().map(|s| Inbox::new(s.waker())).collect();
     for (index, mut shard) in built.into_iter().enumerate() {
-        shard.set_peers(running.links.clone());
+        shard.set_siblings(Siblings {
+            index: index as u32,
+            links: running.links.clone(),
+            inboxes: inboxes.clone(),
+        });
         // On error `running` is dropped, which stops the shards started so far.
         running.threads.push(
             std::thread::Builder::new()

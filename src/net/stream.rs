@@ -13,12 +13,20 @@
 //! deliver its first complete message within `tcp-handshake-timeout` (so bytes trickled
 //! one at a time cannot hold it), and one without an allocation may stay silent for
 //! `tcp-idle-timeout`.
+//!
+//! A connection whose ConnectionBind succeeded (RFC 6062 section 5.4) is a data
+//! connection: no longer framed, its bytes go as they are to its peer connection
+//! ([`Conn::read_raw`], with the framer's buffer as the bounded queue toward the peer)
+//! and the peer's come back through [`Conn::write_raw`]. It is bound by its peer
+//! connection's life, not by the idle deadline. A connection whose ConnectionBind names
+//! another shard's CONNECTION-ID moves to that shard whole ([`Streams::detach`],
+//! [`Streams::adopt`]), TLS state and unread bytes included.
 
 use super::shard::Source;
 use crate::config::StreamLimits;
 use crate::control::ConnLimits;
 use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
-use ferroturn_core::server::{FiveTuple, ListenerId, Transport};
+use ferroturn_core::server::{ConnectionId, FiveTuple, ListenerId, Transport};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use std::collections::{HashMap, VecDeque};
@@ -72,6 +80,10 @@ pub struct Conn {
     /// A complete message has arrived.
     pub greeted: bool,
     writable: bool,
+    /// RFC 6062: the data connection of this peer connection (its slot and id).
+    pub data: Option<(usize, ConnectionId)>,
+    /// Its first unread message is a ConnectionBind for this shard's sibling.
+    pub handoff: Option<u32>,
 }
 
 impl Conn {
@@ -110,6 +122,105 @@ impl Conn {
         // Handshake messages to send.
         self.flush()?;
         Ok(true)
+    }
+
+    /// A data connection: reads what the socket has (TLS: decrypts it) into the free
+    /// room of the framer's buffer, as raw bytes for the peer. `Ok(0)`: no room or
+    /// nothing to read now. The end of the stream is [`Close::Eof`].
+    pub fn read_raw(&mut self) -> Result<usize, Close> {
+        let spare = self.framer.raw_spare();
+        if spare.is_empty() {
+            return Ok(0);
+        }
+        let Some(tls) = self.tls.as_mut() else {
+            return match self.socket.read(spare) {
+                Ok(0) => Err(Close::Eof),
+                r => {
+                    let n = nonblocking(r)?;
+                    self.framer.filled(n);
+                    Ok(n)
+                }
+            };
+        };
+        // Plaintext rustls holds first; only then more records (it refuses to read
+        // records while its plaintext buffer is full). Records without data (handshake,
+        // key updates) are read past, a few at a time.
+        for _ in 0..8 {
+            match tls.reader().read(self.framer.raw_spare()) {
+                Ok(0) => return Err(Close::Eof),
+                Ok(n) => {
+                    self.framer.filled(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Close::Io(e)),
+            }
+            match tls.read_tls(&mut self.socket) {
+                Ok(0) => return Err(Close::Eof),
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    return Ok(0);
+                }
+                Err(e) => return Err(Close::Io(e)),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                let _ = tls.write_tls(&mut self.socket);
+                return Err(Close::Tls(e));
+            }
+        }
+        Ok(0)
+    }
+
+    /// A data connection: writes as much of `bytes` as the connection takes now, after
+    /// whatever was queued before (the ConnectionBind response first). TLS takes a
+    /// record's worth only while its own buffer is empty, so neither side grows.
+    /// Returns how many bytes were taken.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<usize, Close> {
+        self.flush()?;
+        if self.backlogged() || bytes.is_empty() {
+            return Ok(0);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            let n = tls.writer().write(bytes).map_err(Close::Io)?;
+            self.flush()?;
+            return Ok(n);
+        }
+        nonblocking(self.socket.write(bytes))
+    }
+
+    /// A data connection whose peer finished sending: passes the end on (TLS:
+    /// close_notify), leaving the other direction open.
+    pub fn finish_raw(&mut self) -> Result<(), Close> {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            self.flush()?;
+        }
+        if !self.backlogged() {
+            let _ = self.socket.shutdown(std::net::Shutdown::Write);
+        }
+        Ok(())
+    }
+
+    /// Bytes still waiting toward the client, queued or in TLS records.
+    pub fn has_backlog(&self) -> bool {
+        self.backlogged()
+    }
+
+    /// A data connection wants readable and writable events for good (its interest no
+    /// longer follows the queue).
+    pub fn watch_both(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.reregister(
+            &mut self.socket,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        self.writable = true;
+        Ok(())
     }
 
     /// Queues `frames` toward the client (whole or not at all each), writing as much as
@@ -260,6 +371,22 @@ impl Conn {
     }
 }
 
+/// A non-blocking read or write: what it moved, 0 if the socket would block.
+pub fn nonblocking(r: io::Result<usize>) -> Result<usize, Close> {
+    match r {
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(Close::Io(e)),
+    }
+}
+
 /// Moves decrypted bytes into the framer: `Ok(true)` if any arrived.
 fn read_plaintext(tls: &mut rustls::ServerConnection, framer: &mut Framer) -> Result<bool, Close> {
     let spare = framer.spare();
@@ -380,6 +507,8 @@ impl Streams {
             deadline: now + self.cfg.handshake_timeout,
             greeted: false,
             writable: false,
+            data: None,
+            handoff: None,
         };
         if index == self.conns.len() {
             self.conns.push(Some(conn));
@@ -405,6 +534,45 @@ impl Streams {
         self.limits.release(conn.tuple.client.ip());
         self.free.push(index);
         Some(conn.tuple)
+    }
+
+    /// Takes connection `index` out of this shard without closing it (its connection
+    /// slot in the caps stays taken), for another shard to [`Streams::adopt`].
+    pub fn detach(&mut self, index: usize, registry: &Registry) -> Option<Conn> {
+        let mut conn = self.conns.get_mut(index)?.take()?;
+        let _ = registry.deregister(&mut conn.socket);
+        self.by_client
+            .remove(&(conn.tuple.listener, conn.tuple.client));
+        self.free.push(index);
+        Some(conn)
+    }
+
+    /// Takes over a connection another shard detached; its index here.
+    pub fn adopt(&mut self, mut conn: Conn, registry: &Registry) -> io::Result<usize> {
+        let index = self.free.pop().unwrap_or(self.conns.len());
+        let interest = if conn.writable {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if let Err(e) = registry.register(&mut conn.socket, Source::Conn(index).token(), interest) {
+            self.free.push(index);
+            self.limits.release(conn.tuple.client.ip());
+            return Err(e);
+        }
+        self.by_client
+            .insert((conn.tuple.listener, conn.tuple.client), index);
+        if index == self.conns.len() {
+            self.conns.push(Some(conn));
+        } else {
+            self.conns[index] = Some(conn);
+        }
+        Ok(index)
+    }
+
+    /// The peer connection a data connection is spliced to.
+    pub fn data_link(&self, index: usize) -> Option<(usize, ConnectionId)> {
+        self.conns.get(index)?.as_ref()?.data
     }
 
     /// The connection of a stream 5-tuple.
@@ -454,7 +622,8 @@ impl Streams {
             if now < conn.deadline {
                 continue;
             }
-            if conn.greeted && has_allocation(&conn.tuple) {
+            // A data connection lives as long as its peer connection.
+            if conn.data.is_some() || (conn.greeted && has_allocation(&conn.tuple)) {
                 conn.deadline = now + idle;
             } else {
                 out.push(i);

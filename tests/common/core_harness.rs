@@ -4,16 +4,18 @@
 //! inputs and checks on every output. No sockets, no sleeping, no runtime.
 //!
 //! After every input the harness does what the driver does: it answers each `BindRelay`
-//! (bound, or not when `bind_ok` is false), records each `CloseRelay`, and drains the
-//! transmits, which the input functions return. Simulated clients are [`Client`]s (a
+//! and `ListenRelay` (bound, or not when `bind_ok` is false), answers each `ConnectPeer`
+//! as `connect_answer` says (or leaves it connecting), records each `CloseRelay`,
+//! `Splice` and `ClosePeer`, and drains the transmits, which the input functions return. Simulated clients are [`Client`]s (a
 //! 5-tuple with long-term credentials and the last NONCE); peers are addresses whose
 //! datagrams arrive on a relay through [`Harness::peer_datagram`].
 //!
 //! Invariants checked on every call, so every user (tests, benchmarks, the fuzz target)
 //! checks them: a request is answered exactly once and never relayed, data is never
 //! answered, client data is relayed only to peers and peer data only to clients, an
-//! output range lies inside its buffer, timers send nothing, and no due deadline is left
-//! unhandled.
+//! output range lies inside its buffer, timers send nothing but the 447 answers of
+//! Connects that timed out, no due deadline is left unhandled, and TCP peer connections
+//! are spliced and closed only while the driver has them open.
 //!
 //! Only ferroturn, ferroturn-core and std: `fuzz/fuzz_targets/core_sequence.rs` and
 //! `benches/fast_path.rs` include this file with `#[path]`.
@@ -29,12 +31,13 @@ use ferroturn::credentials::rest_credentials;
 use ferroturn::state::LocalState;
 use ferroturn_core::proto::data;
 use ferroturn_core::proto::integrity;
-use ferroturn_core::proto::wire::method;
+use ferroturn_core::proto::wire::{Class, method};
 use ferroturn_core::proto::writer::MessageWriter;
 use ferroturn_core::server::{
-    AllocId, Event, FiveTuple, Handoff, LeaseAnswer, OffloadChannel, Path, Secrets, Server,
-    SessionFilter, SharedState, Transmit, Transport,
+    AllocId, ConnectionId, Event, FiveTuple, Handoff, LeaseAnswer, OffloadChannel, Path, Secrets,
+    Server, SessionFilter, SharedState, Transmit, Transport,
 };
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -62,6 +65,15 @@ pub fn udp(client: &str) -> FiveTuple {
         client: wire::addr(client),
         listener: 0,
         transport: Transport::Udp,
+    }
+}
+
+/// A client 5-tuple over TCP (or TLS: the core sees the same) on stream listener 0.
+pub fn tcp(client: &str) -> FiveTuple {
+    FiveTuple {
+        client: wire::addr(client),
+        listener: 0,
+        transport: Transport::Tcp,
     }
 }
 
@@ -93,6 +105,19 @@ pub struct Harness {
     pub kernel: std::collections::BTreeMap<(AllocId, u16), OffloadChannel>,
     /// Every offload event, in order (`true`: install).
     pub offload_log: Vec<(bool, OffloadChannel)>,
+    /// RFC 6062: every `ListenRelay` seen (TCP allocations; also in `binds`).
+    pub tcp_relays: Vec<AllocId>,
+    /// How `ConnectPeer` is answered: connected, failed, or (`None`) not yet.
+    pub connect_answer: Option<bool>,
+    /// Every `ConnectPeer` seen: the connection, its relay, from where and to where.
+    pub connects: Vec<(ConnectionId, AllocId, SocketAddr, SocketAddr)>,
+    /// Every `Splice` and `ClosePeer` seen.
+    pub splices: Vec<(ConnectionId, FiveTuple)>,
+    pub peer_closes: Vec<ConnectionId>,
+    /// The peer connections the driver has open (connecting, accepted or connected).
+    pub open_peers: BTreeSet<ConnectionId>,
+    /// Answers a timer sent (447 to Connects that timed out).
+    pub late: Vec<Transmit>,
     /// Every `AcquireLease` seen: allocation, lease, user, quota.
     pub lease_asks: Vec<(AllocId, u64, String, u32)>,
     /// How lease asks are answered at once; `None`: left for the test to answer.
@@ -173,6 +198,13 @@ impl Harness {
             closed: Vec::new(),
             kernel: std::collections::BTreeMap::new(),
             offload_log: Vec::new(),
+            tcp_relays: Vec::new(),
+            connect_answer: Some(true),
+            connects: Vec::new(),
+            splices: Vec::new(),
+            peer_closes: Vec::new(),
+            open_peers: BTreeSet::new(),
+            late: Vec::new(),
             txn_counter: 0,
         }
     }
@@ -239,6 +271,43 @@ impl Harness {
                     self.binds_dont_fragment.push(dont_fragment);
                     let ok = self.bind_ok && !(self.bind_refused)(local);
                     self.server.handle_relay_bound(self.now, relay, ok);
+                }
+                Event::ListenRelay { relay, local } => {
+                    self.binds.push((relay, local));
+                    self.binds_dont_fragment.push(false);
+                    self.tcp_relays.push(relay);
+                    let ok = self.bind_ok && !(self.bind_refused)(local);
+                    self.server.handle_relay_bound(self.now, relay, ok);
+                }
+                Event::ConnectPeer {
+                    relay,
+                    conn,
+                    local,
+                    peer,
+                } => {
+                    assert!(
+                        self.tcp_relays.contains(&relay),
+                        "a connect from a UDP relay"
+                    );
+                    assert!(self.open_peers.insert(conn), "{conn:?} reused");
+                    self.connects.push((conn, relay, local, peer));
+                    if let Some(ok) = self.connect_answer {
+                        if !ok {
+                            self.open_peers.remove(&conn);
+                        }
+                        self.server.handle_peer_connected(self.now, conn, ok);
+                    }
+                }
+                Event::Splice { conn, client } => {
+                    assert!(
+                        self.open_peers.contains(&conn),
+                        "spliced {conn:?}, not open"
+                    );
+                    self.splices.push((conn, client));
+                }
+                Event::ClosePeer { conn } => {
+                    assert!(self.open_peers.remove(&conn), "closed {conn:?}, not open");
+                    self.peer_closes.push(conn);
                 }
                 Event::CloseRelay { relay } => {
                     // The allocation's channels left the kernel before its socket went.
@@ -327,11 +396,19 @@ impl Harness {
         n
     }
 
-    /// After `handle_timeout(now)`: binds and closes answered, nothing sent, nothing due
-    /// left behind.
+    /// After `handle_timeout(now)` (or an operator's delete): binds and closes answered,
+    /// nothing sent but 447 answers to Connects that timed out (kept in `late`), nothing
+    /// due left behind.
     fn settle(&mut self) {
         self.drain_events();
-        assert!(self.drain_transmits().is_empty(), "timers send nothing");
+        for t in self.drain_transmits() {
+            assert_eq!(
+                (wire::class_of(&t.payload), error_code(&t.payload)),
+                ((method::CONNECT, Class::Error), Some(447)),
+                "timers send nothing but 447 to a Connect"
+            );
+            self.late.push(t);
+        }
         if let Some(next) = self.server.poll_timeout() {
             assert!(
                 next > self.now,
@@ -381,6 +458,41 @@ impl Harness {
             "response echoes the transaction"
         );
         t.payload
+    }
+
+    /// A peer connects from `from` to TCP relay `relay` (RFC 6062 section 5.3): the id
+    /// the core admits it under (then the driver holds it open), and what was sent (the
+    /// ConnectionAttempt indication).
+    pub fn peer_connects(
+        &mut self,
+        relay: AllocId,
+        from: SocketAddr,
+    ) -> (Option<ConnectionId>, Vec<Transmit>) {
+        let id = self.server.handle_peer_connection(self.now, relay, from);
+        if let Some(id) = id {
+            assert!(self.open_peers.insert(id), "{id:?} reused");
+        }
+        self.drain_events();
+        (id, self.drain_transmits())
+    }
+
+    /// Answers a `ConnectPeer` left connecting (`connect_answer` None); returns what was
+    /// sent (the Connect's answer).
+    pub fn peer_connected(&mut self, conn: ConnectionId, ok: bool) -> Vec<Transmit> {
+        if !ok {
+            self.open_peers.remove(&conn);
+        }
+        self.server.handle_peer_connected(self.now, conn, ok);
+        self.drain_events();
+        self.drain_transmits()
+    }
+
+    /// The driver saw one side of peer connection `conn` close and closed the other.
+    pub fn peer_closed(&mut self, conn: ConnectionId) -> Vec<Transmit> {
+        self.open_peers.remove(&conn);
+        self.server.handle_peer_closed(self.now, conn);
+        self.drain_events();
+        self.drain_transmits()
     }
 
     /// Feeds a client datagram that must produce no response; returns what was relayed.
@@ -478,6 +590,39 @@ impl Harness {
         assert_eq!(r.xor_relayed, Some(local));
         assert_eq!(self.server.relayed_address(&c.tuple), Some(local));
         (r, relay)
+    }
+
+    /// A TCP allocation (RFC 6062 section 5.1) for a client on a TCP 5-tuple: its
+    /// response and the relay the driver listens on.
+    pub fn allocate_tcp(&mut self, c: &mut Client) -> (Response, AllocId) {
+        let raw = self.request(
+            c,
+            method::ALLOCATE,
+            &[RequestAttr::RequestedTransport(wire::TCP)],
+        );
+        let r = success(&raw, method::ALLOCATE);
+        assert!(verifies(&raw, &c.key));
+        let relay = *self
+            .tcp_relays
+            .last()
+            .expect("the allocation listens on TCP");
+        assert_eq!(self.last_relay(), Some(relay));
+        (r, relay)
+    }
+
+    /// RFC 6062 section 5.2: Connect to `peer`; the raw answer (immediate, or after the
+    /// driver's answer as `connect_answer` says).
+    pub fn connect(&mut self, c: &mut Client, peer: SocketAddr) -> Vec<u8> {
+        self.request(c, method::CONNECT, &[RequestAttr::XorPeerAddress(peer)])
+    }
+
+    /// RFC 6062 section 5.4: ConnectionBind for `conn` from `c` (a new connection).
+    pub fn connection_bind(&mut self, c: &mut Client, conn: ConnectionId) -> Vec<u8> {
+        self.request(
+            c,
+            method::CONNECTION_BIND,
+            &[RequestAttr::ConnectionId(conn.0)],
+        )
     }
 
     /// A successful dual allocation (RFC 8656 section 7.2, ADDITIONAL-ADDRESS-FAMILY
@@ -581,6 +726,13 @@ pub struct Client {
 /// alice (a static user) from 203.0.113.10:40000.
 pub fn alice() -> Client {
     Client::new("203.0.113.10:40000", "alice", "alice-pw")
+}
+
+/// alice over TCP from `client` (a control or data connection).
+pub fn alice_tcp(client: &str) -> Client {
+    let mut c = Client::new(client, "alice", "alice-pw");
+    c.tuple = tcp(client);
+    c
 }
 
 impl Client {

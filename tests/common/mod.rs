@@ -191,6 +191,48 @@ pub async fn echo_peer_on(local: &str) -> EchoPeer {
     EchoPeer { addr, task }
 }
 
+/// A TCP echo peer on 127.0.0.1 (RFC 6062 tests): it sends every connection's bytes back
+/// on that connection and reports where each connection came from; stops when dropped.
+pub struct TcpEchoPeer {
+    pub addr: SocketAddr,
+    /// The remote address of every connection accepted, in order.
+    pub accepted: tokio::sync::mpsc::UnboundedReceiver<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TcpEchoPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn tcp_echo_peer() -> TcpEchoPeer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind TCP echo peer");
+    let addr = listener.local_addr().expect("TCP echo peer address");
+    let (tx, accepted) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, from)) = listener.accept().await {
+            let _ = tx.send(from);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    TcpEchoPeer {
+        addr,
+        accepted,
+        task,
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // The kernel fast path.
 

@@ -200,3 +200,26 @@ pub fn data_indication(m: &[u8]) -> (SocketAddr, Vec<u8>) {
     let (peer, range) = data::parse_send_indication(m, &s).expect("XOR-PEER-ADDRESS and DATA");
     (peer, m[range].to_vec())
 }
+
+/// The CONNECTION-ID and XOR-PEER-ADDRESS of a ConnectionAttempt indication (RFC 6062
+/// section 4.4), which carries FINGERPRINT and no MESSAGE-INTEGRITY.
+pub fn connection_attempt(m: &[u8]) -> (u32, SocketAddr) {
+    assert_eq!(class_of(m), (method::CONNECTION_ATTEMPT, Class::Indication));
+    assert!(!has_integrity(m) && has_fingerprint(m));
+    let id = attribute(m, attr::CONNECTION_ID).expect("CONNECTION-ID");
+    let id = u32::from_be_bytes(id.try_into().expect("a 32-bit CONNECTION-ID"));
+    let mut txn = [0u8; 12];
+    txn.copy_from_slice(&m[8..20]);
+    let peer = attribute(m, attr::XOR_PEER_ADDRESS).expect("XOR-PEER-ADDRESS");
+    (
+        id,
+        wire::decode_xor_address(peer, &txn).expect("an address"),
+    )
+}
+
+/// The CONNECTION-ID of a Connect success (RFC 6062 section 4.3).
+pub fn connection_id_of(m: &[u8]) -> u32 {
+    success(m, method::CONNECT)
+        .connection_id
+        .expect("CONNECTION-ID")
+}

@@ -3,6 +3,7 @@
 //!
 //! - `udp`, `stream`, `dtls`: TURN over UDP, TCP, TLS and DTLS, relaying through echo
 //!   peers;
+//! - `tcp_relay`: TCP allocations (RFC 6062): Connect, ConnectionBind, peers connecting;
 //! - `api`: the HTTP API (credentials, metrics, health, admin);
 //! - `mobility`: RFC 8016 moves of an allocation between client ports and shards;
 //! - `operations`: sessions, drain, reload, the binary's signals;
@@ -21,4 +22,5 @@ mod logging;
 mod mobility;
 mod operations;
 mod stream;
+mod tcp_relay;
 mod udp;

@@ -156,14 +156,20 @@ impl Node {
     }
 }
 
-/// Starts a node on `ip`:`port` (the port every node shares) with `extra` TOML.
+/// Starts a node on `ip`:`port` (the port every node shares) with `extra` TOML; UDP
+/// only unless `extra` sets `no-tcp`.
 fn start_node(ip: &str, port: u16, redis: &Redis, extra: &str) -> Node {
     let dir = TempDir::new("fleet-node");
     let name = format!("node-{ip}");
+    let udp_only = if extra.contains("no-tcp") {
+        ""
+    } else {
+        "no-tcp = true\n"
+    };
     let toml = config_toml(
         SECRET,
         &format!(
-            "listening-ip = [\"{ip}\"]\nlistening-port = {port}\nno-tcp = true\n\
+            "listening-ip = [\"{ip}\"]\nlistening-port = {port}\n{udp_only}\
              allowed-peer-ip = [\"127.0.0.0-127.255.255.255\"]\n\
              api-listen = \"{ip}:0\"\nadmin-key-sha256 = [\"{}\"]\napi-key-sha256 = [\"{}\"]\n\
              redis = \"{}\"\nnode-name = \"{name}\"\nnonce-secret = [\"{NONCE_SECRET}\"]\n{extra}",
@@ -630,6 +636,37 @@ async fn user_quota_holds_across_the_fleet_and_a_dead_nodes_leases_expire() {
     .await;
     let (again, _keep) = try_allocate(&fleet[0], "alice").await;
     assert_eq!(again, 0);
+}
+
+/// A TCP allocation (RFC 6062) holds a lease like any other: with `user-quota = 1`,
+/// alice's TCP allocation on A (over TCP, relaying a Connect to a peer) leaves her no
+/// allocation on B until it ends, and then its lease is given back.
+#[tokio::test]
+async fn a_tcp_allocation_holds_its_lease_across_the_fleet() {
+    let redis = start_redis().await;
+    let fleet = start_fleet_with(&redis, "user-quota = 1\nno-tcp = false");
+    let (u, p) = rest_credentials(SECRET, "alice", Duration::from_secs(600));
+    let mut on_a = TurnClient::connect_tcp(fleet[0].udp(), &u, &p)
+        .await
+        .expect("TCP connect to A");
+    on_a.allocate_tcp().await.expect("a TCP allocation on A");
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    on_a.connect(peer.local_addr().unwrap())
+        .await
+        .expect("Connect from the TCP allocation");
+    assert_eq!(leases_in_redis(&redis, "alice").await, 1);
+    let (b, _) = try_allocate(&fleet[1], "alice").await;
+    assert_eq!(b, 486, "the TCP allocation holds alice's one lease");
+
+    on_a.refresh(0).await.unwrap();
+    eventually(
+        "the TCP allocation's lease given back",
+        || leases_in_redis(&redis, "alice"),
+        |n| *n == 0,
+    )
+    .await;
+    let (b, _on_b) = try_allocate(&fleet[1], "alice").await;
+    assert_eq!(b, 0, "the lease was freed");
 }
 
 /// With Redis stopped, new allocations go on (`shared-state-failure = "open"`, the

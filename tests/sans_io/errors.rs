@@ -35,12 +35,13 @@ fn message_integrity_without_nonce_is_400_without_integrity() {
 }
 
 /// RFC 8489 section 6.3.1: a request of a method the server does not know is a 400:
-/// an unassigned one (0x005) and Connect (0x00A, RFC 6062 TCP relaying, not offered).
+/// an unassigned one (0x005) and ConnectionAttempt (0x00C, which RFC 6062 defines as an
+/// indication only).
 #[test]
 fn request_of_an_unknown_method_is_400() {
     let mut h = Harness::new("");
     let c = alice();
-    for unknown in [0x005, 0x00A] {
+    for unknown in [0x005, method::CONNECTION_ATTEMPT] {
         let txn = h.next_txn();
         let msg = build(unknown, &txn, &[], &[], None, true);
         let raw = h.exchange(c.tuple, &msg);
@@ -314,17 +315,18 @@ fn another_user_on_the_same_five_tuple_is_441_and_the_allocation_is_untouched() 
     assert_eq!(h.refresh(&mut owner, None).lifetime, Some(600));
 }
 
-/// RFC 8656 section 7.2: REQUESTED-TRANSPORT other than UDP is a 442 (the attribute is
-/// patched to TCP before the request is sealed).
+/// RFC 8656 section 7.2: REQUESTED-TRANSPORT other than UDP (and TCP, RFC 6062: see
+/// `tcp_relay`) is a 442; the attribute is patched to SCTP (132) before the request is
+/// sealed.
 #[test]
-fn requested_transport_tcp_is_442() {
+fn requested_transport_sctp_is_442() {
     let mut h = Harness::new("");
     let mut c = alice();
     let attrs = [RequestAttr::RequestedTransport(UDP)];
     h.challenge(&mut c, method::ALLOCATE, &attrs);
     let txn = h.next_txn();
     let mut msg = c.unsealed(&txn, method::ALLOCATE, &attrs);
-    patch_attr(&mut msg, attr::REQUESTED_TRANSPORT, &[TCP, 0, 0, 0]);
+    patch_attr(&mut msg, attr::REQUESTED_TRANSPORT, &[132, 0, 0, 0]);
     integrity::seal(&mut msg, Some(&c.key), true);
     let raw = h.exchange(c.tuple, &msg);
     error(&raw, method::ALLOCATE, 442);

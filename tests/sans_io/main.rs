@@ -1,9 +1,11 @@
 //! The sans-IO core without sockets: the RFC 5769 test vectors through its codec, and
 //! its `Server` in virtual time through the shared core harness (`tests/common/
-//! core_harness.rs`), which plays the I/O layer: it answers every `BindRelay`, collects
-//! transmits and records closed relays. No sockets, no sleeping, no runtime. Each
+//! core_harness.rs`), which plays the I/O layer: it answers every `BindRelay` (and the
+//! TCP relays' `ListenRelay` and `ConnectPeer`), collects transmits and records closed
+//! relays and peer connections. No sockets, no sleeping, no runtime. Each
 //! virtual-time test is named for what it proves and cites the section of RFC 8656
-//! (TURN) or RFC 8489 (STUN) it checks; the modules follow the RFCs' sections.
+//! (TURN), RFC 8489 (STUN) or RFC 6062 (TCP allocations) it checks; the modules follow
+//! the RFCs' sections.
 
 #[path = "../common/core_harness.rs"]
 mod core_harness;
@@ -24,14 +26,16 @@ mod pipeline;
 mod reservation;
 mod rest;
 mod rfc5769;
+mod tcp_relay;
+mod tcp_relay_extensions;
 
 /// What every virtual-time test module uses: the harness, its wire helpers, and the
 /// protocol's names.
 mod prelude {
     pub use crate::core_harness::wire::{
-        TCP, UDP, UNKNOWN_ATTR, addr, attr_types, build, channel_data, data_indication, error,
-        has_fingerprint, has_integrity, header, patch_attr, push_attr, send_indication, success,
-        verifies,
+        TCP, UDP, UNKNOWN_ATTR, addr, attr_types, build, channel_data, connection_attempt,
+        connection_id_of, data_indication, error, has_fingerprint, has_integrity, header,
+        patch_attr, push_attr, send_indication, success, verifies,
     };
     pub use crate::core_harness::{Client, Harness, REALM, UNIX0, alice, to_client, udp};
     pub use ferroturn::client::codec::RequestAttr;

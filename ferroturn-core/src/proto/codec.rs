@@ -42,6 +42,8 @@ pub struct Request {
     pub dont_fragment: bool,
     pub peers: Vec<SocketAddr>,
     pub channel: Option<u16>,
+    /// RFC 6062 section 6.2.1: CONNECTION-ID (ConnectionBind).
+    pub connection_id: Option<u32>,
     /// RFC 8016 section 3.3: empty in an Allocate that asks for one, the ticket itself in
     /// a Refresh.
     pub mobility_ticket: Option<Vec<u8>>,
@@ -68,14 +70,15 @@ pub fn decode_request(buf: &[u8], scan: &Scan) -> Result<Request, DecodeError> {
             }
         }
     };
+    let end = scan.integrity.unwrap_or(buf.len());
     let mut req = Request {
         username: text(&scan.username)?,
         realm: text(&scan.realm)?,
         nonce: text(&scan.nonce)?,
+        connection_id: connection_id(buf, end)?,
         ..Request::default()
     };
-    let covered =
-        without_text_attributes(buf, scan.integrity.unwrap_or(buf.len())).ok_or(DecodeError)?;
+    let covered = without_text_attributes(buf, end).ok_or(DecodeError)?;
     let decoder = MessageDecoderBuilder::default().build();
     let (msg, _) = decoder.decode(&covered).map_err(|_| DecodeError)?;
     for a in msg.attributes() {
@@ -149,6 +152,31 @@ fn without_text_attributes(buf: &[u8], end: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The first CONNECTION-ID before `end` (stun-rs does not know it): a 32-bit value
+/// (RFC 6062 section 6.2.1); any other length cannot be decoded (400).
+fn connection_id(buf: &[u8], end: usize) -> Result<Option<u32>, DecodeError> {
+    match first_attribute(buf, end, attr::CONNECTION_ID) {
+        None => Ok(None),
+        Some(range) if range.len() == 4 => Ok(wire::be32(buf, range.start)),
+        Some(_) => Err(DecodeError),
+    }
+}
+
+/// The value of the first attribute of type `t` before `end`, walked over the attribute
+/// headers the pre-scan checked (`None` past any inconsistency).
+pub fn first_attribute(buf: &[u8], end: usize, t: u16) -> Option<std::ops::Range<usize>> {
+    let mut at = HEADER_LEN;
+    while at < end {
+        let len = usize::from(wire::be16(buf, at + 2)?);
+        let value = at + 4..at + 4 + len;
+        if wire::be16(buf, at)? == t {
+            return (value.end <= buf.len()).then_some(value);
+        }
+        at += 4 + wire::padded(len);
+    }
+    None
+}
+
 fn family(f: AddressFamily) -> Family {
     match f {
         AddressFamily::IPv4 => Family::V4,
@@ -170,6 +198,8 @@ pub enum ResponseAttr<'a> {
     AlternateServer(SocketAddr),
     /// RFC 8656 section 14.9.
     ReservationToken([u8; 8]),
+    /// RFC 6062 section 6.2.1, in a Connect success response.
+    ConnectionId(u32),
     /// RFC 8656 section 18.12: in the success response to a dual Allocate, the family
     /// that could not be allocated and why (440 or 508).
     AddressErrorCode(Family, u16),
@@ -234,8 +264,11 @@ pub fn encode(
             ResponseAttr::MobilityTicket(ticket) => {
                 builder.with_attribute(stun_rs::attributes::mobility::MobilityTicket::new(ticket))
             }
-            // Written by hand below: stun-rs's quoted-string check costs ~5 us apiece.
-            ResponseAttr::Realm(_) | ResponseAttr::Nonce(_) => builder,
+            // Written by hand below: stun-rs's quoted-string check costs ~5 us apiece,
+            // and it does not know CONNECTION-ID.
+            ResponseAttr::Realm(_) | ResponseAttr::Nonce(_) | ResponseAttr::ConnectionId(_) => {
+                builder
+            }
         };
     }
     let msg = builder.build();
@@ -251,6 +284,7 @@ pub fn encode(
         match *a {
             ResponseAttr::Realm(text) => w.push(attr::REALM, text.as_bytes()),
             ResponseAttr::Nonce(text) => w.push(attr::NONCE, text.as_bytes()),
+            ResponseAttr::ConnectionId(id) => w.push(attr::CONNECTION_ID, &id.to_be_bytes()),
             _ => &mut w,
         };
     }
@@ -317,6 +351,37 @@ mod tests {
             .unwrap();
         let r = decode_request(&m, &scan(&m).unwrap()).unwrap();
         assert_eq!(r.additional_family, Some(Family::V4));
+    }
+
+    #[test]
+    fn connection_id_is_read_by_hand_and_must_be_four_bytes() {
+        let with = |value: &[u8]| {
+            MessageWriter::new(method::CONNECTION_BIND, Class::Request, &[1; 12])
+                .attr(attr::CONNECTION_ID, value)
+                .seal(Some(b"key"), true)
+                .unwrap()
+        };
+        let m = with(&0xDEAD_BEEFu32.to_be_bytes());
+        let r = decode_request(&m, &scan(&m).unwrap()).unwrap();
+        assert_eq!(r.connection_id, Some(0xDEAD_BEEF));
+        for bad in [&[1u8, 2, 3][..], &[1, 2, 3, 4, 5][..], &[][..]] {
+            let m = with(bad);
+            assert_eq!(
+                decode_request(&m, &scan(&m).unwrap()).unwrap_err(),
+                DecodeError
+            );
+        }
+        let ok = encode(
+            method::CONNECT,
+            true,
+            &[2; 12],
+            &[ResponseAttr::ConnectionId(7)],
+            Some(b"key"),
+            true,
+        )
+        .unwrap();
+        let at = first_attribute(&ok, ok.len(), attr::CONNECTION_ID).unwrap();
+        assert_eq!(&ok[at], &7u32.to_be_bytes());
     }
 
     #[test]

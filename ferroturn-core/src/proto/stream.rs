@@ -239,6 +239,42 @@ impl Framer {
         }))
     }
 
+    /// Puts `frame`, the frame [`Framer::next_frame`] returned last, back in front of
+    /// the pending bytes (no other call in between), so that it is returned again: a
+    /// connection handed to another owner keeps its first message.
+    pub fn unread(&mut self, frame: &Frame) {
+        let start = frame.range().start;
+        if start <= self.start {
+            self.start = start;
+        }
+    }
+
+    /// The received bytes not returned as frames, as they are: once a stream stops
+    /// being framed (a TURN data connection, RFC 6062), what follows the last frame.
+    pub fn pending_bytes(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Discards the first `n` of [`Framer::pending_bytes`] (at most all of them).
+    pub fn consume(&mut self, n: usize) {
+        self.start = self.start.saturating_add(n).min(self.end);
+    }
+
+    /// [`Framer::spare`] for a stream that is no longer framed: pending bytes move to
+    /// the front whenever the free tail is gone or shorter than what was consumed, so
+    /// the buffer works as a bounded queue of raw bytes. Empty only when full.
+    pub fn raw_spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.buf.len() - self.end <= self.start {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
     /// Moves the pending bytes into a buffer of [`Framer::limit`] bytes.
     fn grow(&mut self) {
         let mut buf = vec![0; self.limit].into_boxed_slice();
@@ -316,6 +352,28 @@ mod tests {
             }
         }
         (out, None)
+    }
+
+    #[test]
+    fn an_unread_frame_comes_back_and_raw_bytes_follow_it() {
+        let msg = stun(8, 7);
+        let raw = b"raw bytes, not a frame";
+        let mut f = Framer::new(64);
+        let both = [&msg[..], &raw[..]].concat();
+        f.spare()[..both.len()].copy_from_slice(&both);
+        f.filled(both.len());
+        let frame = f.next_frame().unwrap().unwrap();
+        f.unread(&frame);
+        assert_eq!(f.next_frame().unwrap(), Some(frame));
+        assert_eq!(f.pending_bytes(), raw);
+        f.consume(4);
+        assert_eq!(f.pending_bytes(), &raw[4..]);
+        // The raw queue compacts once the tail is gone, and is empty only when full.
+        let room = f.raw_spare().len();
+        f.filled(room);
+        assert!(f.raw_spare().is_empty());
+        f.consume(1000);
+        assert_eq!(f.raw_spare().len(), 64);
     }
 
     #[test]

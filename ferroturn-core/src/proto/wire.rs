@@ -10,7 +10,8 @@ pub const HEADER_LEN: usize = 20;
 /// RFC 8656 section 12.4: the ChannelData header is 4 bytes.
 pub const CHANNEL_DATA_HEADER_LEN: usize = 4;
 
-/// Attribute types (RFC 8489 section 18.3, RFC 8656 section 18, RFC 6156).
+/// Attribute types (RFC 8489 section 18.3, RFC 8656 section 18, RFC 6156, RFC 6062
+/// section 6.2).
 pub mod attr {
     pub const MAPPED_ADDRESS: u16 = 0x0001;
     pub const USERNAME: u16 = 0x0006;
@@ -50,7 +51,7 @@ pub mod attr {
     pub const FINGERPRINT: u16 = 0x8028;
 }
 
-/// Method numbers (RFC 8489 section 18.2, RFC 8656 section 17).
+/// Method numbers (RFC 8489 section 18.2, RFC 8656 section 17, RFC 6062 section 6.1).
 pub mod method {
     pub const BINDING: u16 = 0x001;
     pub const ALLOCATE: u16 = 0x003;
@@ -59,6 +60,9 @@ pub mod method {
     pub const DATA: u16 = 0x007;
     pub const CREATE_PERMISSION: u16 = 0x008;
     pub const CHANNEL_BIND: u16 = 0x009;
+    pub const CONNECT: u16 = 0x00A;
+    pub const CONNECTION_BIND: u16 = 0x00B;
+    pub const CONNECTION_ATTEMPT: u16 = 0x00C;
 }
 
 /// The four STUN message classes (RFC 8489 section 5).

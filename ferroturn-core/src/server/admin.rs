@@ -32,6 +32,9 @@ pub struct Session {
     pub channels: usize,
     /// Channels the kernel fast path relays now.
     pub offloaded_channels: usize,
+    /// RFC 6062: whether it is a TCP allocation, and its TCP peer connections now.
+    pub tcp: bool,
+    pub tcp_connections: usize,
     /// What the kernel fast path relayed for this allocation, client to peer and peer to
     /// client; the I/O layer fills it in (the core never sees those datagrams).
     pub kernel: [Traffic; 2],
@@ -68,6 +71,8 @@ impl Server {
                 permissions: a.permissions.len(),
                 channels: a.channels.iter().filter(|c| c.bound).count(),
                 offloaded_channels: a.channels.iter().filter(|c| c.offloaded).count(),
+                tcp: a.tcp,
+                tcp_connections: a.connections.len(),
                 kernel: [Traffic::default(); 2],
             })
             .collect()
@@ -95,13 +100,14 @@ impl Server {
     /// Applies a reloaded configuration: credentials, peer policy, quotas, caps, rates and
     /// lifetimes for what comes next. Allocations, permissions and channels that exist
     /// keep running with what they were granted; `nonce-secret` applies to new nonces and
-    /// to checks from now on. This shard's port range and relay addresses stay (they need
-    /// a restart).
+    /// to checks from now on. This shard's port range, relay addresses and CONNECTION-ID
+    /// class stay (they need a restart).
     pub fn reconfigure(&mut self, mut cfg: ServerConfig) {
         cfg.min_port = self.cfg.min_port;
         cfg.max_port = self.cfg.max_port;
         cfg.relay_v4 = self.cfg.relay_v4;
         cfg.relay_v6 = self.cfg.relay_v6;
+        cfg.connection_ids = self.cfg.connection_ids;
         if cfg.nonce_lifetime != self.cfg.nonce_lifetime || cfg.nonce_keys != self.cfg.nonce_keys {
             self.nonces = super::nonces(&cfg, self.nonce_key);
         }

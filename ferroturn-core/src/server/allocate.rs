@@ -1,7 +1,7 @@
-//! Allocate (RFC 8656 section 7.2) and the completion of an allocation once the I/O layer
-//! has bound its relay socket.
+//! Allocate (RFC 8656 section 7.2, and RFC 6062 section 5.1 for TCP allocations) and the
+//! completion of an allocation once the I/O layer has bound its relay socket.
 
-use super::allocation::{Allocation, FiveTuple, PendingAllocate, Relay, Relays};
+use super::allocation::{Allocation, FiveTuple, PendingAllocate, Relay, Relays, Transport};
 use super::auth::Authenticated;
 use super::deadlines::Timer;
 use super::error::RequestError;
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// RFC 8656 section 18.8: REQUESTED-TRANSPORT value for UDP.
 const PROTOCOL_UDP: u8 = 17;
+/// RFC 6062 section 5.1: REQUESTED-TRANSPORT value for TCP.
+const PROTOCOL_TCP: u8 = 6;
 
 /// RFC 8656 section 7.2 steps 5, 6, 8 and 9: attributes that cannot go together, and
 /// ADDITIONAL-ADDRESS-FAMILY naming IPv4, are a 400.
@@ -60,14 +62,9 @@ impl Server {
                 None => RequestError::InsufficientCapacity,
             });
         }
-        // Step 3: REQUESTED-TRANSPORT is required; only UDP is relayed.
-        match req.requested_transport {
-            None => return Err(RequestError::BadRequest),
-            Some(PROTOCOL_UDP) => {}
-            Some(_) => return Err(RequestError::UnsupportedTransportProtocol),
-        }
+        let tcp = self.requested_tcp(&tuple, req)?;
         attributes_agree(req)?;
-        let mobile = self.mobility_requested(req)?;
+        let mobile = self.mobility_requested(req, tcp)?;
         let claimed = match &req.reservation_token {
             Some(token) => Some(self.claim_reservation(token)?),
             None => None,
@@ -137,6 +134,8 @@ impl Server {
             user: auth.user.clone(),
             key: auth.key,
             dont_fragment: req.dont_fragment,
+            tcp,
+            connections: Vec::new(),
             reservation: None,
             relays,
             mobile,
@@ -171,6 +170,32 @@ impl Server {
         });
         self.lease_or_bind(id);
         Ok(Reply::Pending)
+    }
+
+    /// Step 3: REQUESTED-TRANSPORT is required; UDP is relayed, and TCP (RFC 6062).
+    /// Whether the allocation asked for is a TCP one.
+    fn requested_tcp(&self, tuple: &FiveTuple, req: &Request) -> Result<bool, RequestError> {
+        match req.requested_transport {
+            None => Err(RequestError::BadRequest),
+            Some(PROTOCOL_UDP) => Ok(false),
+            // RFC 6062 section 5.1: a TCP allocation is asked for over TCP or TLS (not UDP
+            // or DTLS), and
+            // without DONT-FRAGMENT, EVEN-PORT or RESERVATION-TOKEN; otherwise 400. A TCP
+            // allocation has one relayed address: ADDITIONAL-ADDRESS-FAMILY (RFC 8656
+            // section 7.2, which RFC 6062 predates) is refused the same way (a choice,
+            // see ARCHITECTURE.md).
+            Some(PROTOCOL_TCP)
+                if tuple.transport != Transport::Tcp
+                    || req.dont_fragment
+                    || req.even_port.is_some()
+                    || req.reservation_token.is_some()
+                    || req.additional_family.is_some() =>
+            {
+                Err(RequestError::BadRequest)
+            }
+            Some(PROTOCOL_TCP) if self.cfg.tcp_relay => Ok(true),
+            Some(_) => Err(RequestError::UnsupportedTransportProtocol),
+        }
     }
 
     fn has_relay(&self, family: Family) -> bool {
@@ -303,12 +328,25 @@ impl Server {
             return;
         };
         a.pending = Some(pending);
-        let dont_fragment = a.dont_fragment;
-        self.push_event(Event::BindRelay {
-            relay,
-            local,
-            dont_fragment,
-        });
+        self.push_bind(relay, local);
+    }
+
+    /// Asks the I/O layer for `relay`'s socket at `local`: a UDP socket, or for a TCP
+    /// allocation its listening TCP socket (RFC 6062 section 5.1).
+    pub(super) fn push_bind(&mut self, relay: AllocId, local: SocketAddr) {
+        let Some(a) = self.table.get(relay) else {
+            return;
+        };
+        let event = if a.tcp {
+            Event::ListenRelay { relay, local }
+        } else {
+            Event::BindRelay {
+                relay,
+                local,
+                dont_fragment: a.dont_fragment,
+            }
+        };
+        self.push_event(event);
     }
 
     /// The relay being bound for `relay` could not be: another port of its family, a

@@ -3,6 +3,7 @@
 //! and channel bindings.
 
 use super::rate::Bucket;
+use super::tcp_relay::ConnectionId;
 use crate::auth::credentials::Key;
 use crate::proto::codec::Family;
 use std::collections::HashMap;
@@ -146,6 +147,11 @@ pub struct Allocation {
     pub key: Key,
     /// RFC 8656 section 14.8: DONT-FRAGMENT was in the Allocate; the relay socket sets DF.
     pub dont_fragment: bool,
+    /// RFC 6062: a TCP allocation (REQUESTED-TRANSPORT 6); its relay is a listening TCP
+    /// socket and its data flows over TCP connections, never as datagrams.
+    pub tcp: bool,
+    /// Its TCP peer connections (at most `max-tcp-relay-connections`).
+    pub connections: Vec<ConnectionId>,
     /// The token of the port it reserved (EVEN-PORT with R), if it did.
     pub reservation: Option<[u8; 8]>,
     /// Its relay sockets: where they are bound, and the addresses clients are told.

@@ -20,6 +20,10 @@ impl Server {
         let (Some(number), Some(&peer)) = (req.channel, req.peers.first()) else {
             return Err(RequestError::BadRequest);
         };
+        // RFC 6062: a TCP allocation relays through connections, never over channels.
+        if self.table.get(id).is_some_and(|a| a.tcp) {
+            return Err(RequestError::BadRequest);
+        }
         if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
             return Err(RequestError::BadRequest);
         }

@@ -1,8 +1,9 @@
 //! One ordered deadline queue for every expiry in a shard: allocations, permissions,
-//! channel bindings and channel cool-downs. Re-arming removes the old entry, so the
+//! channel bindings and channel cool-downs, reservations, TCP connects and binds. Re-arming removes the old entry, so the
 //! queue holds at most one entry per live object.
 
 use super::allocation::AllocId;
+use super::tcp_relay::ConnectionId;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -15,6 +16,9 @@ pub enum Timer {
     Channel(AllocId, u16),
     /// RFC 8656 section 14.9: a reserved port's 30 seconds are up.
     Reservation([u8; 8]),
+    /// RFC 6062 sections 5.2 and 5.3: a TCP peer connection's connect or bind time is
+    /// up.
+    TcpConnection(ConnectionId),
 }
 
 #[derive(Debug, Default)]

@@ -1,5 +1,5 @@
 //! Request errors and their one mapping to the wire (RFC 8489 section 14.8, RFC 8656
-//! section 19).
+//! section 19, RFC 6062 section 6.3).
 
 use super::Server;
 use super::allocation::FiveTuple;
@@ -32,10 +32,14 @@ pub enum RequestError {
     AddressFamilyNotSupported,
     /// 441: a different USERNAME than the one that created the allocation.
     WrongCredentials,
-    /// 442: REQUESTED-TRANSPORT other than UDP.
+    /// 442: REQUESTED-TRANSPORT other than UDP, or TCP with `no-tcp-relay`.
     UnsupportedTransportProtocol,
     /// 443: the peer's family differs from the relayed address's.
     PeerAddressFamilyMismatch,
+    /// 446: a Connect to a peer the allocation is connecting or connected to.
+    ConnectionAlreadyExists,
+    /// 447: the TCP connection to the peer failed or timed out.
+    ConnectionTimeoutOrFailure,
     /// 486: the user's allocation quota is reached.
     AllocationQuotaReached,
     /// 508: server capacity (ports, total quota, per-allocation caps).
@@ -57,6 +61,8 @@ impl RequestError {
             Self::WrongCredentials => 441,
             Self::UnsupportedTransportProtocol => 442,
             Self::PeerAddressFamilyMismatch => 443,
+            Self::ConnectionAlreadyExists => 446,
+            Self::ConnectionTimeoutOrFailure => 447,
             Self::AllocationQuotaReached => 486,
             Self::InsufficientCapacity => 508,
         }

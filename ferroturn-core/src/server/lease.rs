@@ -26,7 +26,8 @@ pub enum LeaseAnswer {
 
 impl Server {
     /// The allocation `id` is admitted locally: with fleet quotas it asks for a lease
-    /// first, else its first relay is bound at once.
+    /// first, else its first relay is bound at once (for a TCP allocation: its listening
+    /// socket is made only once it holds its lease).
     pub(super) fn lease_or_bind(&mut self, id: AllocId) {
         let fleet = self.cfg.fleet_quota && self.cfg.user_quota > 0;
         let lease: u64 = if fleet {
@@ -39,12 +40,8 @@ impl Server {
             return;
         };
         if !fleet {
-            let (local, dont_fragment) = (a.relays.first.local, a.dont_fragment);
-            self.push_event(Event::BindRelay {
-                relay: id,
-                local,
-                dont_fragment,
-            });
+            let local = a.relays.first.local;
+            self.push_bind(id, local);
             return;
         }
         a.lease = Some(lease);
@@ -60,7 +57,8 @@ impl Server {
         });
     }
 
-    /// The driver's answer to [`Event::AcquireLease`]: granted, the relay is bound;
+    /// The driver's answer to [`Event::AcquireLease`]: granted, the relay is bound (or
+    /// listens, for a TCP allocation);
     /// otherwise the Allocate gets 486 (the user's quota is reached across the fleet)
     /// or 508 (the store cannot say). An answer for an allocation that ended meanwhile
     /// gives a granted lease back.
@@ -101,12 +99,8 @@ impl Server {
         if let Some(p) = a.pending.as_mut() {
             p.waiting_lease = false;
         }
-        let (local, dont_fragment) = (a.relays.first.local, a.dont_fragment);
-        self.push_event(Event::BindRelay {
-            relay,
-            local,
-            dont_fragment,
-        });
+        let local = a.relays.first.local;
+        self.push_bind(relay, local);
     }
 
     /// `a` ended (or never got its relay): its lease, if it holds one, goes back.

@@ -46,11 +46,20 @@ impl Server {
     }
 
     /// RFC 8016 section 3.1.2: whether an Allocate asks for a ticket: 405 with `mobility`
-    /// off, 400 for a non-empty MOBILITY-TICKET.
-    pub(super) fn mobility_requested(&self, req: &Request) -> Result<bool, RequestError> {
+    /// off or for a TCP allocation (`tcp`), 400 for a non-empty MOBILITY-TICKET.
+    pub(super) fn mobility_requested(
+        &self,
+        req: &Request,
+        tcp: bool,
+    ) -> Result<bool, RequestError> {
         match &req.mobility_ticket {
             None => Ok(false),
             Some(_) if !self.cfg.mobility => Err(RequestError::MobilityForbidden),
+            // A TCP allocation (RFC 6062) is never mobile: its peer and data
+            // connections are TCP connections of this shard, made by and for the
+            // client where it was. Mobility is refused for it as for a server without
+            // it (a choice, see ARCHITECTURE.md), so no ticket can ever name one.
+            Some(_) if tcp => Err(RequestError::MobilityForbidden),
             Some(t) if !t.is_empty() => Err(RequestError::BadRequest),
             Some(_) => Ok(true),
         }
@@ -212,7 +221,7 @@ impl Server {
         let a = self
             .table
             .get(t.alloc)
-            .filter(|a| a.pending.is_none() && a.mobile && a.epoch == t.epoch)
+            .filter(|a| a.pending.is_none() && a.mobile && !a.tcp && a.epoch == t.epoch)
             .ok_or(RequestError::AllocationMismatch)?;
         let mi_at = scan.integrity.ok_or(RequestError::BadRequest)?;
         let same_user = req.username.as_deref() == Some(a.username.as_str())

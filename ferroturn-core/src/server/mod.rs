@@ -4,10 +4,15 @@
 //! The I/O layer owns sockets, buffers and the clock. In a loop it:
 //! 1. feeds inputs, each with `now`: [`Server::handle_client_datagram`] (from a listener),
 //!    [`Server::handle_peer_datagram`] (from a relay socket), [`Server::handle_relay_bound`]
-//!    (the answer to a [`Event::BindRelay`]) and [`Server::handle_timeout`];
+//!    (the answer to a [`Event::BindRelay`] or [`Event::ListenRelay`]) and
+//!    [`Server::handle_timeout`]; for TCP allocations (RFC 6062, `tcp_relay`) also
+//!    [`Server::handle_peer_connected`], [`Server::handle_peer_connection`],
+//!    [`Server::handle_peer_closed`] and [`Server::handle_tcp_relayed`]; in a fleet
+//!    [`Server::handle_lease`], and from other shards [`Server::handle_handoff`];
 //! 2. sends the [`DataTransmit`] a data-path input may return at once, from its own buffer;
-//! 3. drains [`Server::poll_event`] (bind or close relay sockets) and
-//!    [`Server::poll_transmit`] (control responses), then sleeps until
+//! 3. drains [`Server::poll_event`] (bind or close relay sockets, open, splice or close
+//!    TCP peer connections, leases), [`Server::poll_handoff`] (for other shards) and
+//!    [`Server::poll_transmit`] (control messages), then sleeps until
 //!    [`Server::poll_timeout`] or the next datagram.
 //!
 //! Nothing here reads a clock, touches a socket or depends on tokio.
@@ -17,6 +22,8 @@ mod allocate;
 pub mod allocation;
 mod auth;
 mod channel_bind;
+mod connect;
+mod connection_bind;
 mod deadlines;
 pub mod error;
 pub mod handoff;
@@ -35,6 +42,7 @@ mod request;
 mod reservation;
 pub mod shared;
 pub mod stats;
+pub mod tcp_relay;
 
 pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
@@ -46,6 +54,7 @@ pub use offload::OffloadChannel;
 pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
 pub use stats::{Gauges, Stats};
+pub use tcp_relay::{ConnectionId, ConnectionIds};
 
 use crate::auth::{Credentials, NonceKeys, Nonces, Tickets};
 use crate::proto::codec::{self, ResponseAttr};
@@ -114,6 +123,13 @@ pub struct ServerConfig {
     pub kernel_offload: bool,
     /// The relay's family when an Allocate names none.
     pub default_family: DefaultFamily,
+    /// TCP allocations (RFC 6062) are served; `no-tcp-relay` turns them off (442).
+    pub tcp_relay: bool,
+    /// TCP peer connections per TCP allocation, connecting, waiting for their
+    /// ConnectionBind or bound.
+    pub max_tcp_relay_connections: usize,
+    /// The CONNECTION-IDs this shard issues (set by the driver per shard).
+    pub connection_ids: ConnectionIds,
     /// `user-quota` holds across a fleet: each allocation takes a lease in the shared
     /// store ([`Event::AcquireLease`]) before its relay is bound.
     pub fleet_quota: bool,
@@ -193,8 +209,32 @@ pub enum Event {
         local: SocketAddr,
         dont_fragment: bool,
     },
-    /// The allocation is gone: close its relay sockets (both of a dual allocation).
+    /// Listen on TCP at `local` for `relay`, a TCP allocation (RFC 6062 section 5.1:
+    /// SO_REUSEADDR, so that connections to peers can leave from the same address),
+    /// then call [`Server::handle_relay_bound`]. A TCP allocation has one relay.
+    ListenRelay { relay: AllocId, local: SocketAddr },
+    /// The allocation is gone: close its relay sockets (both of a dual allocation, the
+    /// listening socket of a TCP one).
     CloseRelay { relay: AllocId },
+    /// RFC 6062 section 5.2: open a TCP connection from `local` (the relay's address,
+    /// shared with its listening socket) to `peer`, then call
+    /// [`Server::handle_peer_connected`] with how it went.
+    ConnectPeer {
+        relay: AllocId,
+        conn: ConnectionId,
+        local: SocketAddr,
+        peer: SocketAddr,
+    },
+    /// RFC 6062 section 5.4: the client connection `client` is now the data connection
+    /// of peer connection `conn`. Relay their bytes as they are, both ways, from the
+    /// byte after the ConnectionBind request on, and toward the client only after the
+    /// ConnectionBind response queued with this event.
+    Splice {
+        conn: ConnectionId,
+        client: FiveTuple,
+    },
+    /// Close peer connection `conn`, and its data connection if it has one.
+    ClosePeer { conn: ConnectionId },
     /// Relay this channel in the kernel from now on (both directions).
     Offload(OffloadChannel),
     /// Stop relaying this channel in the kernel: user space decides again.
@@ -278,6 +318,8 @@ pub struct Server {
     noisy: log_limit::LogLimit,
     /// Names this shard among those sharing `shared` (who owns a reserved port).
     tag: u64,
+    /// TCP peer connections of TCP allocations (RFC 6062).
+    tcp: tcp_relay::Connections,
     /// MOBILITY-TICKETs: the key every shard shares (derived from the nonce key).
     tickets: Tickets,
     /// This shard's index among `shards` (tickets name the owner by it).
@@ -342,6 +384,7 @@ impl Server {
             draining: false,
             noisy: log_limit::LogLimit::default(),
             tag,
+            tcp: tcp_relay::Connections::default(),
             tickets: Tickets::new(&secrets.nonce_key),
             shard: 0,
             shards: 1,
@@ -398,7 +441,9 @@ impl Server {
                 method::ALLOCATE
                 | method::REFRESH
                 | method::CREATE_PERMISSION
-                | method::CHANNEL_BIND,
+                | method::CHANNEL_BIND
+                | method::CONNECT
+                | method::CONNECTION_BIND,
             ) => {
                 self.handle_turn_request(now, tuple, buf, &scan);
                 None
@@ -490,11 +535,18 @@ impl Server {
     }
 
     fn push_event(&mut self, event: Event) {
-        // CloseRelay and Unoffload must never be lost (they free a socket, or stop the
-        // kernel relaying); the others are bounded by the allocations and channels that
-        // can exist, so the cap is only a guard.
+        // CloseRelay, ClosePeer, Splice and Unoffload must never be lost (they free a
+        // socket, complete an answered ConnectionBind, or stop the kernel relaying); the
+        // others are bounded by the allocations, channels and connections that can
+        // exist, so the cap is only a guard.
         if self.events.len() < MAX_QUEUED
-            || matches!(event, Event::CloseRelay { .. } | Event::Unoffload(_))
+            || matches!(
+                event,
+                Event::CloseRelay { .. }
+                    | Event::ClosePeer { .. }
+                    | Event::Splice { .. }
+                    | Event::Unoffload(_)
+            )
         {
             self.events.push_back(event);
         }
@@ -514,6 +566,7 @@ impl Server {
                 }
                 Timer::Channel(id, number) => self.expire_channel(now, id, number),
                 Timer::Reservation(token) => self.end_reservation(&token),
+                Timer::TcpConnection(conn) => self.expire_connection(now, conn),
             }
         }
         self.moves.expire(now);
@@ -548,8 +601,10 @@ impl Server {
         let Some(a) = self.table.remove(id) else {
             return;
         };
-        // Before anything else: not one more datagram through the kernel.
+        // Before anything else: not one more datagram through the kernel, not one more
+        // byte through its TCP connections.
         self.unoffload_all(&a);
+        self.close_connections(&a.connections);
         if let Some(token) = &a.reservation {
             self.cancel_reservation(token);
         }
@@ -646,6 +701,7 @@ impl Server {
             g.permissions += a.permissions.len() as u64;
             g.channels += a.channels.iter().filter(|c| c.bound).count() as u64;
         }
+        (g.tcp_pending, g.tcp_bound) = self.connection_gauges();
         g.deadlines = self.deadlines.len() as u64;
         g
     }

@@ -55,7 +55,9 @@ impl Server {
         let (peer, payload) = data::parse_send_indication(buf, scan)?;
         let id = self.table.id_by_tuple(&tuple)?;
         let a = self.table.get(id)?;
+        // RFC 6062 section 5: a TCP allocation relays through its connections only.
         if a.pending.is_some()
+            || a.tcp
             || (scan.dont_fragment && !a.dont_fragment)
             || a.relays.for_peer(peer.ip()).is_none()
             || !a.has_permission(peer.ip())
@@ -77,7 +79,7 @@ impl Server {
     /// The peer policy on the data path: a refused peer's datagram is dropped and
     /// counted.
     #[inline]
-    fn peer_allowed(&mut self, peer: SocketAddr) -> Option<()> {
+    pub(super) fn peer_allowed(&mut self, peer: SocketAddr) -> Option<()> {
         if self
             .cfg
             .policy
@@ -169,7 +171,7 @@ impl Server {
 
     /// Transaction ids of Data indications: a counter over a random base, unique and
     /// unguessable enough for an indication.
-    fn next_indication_txn(&mut self) -> [u8; 12] {
+    pub(super) fn next_indication_txn(&mut self) -> [u8; 12] {
         let mut counter = [0u8; 8];
         counter.copy_from_slice(&self.indication_txn[..8]);
         let next = u64::from_be_bytes(counter).wrapping_add(1);
@@ -180,7 +182,7 @@ impl Server {
     /// A peer named by a client as the socket address to send to: an advertised
     /// (external) relay address of this server maps to the local one.
     #[inline]
-    fn peer_on_wire(&self, peer: SocketAddr) -> SocketAddr {
+    pub(super) fn peer_on_wire(&self, peer: SocketAddr) -> SocketAddr {
         for r in [self.cfg.relay_v4, self.cfg.relay_v6].into_iter().flatten() {
             if r.local != r.advertised && peer.ip() == r.advertised {
                 return SocketAddr::new(r.local, peer.port());
@@ -191,7 +193,7 @@ impl Server {
 
     /// The inverse of [`Server::peer_on_wire`] for datagrams arriving at relay sockets.
     #[inline]
-    fn peer_as_advertised(&self, from: SocketAddr) -> SocketAddr {
+    pub(super) fn peer_as_advertised(&self, from: SocketAddr) -> SocketAddr {
         for r in [self.cfg.relay_v4, self.cfg.relay_v6].into_iter().flatten() {
             if r.local != r.advertised && from.ip() == r.local {
                 return SocketAddr::new(r.advertised, from.port());

@@ -60,7 +60,9 @@ impl Server {
                 self.error_response(now, &tuple, scan, e, Some(&auth.key))
             }
         };
-        if let Some(bytes) = &response {
+        // A data connection has no allocation to keep its answer on, and the short list
+        // of closed ones is for requests that deleted theirs.
+        if let (Some(bytes), false) = (&response, scan.method == method::CONNECTION_BIND) {
             self.remember(now, tuple, scan.txn, bytes);
         }
         self.send_to_client(tuple, response);
@@ -109,6 +111,8 @@ impl Server {
             method::REFRESH => self.handle_refresh(now, tuple, req),
             method::CREATE_PERMISSION => self.handle_create_permission(now, tuple, req),
             method::CHANNEL_BIND => self.handle_channel_bind(now, tuple, req),
+            method::CONNECT => self.handle_connect(now, tuple, scan, req),
+            method::CONNECTION_BIND => self.handle_connection_bind(tuple, req, auth),
             _ => Err(RequestError::BadRequest),
         }
     }

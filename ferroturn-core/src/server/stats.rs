@@ -6,9 +6,10 @@
 use super::allocation::Transport;
 use crate::auth::AuthFailure;
 
-/// Error codes the core sends (RFC 8489 section 14.8, RFC 8656 section 19).
-pub const ERROR_CODES: [u16; 14] = [
-    300, 400, 401, 403, 405, 420, 437, 438, 440, 441, 442, 443, 486, 508,
+/// Error codes the core sends (RFC 8489 section 14.8, RFC 8656 section 19, RFC 6062
+/// section 6.3, RFC 8016 section 3.4).
+pub const ERROR_CODES: [u16; 16] = [
+    300, 400, 401, 403, 405, 420, 437, 438, 440, 441, 442, 443, 446, 447, 486, 508,
 ];
 
 /// Packets and bytes relayed in one direction over one client transport.
@@ -38,6 +39,18 @@ pub struct Stats {
     /// with a RESERVATION-TOKEN.
     pub reservations_issued: u64,
     pub reservations_claimed: u64,
+    /// RFC 6062 TCP peer connections: Connects that connected and that failed or timed
+    /// out (447), peer connections admitted and closed at once (no permission, policy,
+    /// duplicate or cap), connections bound by a ConnectionBind and closed for want of
+    /// one within 30 seconds.
+    pub tcp_connected: u64,
+    pub tcp_connect_failed: u64,
+    pub tcp_accepted: u64,
+    pub tcp_refused: u64,
+    pub tcp_bound: u64,
+    pub tcp_unbound_expired: u64,
+    /// Bytes relayed over TCP peer connections: client to peer, peer to client.
+    pub tcp_relayed: [u64; 2],
     /// RFC 8016: MOBILITY-TICKETs issued, allocations moved to a new 5-tuple (counted by
     /// the shard they landed on), and of those the ones that came from another shard.
     pub tickets_issued: u64,
@@ -103,6 +116,15 @@ impl Stats {
         self.rate_limited += o.rate_limited;
         self.reservations_issued += o.reservations_issued;
         self.reservations_claimed += o.reservations_claimed;
+        self.tcp_connected += o.tcp_connected;
+        self.tcp_connect_failed += o.tcp_connect_failed;
+        self.tcp_accepted += o.tcp_accepted;
+        self.tcp_refused += o.tcp_refused;
+        self.tcp_bound += o.tcp_bound;
+        self.tcp_unbound_expired += o.tcp_unbound_expired;
+        for (a, b) in self.tcp_relayed.iter_mut().zip(o.tcp_relayed) {
+            *a += b;
+        }
         self.tickets_issued += o.tickets_issued;
         self.allocations_moved += o.allocations_moved;
         self.allocations_moved_across_shards += o.allocations_moved_across_shards;
@@ -127,6 +149,10 @@ pub struct Gauges {
     pub allocations: u64,
     pub permissions: u64,
     pub channels: u64,
+    /// RFC 6062 TCP peer connections connecting or waiting for their ConnectionBind,
+    /// and bound to a data connection.
+    pub tcp_pending: u64,
+    pub tcp_bound: u64,
     /// Armed expiry timers (one per live object; a leak would show here first).
     pub deadlines: u64,
 }
@@ -136,6 +162,8 @@ impl Gauges {
         self.allocations += o.allocations;
         self.permissions += o.permissions;
         self.channels += o.channels;
+        self.tcp_pending += o.tcp_pending;
+        self.tcp_bound += o.tcp_bound;
         self.deadlines += o.deadlines;
     }
 }

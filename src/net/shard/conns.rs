@@ -1,6 +1,8 @@
 //! A shard's TCP and TLS connections as the event loop sees them: read, hand complete
 //! frames to the core in place, send what they relay toward peers from the framer's
-//! buffer, close on error or deadline (the allocation goes with the connection).
+//! buffer, close on error or deadline (the allocation goes with the connection). A
+//! data connection (RFC 6062) is served by its pipe (`tcp_relay`) instead; one whose
+//! ConnectionBind belongs to another shard is handed over (`handoff`).
 
 use super::Shard;
 use super::egress::{self, Sockets, Via};
@@ -19,14 +21,26 @@ impl Shard {
     /// [`READ_BUDGET`] times, handing each complete message to the core. True if it may
     /// have more to read.
     pub(super) fn serve_conn(&mut self, index: usize) -> bool {
+        if let Some(link) = self.streams.data_link(index) {
+            return self.serve_data_conn(index, link);
+        }
         // Taken out of the slab while the core runs, put back before anything else.
         let Some(mut conn) = self.streams.conns.get_mut(index).and_then(Option::take) else {
             return false;
         };
         let result = self.read_conn(&mut conn);
-        let interest = conn.update_interest(self.poll.registry(), Source::Conn(index).token());
+        // A data connection's interest is set when its pipe starts.
+        let interest = match conn.data {
+            Some(_) => Ok(()),
+            None => conn.update_interest(self.poll.registry(), Source::Conn(index).token()),
+        };
+        let handoff = conn.handoff;
         if let Some(slot) = self.streams.conns.get_mut(index) {
             *slot = Some(conn);
+        }
+        if let (Some(owner), Ok(_), Ok(())) = (handoff, &result, &interest) {
+            self.hand_off(index, owner);
+            return false;
         }
         match (result, interest) {
             (Ok(more), Ok(())) => more,
@@ -45,8 +59,10 @@ impl Shard {
 
     fn read_conn(&mut self, conn: &mut Conn) -> Result<bool, Close> {
         conn.flush()?;
+        // Frames already buffered first (a connection handed over by another shard).
+        self.conn_frames(conn)?;
         for _ in 0..READ_BUDGET {
-            if !conn.read()? {
+            if conn.data.is_some() || conn.handoff.is_some() || !conn.read()? {
                 return Ok(false);
             }
             self.conn_frames(conn)?;
@@ -55,8 +71,13 @@ impl Shard {
     }
 
     /// Hands every complete frame of `conn` to the core, then sends what it relays to
-    /// peers from the framer's buffer in one batch.
+    /// peers from the framer's buffer in one batch. Stops after a ConnectionBind that
+    /// made it a data connection (what follows is raw data), and before one that
+    /// another shard must serve.
     fn conn_frames(&mut self, conn: &mut Conn) -> Result<(), Close> {
+        if conn.data.is_some() || conn.handoff.is_some() {
+            return Ok(());
+        }
         let now = Instant::now();
         let idle = self.streams.limits().idle_timeout;
         let mut sends = std::mem::take(&mut self.stream_sends);
@@ -72,6 +93,11 @@ impl Shard {
             let Some(msg) = conn.framer.buffer_mut().get_mut(range.clone()) else {
                 continue;
             };
+            if let Some(owner) = self.foreign_owner(msg) {
+                conn.framer.unread(&frame);
+                conn.handoff = Some(owner);
+                break Ok(());
+            }
             let out = self.core.handle_client_datagram(now, conn.tuple, msg);
             if let Some(DataTransmit {
                 path: Path::Peer { relay, peer },
@@ -83,6 +109,12 @@ impl Shard {
             if matches!(frame, Frame::Stun(_)) {
                 // An Allocate may want a relay socket before the next message.
                 self.handle_events();
+                // RFC 6062 section 5.4: after a successful ConnectionBind the bytes that
+                // follow are the peer's, not frames.
+                if let Some(link) = self.spliced(&conn.tuple) {
+                    conn.data = Some(link);
+                    break Ok(());
+                }
             }
         };
         let buffer = conn.framer.buffer();
@@ -119,11 +151,16 @@ impl Shard {
         self.failed = failed;
     }
 
-    /// Closes connection `index` and deletes its allocation at once.
-    fn close_conn(&mut self, index: usize, why: Close) {
+    /// Closes connection `index` and deletes its allocation at once; a data connection
+    /// takes its peer connection with it.
+    pub(super) fn close_conn(&mut self, index: usize, why: Close) {
+        let link = self.streams.data_link(index);
         if let Some(tuple) = self.streams.remove(index, self.poll.registry()) {
             tracing::debug!(client = %tuple.client, "connection closed: {why}");
             self.core.handle_connection_closed(tuple);
+            if let Some(link) = link {
+                self.close_linked_peer(link);
+            }
             self.handle_events();
         }
     }

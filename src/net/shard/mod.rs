@@ -6,13 +6,22 @@
 //!   framed in place;
 //! - [`egress`]: one send path for relayed data and control messages (`sendmmsg`, GSO,
 //!   one write per connection);
-//! - [`conns`]: TCP/TLS connections; [`dtls`]: DTLS sessions; [`relays`]: relay sockets;
-//!   [`token`]: what a mio token names.
+//! - [`conns`]: TCP/TLS connections; [`dtls`]: DTLS sessions; [`relays`]: UDP relay
+//!   sockets (a slot per allocation and family); [`token`]: what a mio token names;
+//! - [`tcp_relay`]: TCP allocations (RFC 6062): listening relay sockets and peer
+//!   connections; [`pipe`]: the bytes between a peer connection and its data
+//!   connection;
+//! - [`handoff`]: what moves to another shard: allocations whose client moved there
+//!   (RFC 8016) with their relay sockets, and data connections that must reach the
+//!   shard serving their peer connection (RFC 6062).
 //!
-//! A turn: operator commands, then every ready socket (a budget each, the rest in the
-//! backlog), then the flush of relayed datagrams, the clock (once a second: wall-clock
-//! anchor, connection deadlines, published counters), timeouts, core events and control
-//! responses.
+//! A turn: operator commands and other shards' handoffs (the mailbox), connections
+//! handed over by other shards (the inbox), then every
+//! ready socket (a budget each, the rest in the backlog), then the flush of relayed
+//! datagrams, the clock (once a second: wall-clock anchor, connection deadlines,
+//! published counters), pipes whose bandwidth pause ended, timeouts, core events and
+//! control messages, and last the pipes spliced this turn (after their ConnectionBind
+//! responses).
 
 mod conns;
 mod dtls;
@@ -21,9 +30,12 @@ mod endpoints;
 mod handoff;
 mod ingress;
 mod kernel;
+mod pipe;
 mod relays;
+mod tcp_relay;
 mod token;
 
+pub use handoff::{Inbox, Siblings};
 pub use token::Source;
 
 use crate::control::{Command, LeaseAsk, Leases, ShardLink, unix_now};
@@ -33,7 +45,9 @@ use crate::net::stream::Streams;
 use crate::offload::Offload;
 use egress::{Sockets, StreamOut, Via};
 use endpoints::Endpoints;
-use ferroturn_core::server::{AllocId, Event, LeaseAnswer, Server, Transmit};
+use ferroturn_core::server::{
+    AllocId, ConnectionId, Event, FiveTuple, LeaseAnswer, Server, Transmit,
+};
 use ingress::{SLOTS, Slots};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -75,8 +89,15 @@ pub struct Shard {
     link: Option<Arc<ShardLink>>,
     /// The kernel fast path, shared by every shard, when it runs.
     offload: Option<Arc<Offload>>,
-    /// Every shard's mailbox by index (RFC 8016 moves between shards).
-    peers: Vec<Arc<ShardLink>>,
+    /// RFC 6062: listening sockets of TCP allocations (by allocation index: a TCP
+    /// allocation has one relay), their peer connections, and the splices of this turn
+    /// (peer slot, id, data connection).
+    tcp_relays: Vec<Option<tcp_relay::TcpRelay>>,
+    peers: pipe::Peers,
+    splicing: Vec<(usize, ConnectionId, FiveTuple)>,
+    /// Every shard's mailbox (RFC 8016 moves between shards) and inbox (RFC 6062 data
+    /// connections that belong to another shard).
+    siblings: Siblings,
     /// The fleet's leases (`user-quota` across nodes), and this shard's index, which
     /// the answers come back to.
     leases: Option<(Arc<Leases>, usize)>,
@@ -132,7 +153,10 @@ impl Shard {
             failed: Vec::new(),
             link: None,
             offload,
-            peers: Vec::new(),
+            tcp_relays: Vec::new(),
+            peers: pipe::Peers::default(),
+            splicing: Vec::new(),
+            siblings: Siblings::default(),
             leases: None,
         })
     }
@@ -156,10 +180,11 @@ impl Shard {
         let mut last_clock = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             let timeout = if self.backlog.is_empty() {
-                let next = self
-                    .core
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(Instant::now()));
+                let next = match (self.core.poll_timeout(), self.peers.next_resume()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+                .map(|t| t.saturating_duration_since(Instant::now()));
                 next.unwrap_or(Duration::from_secs(1))
                     .min(Duration::from_secs(1))
             } else {
@@ -173,6 +198,7 @@ impl Shard {
             }
             // Commands first: one queued before a datagram was sent applies to it.
             self.handle_commands();
+            self.adopt_handed();
             ready.clear();
             ready.append(&mut self.backlog);
             let waker = Source::Waker.token();
@@ -192,9 +218,11 @@ impl Shard {
                 self.publish();
                 last_clock = now;
             }
+            self.resume_paused(now);
             self.core.handle_timeout(now);
             self.handle_events();
             self.send_control();
+            self.activate_splices();
         }
         self.unoffload_everything();
     }
@@ -251,6 +279,8 @@ impl Shard {
             Source::Listener(_) | Source::Relay(_) | Source::DtlsListener(_) => {
                 self.drain_udp(source)
             }
+            Source::TcpRelay(index) => self.accept_peers(index),
+            Source::Peer(index) => self.serve_peer(index),
             Source::Waker => false,
         };
         if more && !self.backlog.contains(&token) {
@@ -299,7 +329,23 @@ impl Shard {
                     self.core
                         .handle_relay_bound(Instant::now(), relay, bound.is_ok());
                 }
-                Event::CloseRelay { relay } => self.close_relay(relay),
+                Event::CloseRelay { relay } => {
+                    self.close_relay(relay);
+                    self.close_tcp_relay(relay);
+                }
+                Event::ListenRelay { relay, local } => {
+                    let bound = self.listen_relay(relay, local);
+                    if let Err(e) = &bound {
+                        tracing::debug!(%local, "TCP relay listen failed: {e}");
+                    }
+                    self.core
+                        .handle_relay_bound(Instant::now(), relay, bound.is_ok());
+                }
+                Event::ConnectPeer {
+                    conn, local, peer, ..
+                } => self.connect_peer(conn, local, peer),
+                Event::Splice { conn, client } => self.splice(conn, client),
+                Event::ClosePeer { conn } => self.close_peer_id(conn),
                 Event::Offload(ch) => self.offload(&ch),
                 Event::Unoffload(ch) => self.unoffload(&ch),
                 Event::AcquireLease {

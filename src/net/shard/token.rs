@@ -8,6 +8,8 @@ const DTLS_LISTENER_BASE: usize = 1 << 14;
 const STREAM_LISTENER_BASE: usize = 1 << 15;
 const RELAY_BASE: usize = 1 << 16;
 const CONN_BASE: usize = 1 << 40;
+const TCP_RELAY_BASE: usize = 1 << 41;
+const PEER_BASE: usize = 1 << 42;
 
 /// A source of events in a shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +26,10 @@ pub enum Source {
     Relay(usize),
     /// TCP or TLS connection `n`.
     Conn(usize),
+    /// The listening socket of the TCP allocation in relay slot `n` (RFC 6062).
+    TcpRelay(usize),
+    /// TCP peer connection `n` of a TCP allocation.
+    Peer(usize),
 }
 
 impl Source {
@@ -35,12 +41,16 @@ impl Source {
             Source::StreamListener(n) => STREAM_LISTENER_BASE + n,
             Source::Relay(n) => RELAY_BASE + n,
             Source::Conn(n) => CONN_BASE + n,
+            Source::TcpRelay(n) => TCP_RELAY_BASE + n,
+            Source::Peer(n) => PEER_BASE + n,
         })
     }
 
     pub fn of(token: Token) -> Source {
         match token.0 {
             WAKER => Source::Waker,
+            t if t >= PEER_BASE => Source::Peer(t - PEER_BASE),
+            t if t >= TCP_RELAY_BASE => Source::TcpRelay(t - TCP_RELAY_BASE),
             t if t >= CONN_BASE => Source::Conn(t - CONN_BASE),
             t if t >= RELAY_BASE => Source::Relay(t - RELAY_BASE),
             t if t >= STREAM_LISTENER_BASE => Source::StreamListener(t - STREAM_LISTENER_BASE),
@@ -67,6 +77,10 @@ mod tests {
             Source::Relay(70_000),
             Source::Conn(0),
             Source::Conn(1 << 20),
+            Source::TcpRelay(0),
+            Source::TcpRelay(70_000),
+            Source::Peer(0),
+            Source::Peer(1 << 20),
         ] {
             assert_eq!(Source::of(s.token()), s);
         }

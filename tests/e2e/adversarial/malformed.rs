@@ -342,7 +342,8 @@ async fn duplicate_attributes_are_read_first_wins() {
     let r = u
         .request(method::ALLOCATE, |m| m.transport(TCP).transport(UDP))
         .await;
-    assert_eq!(error_code(&r), Some(442), "TCP then UDP");
+    // RFC 6062 section 5.1: a TCP allocation over UDP is a 400 (the first one counts).
+    assert_eq!(error_code(&r), Some(400), "TCP then UDP");
 
     // Two USERNAMEs: the key is the first one's.
     let msg = |first: &str, second: &str| {

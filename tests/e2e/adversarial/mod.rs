@@ -18,6 +18,7 @@ mod peer_policy;
 mod quotas;
 mod reservations;
 mod streams;
+mod tcp_relay;
 
 use crate::common::adversary::{
     Msg, Session, TCP, Target, UDP, attribute, attributes, drain, error_code, is_success, recv_from,
@@ -29,7 +30,7 @@ use crate::common::{
     rest_credentials, start_server, start_server_raw, unix_now,
 };
 use ferroturn::client::codec::{self as client_codec, RequestAttr};
-use ferroturn::client::{Relayed, TurnClient, parse_relayed};
+use ferroturn::client::{ClientError, Relayed, TurnClient, parse_relayed};
 use ferroturn_core::proto::codec::Family;
 use ferroturn_core::proto::wire::{Class, HEADER_LEN, attr, method};
 use ferroturn_core::server::Stats;
