@@ -142,9 +142,9 @@ enum Mode {
     ClientToClient,
     /// Without `-c`: uclient's real default. Each RTP allocation asks for EVEN-PORT with
     /// R, and an RTCP allocation follows with the RESERVATION-TOKEN it got (RFC 8656
-    /// sections 14.6 and 14.9), channels to the peer's port and the port above.
+    /// sections 18.7 and 18.10), channels to the peer's port and the port above.
     RtpRtcp,
-    /// `-g`: every Allocate carries DONT-FRAGMENT (RFC 8656 section 14.8).
+    /// `-g`: every Allocate carries DONT-FRAGMENT (RFC 8656 section 18.9).
     DontFragment,
     /// `-s -g`: DONT-FRAGMENT on the Allocate and on every Send indication (section 11.2).
     SendDontFragment,

@@ -37,7 +37,7 @@ pub fn enable_destination_address(fd: RawFd, ipv6: bool) -> io::Result<()> {
     }
 }
 
-/// RFC 8656 section 14.8 (DONT-FRAGMENT): every datagram this socket sends leaves with
+/// RFC 8656 section 18.9 (DONT-FRAGMENT): every datagram this socket sends leaves with
 /// the DF bit (IPv4: path MTU discovery "do", no local fragmentation) or is never
 /// fragmented (IPv6: IPV6_DONTFRAG); one too large for the path fails instead.
 pub fn set_dont_fragment(fd: RawFd, ipv6: bool) -> io::Result<()> {

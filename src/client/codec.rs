@@ -30,9 +30,9 @@ pub enum RequestAttr<'a> {
     /// to see it refused).
     AdditionalFamily(Family),
     EvenPort(bool),
-    /// RFC 8656 section 14.9.
+    /// RFC 8656 section 18.10.
     ReservationToken([u8; 8]),
-    /// RFC 8656 section 14.8.
+    /// RFC 8656 section 18.9.
     DontFragment,
     XorPeerAddress(SocketAddr),
     ChannelNumber(u16),

@@ -97,7 +97,7 @@ pub struct Harness {
     pub bind_refused: fn(SocketAddr) -> bool,
     /// Every `BindRelay` seen, answered or not.
     pub binds: Vec<(AllocId, SocketAddr)>,
-    /// Whether each of them asked for DF (RFC 8656 section 14.8).
+    /// Whether each of them asked for DF (RFC 8656 section 18.9).
     pub binds_dont_fragment: Vec<bool>,
     /// Every `CloseRelay` seen.
     pub closed: Vec<AllocId>,

@@ -386,7 +386,7 @@ async fn a_wildcard_listener_answers_from_the_address_each_client_used() {
     }
 }
 
-/// RFC 8656 sections 14.6 and 14.9 across shards: the Allocate carrying a
+/// RFC 8656 sections 18.7 and 18.10 across shards: the Allocate carrying a
 /// RESERVATION-TOKEN comes from another client port, which SO_REUSEPORT may hand to the
 /// other shard; it gets the reserved port all the same, relays through it, and the
 /// token is good once. Eight pairs make a claim on the other shard all but certain.

@@ -445,7 +445,7 @@ fn routed_ipv6_through_veth_by_the_kernel() {
     routed(true);
 }
 
-/// RFC 8656 section 14.8 on the wire (user space; DF allocations are not offloaded): the
+/// RFC 8656 section 18.9 on the wire (user space; DF allocations are not offloaded): the
 /// server's link toward the peer has an MTU of 1280. A 1300-byte payload reaches the peer
 /// from an allocation without DONT-FRAGMENT (fragmented on the way) and never from one
 /// with it, while a small one does from both.

@@ -191,7 +191,7 @@ fn allocation_expires_after_its_lifetime_and_leaves_no_timer_behind() {
     assert_eq!(h.peer_datagram(relay, peer, b"x"), None);
 }
 
-/// RFC 8656 section 14.8: DONT-FRAGMENT on an Allocate is served (the relay socket sets
+/// RFC 8656 section 18.9: DONT-FRAGMENT on an Allocate is served (the relay socket sets
 /// DF), not answered 420; such an allocation's channels stay in user space, since the
 /// kernel fast path does not set DF.
 #[test]

@@ -37,7 +37,7 @@ pub struct Request {
     /// is valid; the Allocate handler refuses IPv4 (section 7.2).
     pub additional_family: Option<Family>,
     pub even_port: Option<bool>,
-    /// RFC 8656 section 14.9.
+    /// RFC 8656 section 18.10.
     pub reservation_token: Option<[u8; 8]>,
     pub dont_fragment: bool,
     pub peers: Vec<SocketAddr>,
@@ -196,7 +196,7 @@ pub enum ResponseAttr<'a> {
     Nonce(&'a str),
     /// RFC 8489 section 14.15, with a 300 (Try Alternate).
     AlternateServer(SocketAddr),
-    /// RFC 8656 section 14.9.
+    /// RFC 8656 section 18.10.
     ReservationToken([u8; 8]),
     /// RFC 6062 section 6.2.1, in a Connect success response.
     ConnectionId(u32),

@@ -91,7 +91,7 @@ impl Scan {
 /// naming them (RFC 8489 section 7.3.1; RFC 5780 sections 7.5 and 7.6), not served as if
 /// they were absent.
 fn understood(t: u16, method: u16) -> bool {
-    // RFC 8656 section 14.8: DONT-FRAGMENT on an Allocate sets DF on everything the
+    // RFC 8656 section 18.9: DONT-FRAGMENT on an Allocate sets DF on everything the
     // relay sends for that allocation. In a Send indication it asks for DF on that one
     // datagram: the relay honours it when the allocation's socket sets DF already and
     // otherwise discards the indication (section 11.2), see `relay_send_indication`.

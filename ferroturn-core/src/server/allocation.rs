@@ -145,7 +145,7 @@ pub struct Allocation {
     /// The quota owner (the user part of a REST username).
     pub user: String,
     pub key: Key,
-    /// RFC 8656 section 14.8: DONT-FRAGMENT was in the Allocate; the relay socket sets DF.
+    /// RFC 8656 section 18.9: DONT-FRAGMENT was in the Allocate; the relay socket sets DF.
     pub dont_fragment: bool,
     /// RFC 6062: a TCP allocation (REQUESTED-TRANSPORT 6); its relay is a listening TCP
     /// socket and its data flows over TCP connections, never as datagrams.

@@ -14,7 +14,7 @@ pub enum Timer {
     Allocation(AllocId),
     Permission(AllocId, IpAddr),
     Channel(AllocId, u16),
-    /// RFC 8656 section 14.9: a reserved port's 30 seconds are up.
+    /// RFC 8656 section 18.10: a reserved port's 30 seconds are up.
     Reservation([u8; 8]),
     /// RFC 6062 sections 5.2 and 5.3: a TCP peer connection's connect or bind time is
     /// up.

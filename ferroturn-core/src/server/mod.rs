@@ -200,7 +200,7 @@ pub struct DataTransmit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Bind a UDP socket at `local` for `relay`, then call [`Server::handle_relay_bound`].
-    /// `dont_fragment`: set DF on what the socket sends (RFC 8656 section 14.8); a
+    /// `dont_fragment`: set DF on what the socket sends (RFC 8656 section 18.9); a
     /// socket that cannot is a failed bind. A dual allocation asks twice, for its IPv4
     /// socket and then, after that answer, its IPv6 one; an allocation has at most one
     /// bind outstanding and at most one socket per family.
@@ -284,7 +284,7 @@ const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 const RETRANSMIT_WINDOW: Duration = Duration::from_secs(40);
 const MAX_CLOSED: usize = 64;
 const MAX_BIND_ATTEMPTS: u8 = 8;
-/// RFC 8656 section 14.9: a reserved port is held for about 30 seconds.
+/// RFC 8656 section 18.10: a reserved port is held for about 30 seconds.
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// One shard's TURN server.

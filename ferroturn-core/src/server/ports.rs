@@ -66,7 +66,7 @@ impl PortPool {
             .find(|port| fits(self, *port))
     }
 
-    /// Takes an even port and the odd one above it (RFC 8656 section 14.6, EVEN-PORT with
+    /// Takes an even port and the odd one above it (RFC 8656 section 18.7, EVEN-PORT with
     /// the R bit), or `None` if no such pair is free.
     pub fn take_pair(&mut self, rng: &mut StdRng) -> Option<u16> {
         let port = self.find(rng, 2, |pool, port| {

@@ -31,7 +31,7 @@ pub trait SharedState: Send + Sync + 'static {
     fn remove_relay(&self, addr: SocketAddr);
     /// Whether `addr` is the relayed address of a live allocation.
     fn is_relay(&self, addr: SocketAddr) -> bool;
-    /// RFC 8656 section 14.9: records a port reserved under `token` (EVEN-PORT with the R
+    /// RFC 8656 section 18.10: records a port reserved under `token` (EVEN-PORT with the R
     /// bit) so that any shard can hand it out; false if the table is full (then there is
     /// no reservation).
     fn reserve(&self, token: [u8; 8], reservation: Reservation) -> bool;

@@ -35,7 +35,7 @@ pub struct Stats {
     pub policy_denied: u64,
     /// Answers to unauthenticated requests not sent (`unauthenticated-rate`).
     pub rate_limited: u64,
-    /// RFC 8656 section 14.9: ports reserved (EVEN-PORT with R), and allocations made
+    /// RFC 8656 section 18.10: ports reserved (EVEN-PORT with R), and allocations made
     /// with a RESERVATION-TOKEN.
     pub reservations_issued: u64,
     pub reservations_claimed: u64,

@@ -198,7 +198,7 @@ fn send_runs<'a>(
                         tracing::info!("UDP GSO unavailable ({e}); sending datagrams one by one");
                         *gso = false;
                     }
-                    // Over the path MTU on a DONT-FRAGMENT relay (RFC 8656 section 14.8):
+                    // Over the path MTU on a DONT-FRAGMENT relay (RFC 8656 section 18.9):
                     // that datagram is dropped, the ones after it still go.
                     Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => sent += 1,
                     Err(e) => {
