@@ -44,7 +44,7 @@ pub enum Verdict {
 pub struct Gate {
     cookies: Cookies,
     /// Maps `Instant`s to unix seconds, like the TURN core's clock.
-    clock: (Instant, u64),
+    clock: crate::clock::WallClock,
 }
 
 impl Gate {
@@ -52,22 +52,17 @@ impl Gate {
     pub fn new(key: [u8; 32], now: Instant, unix_now: u64) -> Self {
         Self {
             cookies: Cookies::new(key, COOKIE_LIFETIME.as_secs()),
-            clock: (now, unix_now),
+            clock: crate::clock::WallClock::new(now, unix_now),
         }
     }
 
     /// Re-anchors the wall clock (the driver calls this now and then).
     pub fn set_wall_clock(&mut self, now: Instant, unix_now: u64) {
-        self.clock = (now, unix_now);
+        self.clock.set(now, unix_now);
     }
 
     fn unix(&self, now: Instant) -> u64 {
-        let (at, unix) = self.clock;
-        if now >= at {
-            unix + now.duration_since(at).as_secs()
-        } else {
-            unix.saturating_sub(at.duration_since(now).as_secs())
-        }
+        self.clock.unix(now)
     }
 
     /// Decides what `datagram` from `client` gets. A HelloVerifyRequest is written to

@@ -303,7 +303,7 @@ pub struct Server {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     /// Maps `Instant`s to unix seconds (REST expiry, nonces).
-    clock: (Instant, u64),
+    clock: crate::clock::WallClock,
     /// Responses to requests that deleted their allocation (Refresh with LIFETIME 0).
     closed: VecDeque<(FiveTuple, [u8; 12], Vec<u8>, Instant)>,
     indication_txn: [u8; 12],
@@ -374,7 +374,7 @@ impl Server {
             deadlines: Deadlines::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            clock: (now, unix_now),
+            clock: crate::clock::WallClock::new(now, unix_now),
             closed: VecDeque::new(),
             indication_txn,
             limiter: limiter::SourceLimiter::new(cfg_rate, limiter_key),
@@ -395,16 +395,11 @@ impl Server {
 
     /// Re-anchors the wall clock (the driver calls this now and then).
     pub fn set_wall_clock(&mut self, now: Instant, unix_now: u64) {
-        self.clock = (now, unix_now);
+        self.clock.set(now, unix_now);
     }
 
     fn unix(&self, now: Instant) -> u64 {
-        let (at, unix) = self.clock;
-        if now >= at {
-            unix + now.duration_since(at).as_secs()
-        } else {
-            unix.saturating_sub(at.duration_since(now).as_secs())
-        }
+        self.clock.unix(now)
     }
 
     /// A datagram from a client. ChannelData and Send indications are relayed from `buf`
