@@ -131,6 +131,20 @@ fn write_dtls<'a>(
     item: &impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
     dtls: &mut Dtls,
 ) {
+    for_each_session(range, item, |through, client, run| {
+        if let Via::Dtls(listener) = through {
+            dtls.send((listener, client), run.map(|k| item(k).1));
+        }
+    });
+}
+
+/// Calls `f` for each run of consecutive items of `range` with the same way out and
+/// client (one DTLS session, one stream connection), with the run's item indexes.
+fn for_each_session<'a>(
+    range: std::ops::Range<usize>,
+    item: &impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
+    mut f: impl FnMut(Via, SocketAddr, std::ops::Range<usize>),
+) {
     let mut i = range.start;
     while i < range.end {
         let (through, _, client) = item(i);
@@ -141,9 +155,7 @@ fn write_dtls<'a>(
         } {
             end += 1;
         }
-        if let Via::Dtls(listener) = through {
-            dtls.send((listener, client), (i..end).map(|k| item(k).1));
-        }
+        f(through, client, i..end);
         i = end;
     }
 }
@@ -219,26 +231,16 @@ fn write_streams<'a>(
     item: &impl Fn(usize) -> (Via, &'a [u8], SocketAddr),
     out: StreamOut<'_>,
 ) {
-    let mut i = range.start;
-    while i < range.end {
-        let (through, _, client) = item(i);
-        let mut end = i + 1;
-        while end < range.end && {
-            let (v, _, c) = item(end);
-            v == through && c == client
-        } {
-            end += 1;
-        }
+    for_each_session(range, item, |through, client, run| {
         if let Via::Stream(listener) = through {
             if let Some(index) = out.streams.index_of(listener, client) {
                 if !out
                     .streams
-                    .write(index, (i..end).map(|k| item(k).1), out.registry)
+                    .write(index, run.map(|k| item(k).1), out.registry)
                 {
                     out.failed.push(index);
                 }
             }
         }
-        i = end;
-    }
+    });
 }
