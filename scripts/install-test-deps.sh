@@ -11,6 +11,8 @@
 #   - iproute2 (ip) from Debian: tests/offload builds its network namespaces with it
 #   - redis-server from Debian: the fleet tests start their own Redis on a free port
 #     (a system instance, if the package started one, is not used)
+#   - make and perl (with IPC::Cmd) from Debian: the openssl crate builds the OpenSSL
+#     that DTLS uses from source (a minimal Debian has perl-base only)
 #   - tests/browser/node_modules (playwright-core, pinned in tests/browser/package-lock.json)
 #   - the fuzz stage's tools (skipped with FUZZ_SECONDS=0, which skips that stage):
 #     cargo-fuzz from crates.io, and a nightly toolchain when rustup can install one;
@@ -69,6 +71,12 @@ if ! command -v ip >/dev/null 2>&1; then
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
   missing+=(redis-server)
+fi
+if ! command -v make >/dev/null 2>&1; then
+  missing+=(make)
+fi
+if ! perl -MIPC::Cmd -e 1 >/dev/null 2>&1; then
+  missing+=(perl)
 fi
 
 apt_lists_present() {
