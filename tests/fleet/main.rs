@@ -9,6 +9,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod helm;
 
 use common::adversary::{Session, error_code, is_success};
 use common::http::{Reply, http};
@@ -111,20 +112,7 @@ impl Node {
 
     /// The names of the nodes this node's registry view lists.
     async fn node_names(&self) -> Vec<String> {
-        let r = self.admin("GET", "/api/v1/admin/nodes").await;
-        if r.status != 200 {
-            return Vec::new();
-        }
-        let mut names: Vec<String> = r.json()["nodes"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|n| n["name"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
+        node_names_at(self.api).await
     }
 
     /// The users of this node's sessions.
@@ -154,6 +142,32 @@ impl Node {
         let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
         TurnClient::new(self.udp(), &u, &p).await.expect("a client")
     }
+}
+
+/// The names of the nodes the registry view of the node with its API at `api` lists,
+/// sorted (none while it does not answer 200).
+async fn node_names_at(api: SocketAddr) -> Vec<String> {
+    let auth = format!("Bearer {ADMIN}");
+    let r = http(
+        api,
+        "GET",
+        "/api/v1/admin/nodes",
+        &[("Authorization", &auth)],
+    )
+    .await;
+    if r.status != 200 {
+        return Vec::new();
+    }
+    let mut names: Vec<String> = r.json()["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Starts a node on `ip`:`port` (the port every node shares) with `extra` TOML; UDP
@@ -215,6 +229,15 @@ async fn try_allocate(node: &Node, user: &str) -> (u16, TurnClient) {
         Err(_) => 1,
     };
     (code, c)
+}
+
+/// An authenticated UDP Allocate from `s`, with its current nonce.
+fn allocate_request(s: &Session) -> Vec<u8> {
+    s.authed(method::ALLOCATE)
+        .transport(17)
+        .integrity(&s.key())
+        .fingerprint()
+        .bytes()
 }
 
 /// The unexpired leases of `user` in Redis (scored by expiry, Redis's clock).
@@ -309,12 +332,7 @@ async fn a_deletion_on_one_node_ends_the_users_sessions_on_every_node() {
     let (u, p) = rest_credentials(SECRET, "alice", Duration::from_secs(600));
     let mut s = Session::challenged(ip("127.0.0.1"), fleet[0].udp(), &u, &p).await;
     s.server = fleet[1].udp();
-    let msg = s
-        .authed(method::ALLOCATE)
-        .transport(17)
-        .integrity(&s.key())
-        .fingerprint()
-        .bytes();
+    let msg = allocate_request(&s);
     let r = s.exchange(&msg).await.expect("an answer");
     assert!(is_success(&r), "B took A's nonce: {:?}", error_code(&r));
 
@@ -561,12 +579,7 @@ async fn credentials_name_live_nodes_and_a_draining_node_redirects() {
     let (u, p) = rest_credentials(SECRET, "yan", Duration::from_secs(600));
     let s = Session::challenged(ip("127.0.0.1"), fleet[1].udp(), &u, &p).await;
     let alternate = || {
-        let msg = s
-            .authed(method::ALLOCATE)
-            .transport(17)
-            .integrity(&s.key())
-            .fingerprint()
-            .bytes();
+        let msg = allocate_request(&s);
         let s = &s;
         async move {
             let r = s.exchange(&msg).await.expect("an answer");
