@@ -537,7 +537,7 @@ secretConfig: |
     let redirect = || {
         let s = &s;
         async move {
-            let msg = allocate_request(&s);
+            let msg = allocate_request(s);
             let r = s.exchange(&msg).await.expect("an answer");
             let value = common::wire::attribute(&r, 0x8023).map(<[u8]>::to_vec);
             (error_code(&r), value)
