@@ -80,7 +80,7 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
             .await;
         if written.is_ok() {
             if let Ok(nodes) = list(&fleet).await {
-                redirect_while_draining(&fleet, info.draining, &nodes);
+                keep_alternate(&fleet, &nodes);
                 if let Ok(mut cached) = fleet.nodes.write() {
                     *cached = nodes;
                 }
@@ -89,17 +89,14 @@ pub(super) async fn run(fleet: Arc<Fleet>) {
     }
 }
 
-/// While this node drains, new allocations go to the least loaded other node that is
-/// not draining (its first UDP address); otherwise to `alternate-server` as configured.
-fn redirect_while_draining(fleet: &Fleet, draining: bool, nodes: &[NodeInfo]) {
-    let alternate = draining
-        .then(|| {
-            nodes
-                .iter()
-                .filter(|n| !n.draining && n.name != fleet.node)
-                .find_map(|n| n.udp.iter().find_map(|a| a.parse().ok()))
-        })
-        .flatten();
+/// Where new allocations go while this node drains: the least loaded other node that is
+/// not draining (its first UDP address), unless `alternate-server` is configured. Kept
+/// current while the node serves, so that a drain redirects from its first moment.
+fn keep_alternate(fleet: &Fleet, nodes: &[NodeInfo]) {
+    let alternate = nodes
+        .iter()
+        .filter(|n| !n.draining && n.name != fleet.node)
+        .find_map(|n| n.udp.iter().find_map(|a| a.parse().ok()));
     fleet.control.set_fleet_alternate(alternate);
 }
 
