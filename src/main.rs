@@ -121,8 +121,8 @@ fn import_coturn(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // A line that is not UTF-8 is read with replacement characters; its value is then
-    // refused by the option it belongs to, with its line number.
+    // Bytes that are not UTF-8 become replacement characters, and the import leaves
+    // such a line out, naming its line number.
     let text = String::from_utf8_lossy(&bytes);
     let host = config::coturn::Host {
         addresses: if_addrs::get_if_addrs()

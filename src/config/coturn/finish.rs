@@ -16,6 +16,8 @@ pub fn finish(mut d: Draft, source: &str, host: &Host) -> (String, Vec<super::No
     credentials(&mut d, &mut out, host);
     limits(&mut d, &mut out);
     operations(&mut d, &mut out);
+    // The file's lines in order, then what concerns the file as a whole.
+    d.notes.sort_by_key(|n| n.line.unwrap_or(usize::MAX));
     (out.text, d.notes)
 }
 
@@ -325,22 +327,27 @@ fn credentials(d: &mut Draft, out: &mut Toml, host: &Host) {
 
 fn limits(d: &mut Draft, out: &mut Toml) {
     out.section("Peer policy");
-    out.list("denied-peer-ip", std::mem::take(&mut d.denied_peer_ip));
+    let denied = std::mem::take(&mut d.denied_peer_ip);
+    out.list("denied-peer-ip", denied.clone());
     let mut allowed = std::mem::take(&mut d.allowed_peer_ip);
     if d.allow_loopback_peers {
         allowed.extend(["127.0.0.0/8".to_owned(), "::1".to_owned()]);
     }
     out.list("allowed-peer-ip", allowed);
-    d.note(
-        None,
-        "denied-peer-ip",
-        NoteKind::Default,
-        "coturn relays to private networks unless denied-peer-ip lists them; ferroturn \
-         refuses loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, \
-         multicast and reserved ranges by default: list the ones your peers use in \
-         allowed-peer-ip"
-            .into(),
-    );
+    // A file that denies the private networks itself does not rely on coturn's default.
+    let private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+    if !private.iter().all(|p| denied.iter().any(|r| r == p)) {
+        d.note(
+            None,
+            "denied-peer-ip",
+            NoteKind::Default,
+            "coturn relays to private networks unless denied-peer-ip lists them; ferroturn \
+             refuses loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), link-local, \
+             multicast and reserved ranges by default: list the ones your peers use in \
+             allowed-peer-ip"
+                .into(),
+        );
+    }
     out.section("Unauthenticated traffic");
     match (d.unauthorized_ratelimit, d.unauthorized_ratelimit_rps) {
         // coturn's default rate is 10 answers per second.

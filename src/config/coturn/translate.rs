@@ -77,6 +77,17 @@ impl Draft {
 
     /// Reads one line of the file into the draft, or notes why it is left out.
     pub fn apply(&mut self, e: &Entry) {
+        // The caller reads the file lossily: bytes that were not UTF-8 show up here.
+        if e.name.contains('\u{FFFD}') || e.value.as_deref().is_some_and(|v| v.contains('\u{FFFD}'))
+        {
+            self.note(
+                Some(e.line),
+                &e.name,
+                NoteKind::Invalid,
+                "the line is not UTF-8 text (value not shown)".into(),
+            );
+            return;
+        }
         if !self.translate(e) {
             match options::left_out(&e.name) {
                 Some(out) => {
