@@ -12,10 +12,12 @@
 //! - [`translate`]: the options that have a ferroturn equivalent.
 //! - [`options`]: every coturn option name, and why the others are left out.
 //! - [`values`]: address ranges and the Redis connection string, respelled.
-//! - [`finish`]: what the file leaves to coturn's defaults (relay address, credentials),
-//!   and the TOML text.
+//! - [`network`]: listeners, relay addresses (which coturn picks at run time when the
+//!   file names none), NAT mappings, TLS files.
+//! - [`finish`]: credentials, limits and the other defaults, and the TOML text.
 
 mod finish;
+mod network;
 mod options;
 mod syntax;
 mod translate;
