@@ -43,6 +43,14 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Translate a coturn turnserver.conf into ferroturn's TOML: the configuration on
+    /// stdout, and on stderr every option left out (with the reason) and every coturn
+    /// default that ferroturn does not share. Exit status 0 once translated, 1 when the
+    /// result does not pass check-config, 2 when the file cannot be read.
+    ImportCoturn {
+        /// coturn's configuration file.
+        file: PathBuf,
+    },
     /// Print a TURN REST username and password.
     Credentials {
         /// The shared secret (static-auth-secret).
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::ImportCoturn { file }) => import_coturn(&file),
         Some(Command::Credentials {
             secret,
             user,
@@ -100,6 +109,42 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// `import-coturn`: the file and this host's addresses in, TOML out, notes on stderr.
+fn import_coturn(file: &std::path::Path) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    // Bytes that are not UTF-8 become replacement characters, and the import leaves
+    // such a line out, naming its line number.
+    let text = String::from_utf8_lossy(&bytes);
+    let host = config::coturn::Host {
+        addresses: if_addrs::get_if_addrs()
+            .map(|list| list.into_iter().map(|i| i.ip()).collect())
+            .unwrap_or_default(),
+        placeholder_secret: {
+            use rand::RngExt;
+            let bytes: [u8; 24] = rand::rng().random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        },
+    };
+    let import = config::coturn::import(&text, &file.display().to_string(), &host);
+    print!("{}", import.toml);
+    for note in &import.notes {
+        eprintln!("{}: {note}", file.display());
+    }
+    match import.error {
+        None => ExitCode::SUCCESS,
+        Some(e) => {
+            eprintln!("error: the result does not pass check-config: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! at start-up.
 
 pub mod api;
+pub mod coturn;
 pub mod defaults;
 mod error;
 mod raw;

@@ -1,11 +1,12 @@
 //! The built `ferroturn` executable as a process: its command line (check-config,
-//! credentials, a server run from flags alone) and life under systemd (the readiness
-//! protocol, journald- and shipper-friendly logs, the unit file, the kernel-offload
-//! drop-in's capabilities).
+//! credentials, import-coturn, a server run from flags alone) and life under systemd
+//! (the readiness protocol, journald- and shipper-friendly logs, the unit file, the
+//! kernel-offload drop-in's capabilities).
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod cli;
+mod import_coturn;
 mod offload;
 mod systemd;
