@@ -27,7 +27,7 @@ pub fn listeners(d: &mut Draft, out: &mut Toml, host: &Host) {
             NoteKind::Default,
             format!(
                 "coturn listens on every address of the host when listening-ip is not given; \
-             written as {what}"
+                 written as {what}"
             ),
         );
     }

@@ -242,9 +242,14 @@ impl Draft {
             "unauthorized-ratelimit" => {
                 self.unauthorized_ratelimit = self.flag(e).or(self.unauthorized_ratelimit)
             }
-            "unauthorized-ratelimit-rps" => {
-                self.unauthorized_ratelimit_rps = self.number::<u32>(e).filter(|r| *r > 0)
-            }
+            // Bare, coturn takes its default of 10 answers per second.
+            "unauthorized-ratelimit-rps" => match e.value {
+                None => self.unauthorized_ratelimit_rps = Some(10),
+                Some(_) => {
+                    let rps = self.number::<u32>(e).filter(|r| *r > 0);
+                    self.unauthorized_ratelimit_rps = rps.or(self.unauthorized_ratelimit_rps);
+                }
+            },
             "stateless-nonce-secret" => match e.value.clone() {
                 Some(s) if s.len() >= 16 => self.nonce_secret.push(s),
                 _ => self.note(
