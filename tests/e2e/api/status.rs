@@ -267,3 +267,13 @@ async fn users_only_with_the_admin_key() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn status_follows_the_drain() {
+    let (_server, api) = api_server("").await;
+    assert_eq!(status(api, &[]).await.json()["node"]["draining"], false);
+    assert_eq!(admin(api, "POST", "/api/v1/admin/drain").await.status, 200);
+    assert_eq!(status(api, &[]).await.json()["node"]["draining"], true);
+    assert_eq!(admin(api, "DELETE", "/api/v1/admin/drain").await.status, 200);
+    assert_eq!(status(api, &[]).await.json()["node"]["draining"], false);
+}
