@@ -274,6 +274,9 @@ async fn status_follows_the_drain() {
     assert_eq!(status(api, &[]).await.json()["node"]["draining"], false);
     assert_eq!(admin(api, "POST", "/api/v1/admin/drain").await.status, 200);
     assert_eq!(status(api, &[]).await.json()["node"]["draining"], true);
-    assert_eq!(admin(api, "DELETE", "/api/v1/admin/drain").await.status, 200);
+    assert_eq!(
+        admin(api, "DELETE", "/api/v1/admin/drain").await.status,
+        200
+    );
     assert_eq!(status(api, &[]).await.json()["node"]["draining"], false);
 }
