@@ -25,11 +25,16 @@
 //! a data channel with the `iceServers` it got; a key that names no origin is refused
 //! by the browser itself (no Access-Control-Allow-Origin).
 //!
+//! The status page (`status_page`): Chromium loads `GET /` of the HTTP API after relayed
+//! calls and must show them.
+//!
 //! Needs `/usr/bin/chromium`, `node` (>= 20), `certutil` (libnss3-tools) and
 //! `tests/browser/node_modules`; run `scripts/install-test-deps.sh` once to get them. A
 //! missing piece fails the test (it is never skipped silently).
 
 mod common;
+#[path = "interop_browser/status_page.rs"]
+mod status_page;
 
 use common::process::ChildGuard;
 use common::sha256_hex;

@@ -5,7 +5,9 @@
 //!   ([`credentials`]);
 //! - `GET /metrics`: Prometheus text ([`metrics`]);
 //! - `GET /healthz`, `GET /readyz`: liveness, and readiness (503 while draining);
-//! - `/api/v1/admin/...` with an admin key: sessions, drain, reload ([`admin`]).
+//! - `/api/v1/admin/...` with an admin key: sessions, drain, reload ([`admin`]);
+//! - `GET /`: the status page, and `GET /api/v1/status` its data, with per-user details
+//!   for an admin key ([`status`], sampled by [`history`]).
 //!
 //! Keys and everything else but the listener follow configuration reloads: handlers
 //! read [`Control::config`] on every request. Connections are bounded in number, in
@@ -16,8 +18,10 @@ mod admin;
 mod auth;
 
 mod credentials;
+mod history;
 mod metrics;
 mod revocations;
+mod status;
 
 use crate::control::Control;
 use crate::fleet::Fleet;
@@ -33,7 +37,7 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::json;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -60,6 +64,7 @@ pub struct ApiServer {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 impl ApiServer {
@@ -89,12 +94,19 @@ impl ApiServer {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, tls = tls.is_some(), "listening (http api)");
         let (shutdown, stopped) = watch::channel(false);
-        let state = AppState { control, fleet };
+        let history = Arc::new(Mutex::new(history::History::default()));
+        let sampler = tokio::spawn(history::run(control.clone(), history.clone()));
+        let state = AppState {
+            control,
+            fleet,
+            history,
+        };
         let task = tokio::spawn(accept(listener, router(state), tls, stopped));
         Ok(Some(ApiServer {
             addr,
             shutdown,
             task,
+            sampler,
         }))
     }
 
@@ -108,14 +120,23 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
         self.task.abort();
+        self.sampler.abort();
     }
 }
 
-/// What the handlers see: the server, and the fleet when there is one.
+/// What the handlers see: the server, the fleet when there is one, and the status
+/// page's history.
 #[derive(Clone)]
 struct AppState {
     control: Arc<Control>,
     fleet: Option<Arc<Fleet>>,
+    history: Arc<Mutex<history::History>>,
+}
+
+impl FromRef<AppState> for Arc<Mutex<history::History>> {
+    fn from_ref(s: &AppState) -> Self {
+        s.history.clone()
+    }
 }
 
 impl FromRef<AppState> for Arc<Control> {
@@ -132,6 +153,8 @@ impl FromRef<AppState> for Option<Arc<Fleet>> {
 
 fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(status::page))
+        .route("/api/v1/status", get(status::status))
         .route(
             "/api/v1/credentials",
             get(credentials::issue)

@@ -21,13 +21,14 @@ pub use reload::{
 
 use crate::config::{Config, RawConfig};
 use crate::offload::{Offload, OffloadTotals};
+use ferroturn_core::server::stats::Traffic;
 use ferroturn_core::server::{Gauges, Session, SessionFilter, Stats};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long an operator request waits for the shards.
 const SHARD_REPLY: Duration = Duration::from_secs(2);
@@ -37,6 +38,13 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// This machine's host name (empty if it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// A snapshot of the server's counters and gauges, every shard added up (the shards
@@ -62,6 +70,39 @@ pub struct Metrics {
     pub offload: Option<(OffloadTotals, u64)>,
     /// Whether the fleet's Redis answers; `None` without a fleet.
     pub fleet_redis_up: Option<bool>,
+}
+
+impl Metrics {
+    /// Everything relayed, client to peer and peer to client: datagrams in user space
+    /// and in the kernel, and bytes through RFC 6062 TCP peer connections (which have
+    /// no datagrams, so add bytes only).
+    pub fn relayed_traffic(&self) -> [Traffic; 2] {
+        let mut out = [Traffic::default(); 2];
+        for (d, total) in out.iter_mut().enumerate() {
+            for t in &self.stats.relayed {
+                total.packets += t[d].packets;
+                total.bytes += t[d].bytes;
+            }
+            total.bytes += self.stats.tcp_relayed[d];
+        }
+        if let Some((k, _)) = &self.offload {
+            for (total, kernel) in out.iter_mut().zip([k.up.relayed, k.down.relayed]) {
+                total.packets += kernel.packets;
+                total.bytes += kernel.bytes;
+            }
+        }
+        out
+    }
+}
+
+/// One shard's load, as it last published it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardLoad {
+    pub allocations: u64,
+    /// Datagrams relayed in user space, both directions, since the start.
+    pub packets: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
 }
 
 /// The bound listener addresses, ephemeral ports resolved.
@@ -95,6 +136,7 @@ pub struct Control {
     revoked: Mutex<std::collections::HashMap<String, u64>>,
     /// A live node of the fleet a draining node redirects to.
     fleet_alternate: Mutex<Option<SocketAddr>>,
+    started: Instant,
 }
 
 impl Control {
@@ -123,6 +165,7 @@ impl Control {
             fleet_redis: AtomicU8::new(0),
             revoked: Mutex::new(std::collections::HashMap::new()),
             fleet_alternate: Mutex::new(None),
+            started: Instant::now(),
         }
     }
 
@@ -219,6 +262,27 @@ impl Control {
             v => Some(v == 2),
         };
         m
+    }
+
+    /// Each shard's load, in shard order (as published, at most a second old).
+    pub fn shard_loads(&self) -> Vec<ShardLoad> {
+        self.shards
+            .iter()
+            .map(|s| {
+                let (stats, gauges) = s.published();
+                let traffic = stats.relayed.iter().flatten();
+                ShardLoad {
+                    allocations: gauges.allocations,
+                    packets: traffic.clone().map(|t| t.packets).sum(),
+                    bytes: traffic.map(|t| t.bytes).sum(),
+                }
+            })
+            .collect()
+    }
+
+    /// How long this server has run.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// Records whether the fleet's Redis answers (for /metrics).

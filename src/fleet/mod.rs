@@ -275,9 +275,7 @@ impl Fleet {
 /// The host name and the first bound listening address: unique per node, stable
 /// across restarts.
 fn default_node_name(control: &Control) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_default();
+    let host = crate::control::host_name();
     let addr = control
         .udp_addrs()
         .iter()

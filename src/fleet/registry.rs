@@ -104,17 +104,7 @@ fn keep_alternate(fleet: &Fleet, nodes: &[NodeInfo]) {
 fn describe(fleet: &Fleet, last: &mut Option<(Instant, u64)>) -> (NodeInfo, u64) {
     let control = &fleet.control;
     let m = control.metrics();
-    let bytes: u64 = m
-        .stats
-        .relayed
-        .iter()
-        .flatten()
-        .map(|t| t.bytes)
-        .sum::<u64>()
-        + m.offload
-            .as_ref()
-            .map(|(t, _)| t.up.relayed.bytes + t.down.relayed.bytes)
-            .unwrap_or(0);
+    let bytes: u64 = m.relayed_traffic().iter().map(|t| t.bytes).sum();
     let relayed_bps = match last {
         Some((at, before)) => {
             let secs = at.elapsed().as_secs_f64().max(0.001);

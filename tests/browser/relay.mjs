@@ -28,25 +28,9 @@ import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { CHROMIUM_ARGS, INSTALL_HINT } from './chromium.mjs';
 
 const DEFAULT_EXECUTABLE = '/usr/bin/chromium';
-const INSTALL_HINT = 'run scripts/install-test-deps.sh from the repository root';
-
-// Flags for a quiet, self-contained headless Chromium. --allow-loopback-in-peer-connection
-// lets WebRTC use the loopback interface, which is where the TURN server and its
-// relayed addresses live in these tests.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-  '--allow-loopback-in-peer-connection',
-];
 
 const USAGE =
   'usage: node relay.mjs --url turn:127.0.0.1:PORT?transport=udp --username U --credential P\n' +

@@ -4,7 +4,7 @@
 //! - `udp`, `stream`, `dtls`: TURN over UDP, TCP, TLS and DTLS, relaying through echo
 //!   peers;
 //! - `tcp_relay`: TCP allocations (RFC 6062): Connect, ConnectionBind, peers connecting;
-//! - `api`: the HTTP API (credentials, metrics, health, admin);
+//! - `api`: the HTTP API (credentials, metrics, health, admin, the status page);
 //! - `mobility`: RFC 8016 moves of an allocation between client ports and shards;
 //! - `operations`: sessions, drain, reload, the binary's signals;
 //! - `logging`: no secret in the log (alone in a child process: it sets the global

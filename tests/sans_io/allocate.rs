@@ -253,3 +253,28 @@ fn the_default_family_is_ipv4_or_the_clients_or_ipv6_as_configured() {
     let (r, _) = h.allocate(&mut v6_client(4), &[]);
     assert!(r.xor_relayed.unwrap().is_ipv4());
 }
+
+/// The gauges count allocations by client transport (TLS is TCP to the core), and an
+/// allocation leaves its transport's count when it is deleted.
+#[test]
+fn gauges_count_allocations_by_client_transport() {
+    let mut h = Harness::new("");
+    let mut over_udp = alice();
+    h.allocate(&mut over_udp, &[]);
+    let mut over_udp2 = Client::new("203.0.113.11:40000", "alice", "alice-pw");
+    h.allocate(&mut over_udp2, &[]);
+    let mut over_tcp = crate::core_harness::alice_tcp("203.0.113.12:40000");
+    h.allocate(&mut over_tcp, &[]);
+    let mut over_dtls = Client::new("203.0.113.13:40000", "alice", "alice-pw");
+    over_dtls.tuple.transport = ferroturn_core::server::Transport::Dtls;
+    h.allocate(&mut over_dtls, &[]);
+    let g = h.server.gauges();
+    assert_eq!(g.allocations, 4);
+    assert_eq!(g.allocations_by_transport, [2, 1, 1]);
+
+    h.refresh(&mut over_tcp, Some(0));
+    h.refresh(&mut over_udp, Some(0));
+    let g = h.server.gauges();
+    assert_eq!(g.allocations, 2);
+    assert_eq!(g.allocations_by_transport, [1, 0, 1]);
+}

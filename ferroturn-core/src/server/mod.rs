@@ -693,6 +693,7 @@ impl Server {
         let mut g = Gauges::default();
         for a in self.table.iter() {
             g.allocations += 1;
+            g.allocations_by_transport[stats::transport_index(a.five_tuple.transport)] += 1;
             g.permissions += a.permissions.len() as u64;
             g.channels += a.channels.iter().filter(|c| c.bound).count() as u64;
         }

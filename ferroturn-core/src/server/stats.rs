@@ -87,12 +87,7 @@ impl Stats {
 
     #[inline]
     pub(super) fn relayed(&mut self, transport: Transport, up: bool, bytes: usize) {
-        let index = match transport {
-            Transport::Udp => 0,
-            Transport::Tcp => 1,
-            Transport::Dtls => 2,
-        };
-        let t = &mut self.relayed[index][usize::from(!up)];
+        let t = &mut self.relayed[transport_index(transport)][usize::from(!up)];
         t.packets += 1;
         t.bytes += bytes as u64;
     }
@@ -143,10 +138,23 @@ impl Stats {
     }
 }
 
+/// The index of a client transport in [`Stats::relayed`] and
+/// [`Gauges::allocations_by_transport`]: 0 UDP, 1 TCP (and TLS), 2 DTLS.
+#[inline]
+pub fn transport_index(transport: Transport) -> usize {
+    match transport {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        Transport::Dtls => 2,
+    }
+}
+
 /// What exists now in one shard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Gauges {
     pub allocations: u64,
+    /// The same allocations by client transport, indexed by [`transport_index`].
+    pub allocations_by_transport: [u64; 3],
     pub permissions: u64,
     pub channels: u64,
     /// RFC 6062 TCP peer connections connecting or waiting for their ConnectionBind,
@@ -160,6 +168,13 @@ pub struct Gauges {
 impl Gauges {
     pub fn add(&mut self, o: &Gauges) {
         self.allocations += o.allocations;
+        for (a, b) in self
+            .allocations_by_transport
+            .iter_mut()
+            .zip(o.allocations_by_transport)
+        {
+            *a += b;
+        }
         self.permissions += o.permissions;
         self.channels += o.channels;
         self.tcp_pending += o.tcp_pending;

@@ -6,6 +6,7 @@ mod admin;
 mod credentials;
 mod listener;
 mod metrics;
+mod status;
 
 use crate::common::http::{Reply, exchange, http};
 use crate::common::process::TempDir;
