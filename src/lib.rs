@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod dtls;
+pub mod external;
 pub mod fleet;
 pub mod net;
 pub mod notify;
@@ -39,6 +40,8 @@ pub mod credentials {
 pub struct ServerHandle {
     control: Arc<Control>,
     fleet: Option<Arc<fleet::Fleet>>,
+    /// `external-ip = "auto"`: the task that learns the public address.
+    external: Option<external::Discovery>,
     // Dropped in this order: the API first, then the shards, then the watcher.
     api: Option<api::ApiServer>,
     shards: net::Shards,
@@ -69,6 +72,7 @@ impl ServerHandle {
         if let Some(f) = self.fleet.take() {
             f.stop();
         }
+        self.external = None;
         self.shards.stop();
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
@@ -118,9 +122,16 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         offload,
     ));
     let fleet = fleet::Fleet::start(control.clone(), leases);
+    // Learned before the API serves and before `start` returns, within the servers'
+    // timeouts; without an answer the relays start unmapped (src/external.rs).
+    let external = match control.config().external_ip_auto.clone() {
+        Some(auto) => Some(external::start(control.clone(), auto).await),
+        None => None,
+    };
     let mut handle = ServerHandle {
         control,
         fleet,
+        external,
         api: None,
         shards,
         watcher,

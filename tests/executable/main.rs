@@ -7,5 +7,6 @@
 mod common;
 
 mod cli;
+mod external_ip;
 mod offload;
 mod systemd;
