@@ -1,13 +1,15 @@
 //! `external-ip = "auto"`: the relays' public address, learned from STUN servers.
 //!
-//! At start [`start`] asks the configured servers, in order, with a Binding request from
-//! a fresh socket of each relay family (the kernel picks the source address, as for the
-//! relays' own traffic to the Internet); the first XOR-MAPPED-ADDRESS that comes back is
-//! the family's public address, handed to every shard through [`Control`]. Then a task
-//! asks again every `external-ip-interval` and logs a change. The request is our own
-//! client's ([`crate::client::TurnClient::binding`]): retransmitted over UDP (250 ms,
-//! doubling) for [`QUERY_TIMEOUT`] per server; names are resolved each time, within
-//! [`RESOLVE_TIMEOUT`].
+//! Before the shards start, [`learn_first`] asks the configured servers, in order, with
+//! a Binding request from a fresh socket of each relay family (the kernel picks the
+//! source address, as for the relays' own traffic to the Internet); the first
+//! XOR-MAPPED-ADDRESS that comes back is the family's public address, written into the
+//! configuration the shards start with, so the first Allocate already gets it. Then
+//! [`start`] hands it to [`Control`] and runs a task that asks again every
+//! `external-ip-interval`, handing a change to every shard and logging it. The request
+//! is our own client's ([`crate::client::TurnClient::binding`]): retransmitted over UDP
+//! (250 ms, doubling) for [`QUERY_TIMEOUT`] per server; names are resolved each time,
+//! within [`RESOLVE_TIMEOUT`].
 //!
 //! When no server answers at start, the server starts anyway, with its relays
 //! advertised as they are bound (unmapped) and an error in the log, and asks again
@@ -16,7 +18,7 @@
 //! unmapped address is wrong only until it answers. Allocations made before an address
 //! is learned or changes keep the address they were given.
 
-use crate::config::{ExternalIpAuto, StunServer};
+use crate::config::{Config, ExternalIpAuto, StunServer};
 use crate::control::Control;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,15 +42,48 @@ impl Drop for Discovery {
 }
 
 /// Learns the public address of each relay family once (bounded: every server gets
-/// [`RESOLVE_TIMEOUT`] and [`QUERY_TIMEOUT`]), hands it to the shards, and starts the
-/// task that asks again every interval. Needs a tokio runtime.
-pub async fn start(control: Arc<Control>, auto: ExternalIpAuto) -> Discovery {
-    let families = relay_families(&control);
-    let learned = learn_all(&control, &auto.servers, &families).await;
-    if !learned {
-        let unmapped: Vec<String> = relay_locals(&control)
-            .iter()
-            .map(|ip| ip.to_string())
+/// [`RESOLVE_TIMEOUT`] and [`QUERY_TIMEOUT`]) and advertises the relays of `config` with
+/// it; returns what was learned, and from which server.
+pub async fn learn_first(config: &mut Config) -> Vec<(IpAddr, SocketAddr)> {
+    let Some(auto) = &config.external_ip_auto else {
+        return Vec::new();
+    };
+    let mut learned = Vec::new();
+    for v6 in relay_families(config) {
+        if let Some((ip, from)) = learn(&auto.servers, v6).await {
+            config.server.set_external_ip(ip);
+            learned.push((ip, from));
+        }
+    }
+    learned
+}
+
+/// Hands what [`learn_first`] learned to `control` (the shards have it already), logs
+/// it, or loudly that nothing was, and starts the task that asks every interval. Needs
+/// a tokio runtime.
+pub fn start(
+    control: Arc<Control>,
+    auto: ExternalIpAuto,
+    first: Vec<(IpAddr, SocketAddr)>,
+) -> Discovery {
+    let config = control.config();
+    let families = relay_families(&config);
+    for (ip, from) in &first {
+        control.set_external_ip(*ip);
+        tracing::info!(family = family_name(ip.is_ipv6()), address = %ip, server = %from,
+            "external-ip = auto: relays are advertised with the public address learned");
+    }
+    let mut known = first.len() == families.len();
+    if !known {
+        let unmapped: Vec<String> = [config.server.relay_v4, config.server.relay_v6]
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                !first
+                    .iter()
+                    .any(|(ip, _)| ip.is_ipv6() == r.local.is_ipv6())
+            })
+            .map(|r| r.local.to_string())
             .collect();
         tracing::error!(
             servers = %list(&auto.servers),
@@ -58,7 +93,6 @@ pub async fn start(control: Arc<Control>, auto: ExternalIpAuto) -> Discovery {
         );
     }
     let task = tokio::spawn(async move {
-        let mut known = learned;
         loop {
             let wait = if known {
                 auto.interval
@@ -66,23 +100,22 @@ pub async fn start(control: Arc<Control>, auto: ExternalIpAuto) -> Discovery {
                 auto.interval.min(RETRY)
             };
             tokio::time::sleep(wait).await;
-            known |= learn_all(&control, &auto.servers, &families).await;
+            known = learn_all(&control, &auto.servers, &families).await;
         }
     });
     Discovery(task)
 }
 
-/// The relay families this server has: IPv4, IPv6.
-fn relay_families(control: &Control) -> Vec<bool> {
-    relay_locals(control).iter().map(IpAddr::is_ipv6).collect()
+fn family_name(v6: bool) -> &'static str {
+    if v6 { "IPv6" } else { "IPv4" }
 }
 
-fn relay_locals(control: &Control) -> Vec<IpAddr> {
-    let config = control.config();
+/// The relay families this server has: IPv4, IPv6.
+fn relay_families(config: &Config) -> Vec<bool> {
     [config.server.relay_v4, config.server.relay_v6]
         .into_iter()
         .flatten()
-        .map(|r| r.local)
+        .map(|r| r.local.is_ipv6())
         .collect()
 }
 
@@ -96,7 +129,7 @@ fn list(servers: &[StunServer]) -> String {
 async fn learn_all(control: &Control, servers: &[StunServer], families: &[bool]) -> bool {
     let mut all = true;
     for &v6 in families {
-        let family = if v6 { "IPv6" } else { "IPv4" };
+        let family = family_name(v6);
         let Some((ip, from)) = learn(servers, v6).await else {
             all = false;
             tracing::warn!(

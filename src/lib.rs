@@ -101,8 +101,14 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         .fleet
         .as_ref()
         .map(|f| Arc::new(control::Leases::new(f.fail_open)));
+    // `external-ip = "auto"`: the shards start advertising the address learned now
+    // (within the STUN servers' timeouts; unmapped if none answers), while the
+    // configuration kept for reloads stays as written.
+    let config_auto = config.external_ip_auto.clone();
+    let mut running = config.clone();
+    let learned_first = external::learn_first(&mut running).await;
     let shards = net::start(
-        &config,
+        &running,
         shared,
         certs.as_ref(),
         &conn_limits,
@@ -122,12 +128,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         offload,
     ));
     let fleet = fleet::Fleet::start(control.clone(), leases);
-    // Learned before the API serves and before `start` returns, within the servers'
-    // timeouts; without an answer the relays start unmapped (src/external.rs).
-    let external = match control.config().external_ip_auto.clone() {
-        Some(auto) => Some(external::start(control.clone(), auto).await),
-        None => None,
-    };
+    let external = config_auto.map(|auto| external::start(control.clone(), auto, learned_first));
     let mut handle = ServerHandle {
         control,
         fleet,

@@ -49,6 +49,30 @@ pub enum SessionFilter {
     All,
 }
 
+impl ServerConfig {
+    /// `external-ip = "auto"`: new allocations of `ip`'s family are advertised with it
+    /// (the relay socket stays where it is: only what clients are told changes), and it
+    /// is the server's own for the peer policy. Returns whether anything changed (false
+    /// also without a relay of that family).
+    pub fn set_external_ip(&mut self, ip: IpAddr) -> bool {
+        let (relay, family) = match ip {
+            IpAddr::V4(_) => (&mut self.relay_v4, 0),
+            IpAddr::V6(_) => (&mut self.relay_v6, 1),
+        };
+        let Some(relay) = relay.as_mut() else {
+            return false;
+        };
+        if relay.advertised == ip {
+            return false;
+        }
+        relay.advertised = ip;
+        let mut learned = self.policy.learned();
+        learned[family] = Some(ip);
+        self.policy.set_learned(learned);
+        true
+    }
+}
+
 impl Server {
     /// Every complete allocation of this shard.
     pub fn sessions(&self, now: Instant) -> Vec<Session> {
@@ -122,26 +146,13 @@ impl Server {
     }
 
     /// `external-ip = "auto"`: `ip` is the server's public address in its family, as a
-    /// STUN server saw it. New allocations of that family are advertised with it (the
-    /// relay socket stays where it is: only what clients are told changes); existing
-    /// ones keep the address they were given and run on. The address becomes the
-    /// server's own for the peer policy. Returns whether anything changed (false also
-    /// without a relay of that family).
+    /// STUN server saw it; see [`ServerConfig::set_external_ip`]. Allocations made
+    /// before keep the address they were given and run on. Returns whether anything
+    /// changed.
     pub fn set_external_ip(&mut self, ip: IpAddr) -> bool {
-        let (relay, family) = match ip {
-            IpAddr::V4(_) => (&mut self.cfg.relay_v4, 0),
-            IpAddr::V6(_) => (&mut self.cfg.relay_v6, 1),
-        };
-        let Some(relay) = relay.as_mut() else {
-            return false;
-        };
-        if relay.advertised == ip {
+        if !self.cfg.set_external_ip(ip) {
             return false;
         }
-        relay.advertised = ip;
-        let mut learned = self.cfg.policy.learned();
-        learned[family] = Some(ip);
-        self.cfg.policy.set_learned(learned);
         // A channel to that address, bound while it was someone else's, leaves the
         // kernel fast path.
         self.sync_offload_all();
