@@ -8,7 +8,8 @@
 #   - clang, libbpf-dev and bpftool from Debian: build.rs compiles the kernel fast path's
 #     eBPF program with clang against libbpf's headers (without them the server builds
 #     without it); bpftool is for looking at the loaded program and its maps by hand
-#   - iproute2 (ip) from Debian: tests/offload builds its network namespaces with it
+#   - iproute2 (ip) from Debian: tests/offload builds its network namespaces with it,
+#     and tests/executable/external_ip.rs the one its STUN server runs in
 #   - redis-server from Debian: the fleet tests start their own Redis on a free port
 #     (a system instance, if the package started one, is not used)
 #   - make and perl (with IPC::Cmd) from Debian: the openssl crate builds the OpenSSL

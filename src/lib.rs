@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod dtls;
+pub mod external;
 pub mod fleet;
 pub mod net;
 pub mod notify;
@@ -39,6 +40,8 @@ pub mod credentials {
 pub struct ServerHandle {
     control: Arc<Control>,
     fleet: Option<Arc<fleet::Fleet>>,
+    /// `external-ip = "auto"`: the task that learns the public address.
+    external: Option<external::Discovery>,
     // Dropped in this order: the API first, then the shards, then the watcher.
     api: Option<api::ApiServer>,
     shards: net::Shards,
@@ -69,6 +72,7 @@ impl ServerHandle {
         if let Some(f) = self.fleet.take() {
             f.stop();
         }
+        self.external = None;
         self.shards.stop();
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
@@ -97,8 +101,14 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         .fleet
         .as_ref()
         .map(|f| Arc::new(control::Leases::new(f.fail_open)));
+    // `external-ip = "auto"`: the shards start advertising the address learned now
+    // (within the STUN servers' timeouts; unmapped if none answers), while the
+    // configuration kept for reloads stays as written.
+    let config_auto = config.external_ip_auto.clone();
+    let mut running = config.clone();
+    let learned_first = external::learn_first(&mut running).await;
     let shards = net::start(
-        &config,
+        &running,
         shared,
         certs.as_ref(),
         &conn_limits,
@@ -118,9 +128,11 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         offload,
     ));
     let fleet = fleet::Fleet::start(control.clone(), leases);
+    let external = config_auto.map(|auto| external::start(control.clone(), auto, learned_first));
     let mut handle = ServerHandle {
         control,
         fleet,
+        external,
         api: None,
         shards,
         watcher,

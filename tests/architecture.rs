@@ -191,6 +191,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("src/api", &["crate::net"]),
     (
+        "src/external.rs",
+        &["crate::net", "crate::api", "crate::fleet", "crate::start"],
+    ),
+    (
         "src/client",
         &[
             "crate::net",

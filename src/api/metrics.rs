@@ -174,9 +174,21 @@ pub fn render(m: &Metrics) -> String {
     counter(
         o,
         "rate_limited_total",
-        "Answers to unauthenticated requests not sent (unauthenticated-rate).",
+        "Answers to unauthenticated requests over UDP not sent: reason source (the \
+         address's unauthenticated-rate) or total (unauthenticated-total-rate).",
     )
-    .sample(&[], s.rate_limited);
+    .sample(
+        &[("reason", "source")],
+        s.rate_limited.saturating_sub(s.rate_limited_total),
+    )
+    .sample(&[("reason", "total")], s.rate_limited_total);
+    counter(
+        o,
+        "unauthenticated_credited_total",
+        "Answers to unauthenticated requests paid for by the credit their source earned \
+         with authenticated requests (unauthenticated-credit).",
+    )
+    .sample(&[], s.unauthenticated_credited);
 
     gauge(
         o,

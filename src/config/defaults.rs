@@ -36,7 +36,16 @@ pub const MAX_BPS: u64 = 12_500_000;
 pub const BPS_CAPACITY: u64 = 0;
 pub const NEW_PEER_RATE: u32 = 20;
 pub const UNAUTHENTICATED_RATE: u32 = 50;
+/// 5000 answers of at most ~80 bytes: 400 KB/s, for the whole server.
+pub const UNAUTHENTICATED_TOTAL_RATE: u32 = 5000;
+/// 64 KiB: some 900 challenges for clients behind one address, ahead of their Allocates.
+pub const UNAUTHENTICATED_CREDIT: u32 = 65_536;
 pub const DRAIN_TIMEOUT: u64 = 30;
+/// `external-ip = "auto"`: the public address is asked for every 5 minutes.
+pub const EXTERNAL_IP_INTERVAL: u64 = 300;
+/// RFC 8489 section 9: the STUN port, when a server in `external-ip-stun-servers` names
+/// none.
+pub const STUN_PORT: u16 = 3478;
 pub const LOG_LEVEL: &str = "info";
 pub const KERNEL_OFFLOAD: super::KernelOffload = super::KernelOffload::Off;
 /// RFC 8016 mobility: off, as in coturn.
@@ -103,7 +112,13 @@ mod tests {
             ("bps-capacity", BPS_CAPACITY.to_string()),
             ("new-peer-rate", NEW_PEER_RATE.to_string()),
             ("drain-timeout", DRAIN_TIMEOUT.to_string()),
+            ("external-ip-interval", EXTERNAL_IP_INTERVAL.to_string()),
             ("unauthenticated-rate", UNAUTHENTICATED_RATE.to_string()),
+            (
+                "unauthenticated-total-rate",
+                UNAUTHENTICATED_TOTAL_RATE.to_string(),
+            ),
+            ("unauthenticated-credit", UNAUTHENTICATED_CREDIT.to_string()),
             ("log-level", LOG_LEVEL.to_string()),
             ("credential-ttl", CREDENTIAL_TTL.to_string()),
             ("mobility", MOBILITY.to_string()),
@@ -141,6 +156,11 @@ mod tests {
             ("channel-lifetime", CHANNEL_LIFETIME.to_string()),
             ("max-bps", MAX_BPS.to_string()),
             ("unauthenticated-rate", UNAUTHENTICATED_RATE.to_string()),
+            (
+                "unauthenticated-total-rate",
+                UNAUTHENTICATED_TOTAL_RATE.to_string(),
+            ),
+            ("unauthenticated-credit", UNAUTHENTICATED_CREDIT.to_string()),
             ("no-tcp-relay", NO_TCP_RELAY.to_string()),
             (
                 "max-tcp-relay-connections",

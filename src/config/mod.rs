@@ -8,11 +8,13 @@ pub mod api;
 pub mod coturn;
 pub mod defaults;
 mod error;
+mod external;
 mod raw;
 mod typed;
 
 pub use api::{ApiConfig, ApiKey, KeyHash, RawApiKey, Secret};
 pub use error::ConfigError;
+pub use external::{ExternalIpAuto, StunServer};
 pub use raw::RawConfig;
 pub use typed::{AllocationFamily, Config, KernelOffload, Listeners, StreamLimits, TlsFiles};
 

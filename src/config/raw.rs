@@ -69,10 +69,19 @@ pub struct RawConfig {
     #[arg(long, value_name = "IP")]
     #[serde(default)]
     pub relay_ip: Vec<IpAddr>,
-    /// Public address announced for relays behind NAT: `PUBLIC` or `PUBLIC/PRIVATE`.
-    #[arg(long, value_name = "IP[/IP]")]
-    #[serde(default)]
+    /// Public address announced for relays behind NAT: `PUBLIC` or `PUBLIC/PRIVATE`, or
+    /// `auto` to learn it from `external-ip-stun-servers`.
+    #[arg(long, value_name = "IP[/IP]|auto")]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub external_ip: Vec<String>,
+    /// STUN servers (`host`, `host:port`, `[IPv6]:port`; port 3478 by default) that
+    /// `external-ip = "auto"` asks for the public address, in order.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    #[serde(default)]
+    pub external_ip_stun_servers: Vec<String>,
+    /// Seconds between two askings of `external-ip = "auto"`. Default 300.
+    #[arg(long, value_name = "SECONDS")]
+    pub external_ip_interval: Option<u64>,
     /// Lowest relay port. Default 49152.
     #[arg(long, value_name = "PORT")]
     pub min_port: Option<u16>,
@@ -178,10 +187,19 @@ pub struct RawConfig {
     /// Seconds a drain (SIGTERM) waits for allocations to end before exiting. Default 30.
     #[arg(long, value_name = "SECONDS")]
     pub drain_timeout: Option<u64>,
-    /// Answers to unauthenticated requests (401/438 challenges, Binding) per second per
-    /// source IP, in bursts of twice that; 0 = unlimited. Default 50.
+    /// Answers to unauthenticated requests over UDP (401/438 challenges, Binding) per
+    /// second per source IP beyond what the source earned with authenticated requests,
+    /// in bursts of twice that; 0 = unlimited. Default 50.
     #[arg(long, value_name = "N")]
     pub unauthenticated_rate: Option<u32>,
+    /// The same answers per second for the whole server (every source together), in
+    /// bursts of twice that; 0 = unlimited. Default 5000.
+    #[arg(long, value_name = "N")]
+    pub unauthenticated_total_rate: Option<u32>,
+    /// Bytes of answers to unauthenticated requests one source IP may earn ahead with
+    /// authenticated requests (each earns its own size); 0 = none. Default 65536.
+    #[arg(long, value_name = "BYTES")]
+    pub unauthenticated_credit: Option<u32>,
     /// Relay threads (shards), each with its own listener socket (SO_REUSEPORT), relay
     /// sockets and a share of the port range. Default: the number of CPUs.
     #[arg(long, value_name = "N")]
@@ -264,15 +282,17 @@ impl RawConfig {
                 max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
                 tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
                 alternate_server, drain_timeout, allocation_default_address_family, mobility,
+                external_ip_interval,
                 min_port, max_port, realm, rest_api_separator,
                 max_credential_ttl, strict_credential_expiry, stale_nonce,
                 default_allocate_lifetime, max_allocate_lifetime, permission_lifetime,
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
                 no_tcp_relay, max_tcp_relay_connections,
-                relay_threads, unauthenticated_rate, socket_recv_buffer_size, socket_send_buffer_size, log_level,
+                relay_threads, unauthenticated_rate, unauthenticated_total_rate,
+                unauthenticated_credit, socket_recv_buffer_size, socket_send_buffer_size, log_level,
                 kernel_offload, redis, node_name, shared_state_failure,
                 api_listen, api_tls, credential_ttl, public_host;
-            list: listening_ip, relay_ip, external_ip, static_auth_secret, nonce_secret, user,
+            list: listening_ip, relay_ip, external_ip, external_ip_stun_servers, static_auth_secret, nonce_secret, user,
                 denied_peer_ip, allowed_peer_ip,
                 api_key_sha256, api_key, admin_key_sha256, turn_uris);
         self
@@ -289,6 +309,20 @@ impl RawConfig {
             .map_err(|e| ConfigError::syntax(format!("cannot read {}: {e}", path.display())))?;
         Self::from_toml_str(&text).map_err(|e| e.in_file(path))
     }
+}
+
+/// A list option that may also be written as one string (`external-ip = "auto"`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// `shared-state-failure`: how a node decides what needs the fleet's Redis while Redis

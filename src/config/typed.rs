@@ -34,6 +34,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The fleet's Redis; `None` for a single server.
     pub fleet: Option<FleetConfig>,
+    /// `external-ip = "auto"`: where the relays' public address is learned.
+    pub external_ip_auto: Option<super::ExternalIpAuto>,
 }
 
 /// `redis` and `node-name`: where the fleet's shared state lives, and this node's name
@@ -281,6 +283,12 @@ impl Config {
                 .strict_credential_expiry
                 .unwrap_or(d::STRICT_CREDENTIAL_EXPIRY),
             unauthenticated_rate: raw.unauthenticated_rate.unwrap_or(d::UNAUTHENTICATED_RATE),
+            unauthenticated_total_rate: raw
+                .unauthenticated_total_rate
+                .unwrap_or(d::UNAUTHENTICATED_TOTAL_RATE),
+            unauthenticated_credit: raw
+                .unauthenticated_credit
+                .unwrap_or(d::UNAUTHENTICATED_CREDIT),
             max_bps: raw.max_bps.unwrap_or(d::MAX_BPS),
             bps_capacity: raw.bps_capacity.unwrap_or(d::BPS_CAPACITY),
             new_peer_rate: raw.new_peer_rate.unwrap_or(d::NEW_PEER_RATE),
@@ -318,6 +326,7 @@ impl Config {
             kernel_offload: raw.kernel_offload.unwrap_or(d::KERNEL_OFFLOAD),
             api: super::api::from_raw(&raw, separator, max_ttl)?,
             fleet: fleet(&raw)?,
+            external_ip_auto: super::external::from_raw(&raw)?,
         })
     }
 }
@@ -516,7 +525,12 @@ fn relay_addresses(
         }
     }
     let mut externals = Vec::new();
-    for e in &raw.external_ip {
+    // `auto`: nothing is mapped until a STUN server has answered.
+    let fixed = raw
+        .external_ip
+        .iter()
+        .filter(|e| *e != super::external::AUTO);
+    for e in fixed {
         let (public, private) = match e.split_once('/') {
             Some((p, l)) => (p, Some(l)),
             None => (e.as_str(), None),

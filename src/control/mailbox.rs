@@ -15,6 +15,8 @@ pub enum Command {
     Delete(SessionFilter, Sender<usize>),
     Reconfigure(Box<ServerConfig>),
     Drain(bool),
+    /// `external-ip = "auto"`: the public address learned for the relays of its family.
+    ExternalIp(std::net::IpAddr),
     /// From another shard (RFC 8016 mobility): a move to decide or its answer, or an
     /// allocation whose client moved here, with its relay sockets (one per family).
     Handoff(Handoff, Vec<MovedRelay>),

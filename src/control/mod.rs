@@ -23,7 +23,7 @@ use crate::config::{Config, RawConfig};
 use crate::offload::{Offload, OffloadTotals};
 use ferroturn_core::server::stats::Traffic;
 use ferroturn_core::server::{Gauges, Session, SessionFilter, Stats};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc::channel;
@@ -137,6 +137,8 @@ pub struct Control {
     /// A live node of the fleet a draining node redirects to.
     fleet_alternate: Mutex<Option<SocketAddr>>,
     started: Instant,
+    /// The public addresses `external-ip = "auto"` learned (IPv4, IPv6).
+    external: Mutex<[Option<IpAddr>; 2]>,
 }
 
 impl Control {
@@ -166,6 +168,7 @@ impl Control {
             revoked: Mutex::new(std::collections::HashMap::new()),
             fleet_alternate: Mutex::new(None),
             started: Instant::now(),
+            external: Mutex::new([None; 2]),
         }
     }
 
@@ -337,6 +340,28 @@ impl Control {
         }
     }
 
+    /// `external-ip = "auto"`: `ip` is the public address of the relays of its family;
+    /// every shard advertises it to new allocations from now on (existing ones keep
+    /// theirs). Returns the learned address it replaces, if any.
+    pub fn set_external_ip(&self, ip: IpAddr) -> Option<IpAddr> {
+        let family = usize::from(ip.is_ipv6());
+        let old = {
+            let mut learned = self.external.lock().unwrap_or_else(|e| e.into_inner());
+            learned[family].replace(ip)
+        };
+        if old != Some(ip) {
+            for s in &self.shards {
+                s.send(Command::ExternalIp(ip));
+            }
+        }
+        old
+    }
+
+    /// The public addresses `external-ip = "auto"` learned so far (IPv4, IPv6).
+    pub fn external_ips(&self) -> [Option<IpAddr>; 2] {
+        *self.external.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Every allocation of every shard.
     pub fn sessions(&self) -> Vec<Session> {
         let (tx, rx) = channel();
@@ -369,11 +394,13 @@ impl Control {
             if ip.is_unspecified() {
                 // A wildcard listener: the address relays are announced with is reachable.
                 let relay = [config.server.relay_v4, config.server.relay_v6];
+                let learned = self.external_ips();
                 ip = relay
                     .iter()
                     .flatten()
-                    .map(|r| r.advertised)
+                    .map(|r| learned[usize::from(r.local.is_ipv6())].unwrap_or(r.advertised))
                     .find(|a| a.is_ipv4() == ip.is_ipv4())
+                    .or_else(|| learned.iter().flatten().copied().next())
                     .or_else(|| relay.iter().flatten().map(|r| r.advertised).next())?;
             }
             Some(match ip {

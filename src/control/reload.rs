@@ -49,13 +49,16 @@ pub fn add_host_addresses(config: &mut Config) {
 /// The core configuration of one of `shards` shards. Limits that hold for the whole
 /// server are split between them: each relays its share of `bps-capacity` and answers
 /// its share of `unauthenticated-rate` (the kernel spreads one source IP's packets over
-/// every shard by source port). `kernel_offload`: the kernel fast path runs.
+/// every shard by source port) and of `unauthenticated-total-rate`. Credit is earned and
+/// spent on the shard a client's port leads to, so each keeps the whole cap.
+/// `kernel_offload`: the kernel fast path runs.
 pub fn shard_config(config: &Config, shards: usize, kernel_offload: bool) -> ServerConfig {
     let mut cfg = config.server.clone();
     cfg.kernel_offload = kernel_offload;
     let n = shards.max(1);
     cfg.bps_capacity = cfg.bps_capacity.div_ceil(n as u64);
     cfg.unauthenticated_rate = cfg.unauthenticated_rate.div_ceil(n as u32);
+    cfg.unauthenticated_total_rate = cfg.unauthenticated_total_rate.div_ceil(n as u32);
     cfg
 }
 
@@ -125,6 +128,10 @@ impl Control {
             (old.server.relay_v4, old.server.relay_v6)
                 != (new.server.relay_v4, new.server.relay_v6),
             "relay-ip/external-ip",
+        );
+        restart(
+            old.external_ip_auto != new.external_ip_auto,
+            "external-ip-stun-servers/interval",
         );
         restart(old.streams != new.streams, "tcp limits");
         restart(old.kernel_offload != new.kernel_offload, "kernel-offload");

@@ -150,44 +150,70 @@ pub struct ServerProcess {
     /// The HTTP API's address (`listening (http api) addr=...`), for
     /// [`ServerProcess::start_with_api`].
     pub api: Option<SocketAddr>,
+    /// Every line of its log, for [`ServerProcess::start_logged`].
+    log: Option<std::sync::mpsc::Receiver<String>>,
+    /// The lines [`ServerProcess::log_line`] has read so far.
+    pub seen: Vec<String>,
 }
 
 impl ServerProcess {
     /// Starts [`BIN`] with `args` (no color, stderr discarded) and waits at most `limit`
     /// for the address it listens on. Its stdout is read to the end on a thread.
     pub fn start(args: &[&std::ffi::OsStr], limit: Duration) -> Self {
-        Self::start_listening(
-            args,
-            limit,
-            Wait {
-                tcp: false,
-                api: false,
-            },
-        )
+        Self::start_listening(args, limit, Wait::UDP)
     }
 
     /// [`ServerProcess::start`], also waiting for the TCP listener's address.
     pub fn start_with_tcp(args: &[&std::ffi::OsStr], limit: Duration) -> Self {
-        Self::start_listening(
-            args,
-            limit,
-            Wait {
-                tcp: true,
-                api: false,
-            },
-        )
+        let wait = Wait {
+            tcp: true,
+            ..Wait::UDP
+        };
+        Self::start_listening(args, limit, wait)
     }
 
     /// [`ServerProcess::start`], also waiting for the HTTP API's address.
     pub fn start_with_api(args: &[&std::ffi::OsStr], limit: Duration) -> Self {
-        Self::start_listening(
-            args,
-            limit,
-            Wait {
-                tcp: false,
-                api: true,
-            },
-        )
+        let wait = Wait {
+            api: true,
+            ..Wait::UDP
+        };
+        Self::start_listening(args, limit, wait)
+    }
+
+    /// [`ServerProcess::start`], keeping every log line for [`ServerProcess::log_line`].
+    pub fn start_logged(args: &[&std::ffi::OsStr], limit: Duration) -> Self {
+        let wait = Wait {
+            log: true,
+            ..Wait::UDP
+        };
+        Self::start_listening(args, limit, wait)
+    }
+
+    /// The first log line (of those not read yet, or read before) containing every one
+    /// of `needles`, waiting at most `limit` for it; panics with the log so far if none
+    /// comes. Only for [`ServerProcess::start_logged`].
+    pub async fn log_line(&mut self, needles: &[&str], limit: Duration) -> String {
+        let matches = |line: &String| needles.iter().all(|n| line.contains(n));
+        let deadline = Instant::now() + limit;
+        let log = self.log.as_ref().expect("started with start_logged");
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| matches(l)) {
+                return line.clone();
+            }
+            while let Ok(line) = log.try_recv() {
+                self.seen.push(line);
+            }
+            if self.seen.iter().any(matches) {
+                continue;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needles:?} within {limit:?}; the log:\n{}",
+                self.seen.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn start_listening(args: &[&std::ffi::OsStr], limit: Duration, wait: Wait) -> Self {
@@ -201,8 +227,13 @@ impl ServerProcess {
         let mut child = ChildGuard::spawn(&mut command, "cargo builds it for the tests");
         let stdout = child.0.stdout.take().expect("stdout piped");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (log_tx, log_rx) = std::sync::mpsc::channel();
+        let keep_log = wait.log;
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if keep_log {
+                    let _ = log_tx.send(line.clone());
+                }
                 let kind = ["udp", "tcp", "http api"]
                     .into_iter()
                     .find(|k| line.contains(&format!("listening ({k})")));
@@ -235,14 +266,27 @@ impl ServerProcess {
             addr: udp.expect("a UDP address"),
             tcp,
             api,
+            log: wait.log.then_some(log_rx),
+            seen: Vec::new(),
         }
     }
 }
 
-/// Which listeners' addresses [`ServerProcess`] waits for besides UDP.
+/// Which listeners' addresses [`ServerProcess`] waits for besides UDP, and whether it
+/// keeps the log.
 struct Wait {
     tcp: bool,
     api: bool,
+    log: bool,
+}
+
+impl Wait {
+    /// The UDP address only, and no log kept.
+    const UDP: Wait = Wait {
+        tcp: false,
+        api: false,
+        log: false,
+    };
 }
 
 /// A new, empty directory under the system temp dir that no other test (in this process

@@ -6,6 +6,7 @@
 //! - `tcp_relay`: TCP allocations (RFC 6062): Connect, ConnectionBind, peers connecting;
 //! - `api`: the HTTP API (credentials, metrics, health, admin, the status page);
 //! - `mobility`: RFC 8016 moves of an allocation between client ports and shards;
+//! - `nat`: many clients behind one address setting up allocations;
 //! - `operations`: sessions, drain, reload, the binary's signals;
 //! - `logging`: no secret in the log (alone in a child process: it sets the global
 //!   subscriber);
@@ -20,6 +21,7 @@ mod dtls;
 mod fleet;
 mod logging;
 mod mobility;
+mod nat;
 mod operations;
 mod stream;
 mod tcp_relay;

@@ -7,6 +7,7 @@
 mod common;
 
 mod cli;
+mod external_ip;
 mod import_coturn;
 mod offload;
 mod systemd;

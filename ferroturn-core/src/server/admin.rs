@@ -1,12 +1,11 @@
 //! What operators ask of a running shard: list and delete sessions, apply a reloaded
-//! configuration without touching allocations, drain. Called by the I/O layer between
-//! packets, never on the packet path.
+//! configuration without touching allocations, drain, take a learned public address.
+//! Called by the I/O layer between packets, never on the packet path.
 
 use super::allocation::{AllocId, Transport};
 use super::stats::Traffic;
-use super::{Server, ServerConfig, limiter};
-use rand::RngExt;
-use std::net::SocketAddr;
+use super::{Server, ServerConfig};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 /// One allocation, as an operator sees it.
@@ -48,6 +47,30 @@ pub enum SessionFilter {
     /// The allocation with this relayed address (either of a dual allocation's).
     Relayed(SocketAddr),
     All,
+}
+
+impl ServerConfig {
+    /// `external-ip = "auto"`: new allocations of `ip`'s family are advertised with it
+    /// (the relay socket stays where it is: only what clients are told changes), and it
+    /// is the server's own for the peer policy. Returns whether anything changed (false
+    /// also without a relay of that family).
+    pub fn set_external_ip(&mut self, ip: IpAddr) -> bool {
+        let (relay, family) = match ip {
+            IpAddr::V4(_) => (&mut self.relay_v4, 0),
+            IpAddr::V6(_) => (&mut self.relay_v6, 1),
+        };
+        let Some(relay) = relay.as_mut() else {
+            return false;
+        };
+        if relay.advertised == ip {
+            return false;
+        }
+        relay.advertised = ip;
+        let mut learned = self.policy.learned();
+        learned[family] = Some(ip);
+        self.policy.set_learned(learned);
+        true
+    }
 }
 
 impl Server {
@@ -107,18 +130,33 @@ impl Server {
         cfg.max_port = self.cfg.max_port;
         cfg.relay_v4 = self.cfg.relay_v4;
         cfg.relay_v6 = self.cfg.relay_v6;
+        cfg.policy.set_learned(self.cfg.policy.learned());
         cfg.connection_ids = self.cfg.connection_ids;
         if cfg.nonce_lifetime != self.cfg.nonce_lifetime || cfg.nonce_keys != self.cfg.nonce_keys {
             self.nonces = super::nonces(&cfg, self.nonce_key);
         }
-        if cfg.unauthenticated_rate != self.cfg.unauthenticated_rate {
-            let key = self.rng.random();
-            self.limiter = limiter::SourceLimiter::new(cfg.unauthenticated_rate, key);
+        let limits = super::unauthenticated_limits(&cfg);
+        if limits != super::unauthenticated_limits(&self.cfg) {
+            self.limiter.set_limits(limits);
         }
         cfg.kernel_offload = self.cfg.kernel_offload;
         self.cfg = cfg;
         // A new peer policy or max-bps applies to what the kernel relays too.
         self.sync_offload_all();
+    }
+
+    /// `external-ip = "auto"`: `ip` is the server's public address in its family, as a
+    /// STUN server saw it; see [`ServerConfig::set_external_ip`]. Allocations made
+    /// before keep the address they were given and run on. Returns whether anything
+    /// changed.
+    pub fn set_external_ip(&mut self, ip: IpAddr) -> bool {
+        if !self.cfg.set_external_ip(ip) {
+            return false;
+        }
+        // A channel to that address, bound while it was someone else's, leaves the
+        // kernel fast path.
+        self.sync_offload_all();
+        true
     }
 
     /// While draining, new allocations are refused (508) and everything else works.

@@ -104,9 +104,14 @@ pub struct ServerConfig {
     pub max_channels: usize,
     /// Refuse expired REST usernames on requests for existing allocations too.
     pub strict_expiry: bool,
-    /// Answers to unauthenticated requests per second per source IP (bursts of twice
-    /// that); 0 = unlimited.
+    /// Answers to unauthenticated requests over UDP not paid for by earned credit, per
+    /// second per source IP (bursts of twice that); 0 = unlimited (see `limiter`).
     pub unauthenticated_rate: u32,
+    /// The same, per second in total (this shard's share); 0 = unlimited.
+    pub unauthenticated_total_rate: u32,
+    /// The most credit (bytes of answers) one address earns with authenticated
+    /// requests; 0 = none.
+    pub unauthenticated_credit: u32,
     /// Relayed bytes per second per allocation, each direction (0 = unlimited).
     pub max_bps: u64,
     /// Relayed bytes per second of this shard, each direction (0 = unlimited). The I/O
@@ -331,6 +336,15 @@ pub struct Server {
     handoffs: VecDeque<(u8, Handoff)>,
 }
 
+/// The limits on answers to unauthenticated requests `cfg` asks for.
+fn unauthenticated_limits(cfg: &ServerConfig) -> limiter::Limits {
+    limiter::Limits {
+        per_source: cfg.unauthenticated_rate,
+        total: cfg.unauthenticated_total_rate,
+        credit: cfg.unauthenticated_credit,
+    }
+}
+
 /// The nonces `cfg` asks for: keyed by `nonce-secret`, else by the process's own key.
 fn nonces(cfg: &ServerConfig, own_key: [u8; 32]) -> Nonces {
     let keys = cfg
@@ -360,7 +374,7 @@ impl Server {
         let indication_txn: [u8; 12] = rng.random();
         let decoy = rng.random();
         let limiter_key = rng.random();
-        let cfg_rate = cfg.unauthenticated_rate;
+        let limits = unauthenticated_limits(&cfg);
         Self {
             nonces: nonces(&cfg, secrets.nonce_key),
             nonce_key: secrets.nonce_key,
@@ -377,7 +391,7 @@ impl Server {
             clock: crate::clock::WallClock::new(now, unix_now),
             closed: VecDeque::new(),
             indication_txn,
-            limiter: limiter::SourceLimiter::new(cfg_rate, limiter_key),
+            limiter: limiter::SourceLimiter::new(limits, limiter_key),
             total_up: rate::Bucket::default(),
             total_down: rate::Bucket::default(),
             stats: Stats::default(),
@@ -475,8 +489,8 @@ impl Server {
         self.send_to_client(tuple, response);
     }
 
-    /// The error answer to a request that did not authenticate, if the per-source rate
-    /// limit allows one.
+    /// The error answer to a request that did not authenticate, if the limits on such
+    /// answers allow one.
     fn unauthenticated_answer(
         &mut self,
         now: Instant,
@@ -484,21 +498,62 @@ impl Server {
         scan: &Scan,
         err: RequestError,
     ) -> Option<Vec<u8>> {
-        if self.limiter.allow(tuple.client.ip(), now) {
-            self.error_response(now, tuple, scan, err, None)
-        } else {
-            self.stats.rate_limited += 1;
-            None
+        let admission = self.admit_unauthenticated(tuple, now)?;
+        let response = self.error_response(now, tuple, scan, err, None);
+        self.settle_unauthenticated(admission, response.as_deref());
+        response
+    }
+
+    /// Whether an answer to an unauthenticated request from `tuple` may be sent (see
+    /// `limiter`). Over TCP, TLS and DTLS the handshake has proven that the client
+    /// receives at its address (no one can be made a victim), so only UDP is limited.
+    fn admit_unauthenticated(
+        &mut self,
+        tuple: &FiveTuple,
+        now: Instant,
+    ) -> Option<limiter::Admission> {
+        if tuple.transport != Transport::Udp {
+            return Some(limiter::Admission::Unearned);
         }
+        match self.limiter.admit(tuple.client.ip(), now) {
+            Ok(admission) => Some(admission),
+            Err(refusal) => {
+                self.stats.rate_limited += 1;
+                if refusal == limiter::Refusal::Total {
+                    self.stats.rate_limited_total += 1;
+                }
+                None
+            }
+        }
+    }
+
+    fn settle_unauthenticated(&mut self, admission: limiter::Admission, answer: Option<&[u8]>) {
+        let Some(answer) = answer else { return };
+        if let limiter::Admission::Credit(_) = admission {
+            self.stats.unauthenticated_credited += 1;
+        }
+        self.limiter.settle(admission, answer.len());
+    }
+
+    /// A request from `tuple` of `bytes` authenticated: its source has proven that it
+    /// receives what is sent to it, and earns that many bytes of answers.
+    pub(super) fn earn_credit(&mut self, tuple: &FiveTuple, bytes: usize) {
+        if tuple.transport == Transport::Udp {
+            self.limiter.earn(tuple.client.ip(), bytes);
+        }
+    }
+
+    /// How many slots track unauthenticated sources: fixed, whatever arrives.
+    pub fn limiter_slots(&self) -> usize {
+        self.limiter.slots()
     }
 
     /// RFC 8489 section 3: a Binding request is answered with the reflexive address; no
     /// authentication, no SOFTWARE (it only adds amplification).
     fn handle_binding(&mut self, now: Instant, tuple: FiveTuple, scan: &Scan) {
-        if !self.limiter.allow(tuple.client.ip(), now) {
-            self.stats.rate_limited += 1;
+        let Some(admission) = self.admit_unauthenticated(&tuple, now) else {
             return;
-        }
+        };
         let response = if scan.unknown().is_empty() {
             codec::encode(
                 method::BINDING,
@@ -511,6 +566,7 @@ impl Server {
         } else {
             self.error_response(now, &tuple, scan, RequestError::UnknownAttribute, None)
         };
+        self.settle_unauthenticated(admission, response.as_deref());
         self.send_to_client(tuple, response);
     }
 

@@ -149,6 +149,9 @@ pub struct PeerPolicy {
     allowed: Vec<IpRange>,
     denied: Vec<IpRange>,
     own: Vec<IpAddr>,
+    /// The public addresses `external-ip = "auto"` learned, IPv4 and IPv6: the server's
+    /// own too, replaced when they change.
+    learned: [Option<IpAddr>; 2],
 }
 
 /// Why a peer was refused (logged and, later, counted).
@@ -167,7 +170,24 @@ impl PeerPolicy {
             allowed,
             denied,
             own,
+            learned: [None; 2],
         }
+    }
+
+    /// The public addresses learned for `external-ip = "auto"` (IPv4, IPv6).
+    pub fn learned(&self) -> [Option<IpAddr>; 2] {
+        self.learned
+    }
+
+    /// Replaces the learned public addresses: relaying to them reaches only live relays,
+    /// as to any other address of the server's.
+    pub fn set_learned(&mut self, learned: [Option<IpAddr>; 2]) {
+        self.learned = learned.map(|ip| ip.map(canonical));
+    }
+
+    #[inline]
+    fn is_own(&self, ip: IpAddr) -> bool {
+        self.own.contains(&ip) || self.learned.contains(&Some(ip))
     }
 
     /// Adds more of the server's own addresses (the host's interface addresses, found by
@@ -199,7 +219,7 @@ impl PeerPolicy {
         let ip = canonical(peer.ip());
         // Only the address itself reaches a live relay: an embedded form of it
         // (NAT64, 6to4) would leave toward a gateway, not this host.
-        if ip == peer.ip() && self.own.contains(&ip) && is_live_relay(peer) {
+        if ip == peer.ip() && self.is_own(ip) && is_live_relay(peer) {
             return Ok(());
         }
         if self.allowed.iter().any(|r| r.contains(ip)) {
@@ -208,7 +228,7 @@ impl PeerPolicy {
         if self.denied.iter().any(|r| r.contains(ip)) {
             return Err(Denial::DeniedRange);
         }
-        if self.own.contains(&ip) {
+        if self.is_own(ip) {
             return Err(Denial::OwnAddress);
         }
         Ok(())

@@ -43,6 +43,9 @@ impl Server {
             Ok(auth) => auth,
             Err(e) => return self.reply_unauthenticated(now, tuple, scan, e),
         };
+        // The nonce came back from where it was sent: the source receives what is sent to
+        // it, and earns answers to its unauthenticated requests (see `limiter`).
+        self.earn_credit(&tuple, buf.len());
         let result = self.dispatch(now, tuple, scan, &req, &auth);
         let response = match result {
             Ok(Reply::Pending) => return,

@@ -33,8 +33,13 @@ pub struct Stats {
     /// Peer addresses refused by the peer policy: requests answered 403 and datagrams
     /// dropped on the data path.
     pub policy_denied: u64,
-    /// Answers to unauthenticated requests not sent (`unauthenticated-rate`).
+    /// Answers to unauthenticated requests not sent (`unauthenticated-rate` and
+    /// `unauthenticated-total-rate`), and of those the ones the server-wide budget
+    /// refused.
     pub rate_limited: u64,
+    pub rate_limited_total: u64,
+    /// Answers to unauthenticated requests paid for by their source's earned credit.
+    pub unauthenticated_credited: u64,
     /// RFC 8656 section 18.10: ports reserved (EVEN-PORT with R), and allocations made
     /// with a RESERVATION-TOKEN.
     pub reservations_issued: u64,
@@ -109,6 +114,8 @@ impl Stats {
         self.peer_rate_refused += o.peer_rate_refused;
         self.policy_denied += o.policy_denied;
         self.rate_limited += o.rate_limited;
+        self.rate_limited_total += o.rate_limited_total;
+        self.unauthenticated_credited += o.unauthenticated_credited;
         self.reservations_issued += o.reservations_issued;
         self.reservations_claimed += o.reservations_claimed;
         self.tcp_connected += o.tcp_connected;

@@ -253,6 +253,10 @@ impl Shard {
                 }
                 Command::Reconfigure(cfg) => self.core.reconfigure(*cfg),
                 Command::Drain(on) => self.core.set_draining(on),
+                Command::ExternalIp(ip) => {
+                    self.core.set_external_ip(ip);
+                    self.handle_events();
+                }
                 Command::Handoff(handoff, relay) => self.receive_handoff(handoff, relay),
                 Command::Lease {
                     relay,

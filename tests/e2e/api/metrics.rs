@@ -14,6 +14,8 @@ async fn metrics_parse_and_move_with_traffic() {
         "ferroturn_auth_failures_total{reason=\"no_credentials\"}",
         "ferroturn_error_responses_total{code=\"508\"}",
         "ferroturn_quota_rejections_total{kind=\"bandwidth\"}",
+        "ferroturn_rate_limited_total{reason=\"total\"}",
+        "ferroturn_unauthenticated_credited_total",
         "ferroturn_connections_accepted_total{transport=\"tls\"}",
         "ferroturn_tcp_relay_connections_total{kind=\"bound\"}",
         "ferroturn_tcp_relay_connections_active{kind=\"pending\"}",
