@@ -131,6 +131,7 @@ fn selects(selector: &Value, labels: &Value) -> bool {
 }
 
 const FLEET_VALUES: &str = r#"
+publicAddress: { mode: stun, stunServers: ["stun1.example.net", "stun2.example.org:3478"] }
 ports: { listening: 3478, tls: 443, minRelay: 49152, maxRelay: 65535 }
 tls: { secretName: turn-example-com }
 redis: { deploy: true }
@@ -209,6 +210,7 @@ fn the_chart_refuses_values_that_cannot_work() {
         ),
         ("api: { listen: \"localhost\" }\n", "api.listen"),
         ("publicAddress: { mode: nodeport }\n", "publicAddress.mode"),
+        ("publicAddress: { mode: stun }\n", "stunServers must name"),
         ("sharedStateFailure: maybe\n", "sharedStateFailure"),
         ("redis: { password: \"a@b\" }\n", "redis.password"),
         ("drainTimout: 30\n", "drainTimout"),
@@ -251,6 +253,11 @@ fn the_daemonset_is_what_a_fleet_needs() {
     assert_eq!(env("NODE_NAME"), Some(Value::from("spec.nodeName")));
     assert!(args.contains(&"--relay-ip=$(HOST_IP)"), "{args:?}");
     assert!(args.contains(&"--node-name=$(NODE_NAME)"), "{args:?}");
+    assert!(args.contains(&"--external-ip=auto"), "{args:?}");
+    assert!(
+        args.contains(&"--external-ip-stun-servers=stun2.example.org:3478"),
+        "{args:?}"
+    );
     assert_eq!(spec["nodeSelector"]["ferroturn.io/relay"], "true");
 
     // SIGTERM drains: the grace period outlasts drain-timeout; readiness is /readyz.
