@@ -3,8 +3,9 @@
 //! The protocol lives in the `ferroturn-core` crate (sans-IO). This crate drives it:
 //! [`config`] turns the TOML file and command-line flags into typed configuration,
 //! [`net`] runs the shards (sockets, event loops), [`api`] serves HTTP, and [`control`]
-//! is the operator side both reach. [`start`] wires them together; dependencies point
-//! one way: main -> [`start`] -> {net, api} -> control -> [`offload`] -> config -> core.
+//! is the operator side both reach; [`webhook`] delivers usage records. [`start`] wires
+//! them together; dependencies point one way: main -> [`start`] -> {net, api} ->
+//! {fleet, webhook} -> control -> [`offload`] -> config -> core.
 
 pub mod api;
 pub mod client;
@@ -16,11 +17,12 @@ pub mod net;
 pub mod notify;
 pub mod offload;
 pub mod state;
+pub mod webhook;
 
 pub use control::{Control, LogReloader, Metrics, ReloadError, ReloadReport};
 
 use config::Config;
-use control::{CertStore, ConnLimits};
+use control::{CertStore, ConnLimits, UsageSink};
 use ferroturn_core::server::SharedState;
 use state::LocalState;
 use std::io;
@@ -42,6 +44,8 @@ pub struct ServerHandle {
     // Dropped in this order: the API first, then the shards, then the watcher.
     api: Option<api::ApiServer>,
     shards: net::Shards,
+    /// After the shards: it sends their last usage records.
+    webhook: Option<webhook::UsageWebhook>,
     watcher: Option<JoinHandle<()>>,
 }
 
@@ -63,13 +67,18 @@ impl ServerHandle {
         self.api.as_ref().map(|a| a.addr())
     }
 
-    /// Stops every shard and waits for them to exit.
+    /// Stops every shard and waits for them to exit (each writes the usage records of
+    /// the allocations it still had), then gives the usage webhook at most
+    /// [`webhook::FLUSH_TIME`] to send what is queued.
     pub fn stop(&mut self) {
         self.api = None;
         if let Some(f) = self.fleet.take() {
             f.stop();
         }
         self.shards.stop();
+        if let Some(mut w) = self.webhook.take() {
+            w.stop();
+        }
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
@@ -97,6 +106,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         .fleet
         .as_ref()
         .map(|f| Arc::new(control::Leases::new(f.fail_open)));
+    let (webhook, usage) = start_usage(&config)?;
     let shards = net::start(
         &config,
         shared,
@@ -104,6 +114,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         &conn_limits,
         offload.as_ref(),
         leases.as_ref(),
+        &usage,
     )?;
     let watcher = match &certs {
         Some(c) => Some(control::watch_certificates(c.clone(), shards.stop.clone())?),
@@ -116,6 +127,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         conn_limits,
         shards.links.clone(),
         offload,
+        usage,
     ));
     let fleet = fleet::Fleet::start(control.clone(), leases);
     let mut handle = ServerHandle {
@@ -123,11 +135,27 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         fleet,
         api: None,
         shards,
+        webhook,
         watcher,
     };
     // On error the handle is dropped, which stops the shards.
     handle.api = api::ApiServer::start(handle.control(), handle.fleet.clone()).await?;
     Ok(handle)
+}
+
+/// Where usage records go: the log, and with `usage-webhook` the webhook's queue (its
+/// thread started here).
+fn start_usage(config: &Config) -> io::Result<(Option<webhook::UsageWebhook>, Arc<UsageSink>)> {
+    let counters = Arc::new(control::UsageCounters::default());
+    let prefix: u64 = rand::random();
+    let (webhook, queue) = match &config.usage.webhook {
+        Some(cfg) => {
+            let (w, queue) = webhook::UsageWebhook::start(cfg, counters.clone())?;
+            (Some(w), Some(queue))
+        }
+        None => (None, None),
+    };
+    Ok((webhook, Arc::new(UsageSink::new(queue, counters, prefix))))
 }
 
 /// Loads and attaches the kernel fast path as `kernel-offload` says: `None` when it is

@@ -9,11 +9,13 @@ pub mod defaults;
 mod error;
 mod raw;
 mod typed;
+mod usage;
 
 pub use api::{ApiConfig, ApiKey, KeyHash, RawApiKey, Secret};
 pub use error::ConfigError;
 pub use raw::RawConfig;
 pub use typed::{AllocationFamily, Config, KernelOffload, Listeners, StreamLimits, TlsFiles};
+pub use usage::{UsageConfig, WebhookConfig};
 
 use std::path::Path;
 

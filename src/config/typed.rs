@@ -34,6 +34,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The fleet's Redis; `None` for a single server.
     pub fleet: Option<FleetConfig>,
+    /// Where usage records go besides the log (only a restart changes it).
+    pub usage: super::UsageConfig,
 }
 
 /// `redis` and `node-name`: where the fleet's shared state lives, and this node's name
@@ -318,6 +320,7 @@ impl Config {
             kernel_offload: raw.kernel_offload.unwrap_or(d::KERNEL_OFFLOAD),
             api: super::api::from_raw(&raw, separator, max_ttl)?,
             fleet: fleet(&raw)?,
+            usage: super::usage::from_raw(&raw)?,
         })
     }
 }
