@@ -1,7 +1,7 @@
 //! The built `ferroturn` executable as a process: its command line (check-config,
 //! credentials, a server run from flags alone) and life under systemd (the readiness
 //! protocol, journald- and shipper-friendly logs, the unit file, the kernel-offload
-//! drop-in's capabilities).
+//! drop-in's capabilities), and the usage record as a JSON log line.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -9,3 +9,4 @@ mod common;
 mod cli;
 mod offload;
 mod systemd;
+mod usage;
