@@ -156,6 +156,9 @@ mod tests {
                 MAX_TCP_RELAY_CONNECTIONS.to_string(),
             ),
             ("mobility", MOBILITY.to_string()),
+            ("usage-webhook-batch", USAGE_WEBHOOK_BATCH.to_string()),
+            ("usage-webhook-interval", USAGE_WEBHOOK_INTERVAL.to_string()),
+            ("usage-webhook-queue", USAGE_WEBHOOK_QUEUE.to_string()),
         ] {
             let line = text
                 .lines()
