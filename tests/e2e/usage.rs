@@ -143,8 +143,9 @@ async fn expiry_ends_after_exactly_the_lifetime() {
 
 /// One an operator deletes is `operator`; a revoked user's are `revoked`; one whose TCP
 /// connection closes is `connection_closed` over `tcp`; the server stopping ends the
-/// rest as `shutdown`, and those records are sent before it exits.
-#[tokio::test]
+/// rest as `shutdown`, and those records are sent before it exits. (Two runtime
+/// threads: the receiver answers while the test's thread waits for the server to stop.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_end_names_its_reason() {
     let mut hook = Receiver::plain().await;
     let mut server = server_with_hook(&hook.url, "").await;
@@ -180,6 +181,12 @@ async fn each_end_names_its_reason() {
     let r = &hook.records(1, WAIT).await[0];
     assert_eq!((s(r, "reason"), s(r, "user")), ("shutdown", "sam"));
     drop(staying);
+    let m = server.handle.metrics().usage;
+    assert_eq!(
+        (m.delivered, m.dropped),
+        (4, [0; 3]),
+        "delivered before it stopped"
+    );
 }
 
 /// The receiver refuses connections at first (its socket is bound, not listening):

@@ -11,7 +11,8 @@
 //!    [`Server::handle_lease`], and from other shards [`Server::handle_handoff`];
 //! 2. sends the [`DataTransmit`] a data-path input may return at once, from its own buffer;
 //! 3. drains [`Server::poll_event`] (bind or close relay sockets, open, splice or close
-//!    TCP peer connections, leases), [`Server::poll_handoff`] (for other shards) and
+//!    TCP peer connections, leases, the usage records of allocations that ended),
+//!    [`Server::poll_handoff`] (for other shards) and
 //!    [`Server::poll_transmit`] (control messages), then sleeps until
 //!    [`Server::poll_timeout`] or the next datagram.
 //!

@@ -204,7 +204,7 @@ impl Shard {
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!("event loop failed: {e}");
-                    return;
+                    break;
                 }
             }
             // Commands first: one queued before a datagram was sent applies to it.
