@@ -3,8 +3,9 @@
 //! The protocol lives in the `ferroturn-core` crate (sans-IO). This crate drives it:
 //! [`config`] turns the TOML file and command-line flags into typed configuration,
 //! [`net`] runs the shards (sockets, event loops), [`api`] serves HTTP, and [`control`]
-//! is the operator side both reach. [`start`] wires them together; dependencies point
-//! one way: main -> [`start`] -> {net, api} -> control -> [`offload`] -> config -> core.
+//! is the operator side both reach; [`webhook`] delivers usage records. [`start`] wires
+//! them together; dependencies point one way: main -> [`start`] -> {net, api} ->
+//! {fleet, webhook} -> control -> [`offload`] -> config -> core.
 
 pub mod api;
 pub mod client;
@@ -17,11 +18,12 @@ pub mod net;
 pub mod notify;
 pub mod offload;
 pub mod state;
+pub mod webhook;
 
 pub use control::{Control, LogReloader, Metrics, ReloadError, ReloadReport};
 
 use config::Config;
-use control::{CertStore, ConnLimits};
+use control::{CertStore, ConnLimits, UsageSink};
 use ferroturn_core::server::SharedState;
 use state::LocalState;
 use std::io;
@@ -45,6 +47,8 @@ pub struct ServerHandle {
     // Dropped in this order: the API first, then the shards, then the watcher.
     api: Option<api::ApiServer>,
     shards: net::Shards,
+    /// After the shards: it sends their last usage records.
+    webhook: Option<webhook::UsageWebhook>,
     watcher: Option<JoinHandle<()>>,
 }
 
@@ -66,7 +70,9 @@ impl ServerHandle {
         self.api.as_ref().map(|a| a.addr())
     }
 
-    /// Stops every shard and waits for them to exit.
+    /// Stops every shard and waits for them to exit (each writes the usage records of
+    /// the allocations it still had), then gives the usage webhook at most
+    /// [`webhook::FLUSH_TIME`] to send what is queued.
     pub fn stop(&mut self) {
         self.api = None;
         if let Some(f) = self.fleet.take() {
@@ -74,6 +80,9 @@ impl ServerHandle {
         }
         self.external = None;
         self.shards.stop();
+        if let Some(mut w) = self.webhook.take() {
+            w.stop();
+        }
         if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
@@ -107,6 +116,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
     let config_auto = config.external_ip_auto.clone();
     let mut running = config.clone();
     let learned_first = external::learn_first(&mut running).await;
+    let (webhook, usage) = start_usage(&config)?;
     let shards = net::start(
         &running,
         shared,
@@ -114,6 +124,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         &conn_limits,
         offload.as_ref(),
         leases.as_ref(),
+        &usage,
     )?;
     let watcher = match &certs {
         Some(c) => Some(control::watch_certificates(c.clone(), shards.stop.clone())?),
@@ -126,6 +137,7 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         conn_limits,
         shards.links.clone(),
         offload,
+        usage,
     ));
     let fleet = fleet::Fleet::start(control.clone(), leases);
     let external = config_auto.map(|auto| external::start(control.clone(), auto, learned_first));
@@ -135,11 +147,27 @@ pub async fn start(mut config: Config) -> io::Result<ServerHandle> {
         external,
         api: None,
         shards,
+        webhook,
         watcher,
     };
     // On error the handle is dropped, which stops the shards.
     handle.api = api::ApiServer::start(handle.control(), handle.fleet.clone()).await?;
     Ok(handle)
+}
+
+/// Where usage records go: the log, and with `usage-webhook` the webhook's queue (its
+/// thread started here).
+fn start_usage(config: &Config) -> io::Result<(Option<webhook::UsageWebhook>, Arc<UsageSink>)> {
+    let counters = Arc::new(control::UsageCounters::default());
+    let prefix: u64 = rand::random();
+    let (webhook, queue) = match &config.usage.webhook {
+        Some(cfg) => {
+            let (w, queue) = webhook::UsageWebhook::start(cfg, counters.clone())?;
+            (Some(w), Some(queue))
+        }
+        None => (None, None),
+    };
+    Ok((webhook, Arc::new(UsageSink::new(queue, counters, prefix))))
 }
 
 /// Loads and attaches the kernel fast path as `kernel-offload` says: `None` when it is

@@ -148,14 +148,24 @@ fn core_dependency_tree_has_no_runtime_socket_or_http_crate() {
 }
 
 /// `(module, modules it must not use)`: main -> wiring (lib.rs) -> {net, api} ->
-/// fleet -> control -> offload -> config -> core; `dtls` (OpenSSL sessions) serves net
-/// and client and uses neither.
+/// {fleet, webhook} -> control -> offload -> config -> core; `dtls` (OpenSSL sessions)
+/// serves net and client and uses neither.
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "src/control",
-        &["crate::net", "crate::api", "crate::fleet", "crate::start"],
+        &[
+            "crate::net",
+            "crate::api",
+            "crate::fleet",
+            "crate::webhook",
+            "crate::start",
+        ],
     ),
     ("src/fleet", &["crate::net", "crate::api", "crate::start"]),
+    (
+        "src/webhook.rs",
+        &["crate::net", "crate::api", "crate::fleet", "crate::start"],
+    ),
     (
         "src/offload",
         &[
@@ -176,7 +186,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "crate::start",
         ],
     ),
-    ("src/net", &["crate::api", "crate::fleet"]),
+    ("src/net", &["crate::api", "crate::fleet", "crate::webhook"]),
     (
         "src/dtls.rs",
         &[

@@ -3,13 +3,13 @@
 //! codes, static reasons, transport, direction, kind): no user, IP or port ever becomes
 //! a label, so the number of series is bounded.
 
-use crate::control::{Control, Metrics};
+use crate::control::{Control, Metrics, UsageDrop};
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use ferroturn_core::server::AuthFailure;
 use ferroturn_core::server::stats::ERROR_CODES;
+use ferroturn_core::server::{AuthFailure, Deletion};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -265,7 +265,52 @@ pub fn render(m: &Metrics) -> String {
     )
     .sample(&[], m.reloads_failed);
     kernel(o, m);
+    usage(o, m);
     out
+}
+
+/// Usage records: written (one per ended allocation, by why it ended), and with a
+/// webhook, delivered, retried, dropped and queued.
+fn usage(o: &mut String, m: &Metrics) {
+    let u = &m.usage;
+    let mut f = counter(
+        o,
+        "usage_records_total",
+        "Usage records written (one per ended allocation), by why it ended.",
+    );
+    for why in Deletion::ALL {
+        f.sample(&[("reason", why.name())], u.written_for(why));
+    }
+    let Some(queued) = u.queued else {
+        return;
+    };
+    counter(
+        o,
+        "usage_records_delivered_total",
+        "Usage records the webhook acknowledged (2xx).",
+    )
+    .sample(&[], u.delivered);
+    let mut f = counter(
+        o,
+        "usage_records_dropped_total",
+        "Usage records that did not reach the webhook, by reason (queue_full, rejected, \
+         shutdown).",
+    );
+    for reason in UsageDrop::ALL {
+        f.sample(&[("reason", reason.name())], u.dropped_for(reason));
+    }
+    counter(
+        o,
+        "usage_webhook_retries_total",
+        "Webhook requests that failed and were tried again.",
+    )
+    .sample(&[], u.retries);
+    gauge(
+        o,
+        "usage_records_queued",
+        "Usage records waiting for the webhook now.",
+    )
+    .sample(&[], queued);
 }
 
 /// RFC 6062 TCP relays: peer connections by what became of them, those open now, and
@@ -389,7 +434,12 @@ mod tests {
         m.stats.relayed[2][1].packets = 7;
         m.dtls_handshakes_failed = 4;
         m.offload = Some((Default::default(), 2));
+        m.usage.queued = Some(5);
+        m.usage.dropped[0] = 9;
         let text = render(&m);
+        assert!(text.contains("ferroturn_usage_records_total{reason=\"client\"} 0\n"));
+        assert!(text.contains("ferroturn_usage_records_dropped_total{reason=\"queue_full\"} 9\n"));
+        assert!(text.contains("ferroturn_usage_records_queued 5\n"));
         assert!(text.contains(
             "ferroturn_relayed_packets_total{transport=\"dtls\",direction=\"peer_to_client\"} 7\n"
         ));

@@ -61,11 +61,16 @@ pub struct ApiKey {
     pub origins: Vec<String>,
 }
 
-/// The TURN REST secret credentials are signed with. Never formatted.
-#[derive(Clone)]
+/// The TURN REST secret credentials are signed with (and the usage webhook's). Never
+/// formatted.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

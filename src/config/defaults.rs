@@ -61,6 +61,12 @@ pub const CREDENTIAL_TTL: u64 = 86_400;
 /// SO_RCVBUF / SO_SNDBUF of listener sockets when `socket-*-buffer-size` is not set:
 /// every client of a shard shares one listener (the kernel caps it at rmem_max/wmem_max).
 pub const LISTENER_BUFFER: usize = 4 << 20;
+/// `usage-webhook-batch`: records per request.
+pub const USAGE_WEBHOOK_BATCH: usize = 100;
+/// `usage-webhook-interval`: seconds a record waits for its batch to fill.
+pub const USAGE_WEBHOOK_INTERVAL: u64 = 1;
+/// `usage-webhook-queue`: records waiting for the webhook (about 4 MiB at most).
+pub const USAGE_WEBHOOK_QUEUE: usize = 10_000;
 
 #[cfg(test)]
 mod tests {
@@ -122,6 +128,9 @@ mod tests {
             ("log-level", LOG_LEVEL.to_string()),
             ("credential-ttl", CREDENTIAL_TTL.to_string()),
             ("mobility", MOBILITY.to_string()),
+            ("usage-webhook-batch", USAGE_WEBHOOK_BATCH.to_string()),
+            ("usage-webhook-interval", USAGE_WEBHOOK_INTERVAL.to_string()),
+            ("usage-webhook-queue", USAGE_WEBHOOK_QUEUE.to_string()),
         ]
     }
 
@@ -167,6 +176,9 @@ mod tests {
                 MAX_TCP_RELAY_CONNECTIONS.to_string(),
             ),
             ("mobility", MOBILITY.to_string()),
+            ("usage-webhook-batch", USAGE_WEBHOOK_BATCH.to_string()),
+            ("usage-webhook-interval", USAGE_WEBHOOK_INTERVAL.to_string()),
+            ("usage-webhook-queue", USAGE_WEBHOOK_QUEUE.to_string()),
         ] {
             let line = text
                 .lines()

@@ -11,12 +11,14 @@ mod error;
 mod external;
 mod raw;
 mod typed;
+mod usage;
 
 pub use api::{ApiConfig, ApiKey, KeyHash, RawApiKey, Secret};
 pub use error::ConfigError;
 pub use external::{ExternalIpAuto, StunServer};
 pub use raw::RawConfig;
 pub use typed::{AllocationFamily, Config, KernelOffload, Listeners, StreamLimits, TlsFiles};
+pub use usage::{UsageConfig, WebhookConfig};
 
 use std::path::Path;
 

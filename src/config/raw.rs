@@ -232,6 +232,29 @@ pub struct RawConfig {
     /// listening address.
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    // --- Usage records (src/config/usage.rs checks these) ---
+    /// POST usage records (one per ended allocation) in JSON batches to this `https://`
+    /// (or `http://`) URL. Default: none (records are only logged).
+    #[arg(long, value_name = "URL")]
+    pub usage_webhook: Option<String>,
+    /// Sent with every webhook request as `Authorization: Bearer <secret>`. Default: none.
+    #[arg(long, value_name = "SECRET")]
+    pub usage_webhook_secret: Option<String>,
+    /// PEM file of the certificate authorities an `https://` webhook is checked against,
+    /// instead of the built-in Mozilla roots. Default: none.
+    #[arg(long, value_name = "FILE")]
+    pub usage_webhook_ca_file: Option<PathBuf>,
+    /// Records per webhook request, at most. Default 100.
+    #[arg(long, value_name = "N")]
+    pub usage_webhook_batch: Option<usize>,
+    /// Seconds a record may wait for its batch to fill before it is sent (0: send what
+    /// is queued at once). Default 1.
+    #[arg(long, value_name = "SECONDS")]
+    pub usage_webhook_interval: Option<u64>,
+    /// Records waiting for the webhook, at most; more are dropped and counted while it
+    /// does not answer. Default 10000.
+    #[arg(long, value_name = "N")]
+    pub usage_webhook_queue: Option<usize>,
     // --- HTTP API (src/config/api.rs checks these) ---
     /// Address of the HTTP API: credentials, metrics, health, admin. Default: off.
     #[arg(long, value_name = "IP:PORT")]
@@ -291,6 +314,8 @@ impl RawConfig {
                 relay_threads, unauthenticated_rate, unauthenticated_total_rate,
                 unauthenticated_credit, socket_recv_buffer_size, socket_send_buffer_size, log_level,
                 kernel_offload, redis, node_name, shared_state_failure,
+                usage_webhook, usage_webhook_secret, usage_webhook_ca_file, usage_webhook_batch,
+                usage_webhook_interval, usage_webhook_queue,
                 api_listen, api_tls, credential_ttl, public_host;
             list: listening_ip, relay_ip, external_ip, external_ip_stun_servers, static_auth_secret, nonce_secret, user,
                 denied_peer_ip, allowed_peer_ip,

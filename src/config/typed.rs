@@ -36,6 +36,8 @@ pub struct Config {
     pub fleet: Option<FleetConfig>,
     /// `external-ip = "auto"`: where the relays' public address is learned.
     pub external_ip_auto: Option<super::ExternalIpAuto>,
+    /// Where usage records go besides the log (only a restart changes it).
+    pub usage: super::UsageConfig,
 }
 
 /// `redis` and `node-name`: where the fleet's shared state lives, and this node's name
@@ -327,6 +329,7 @@ impl Config {
             api: super::api::from_raw(&raw, separator, max_ttl)?,
             fleet: fleet(&raw)?,
             external_ip_auto: super::external::from_raw(&raw)?,
+            usage: super::usage::from_raw(&raw)?,
         })
     }
 }

@@ -4,7 +4,9 @@
 //! path.
 
 use ferroturn_core::server::stats::Traffic;
-use ferroturn_core::server::{Gauges, Handoff, ServerConfig, Session, SessionFilter, Stats};
+use ferroturn_core::server::{
+    Deletion, Gauges, Handoff, ServerConfig, Session, SessionFilter, Stats,
+};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -12,7 +14,9 @@ use std::sync::mpsc::Sender;
 /// A request to one shard, carried out between packets.
 pub enum Command {
     Sessions(Sender<Vec<Session>>),
-    Delete(SessionFilter, Sender<usize>),
+    /// End the allocations the filter names, for the reason given (an operator's
+    /// delete, a revocation).
+    Delete(SessionFilter, Deletion, Sender<usize>),
     Reconfigure(Box<ServerConfig>),
     Drain(bool),
     /// `external-ip = "auto"`: the public address learned for the relays of its family.

@@ -2,13 +2,15 @@
 //! the HTTP API: addresses, metrics, readiness and drain, sessions, configuration and
 //! certificate reload. It talks to the shards only through their mailboxes
 //! ([`ShardLink`]): commands in, counters out, answers on a channel with a bounded wait.
-//! It never touches a socket, so it knows nothing of the I/O layer.
+//! It never touches a socket, so it knows nothing of the I/O layer. Usage records pass
+//! through it on their way from the shards to the log and the webhook ([`UsageSink`]).
 
 mod certs;
 mod connections;
 mod leases;
 mod mailbox;
 mod reload;
+mod usage;
 
 pub use certs::{CertError, CertStore, DerPair, watch as watch_certificates};
 pub use connections::{ConnLimits, DtlsCounters};
@@ -18,11 +20,12 @@ pub use reload::{
     LogFilterError, LogReloader, MAX_REVOCATIONS, ReloadError, ReloadReport, StoreCredentials,
     add_host_addresses, shard_config,
 };
+pub use usage::{UsageCounters, UsageDrop, UsageRecord, UsageSink, UsageTotals};
 
 use crate::config::{Config, RawConfig};
 use crate::offload::{Offload, OffloadTotals};
 use ferroturn_core::server::stats::Traffic;
-use ferroturn_core::server::{Gauges, Session, SessionFilter, Stats};
+use ferroturn_core::server::{Deletion, Gauges, Session, SessionFilter, Stats};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -70,6 +73,8 @@ pub struct Metrics {
     pub offload: Option<(OffloadTotals, u64)>,
     /// Whether the fleet's Redis answers; `None` without a fleet.
     pub fleet_redis_up: Option<bool>,
+    /// Usage records written, delivered to the webhook and dropped.
+    pub usage: UsageTotals,
 }
 
 impl Metrics {
@@ -139,6 +144,8 @@ pub struct Control {
     started: Instant,
     /// The public addresses `external-ip = "auto"` learned (IPv4, IPv6).
     external: Mutex<[Option<IpAddr>; 2]>,
+    /// Where the shards write usage records (for its counters).
+    usage: Arc<UsageSink>,
 }
 
 impl Control {
@@ -150,8 +157,10 @@ impl Control {
         conn_limits: Arc<ConnLimits>,
         shards: Vec<Arc<ShardLink>>,
         offload: Option<Arc<Offload>>,
+        usage: Arc<UsageSink>,
     ) -> Self {
         Self {
+            usage,
             addrs,
             certs,
             conn_limits,
@@ -260,6 +269,7 @@ impl Control {
             m.dtls_hello_verify,
         ) = self.conn_limits.dtls().snapshot();
         m.offload = self.offload.as_ref().map(|o| (o.totals(), o.installed()));
+        m.usage = self.usage.totals();
         m.fleet_redis_up = match self.fleet_redis.load(Ordering::Relaxed) {
             0 => None,
             v => Some(v == 2),
@@ -434,11 +444,18 @@ impl Control {
         }
     }
 
-    /// Deletes the allocations `filter` names in every shard; returns how many.
+    /// Deletes the allocations `filter` names in every shard (an operator's delete:
+    /// their usage records say `operator`); returns how many.
     pub fn delete_sessions(&self, filter: SessionFilter) -> usize {
+        self.end_sessions(filter, Deletion::ByOperator)
+    }
+
+    /// Ends the allocations `filter` names in every shard, their usage records saying
+    /// `why`; returns how many.
+    pub fn end_sessions(&self, filter: SessionFilter, why: Deletion) -> usize {
         let (tx, rx) = channel();
         for s in &self.shards {
-            s.send(Command::Delete(filter.clone(), tx.clone()));
+            s.send(Command::Delete(filter.clone(), why, tx.clone()));
         }
         drop(tx);
         (0..self.shards.len())

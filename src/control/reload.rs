@@ -135,6 +135,7 @@ impl Control {
         );
         restart(old.streams != new.streams, "tcp limits");
         restart(old.kernel_offload != new.kernel_offload, "kernel-offload");
+        restart(old.usage != new.usage, "usage-webhook options");
         restart(
             (old.api.listen, old.api.tls) != (new.api.listen, new.api.tls),
             "api-listen/api-tls",
@@ -201,7 +202,10 @@ impl Control {
             *at = (*at).max(until);
         }
         self.reconfigure_shards(&self.config());
-        Some(self.delete_sessions(SessionFilter::User(user.to_owned())))
+        Some(self.end_sessions(
+            SessionFilter::User(user.to_owned()),
+            ferroturn_core::server::Deletion::Revoked,
+        ))
     }
 
     /// Takes `user` off this node's revocation list; false if it was not on it.

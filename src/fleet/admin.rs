@@ -4,7 +4,7 @@
 
 use super::{Fleet, FleetError, RETRY};
 use crate::control::Control;
-use ferroturn_core::server::SessionFilter;
+use ferroturn_core::server::{Deletion, SessionFilter};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -19,9 +19,13 @@ struct Message {
     /// The node that published it (and has carried it out).
     origin: String,
     delete: Delete,
+    /// The deletion ends a revoked user's allocations (their usage records say
+    /// `revoked`, not `operator`); absent in messages of nodes from before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    revoked: bool,
 }
 
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Delete {
     User(String),
@@ -49,11 +53,17 @@ impl From<Delete> for SessionFilter {
     }
 }
 
-/// Publishes a deletion for the other nodes.
-pub(super) async fn publish_delete(fleet: &Fleet, filter: SessionFilter) -> Result<(), FleetError> {
+/// Publishes a deletion for the other nodes (`revoked`: of a revoked user's
+/// allocations).
+pub(super) async fn publish_delete(
+    fleet: &Fleet,
+    filter: SessionFilter,
+    revoked: bool,
+) -> Result<(), FleetError> {
     let message = Message {
         origin: fleet.node.clone(),
         delete: filter.into(),
+        revoked,
     };
     let text =
         serde_json::to_string(&message).map_err(|e| FleetError::Unreadable(e.to_string()))?;
@@ -89,7 +99,14 @@ async fn listen(fleet: &Fleet) -> Result<(), FleetError> {
             continue;
         };
         match serde_json::from_str::<Message>(&text) {
-            Ok(m) if m.origin != fleet.node => carry_out(&fleet.control, m.delete).await,
+            Ok(m) if m.origin != fleet.node => {
+                let why = if m.revoked {
+                    Deletion::Revoked
+                } else {
+                    Deletion::ByOperator
+                };
+                carry_out(&fleet.control, m.delete, why).await
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!("fleet: an unreadable admin message was ignored: {e}"),
         }
@@ -97,11 +114,11 @@ async fn listen(fleet: &Fleet) -> Result<(), FleetError> {
     Ok(())
 }
 
-async fn carry_out(control: &Arc<Control>, delete: Delete) {
+async fn carry_out(control: &Arc<Control>, delete: Delete, why: Deletion) {
     let control = control.clone();
     let filter = SessionFilter::from(delete);
     let what = format!("{filter:?}");
-    match tokio::task::spawn_blocking(move || control.delete_sessions(filter)).await {
+    match tokio::task::spawn_blocking(move || control.end_sessions(filter, why)).await {
         Ok(n) => {
             tracing::info!(sessions = n, filter = %what, "fleet: sessions deleted at another node's request")
         }
@@ -120,13 +137,19 @@ mod tests {
             Delete::Relayed("127.0.0.1:50000".parse().unwrap()),
             Delete::All,
         ] {
-            let m = Message {
-                origin: "a/127.0.0.1:3478".into(),
-                delete,
-            };
-            let text = serde_json::to_string(&m).unwrap();
-            assert_eq!(serde_json::from_str::<Message>(&text).unwrap(), m);
+            for revoked in [false, true] {
+                let m = Message {
+                    origin: "a/127.0.0.1:3478".into(),
+                    delete: delete.clone(),
+                    revoked,
+                };
+                let text = serde_json::to_string(&m).unwrap();
+                assert_eq!(serde_json::from_str::<Message>(&text).unwrap(), m);
+            }
         }
         assert!(serde_json::from_str::<Message>("{\"origin\":\"x\"}").is_err());
+        // A message from a node that knows nothing of revocations reads as a deletion.
+        let old = "{\"origin\":\"x\",\"delete\":\"all\"}";
+        assert!(!serde_json::from_str::<Message>(old).unwrap().revoked);
     }
 }

@@ -190,7 +190,7 @@ impl Fleet {
         &self,
         filter: ferroturn_core::server::SessionFilter,
     ) -> Result<(), FleetError> {
-        admin::publish_delete(self, filter).await
+        admin::publish_delete(self, filter, false).await
     }
 }
 
@@ -253,8 +253,8 @@ impl Fleet {
                 .await
         })
         .await?;
-        self.delete_sessions(ferroturn_core::server::SessionFilter::User(user.to_owned()))
-            .await
+        let user = ferroturn_core::server::SessionFilter::User(user.to_owned());
+        admin::publish_delete(self, user, true).await
     }
 
     /// Takes `user` off the fleet's revocation list.

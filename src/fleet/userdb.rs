@@ -14,7 +14,7 @@
 use super::{Fleet, FleetError};
 use crate::control::{MAX_REVOCATIONS, StoreCredentials};
 use ferroturn_core::auth::credentials::Key;
-use ferroturn_core::server::SessionFilter;
+use ferroturn_core::server::{Deletion, SessionFilter};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +69,7 @@ async fn end_sessions_of(fleet: &Fleet, users: Vec<String>) {
     let ended = tokio::task::spawn_blocking(move || {
         users
             .into_iter()
-            .map(|u| control.delete_sessions(SessionFilter::User(u)))
+            .map(|u| control.end_sessions(SessionFilter::User(u), Deletion::Revoked))
             .sum::<usize>()
     })
     .await;

@@ -15,7 +15,7 @@ mod tls;
 
 use crate::config::Config;
 use crate::control::{
-    BoundAddrs, CertStore, ConnLimits, Leases, ShardLink, shard_config, unix_now,
+    BoundAddrs, CertStore, ConnLimits, Leases, ShardLink, UsageSink, shard_config, unix_now,
 };
 use crate::offload::Offload;
 use ferroturn_core::dtls::Gate;
@@ -81,6 +81,7 @@ pub fn start(
     conn_limits: &Arc<ConnLimits>,
     offload: Option<&Arc<Offload>>,
     leases: Option<&Arc<Leases>>,
+    usage: &Arc<UsageSink>,
 ) -> io::Result<Shards> {
     let opts = SocketOptions::relay(config);
     let shards = config.relay_threads;
@@ -159,6 +160,7 @@ pub fn start(
             let _ = waker.wake();
         })));
         shard.set_link(link.clone());
+        shard.set_usage(usage.clone());
         if let Some(leases) = leases {
             shard.set_leases(leases.clone(), index);
         }

@@ -34,8 +34,8 @@ use ferroturn_core::proto::integrity;
 use ferroturn_core::proto::wire::{Class, method};
 use ferroturn_core::proto::writer::MessageWriter;
 use ferroturn_core::server::{
-    AllocId, ConnectionId, Event, FiveTuple, Handoff, LeaseAnswer, OffloadChannel, Path, Secrets,
-    Server, SessionFilter, SharedState, Transmit, Transport,
+    AllocId, ConnectionId, Deletion, Event, FiveTuple, Handoff, LeaseAnswer, OffloadChannel, Path,
+    Secrets, Server, SessionFilter, SharedState, Transmit, Transport, Usage,
 };
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -124,6 +124,8 @@ pub struct Harness {
     pub lease_answer: Option<LeaseAnswer>,
     /// Every `ReleaseLease` seen.
     pub lease_releases: Vec<u64>,
+    /// Every usage record (`Ended`), in order.
+    pub ended: Vec<Usage>,
     txn_counter: u32,
 }
 
@@ -205,6 +207,7 @@ impl Harness {
             peer_closes: Vec::new(),
             open_peers: BTreeSet::new(),
             late: Vec::new(),
+            ended: Vec::new(),
             txn_counter: 0,
         }
     }
@@ -341,6 +344,21 @@ impl Harness {
                     }
                 }
                 Event::ReleaseLease { lease } => self.lease_releases.push(lease),
+                Event::Ended(usage) => {
+                    // One record per allocation, while its relay is still open (the
+                    // driver reads the kernel's counters from it), after its channels
+                    // left the kernel.
+                    assert!(
+                        !self.closed.contains(&usage.id)
+                            && !self.ended.iter().any(|u| u.id == usage.id),
+                        "a second record, or one after its relay closed: {usage:?}"
+                    );
+                    assert!(
+                        !self.kernel.keys().any(|(r, _)| *r == usage.id),
+                        "a record while its channels are in the kernel"
+                    );
+                    self.ended.push(*usage);
+                }
             }
         }
         // What the core says it offloaded is exactly what the kernel was told.
@@ -391,7 +409,13 @@ impl Harness {
     /// An operator's delete (admin API), carried out as the driver does: the relays it
     /// closes, nothing sent.
     pub fn delete_sessions(&mut self, filter: &SessionFilter) -> usize {
-        let n = self.server.delete_sessions(filter);
+        self.end_sessions(filter, Deletion::ByOperator)
+    }
+
+    /// Ends the allocations `filter` names for `why` (a revocation, the server
+    /// stopping), as the driver does.
+    pub fn end_sessions(&mut self, filter: &SessionFilter, why: Deletion) -> usize {
+        let n = self.server.delete_sessions(self.now, filter, why);
         self.settle();
         n
     }

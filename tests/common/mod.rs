@@ -4,7 +4,7 @@
 //! TURN REST credentials and clients, a UDP echo peer, and small readers (`addr`,
 //! `code`, `sha256_hex`). Submodules: `process` (child processes, temporary
 //! directories), `adversary` (raw STUN over UDP), `tls` (a private CA), `http` (a raw
-//! HTTP/1.1 client), and
+//! HTTP/1.1 client), `webhook` (a usage webhook receiver), and
 //! `core_harness` (the sans-IO core in virtual time, with its `wire` helpers).
 #![allow(dead_code)]
 
@@ -14,6 +14,7 @@ pub mod dtls_wire;
 pub mod http;
 pub mod process;
 pub mod tls;
+pub mod webhook;
 
 #[allow(unused_imports)]
 pub use core_harness::wire::{self, addr, ip};

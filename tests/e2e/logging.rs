@@ -1,8 +1,10 @@
-//! Secrets and passwords never reach a log line, even at TRACE, while authentication
-//! failures and allocations are logged. The test installs the process's global log
+//! Secrets and passwords never reach a log line, even at TRACE (the usage webhook's
+//! secret included), while authentication failures, allocations and their usage records
+//! are logged. The test installs the process's global log
 //! subscriber, so it runs alone in a child process.
 
 use crate::common::process::{alone, run_alone};
+use crate::common::webhook::{HOOK_SECRET, Receiver, hook_toml};
 use crate::common::{SECRET, client, echo_peer, rest_credentials, start_server};
 use ferroturn::client::TurnClient;
 use std::io::Write;
@@ -22,7 +24,8 @@ impl Write for Captured {
     }
 }
 
-#[tokio::test]
+// Two runtime threads: the webhook receiver answers while dropping the server waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_and_passwords_never_reach_the_log() {
     if !alone() {
         return run_alone(module_path!(), "secrets_and_passwords_never_reach_the_log").await;
@@ -35,7 +38,13 @@ async fn secrets_and_passwords_never_reach_the_log() {
         .with_writer(move || writer.clone())
         .init();
 
-    let server = start_server("user = [\"bob:static-password-xyz\"]").await;
+    // With a usage webhook, whose client logs at TRACE too: its secret stays out.
+    let mut hook = Receiver::plain().await;
+    let server = start_server(&format!(
+        "user = [\"bob:static-password-xyz\"]\n{}",
+        hook_toml(&hook.url)
+    ))
+    .await;
     let peer = echo_peer().await;
     let mut c = client(&server, "alice").await;
     c.allocate().await.unwrap();
@@ -54,13 +63,16 @@ async fn secrets_and_passwords_never_reach_the_log() {
         .unwrap();
     bob.allocate().await.unwrap();
     c.refresh(0).await.unwrap();
+    assert_eq!(hook.records(1, crate::common::WAIT).await.len(), 1);
     drop(server);
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains("authentication failed"), "{log}");
     assert!(log.contains("allocation created"), "{log}");
     assert!(log.contains("allocation deleted"), "{log}");
+    assert!(log.contains("ferroturn::usage"), "{log}");
     for secret in [
+        HOOK_SECRET,
         SECRET,
         "static-password-xyz",
         p.as_str(),

@@ -10,6 +10,7 @@
 //! - `operations`: sessions, drain, reload, the binary's signals;
 //! - `logging`: no secret in the log (alone in a child process: it sets the global
 //!   subscriber);
+//! - `usage`: usage records delivered to a webhook receiver in the test;
 //! - `adversarial`: every known attack on a TURN server, by family.
 
 #[path = "../common/mod.rs"]
@@ -26,3 +27,4 @@ mod operations;
 mod stream;
 mod tcp_relay;
 mod udp;
+mod usage;

@@ -4,9 +4,10 @@
 //! (Refresh 0, permission expiry, an operator's delete, a reload denying the peer, the
 //! server stopping) takes it out of the kernel at once, and a reload replacing the secret
 //! leaves it there, as it leaves the allocation; `max-bps` and `bps-capacity`
-//! hold there too. `routed_*` runs the server between a client and a peer namespace, so
+//! hold there too; the usage record adds what the kernel relayed. `routed_*` runs the server between a client and a peer namespace, so
 //! the kernel forwards through a real route and neighbour.
 
+use crate::common::webhook::{Receiver, hook_toml};
 use crate::common::{self, METRICS_WAIT, QUIET, TestServer, WAIT};
 use crate::netns::Namespaces;
 use crate::skip_unless_available;
@@ -170,7 +171,8 @@ async fn eventually(wait: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 fn relayed_in_kernel(v6: bool) {
     on_lo(|| async move {
-        let server = start(&loopback_toml(v6, "")).await;
+        let mut hook = Receiver::plain().await;
+        let server = start(&loopback_toml(v6, &hook_toml(&hook.url))).await;
         let peer = peer(SocketAddr::new(server.addr.ip(), 0));
         let peer_addr = peer.local_addr().unwrap();
         let (mut c, relayed) = bound(&server, peer_addr).await;
@@ -215,6 +217,21 @@ fn relayed_in_kernel(v6: bool) {
         assert_eq!(s.kernel[0].packets, ROUND_TRIPS as u64);
         assert_eq!(s.kernel[1].packets, ROUND_TRIPS as u64);
         assert_eq!(s.kernel[0].bytes, k.up.relayed.bytes);
+
+        // The usage record counts both: the kernel's channel datagrams, read from its
+        // counters as the allocation ends, and user space's indications.
+        c.refresh(0).await.expect("refresh 0");
+        let r = &hook.records(1, WAIT).await[0];
+        let indications = 3 * b"indication".len() as u64;
+        for (field, want) in [
+            ("client_to_peer_packets", ROUND_TRIPS as u64 + 3),
+            ("peer_to_client_packets", ROUND_TRIPS as u64),
+            ("client_to_peer_bytes", k.up.relayed.bytes + indications),
+            ("peer_to_client_bytes", k.down.relayed.bytes),
+        ] {
+            assert_eq!(r[field].as_u64(), Some(want), "{field} in {r:#}");
+        }
+        assert_eq!(r["reason"], "client");
         drop(c);
     });
 }

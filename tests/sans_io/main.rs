@@ -30,6 +30,7 @@ mod rest;
 mod rfc5769;
 mod tcp_relay;
 mod tcp_relay_extensions;
+mod usage;
 
 /// What every virtual-time test module uses: the harness, its wire helpers, and the
 /// protocol's names.

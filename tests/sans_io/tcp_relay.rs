@@ -359,7 +359,7 @@ fn the_allocations_end_closes_all_its_connections() {
         if by_refresh {
             h.refresh(&mut c, Some(0));
         } else {
-            h.server.handle_connection_closed(c.tuple);
+            h.server.handle_connection_closed(h.now, c.tuple);
             h.advance_to(0);
         }
         let mut closed = h.peer_closes.clone();

@@ -89,8 +89,8 @@ impl Server {
                 additional_relayed: a.relays.second.map(|r| r.relayed),
                 age_secs: now.saturating_duration_since(a.created).as_secs(),
                 expires_in_secs: a.expires.saturating_duration_since(now).as_secs(),
-                bytes_up: a.bytes_up,
-                bytes_down: a.bytes_down,
+                bytes_up: a.traffic[0].bytes,
+                bytes_down: a.traffic[1].bytes,
                 permissions: a.permissions.len(),
                 channels: a.channels.iter().filter(|c| c.bound).count(),
                 offloaded_channels: a.channels.iter().filter(|c| c.offloaded).count(),
@@ -101,9 +101,15 @@ impl Server {
             .collect()
     }
 
-    /// Deletes the allocations `filter` names (their relay sockets close, their clients
-    /// learn it on their next request: 437). Returns how many.
-    pub fn delete_sessions(&mut self, filter: &SessionFilter) -> usize {
+    /// Ends the allocations `filter` names at `now` for `why` (an operator's delete, a
+    /// revocation, the server stopping): their relay sockets close, their clients learn
+    /// it on their next request (437). Returns how many.
+    pub fn delete_sessions(
+        &mut self,
+        now: Instant,
+        filter: &SessionFilter,
+        why: super::Deletion,
+    ) -> usize {
         let ids: Vec<AllocId> = self
             .table
             .iter()
@@ -115,7 +121,7 @@ impl Server {
             .map(|a| a.id)
             .collect();
         for id in &ids {
-            self.delete_allocation(*id, super::Deletion::ByOperator);
+            self.delete_allocation(now, *id, why);
         }
         ids.len()
     }

@@ -165,8 +165,7 @@ impl Server {
             bw_down: Default::default(),
             new_peers: Default::default(),
             created: now,
-            bytes_up: 0,
-            bytes_down: 0,
+            traffic: Default::default(),
         });
         self.lease_or_bind(id);
         Ok(Reply::Pending)

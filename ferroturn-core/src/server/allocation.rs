@@ -3,6 +3,7 @@
 //! and channel bindings.
 
 use super::rate::Bucket;
+use super::stats::Traffic;
 use super::tcp_relay::ConnectionId;
 use crate::auth::credentials::Key;
 use crate::proto::codec::Family;
@@ -176,9 +177,9 @@ pub struct Allocation {
     /// `new-peer-rate` bucket.
     pub new_peers: Bucket,
     pub created: Instant,
-    /// Payload bytes relayed client to peer, peer to client.
-    pub bytes_up: u64,
-    pub bytes_down: u64,
+    /// Packets and payload bytes relayed in user space: client to peer, peer to client
+    /// (for a TCP allocation, the reads of its connections). Its usage record.
+    pub traffic: [Traffic; 2],
 }
 
 impl Allocation {

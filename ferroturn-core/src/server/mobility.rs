@@ -190,7 +190,7 @@ impl Server {
             return Verdict::Answer(self.error_response(now, tuple, scan, e, Some(&key)));
         }
         if req.lifetime == Some(0) {
-            self.delete_allocation(id, Deletion::ByClient);
+            self.delete_allocation(now, id, Deletion::ByClient);
             let attrs = [ResponseAttr::Lifetime(0)];
             let bytes = codec::encode(
                 method::REFRESH,

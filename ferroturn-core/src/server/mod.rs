@@ -11,7 +11,8 @@
 //!    [`Server::handle_lease`], and from other shards [`Server::handle_handoff`];
 //! 2. sends the [`DataTransmit`] a data-path input may return at once, from its own buffer;
 //! 3. drains [`Server::poll_event`] (bind or close relay sockets, open, splice or close
-//!    TCP peer connections, leases), [`Server::poll_handoff`] (for other shards) and
+//!    TCP peer connections, leases, the usage records of allocations that ended),
+//!    [`Server::poll_handoff`] (for other shards) and
 //!    [`Server::poll_transmit`] (control messages), then sleeps until
 //!    [`Server::poll_timeout`] or the next datagram.
 //!
@@ -43,6 +44,7 @@ mod reservation;
 pub mod shared;
 pub mod stats;
 pub mod tcp_relay;
+pub mod usage;
 
 pub use crate::auth::AuthFailure;
 pub use admin::{Session, SessionFilter};
@@ -55,6 +57,7 @@ pub use policy::{IpRange, IpRangeError, PeerPolicy};
 pub use shared::{QuotaError, Reservation, SharedState};
 pub use stats::{Gauges, Stats};
 pub use tcp_relay::{ConnectionId, ConnectionIds};
+pub use usage::{Deletion, Usage};
 
 use crate::auth::{Credentials, NonceKeys, Nonces, Tickets};
 use crate::proto::codec::{self, ResponseAttr};
@@ -254,31 +257,11 @@ pub enum Event {
     },
     /// Give lease `lease` back: its allocation ended.
     ReleaseLease { lease: u64 },
-}
-
-/// Why an allocation ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Deletion {
-    /// Its lifetime ran out.
-    Expired,
-    /// The client sent a Refresh with LIFETIME 0.
-    ByClient,
-    /// Its TCP or TLS connection closed.
-    ConnectionClosed,
-    /// An operator deleted it (admin API, `Control::delete_sessions`).
-    ByOperator,
-}
-
-impl Deletion {
-    /// The phrase logged when an allocation ends this way.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::Expired => "expired",
-            Self::ByClient => "deleted by client",
-            Self::ConnectionClosed => "deleted: connection closed",
-            Self::ByOperator => "deleted by an operator",
-        }
-    }
+    /// A complete allocation ended (never a move, RFC 8016): what it relayed in user
+    /// space and why it ended, once per allocation. It comes after the allocation's
+    /// `Unoffload` events and before its `CloseRelay`, so the driver can add what the
+    /// kernel fast path relayed for it while its relay sockets are still open.
+    Ended(Box<Usage>),
 }
 
 /// Bounds the output queues; the driver drains them after every input.
@@ -587,13 +570,15 @@ impl Server {
 
     fn push_event(&mut self, event: Event) {
         // CloseRelay, ClosePeer, Splice and Unoffload must never be lost (they free a
-        // socket, complete an answered ConnectionBind, or stop the kernel relaying); the
+        // socket, complete an answered ConnectionBind, or stop the kernel relaying), nor
+        // Ended (one usage record per allocation, so bounded by the allocations); the
         // others are bounded by the allocations, channels and connections that can
         // exist, so the cap is only a guard.
         if self.events.len() < MAX_QUEUED
             || matches!(
                 event,
                 Event::CloseRelay { .. }
+                    | Event::Ended(_)
                     | Event::ClosePeer { .. }
                     | Event::Splice { .. }
                     | Event::Unoffload(_)
@@ -607,7 +592,7 @@ impl Server {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.deadlines.pop_due(now) {
             match timer {
-                Timer::Allocation(id) => self.delete_allocation(id, Deletion::Expired),
+                Timer::Allocation(id) => self.delete_allocation(now, id, Deletion::Expired),
                 Timer::Permission(id, ip) => {
                     if let Some(a) = self.table.get_mut(id) {
                         a.permissions.retain(|p| p.ip != ip);
@@ -647,8 +632,9 @@ impl Server {
         }
     }
 
-    /// Deletes an allocation and everything hanging off it.
-    fn delete_allocation(&mut self, id: AllocId, why: Deletion) {
+    /// Deletes an allocation and everything hanging off it; a complete one leaves its
+    /// usage record ([`Event::Ended`]).
+    fn delete_allocation(&mut self, now: Instant, id: AllocId, why: Deletion) {
         let Some(a) = self.table.remove(id) else {
             return;
         };
@@ -662,9 +648,7 @@ impl Server {
         self.cancel_timers(&a);
         match why {
             Deletion::Expired => self.stats.allocations_expired += 1,
-            Deletion::ByClient | Deletion::ConnectionClosed | Deletion::ByOperator => {
-                self.stats.allocations_deleted += 1
-            }
+            _ => self.stats.allocations_deleted += 1,
         }
         // Both relays of a dual allocation go together (one lifetime, one deletion).
         for r in a.relays.iter() {
@@ -672,20 +656,19 @@ impl Server {
         }
         self.shared.release_allocation(&a.user);
         self.release_lease(&a);
-        match &a.pending {
+        match a.pending.as_ref().map(|p| p.binding_second) {
             None => {
                 for r in a.relays.iter() {
                     self.shared.remove_relay(r.relayed);
                 }
+                let usage = self.usage(now, a, why);
+                self.push_event(Event::Ended(Box::new(usage)));
                 self.push_event(Event::CloseRelay { relay: id });
-                let (relayed, additional) =
-                    (a.relays.first.relayed, a.relays.second.map(|r| r.relayed));
-                tracing::info!(client = %a.five_tuple.client, %relayed, additional = ?additional, user = %a.user, "allocation {}", why.describe());
             }
             // A dual allocation's first socket is bound while the second one's bind is
             // outstanding.
-            Some(p) if p.binding_second => self.push_event(Event::CloseRelay { relay: id }),
-            Some(_) => {}
+            Some(true) => self.push_event(Event::CloseRelay { relay: id }),
+            Some(false) => {}
         }
     }
 
@@ -788,9 +771,9 @@ impl Server {
     /// The connection of a stream 5-tuple (TCP, TLS) closed: its allocation is deleted at
     /// once and its relay port freed (RFC 8656 section 3.1: the allocation is bound to
     /// the 5-tuple, which no longer exists).
-    pub fn handle_connection_closed(&mut self, tuple: FiveTuple) {
+    pub fn handle_connection_closed(&mut self, now: Instant, tuple: FiveTuple) {
         if let Some(id) = self.table.id_by_tuple(&tuple) {
-            self.delete_allocation(id, Deletion::ConnectionClosed);
+            self.delete_allocation(now, id, Deletion::ConnectionClosed);
         }
     }
 }

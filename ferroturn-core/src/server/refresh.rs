@@ -37,7 +37,7 @@ impl Server {
             }
         }
         if req.lifetime == Some(0) {
-            self.delete_allocation(id, super::Deletion::ByClient);
+            self.delete_allocation(now, id, super::Deletion::ByClient);
             return Ok(Reply::Success(vec![ResponseAttr::Lifetime(0)]));
         }
         let lifetime = self.granted_lifetime(req.lifetime);

@@ -95,7 +95,7 @@ impl Server {
 
     /// Takes `bytes` from the allocation's bucket for the direction (`up`: client to
     /// peer) and from the shard's; `None` (drop, counted) if either is empty. What
-    /// passes is counted on the allocation.
+    /// passes is counted on the allocation (its usage record).
     #[inline]
     fn within_bandwidth(
         &mut self,
@@ -107,16 +107,16 @@ impl Server {
         let (per_alloc, total) = (self.cfg.max_bps, self.cfg.bps_capacity);
         let bytes = bytes as u64;
         let a = self.table.get_mut(id)?;
-        let (bucket, counter, shard): (&mut Bucket, &mut u64, &mut Bucket) = if up {
-            (&mut a.bw_up, &mut a.bytes_up, &mut self.total_up)
+        let (bucket, shard): (&mut Bucket, &mut Bucket) = if up {
+            (&mut a.bw_up, &mut self.total_up)
         } else {
-            (&mut a.bw_down, &mut a.bytes_down, &mut self.total_down)
+            (&mut a.bw_down, &mut self.total_down)
         };
         if (per_alloc == 0 && total == 0)
             || (bucket.take(Rate::new(per_alloc, per_alloc), bytes, now)
                 && shard.take(Rate::new(total, total), bytes, now))
         {
-            *counter += bytes;
+            a.traffic[usize::from(!up)].count(bytes);
             Some(())
         } else {
             self.stats.bandwidth_dropped += 1;

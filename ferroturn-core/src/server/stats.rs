@@ -19,6 +19,21 @@ pub struct Traffic {
     pub bytes: u64,
 }
 
+impl Traffic {
+    /// One packet of `bytes`.
+    #[inline]
+    pub fn count(&mut self, bytes: u64) {
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+
+    /// Adds `other`'s packets and bytes to these.
+    pub fn add(&mut self, other: Traffic) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub allocations_created: u64,
@@ -92,9 +107,7 @@ impl Stats {
 
     #[inline]
     pub(super) fn relayed(&mut self, transport: Transport, up: bool, bytes: usize) {
-        let t = &mut self.relayed[transport_index(transport)][usize::from(!up)];
-        t.packets += 1;
-        t.bytes += bytes as u64;
+        self.relayed[transport_index(transport)][usize::from(!up)].count(bytes as u64);
     }
 
     /// Error responses sent with `code`.
@@ -138,8 +151,7 @@ impl Stats {
         }
         for (ta, tb) in self.relayed.iter_mut().zip(o.relayed) {
             for (a, b) in ta.iter_mut().zip(tb) {
-                a.packets += b.packets;
-                a.bytes += b.bytes;
+                a.add(b);
             }
         }
     }

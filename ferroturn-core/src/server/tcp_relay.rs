@@ -336,12 +336,13 @@ impl Server {
         let a = self.table.get_mut(alloc)?;
         let n = bytes as u64;
         self.stats.tcp_relayed[usize::from(!up)] += n;
-        let (bucket, counter, shard) = if up {
-            (&mut a.bw_up, &mut a.bytes_up, &mut self.total_up)
+        // Each read counts as one packet of the allocation's usage record.
+        a.traffic[usize::from(!up)].count(n);
+        let (bucket, shard) = if up {
+            (&mut a.bw_up, &mut self.total_up)
         } else {
-            (&mut a.bw_down, &mut a.bytes_down, &mut self.total_down)
+            (&mut a.bw_down, &mut self.total_down)
         };
-        *counter += n;
         let mine = bucket.charge(Rate::new(per_alloc, per_alloc), n, now);
         let all = shard.charge(Rate::new(total, total), n, now);
         mine.max(all)

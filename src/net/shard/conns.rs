@@ -157,7 +157,7 @@ impl Shard {
         let link = self.streams.data_link(index);
         if let Some(tuple) = self.streams.remove(index, self.poll.registry()) {
             tracing::debug!(client = %tuple.client, "connection closed: {why}");
-            self.core.handle_connection_closed(tuple);
+            self.core.handle_connection_closed(Instant::now(), tuple);
             if let Some(link) = link {
                 self.close_linked_peer(link);
             }

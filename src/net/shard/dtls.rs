@@ -95,7 +95,7 @@ impl Shard {
 
     fn end_dtls_allocation(&mut self, tuple: FiveTuple, why: &str) {
         tracing::debug!(client = %tuple.client, "DTLS session closed: {why}");
-        self.core.handle_connection_closed(tuple);
+        self.core.handle_connection_closed(Instant::now(), tuple);
         self.handle_events();
     }
 

@@ -1,6 +1,6 @@
 //! The kernel fast path's side of a shard: installs and removes the channels the core
 //! names ([`Event::Offload`], [`Event::Unoffload`]) and reads their counters back for the
-//! sessions list. Each relay socket keeps its own installed channels and rate state,
+//! sessions list and the usage records. Each relay socket keeps its own installed channels and rate state,
 //! keyed as the kernel keys them, by the relayed address: a dual allocation's channel
 //! belongs to the relay of its peer's family (`OffloadChannel::relay_local`). A channel the kernel refuses (a full map, a remote destination without
 //! lo forwarding) stays in user space, which relays it as before.
@@ -155,27 +155,34 @@ impl Shard {
         }
     }
 
-    /// Adds what the kernel relayed to each session (through either relay of a dual
-    /// allocation).
+    /// Adds what the kernel relayed to each session.
     pub(super) fn add_kernel_counters(&self, sessions: &mut [Session]) {
-        let Some(offload) = &self.offload else {
-            return;
-        };
         for s in sessions {
-            for v6 in [false, true] {
-                let Some(relay) = relays::find(&self.relays, s.id, v6) else {
-                    continue;
-                };
-                for (t, gone) in s.kernel.iter_mut().zip(relay.kernel.gone) {
-                    t.packets += gone.packets;
-                    t.bytes += gone.bytes;
-                }
-                for k in &relay.kernel.installed {
-                    if let Some(c) = offload.counters(k) {
-                        add(&mut s.kernel, &c);
-                    }
+            s.kernel = self.kernel_relayed(s.id);
+        }
+    }
+
+    /// What the kernel relayed for allocation `id` (through either relay of a dual
+    /// allocation), client to peer and peer to client: its channels removed so far and
+    /// those installed now.
+    pub(super) fn kernel_relayed(&self, id: AllocId) -> [Traffic; 2] {
+        let mut total = [Traffic::default(); 2];
+        let Some(offload) = &self.offload else {
+            return total;
+        };
+        for v6 in [false, true] {
+            let Some(relay) = relays::find(&self.relays, id, v6) else {
+                continue;
+            };
+            for (t, gone) in total.iter_mut().zip(relay.kernel.gone) {
+                t.add(gone);
+            }
+            for k in &relay.kernel.installed {
+                if let Some(c) = offload.counters(k) {
+                    add(&mut total, &c);
                 }
             }
         }
+        total
     }
 }

@@ -11,6 +11,8 @@
 //! - [`tcp_relay`]: TCP allocations (RFC 6062): listening relay sockets and peer
 //!   connections; [`pipe`]: the bytes between a peer connection and its data
 //!   connection;
+//! - [`usage`]: the usage record of each allocation that ends, with what the kernel
+//!   relayed for it, to the log and the webhook's queue;
 //! - [`handoff`]: what moves to another shard: allocations whose client moved there
 //!   (RFC 8016) with their relay sockets, and data connections that must reach the
 //!   shard serving their peer connection (RFC 6062).
@@ -34,11 +36,12 @@ mod pipe;
 mod relays;
 mod tcp_relay;
 mod token;
+mod usage;
 
 pub use handoff::{Inbox, Siblings};
 pub use token::Source;
 
-use crate::control::{Command, LeaseAsk, Leases, ShardLink, unix_now};
+use crate::control::{Command, LeaseAsk, Leases, ShardLink, UsageSink, unix_now};
 use crate::net::dtls::Dtls;
 use crate::net::socket::SocketOptions;
 use crate::net::stream::Streams;
@@ -46,7 +49,7 @@ use crate::offload::Offload;
 use egress::{Sockets, StreamOut, Via};
 use endpoints::Endpoints;
 use ferroturn_core::server::{
-    AllocId, ConnectionId, Event, FiveTuple, LeaseAnswer, Server, Transmit,
+    AllocId, ConnectionId, Deletion, Event, FiveTuple, LeaseAnswer, Server, SessionFilter, Transmit,
 };
 use ingress::{SLOTS, Slots};
 use mio::net::UdpSocket;
@@ -101,6 +104,8 @@ pub struct Shard {
     /// The fleet's leases (`user-quota` across nodes), and this shard's index, which
     /// the answers come back to.
     leases: Option<(Arc<Leases>, usize)>,
+    /// Where usage records go (the log alone until [`Shard::set_usage`]).
+    usage: Arc<UsageSink>,
 }
 
 impl Shard {
@@ -158,6 +163,7 @@ impl Shard {
             splicing: Vec::new(),
             siblings: Siblings::default(),
             leases: None,
+            usage: Arc::new(UsageSink::new(None, Default::default(), 0)),
         })
     }
 
@@ -167,6 +173,11 @@ impl Shard {
 
     pub fn set_link(&mut self, link: Arc<ShardLink>) {
         self.link = Some(link);
+    }
+
+    /// Usage records go to `usage`.
+    pub fn set_usage(&mut self, usage: Arc<UsageSink>) {
+        self.usage = usage;
     }
 
     /// Lease asks go to `leases`; their answers name shard `index`.
@@ -193,7 +204,7 @@ impl Shard {
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!("event loop failed: {e}");
-                    return;
+                    break;
                 }
             }
             // Commands first: one queued before a datagram was sent applies to it.
@@ -224,6 +235,10 @@ impl Shard {
             self.send_control();
             self.activate_splices();
         }
+        // Every allocation still open ends here, with its usage record.
+        self.core
+            .delete_sessions(Instant::now(), &SessionFilter::All, Deletion::Shutdown);
+        self.handle_events();
         self.unoffload_everything();
     }
 
@@ -246,8 +261,8 @@ impl Shard {
                     self.add_kernel_counters(&mut sessions);
                     let _ = reply.send(sessions);
                 }
-                Command::Delete(filter, reply) => {
-                    let n = self.core.delete_sessions(&filter);
+                Command::Delete(filter, why, reply) => {
+                    let n = self.core.delete_sessions(Instant::now(), &filter, why);
                     self.handle_events();
                     let _ = reply.send(n);
                 }
@@ -363,6 +378,7 @@ impl Shard {
                         leases.release(lease);
                     }
                 }
+                Event::Ended(usage) => self.write_usage(&usage),
             }
         }
         // After the events: an allocation leaving for another shard has left the kernel.
