@@ -107,6 +107,13 @@ pub struct FrontSnapshot {
     pub passed_bytes: [u64; 2],
 }
 
+impl FrontSnapshot {
+    /// Connections refused for `why`.
+    pub fn refusals(&self, why: Refusal) -> u64 {
+        self.refused.get(why.index()).copied().unwrap_or(0)
+    }
+}
+
 impl FrontCounters {
     /// A PROXY header accepted: version 2 (`v2`) or 1, naming a client or not.
     pub fn count_proxy_header(&self, v2: bool, names_client: bool) {

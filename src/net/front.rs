@@ -164,20 +164,25 @@ impl Streams {
         let Some(mut front) = conn.front.take() else {
             return Ok(Served::Turn);
         };
+        // The front goes back into the connection whatever happens, except when it is
+        // TURN from now on: closing a pass-through must find its backend.
         let served = match &mut *front {
-            Front::Opening(opening) => match self.open(conn, opening)? {
-                Opened::Waiting => Served::Waiting,
-                Opened::Turn => return Ok(Served::Turn),
-                Opened::Backend(seen) => {
+            Front::Opening(opening) => match self.open(conn, opening) {
+                Ok(Opened::Waiting) => Ok(Served::Waiting),
+                Ok(Opened::Turn) => return Ok(Served::Turn),
+                Ok(Opened::Backend(seen)) => {
                     // Connecting counts against the deadline from accept.
-                    *front = Front::Passing(self.start_pass(index, conn, seen, registry)?);
-                    Served::Passing(false)
+                    self.start_pass(index, conn, seen, registry).map(|pass| {
+                        *front = Front::Passing(pass);
+                        Served::Passing(false)
+                    })
                 }
+                Err(e) => Err(e),
             },
-            Front::Passing(pass) => self.pump(conn, pass, now)?,
+            Front::Passing(pass) => self.pump(conn, pass, now),
         };
         conn.front = Some(front);
-        Ok(served)
+        served
     }
 
     /// Reads the PROXY header, then the ClientHello, as far as they have arrived.
