@@ -277,6 +277,9 @@ impl Streams {
         if let Some(index) = self.by_client.remove(&old) {
             self.by_client.insert(new, index);
         }
+        if client != conn.tuple.client {
+            tracing::debug!(%client, proxy = %conn.tuple.client, "client named by a PROXY header");
+        }
         conn.tuple.client = client;
         Ok(())
     }
