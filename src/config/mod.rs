@@ -68,7 +68,10 @@ mod tests {
         assert!(c.front.expects_proxy("::ffff:10.1.2.3".parse().unwrap()));
         assert!(c.front.expects_proxy("192.0.2.1".parse().unwrap()));
         assert!(!c.front.expects_proxy("192.0.2.2".parse().unwrap()));
-        assert_eq!(Config::from_toml_str(BASE).unwrap().front, StreamFront::default());
+        assert_eq!(
+            Config::from_toml_str(BASE).unwrap().front,
+            StreamFront::default()
+        );
         for bad in ["localhost", ":443", "host:0", "host:x", "::1:443", "a b:1"] {
             let e = Config::from_toml_str(&format!("{BASE}{tls}https-backend = \"{bad}\"\n"))
                 .unwrap_err();

@@ -458,7 +458,10 @@ fn https_backend(raw: &RawConfig, listeners: &Listeners) -> Result<Option<String
         return err(KEY, format!("`{backend}`: expected `host:port`"));
     }
     if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return err(KEY, format!("`{backend}`: write an IPv6 address as `[addr]:port`"));
+        return err(
+            KEY,
+            format!("`{backend}`: write an IPv6 address as `[addr]:port`"),
+        );
     }
     if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
         return err(KEY, format!("`{backend}`: the port must be 1 to 65535"));

@@ -127,7 +127,11 @@ impl FrontCounters {
 
     /// A connection passed through to the HTTPS backend (`open`), or one of them closed.
     pub fn count_passed(&self, open: bool) {
-        let c = if open { &self.passed } else { &self.passed_closed };
+        let c = if open {
+            &self.passed
+        } else {
+            &self.passed_closed
+        };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -147,7 +151,10 @@ impl FrontCounters {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let passed = load(&self.passed);
         FrontSnapshot {
-            proxy_headers: self.proxy_headers.each_ref().map(|v| v.each_ref().map(load)),
+            proxy_headers: self
+                .proxy_headers
+                .each_ref()
+                .map(|v| v.each_ref().map(load)),
             refused: self.refused.each_ref().map(load),
             passed,
             passed_open: passed.saturating_sub(load(&self.passed_closed)),

@@ -127,10 +127,7 @@ impl Control {
             "relay-ip/external-ip",
         );
         restart(old.streams != new.streams, "tcp limits");
-        restart(
-            old.front != new.front,
-            "https-backend/proxy-protocol-from",
-        );
+        restart(old.front != new.front, "https-backend/proxy-protocol-from");
         restart(old.kernel_offload != new.kernel_offload, "kernel-offload");
         restart(
             (old.api.listen, old.api.tls) != (new.api.listen, new.api.tls),

@@ -193,7 +193,9 @@ impl Streams {
             };
             // The peeked bytes are in the socket: this reads exactly them.
             let mut header = [0u8; proxy::MAX_HEADER];
-            let header = header.get_mut(..len).ok_or(Close::Refused(Refusal::ProxyTooLong))?;
+            let header = header
+                .get_mut(..len)
+                .ok_or(Close::Refused(Refusal::ProxyTooLong))?;
             conn.socket.read_exact(header).map_err(Close::Io)?;
             opening.proxy = false;
             self.limits
@@ -240,7 +242,9 @@ impl Streams {
         socket: &mut TcpStream,
     ) -> Result<Box<rustls::ServerConnection>, Close> {
         let Some(cfg) = self.tls.clone() else {
-            return Err(Close::Io(io::Error::other("TLS listener without TLS config")));
+            return Err(Close::Io(io::Error::other(
+                "TLS listener without TLS config",
+            )));
         };
         match accepted.into_connection(cfg) {
             Ok(mut tls) => {

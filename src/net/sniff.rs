@@ -191,7 +191,10 @@ mod tests {
             let Sniffed::Turn(accepted) = s.feed(&hello(&mut c)) else {
                 panic!("{alpn:?}: not TURN");
             };
-            let mut server = accepted.into_connection(cfg.clone()).map_err(|e| e.0).unwrap();
+            let mut server = accepted
+                .into_connection(cfg.clone())
+                .map_err(|e| e.0)
+                .unwrap();
             // Finish the handshake in memory, then one message each way.
             for _ in 0..10 {
                 let mut buf = Vec::new();
@@ -210,8 +213,15 @@ mod tests {
                     break;
                 }
             }
-            assert!(!server.is_handshaking(), "{alpn:?}: handshake did not finish");
-            let want = if alpn.contains(&TURN) { Some(TURN) } else { None };
+            assert!(
+                !server.is_handshaking(),
+                "{alpn:?}: handshake did not finish"
+            );
+            let want = if alpn.contains(&TURN) {
+                Some(TURN)
+            } else {
+                None
+            };
             assert_eq!(server.alpn_protocol(), want);
         }
     }
@@ -219,9 +229,15 @@ mod tests {
     #[test]
     fn anything_else_is_invalid_or_too_long() {
         let mut s = Sniffer::default();
-        assert!(matches!(s.feed(b"GET / HTTP/1.1\r\n\r\n"), Sniffed::Invalid));
+        assert!(matches!(
+            s.feed(b"GET / HTTP/1.1\r\n\r\n"),
+            Sniffed::Invalid
+        ));
         let mut s = Sniffer::default();
-        assert!(matches!(s.feed(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"), Sniffed::Invalid));
+        assert!(matches!(
+            s.feed(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"),
+            Sniffed::Invalid
+        ));
         // A handshake record announcing more than the bound, sent in full.
         let mut s = Sniffer::default();
         let mut big = vec![0x16, 3, 1, 0x40, 0x00, 1, 0, 0x3f, 0xfc];

@@ -149,7 +149,10 @@ pub async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 
 async fn server_with_backend(backend: &str, extra: &str) -> (TestServer, TestPki) {
     let pki = TestPki::new();
-    let toml = format!("{}https-backend = \"{backend}\"\n{extra}", pki.server_toml());
+    let toml = format!(
+        "{}https-backend = \"{backend}\"\n{extra}",
+        pki.server_toml()
+    );
     (start_server(&toml).await, pki)
 }
 
@@ -213,7 +216,9 @@ async fn turn_clients_on_the_shared_port_allocate_and_relay() {
     both.alpn_protocols = vec![b"h2".to_vec(), b"stun.turn".to_vec()];
     turn_relays(&server, Arc::new(both), "both").await;
     // And the website is still there.
-    let tcp = TcpStream::connect(server.handle.tls_addrs()[0]).await.unwrap();
+    let tcp = TcpStream::connect(server.handle.tls_addrs()[0])
+        .await
+        .unwrap();
     let (cert, _) = https_get(tcp, https_client(&backend.cert, &[b"h2", b"http/1.1"]), "/")
         .await
         .unwrap();
@@ -230,9 +235,18 @@ async fn a_late_or_missing_client_hello_is_dropped_at_the_deadline() {
     let mut silent = TcpStream::connect(port).await.unwrap();
     // The first bytes of a ClientHello record, and nothing more.
     let mut partial = TcpStream::connect(port).await.unwrap();
-    partial.write_all(&[0x16, 3, 1, 0, 200, 1, 0]).await.unwrap();
-    assert!(closed_within(&mut silent, WAIT * 3).await, "silent connection");
-    assert!(closed_within(&mut partial, WAIT * 3).await, "partial ClientHello");
+    partial
+        .write_all(&[0x16, 3, 1, 0, 200, 1, 0])
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut silent, WAIT * 3).await,
+        "silent connection"
+    );
+    assert!(
+        closed_within(&mut partial, WAIT * 3).await,
+        "partial ClientHello"
+    );
     let m = published_metrics(&server, "timeouts counted", |m| {
         m.front.refusals(Refusal::HelloTimeout) == 2
     })
@@ -259,10 +273,15 @@ async fn an_oversized_or_invalid_client_hello_is_dropped() {
     let mut s = TcpStream::connect(port).await.unwrap();
     // The server may close while this is still being written.
     let _ = s.write_all(&big).await;
-    assert!(closed_within(&mut s, WAIT * 3).await, "oversized ClientHello");
+    assert!(
+        closed_within(&mut s, WAIT * 3).await,
+        "oversized ClientHello"
+    );
     // Plain HTTP on the TLS port.
     let mut s = TcpStream::connect(port).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     assert!(closed_within(&mut s, WAIT * 3).await, "not TLS");
     let m = published_metrics(&server, "refusals counted", |m| {
         m.front.refusals(Refusal::HelloTooLong) == 1 && m.front.refusals(Refusal::HelloInvalid) == 1

@@ -139,7 +139,10 @@ async fn v1_and_v2_headers_make_the_named_client_the_client() {
     let tcp = server.handle.tcp_addrs()[0];
     let cases = [
         (v1(addr("192.0.2.10:40001"), tcp), addr("192.0.2.10:40001")),
-        (v1(addr("[2001:db8::10]:40002"), tcp), addr("[2001:db8::10]:40002")),
+        (
+            v1(addr("[2001:db8::10]:40002"), tcp),
+            addr("[2001:db8::10]:40002"),
+        ),
         (v2(addr("198.51.100.7:40003")), addr("198.51.100.7:40003")),
         (v2(addr("[2001:db8::7]:40004")), addr("[2001:db8::7]:40004")),
     ];
@@ -177,7 +180,10 @@ async fn the_per_ip_cap_counts_the_proxied_client_not_the_proxy() {
     assert_eq!(first.binding().await.unwrap(), addr("192.0.2.20:1000"));
     // The same client through the proxy again: over its cap.
     let mut second = connect_with(tcp, &v2(addr("192.0.2.20:1001"))).await;
-    assert!(closed_within(&mut second, WAIT).await, "second connection of 192.0.2.20");
+    assert!(
+        closed_within(&mut second, WAIT).await,
+        "second connection of 192.0.2.20"
+    );
     // Another client through the same proxy (127.0.0.1 has two connections now).
     let mut other = turn_over_tcp(tcp, &v2(addr("192.0.2.21:1000")), "b").await;
     assert_eq!(other.binding().await.unwrap(), addr("192.0.2.21:1000"));
@@ -207,7 +213,9 @@ async fn a_proxy_source_without_a_header_is_closed() {
     let mut s = connect_with(server.handle.tcp_addrs()[0], &stun).await;
     assert!(closed_within(&mut s, WAIT).await, "TCP without a header");
     // TLS without a header: the ClientHello is not a PROXY header.
-    let tls = TcpStream::connect(server.handle.tls_addrs()[0]).await.unwrap();
+    let tls = TcpStream::connect(server.handle.tls_addrs()[0])
+        .await
+        .unwrap();
     let handshake = tokio::time::timeout(
         WAIT,
         tokio_rustls::TlsConnector::from(pki.client_config()).connect(server_name(), tls),
@@ -260,8 +268,14 @@ async fn malformed_truncated_and_oversized_headers_close_the_connection_only() {
     let mut long_v1 = b"PROXY TCP4 ".to_vec();
     long_v1.resize(300, b'1');
     let malformed: [(&[u8], Refusal); 8] = [
-        (b"PROXY TCP4 192.0.2.1 nonsense 1 2\r\n", Refusal::ProxyMalformed),
-        (b"PROXY TCP5 192.0.2.1 192.0.2.2 1 2\r\n", Refusal::ProxyMalformed),
+        (
+            b"PROXY TCP4 192.0.2.1 nonsense 1 2\r\n",
+            Refusal::ProxyMalformed,
+        ),
+        (
+            b"PROXY TCP5 192.0.2.1 192.0.2.2 1 2\r\n",
+            Refusal::ProxyMalformed,
+        ),
         (b"PROXY TCP4 ::1 ::1 1 2\r\n", Refusal::ProxyMalformed),
         (&v2_raw(0x31, 0x11, &[0; 12]), Refusal::ProxyMalformed),
         (&v2_raw(0x2f, 0x11, &[0; 12]), Refusal::ProxyMalformed),
@@ -279,7 +293,10 @@ async fn malformed_truncated_and_oversized_headers_close_the_connection_only() {
     let mut silent = connect_with(tcp, &truncated[..20]).await;
     let mut cut = connect_with(tcp, &v1(addr("192.0.2.40:2"), tcp)[..15]).await;
     cut.shutdown().await.unwrap();
-    assert!(closed_within(&mut silent, WAIT * 3).await, "truncated, silent");
+    assert!(
+        closed_within(&mut silent, WAIT * 3).await,
+        "truncated, silent"
+    );
     assert!(closed_within(&mut cut, WAIT * 3).await, "truncated, closed");
     let m = published_metrics(&server, "refusals counted", |m| {
         m.front.refusals(Refusal::ProxyTimeout) == 2
@@ -319,13 +336,23 @@ async fn behind_a_proxy_the_https_backend_gets_the_bytes_after_the_header() {
     .await;
     let port = server.handle.tls_addrs()[0];
     let tcp = connect_with(port, &v2(addr("203.0.113.9:6000"))).await;
-    let (cert, body) = https_get(tcp, https_client(&backend.cert, &[b"h2", b"http/1.1"]), "/p")
-        .await
-        .expect("HTTPS behind a PROXY header");
+    let (cert, body) = https_get(
+        tcp,
+        https_client(&backend.cert, &[b"h2", b"http/1.1"]),
+        "/p",
+    )
+    .await
+    .expect("HTTPS behind a PROXY header");
     assert_eq!(cert, backend.cert);
     assert_eq!(body, "backend saw GET /p HTTP/1.1");
     // TURN beside it, behind the proxy too.
-    let mut c = turn_over_tls(port, &v1(addr("203.0.113.10:6001"), port), pki.client_config(), "t").await;
+    let mut c = turn_over_tls(
+        port,
+        &v1(addr("203.0.113.10:6001"), port),
+        pki.client_config(),
+        "t",
+    )
+    .await;
     assert_eq!(c.binding().await.unwrap(), addr("203.0.113.10:6001"));
     // A header without anything after it, then silence: closed at the deadline as usual;
     // here the test only checks the server still answers meanwhile.

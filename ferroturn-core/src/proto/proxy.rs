@@ -74,10 +74,7 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     }
     // A version 1 header is a line: parsed once its end is there (a part cut at a space
     // would read as a bad field), within the 107 bytes the spec allows.
-    if window.starts_with(V1_PREFIX)
-        && window.len() < V1_MAX
-        && !window.contains(&b'\n')
-    {
+    if window.starts_with(V1_PREFIX) && window.len() < V1_MAX && !window.contains(&b'\n') {
         return Parsed::Incomplete;
     }
     match ppp::HeaderResult::parse(window) {
@@ -85,7 +82,9 @@ pub fn parse(bytes: &[u8]) -> Parsed {
             len: h.header.len(),
             version: Version::V1,
             source: match h.addresses {
-                v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+                v1::Addresses::Tcp4(a) => {
+                    Some(SocketAddr::new(a.source_address.into(), a.source_port))
+                }
                 v1::Addresses::Tcp6(a) => Some(socket(a.source_address.into(), a.source_port)),
                 v1::Addresses::Unknown => None,
             },
@@ -224,7 +223,11 @@ mod tests {
         // LOCAL (health checks), with or without addresses.
         assert!(matches!(
             parse(&v2(0, 0x00, &[])),
-            Parsed::Header { source: None, len: 16, .. }
+            Parsed::Header {
+                source: None,
+                len: 16,
+                ..
+            }
         ));
         assert!(matches!(
             parse(&v2(0, 0x11, &body)),
@@ -238,7 +241,10 @@ mod tests {
         // TLVs after the addresses belong to the header.
         let mut with_tlv = body.to_vec();
         with_tlv.extend_from_slice(&[0x04, 0, 2, 1, 2]);
-        assert!(matches!(parse(&v2(1, 0x11, &with_tlv)), Parsed::Header { len: 33, .. }));
+        assert!(matches!(
+            parse(&v2(1, 0x11, &with_tlv)),
+            Parsed::Header { len: 33, .. }
+        ));
     }
 
     #[test]
@@ -256,7 +262,9 @@ mod tests {
     #[test]
     fn anything_else_is_malformed() {
         // A STUN Binding request, TLS, HTTP, a bad address, a bad version or command.
-        let stun = [0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+        let stun = [
+            0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ];
         assert_eq!(parse(&stun), Parsed::Malformed);
         assert_eq!(parse(&[0x16, 3, 1, 0, 200, 1]), Parsed::Malformed);
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Malformed);
@@ -280,7 +288,13 @@ mod tests {
         assert_eq!(parse(&h), Parsed::TooLong);
         // A whole header of exactly the bound is fine.
         let body = vec![0u8; MAX_HEADER - V2_FIXED];
-        assert!(matches!(parse(&v2(0, 0, &body)), Parsed::Header { len: MAX_HEADER, .. }));
+        assert!(matches!(
+            parse(&v2(0, 0, &body)),
+            Parsed::Header {
+                len: MAX_HEADER,
+                ..
+            }
+        ));
         // Text without an end.
         let mut text = b"PROXY TCP4 ".to_vec();
         text.resize(200, b'1');
