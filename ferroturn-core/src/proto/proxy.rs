@@ -72,12 +72,18 @@ pub fn parse(bytes: &[u8]) -> Parsed {
             return Parsed::TooLong;
         }
     }
-    // A version 1 header is a line: parsed once its end is there (a part cut at a space
-    // would read as a bad field), within the 107 bytes the spec allows.
-    if window.starts_with(V1_PREFIX) && window.len() < V1_MAX && !window.contains(&b'\n') {
+    // A version 1 header is a line ending at its first CRLF: parsed once that is there
+    // (a part cut at a space would read as a bad field), within the 107 bytes the spec
+    // allows.
+    if window.starts_with(V1_PREFIX)
+        && window.len() < V1_MAX
+        && !window.windows(2).any(|w| w == b"\r\n")
+    {
         return Parsed::Incomplete;
     }
     match ppp::HeaderResult::parse(window) {
+        // ppp ends a version 1 header at its first CR, whatever follows it.
+        ppp::HeaderResult::V1(Ok(h)) if !h.header.ends_with("\r\n") => Parsed::Malformed,
         ppp::HeaderResult::V1(Ok(h)) => Parsed::Header {
             len: h.header.len(),
             version: Version::V1,
@@ -279,6 +285,26 @@ mod tests {
         assert_eq!(parse(&v2(3, 0x11, &[0; 12])), Parsed::Malformed);
         // Shorter than its family's addresses.
         assert_eq!(parse(&v2(1, 0x11, &[0; 4])), Parsed::Malformed);
+    }
+
+    #[test]
+    fn a_version_1_header_ends_at_its_first_crlf() {
+        // UNKNOWN ignores what comes before the CRLF, a line feed included.
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN a\nb\r\nrest"),
+            Parsed::Header {
+                len: 19,
+                source: None,
+                ..
+            }
+        ));
+        assert_eq!(parse(b"PROXY UNKNOWN a\nb\r"), Parsed::Incomplete);
+        // A lone CR is no end (found by fuzzing: ppp took "\rI" for one).
+        assert_eq!(
+            parse(b"PROXY UNKNOWN 43OXY  \n\rI0;\r\n"),
+            Parsed::Malformed
+        );
+        assert_eq!(parse(b"PROXY UNKNOWN 43OXY  \n\r"), Parsed::Incomplete);
     }
 
     #[test]
