@@ -46,8 +46,8 @@ pub enum Front {
 pub struct Opening {
     /// Its PROXY header (from a `proxy-protocol-from` source).
     pub proxy: bool,
-    /// Its ClientHello (a TLS port with an `https-backend`).
-    pub sniff: Option<Sniffer>,
+    /// Its ClientHello (a TLS port with an `https-backend`); rustls's acceptor is large.
+    pub sniff: Option<Box<Sniffer>>,
 }
 
 impl Opening {
@@ -226,7 +226,7 @@ impl Streams {
                     return Ok(Opened::Turn);
                 }
                 Sniffed::Backend => {
-                    let seen = opening.sniff.take().map(Sniffer::into_seen);
+                    let seen = opening.sniff.take().map(|s| s.into_seen());
                     return Ok(Opened::Backend(seen.unwrap_or_default()));
                 }
                 Sniffed::Invalid => return Err(Close::Refused(Refusal::HelloInvalid)),

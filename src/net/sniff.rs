@@ -55,18 +55,10 @@ pub enum Sniffed {
 }
 
 /// A ClientHello being read.
+#[derive(Default)]
 pub struct Sniffer {
     acceptor: Acceptor,
     seen: Vec<u8>,
-}
-
-impl Default for Sniffer {
-    fn default() -> Self {
-        Self {
-            acceptor: Acceptor::default(),
-            seen: Vec::new(),
-        }
-    }
 }
 
 impl Sniffer {

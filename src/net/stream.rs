@@ -28,7 +28,6 @@
 
 use super::front::{Front, Opening};
 use super::shard::Source;
-use super::sniff::Sniffer;
 use crate::config::{StreamFront, StreamLimits};
 use crate::control::{ConnLimits, Refusal};
 use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
@@ -521,7 +520,7 @@ impl Streams {
         let front = (counted.is_none() || sniff).then(|| {
             Box::new(Front::Opening(Opening {
                 proxy: counted.is_none(),
-                sniff: sniff.then(Sniffer::default),
+                sniff: sniff.then(Box::default),
             }))
         });
         let tls = match (tls && !sniff, &self.tls) {
