@@ -3,7 +3,7 @@
 //! codes, static reasons, transport, direction, kind): no user, IP or port ever becomes
 //! a label, so the number of series is bounded.
 
-use crate::control::{Control, Metrics, UsageDrop};
+use crate::control::{Control, Metrics, Refusal, UsageDrop};
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::header::CONTENT_TYPE;
@@ -230,6 +230,7 @@ pub fn render(m: &Metrics) -> String {
          section 4.2.1).",
     )
     .sample(&[], m.dtls_hello_verify);
+    front(o, m);
     counter(
         o,
         "stream_frames_dropped_total",
@@ -315,6 +316,54 @@ fn usage(o: &mut String, m: &Metrics) {
 
 /// RFC 6062 TCP relays: peer connections by what became of them, those open now, and
 /// the bytes their pipes relayed (not in `relayed_*_total`, which count datagrams).
+/// PROXY headers, connections refused before TURN, HTTPS pass-through.
+fn front(o: &mut String, m: &Metrics) {
+    let f = &m.front;
+    let mut family = counter(
+        o,
+        "proxy_headers_total",
+        "PROXY protocol headers accepted (proxy-protocol-from), by version and kind: proxy \
+         (naming the client) or local (LOCAL, UNKNOWN: the proxy's own connection).",
+    );
+    for (version, kinds) in ["1", "2"].iter().zip(f.proxy_headers) {
+        family
+            .sample(&[("version", version), ("kind", "proxy")], kinds[0])
+            .sample(&[("version", version), ("kind", "local")], kinds[1]);
+    }
+    let mut family = counter(
+        o,
+        "stream_refused_total",
+        "TCP and TLS connections closed before TURN or the HTTPS backend saw them, by \
+         reason: a PROXY header late, malformed (or missing), too long, from an untrusted \
+         source or naming a client already connected; a ClientHello late, invalid or too \
+         long (https-backend).",
+    );
+    for (why, n) in Refusal::ALL.iter().zip(f.refused) {
+        family.sample(&[("reason", why.label())], n);
+    }
+    counter(
+        o,
+        "https_passthrough_total",
+        "TLS connections passed through to https-backend (ALPN h2 or http/1.1): opened, \
+         or backend_failed (the backend could not be reached).",
+    )
+    .sample(&[("kind", "opened")], f.passed)
+    .sample(&[("kind", "backend_failed")], f.backend_failed);
+    gauge(
+        o,
+        "https_passthrough_open",
+        "Connections passed through to https-backend open now.",
+    )
+    .sample(&[], f.passed_open);
+    counter(
+        o,
+        "https_passthrough_bytes_total",
+        "Bytes passed through between clients and https-backend.",
+    )
+    .sample(&[("direction", "client_to_backend")], f.passed_bytes[0])
+    .sample(&[("direction", "backend_to_client")], f.passed_bytes[1]);
+}
+
 fn tcp_relay(o: &mut String, m: &Metrics) {
     let s = &m.stats;
     counter(

@@ -11,7 +11,7 @@ mod link;
 mod message;
 
 pub use data::DataConnection;
-pub use link::Transport;
+pub use link::{ByteStream, Transport};
 pub use message::{
     MAX_INDICATION_DATA, channel_data, parse_connection_attempt, parse_relayed, send_indication,
 };
@@ -182,6 +182,23 @@ impl TurnClient {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         let link = Link::stream(Box::new(tls), Transport::Tls, local, server);
         Ok(Self::with_link(link, username, password))
+    }
+
+    /// A client over a stream already open from `local` to `server` (TLS: past its
+    /// handshake), on which something may have gone first: a PROXY header, say.
+    pub fn with_stream(
+        stream: Box<dyn ByteStream>,
+        transport: Transport,
+        local: SocketAddr,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Self {
+        Self::with_link(
+            Link::stream(stream, transport, local, server),
+            username,
+            password,
+        )
     }
 
     /// A client over DTLS (RFC 7350) to `server`, whose certificate must be valid under

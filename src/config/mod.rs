@@ -17,7 +17,9 @@ pub use api::{ApiConfig, ApiKey, KeyHash, RawApiKey, Secret};
 pub use error::ConfigError;
 pub use external::{ExternalIpAuto, StunServer};
 pub use raw::RawConfig;
-pub use typed::{AllocationFamily, Config, KernelOffload, Listeners, StreamLimits, TlsFiles};
+pub use typed::{
+    AllocationFamily, Config, KernelOffload, Listeners, StreamFront, StreamLimits, TlsFiles,
+};
 pub use usage::{UsageConfig, WebhookConfig};
 
 use std::path::Path;
@@ -57,6 +59,36 @@ mod tests {
             "127.0.0.1".parse::<IpAddr>().unwrap()
         );
         assert!(c.server.relay_v6.is_none());
+    }
+
+    #[test]
+    fn https_backend_and_proxy_protocol_from() {
+        let tls = "cert = \"c.pem\"\npkey = \"k.pem\"\n";
+        let c = Config::from_toml_str(&format!(
+            "{BASE}{tls}https-backend = \"[::1]:8443\"\nproxy-protocol-from = [\"10.0.0.0/8\", \"192.0.2.1\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.front.https_backend.as_deref(), Some("[::1]:8443"));
+        assert!(c.front.expects_proxy("10.1.2.3".parse().unwrap()));
+        assert!(c.front.expects_proxy("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(c.front.expects_proxy("192.0.2.1".parse().unwrap()));
+        assert!(!c.front.expects_proxy("192.0.2.2".parse().unwrap()));
+        assert_eq!(
+            Config::from_toml_str(BASE).unwrap().front,
+            StreamFront::default()
+        );
+        for bad in ["localhost", ":443", "host:0", "host:x", "::1:443", "a b:1"] {
+            let e = Config::from_toml_str(&format!("{BASE}{tls}https-backend = \"{bad}\"\n"))
+                .unwrap_err();
+            assert!(e.to_string().contains("https-backend"), "{bad}: {e}");
+        }
+        // Only the TLS ports can share with an HTTPS server.
+        let e = Config::from_toml_str(&format!("{BASE}https-backend = \"localhost:8443\"\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("TLS"), "{e}");
+        let e = Config::from_toml_str(&format!("{BASE}proxy-protocol-from = [\"10.0.0.0/40\"]\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("proxy-protocol-from"), "{e}");
     }
 
     #[test]

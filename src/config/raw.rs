@@ -65,6 +65,17 @@ pub struct RawConfig {
     /// 65536.
     #[arg(long, value_name = "BYTES")]
     pub tcp_send_queue: Option<usize>,
+    /// On the TLS ports, pass connections whose ClientHello offers ALPN `h2` or
+    /// `http/1.1` (and not `stun.turn`) byte for byte to this HTTPS server, which keeps its
+    /// own certificate: one port (443) for TURN over TLS and a website. Default: none.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub https_backend: Option<String>,
+    /// Sources (CIDR, IP or `start-end`) whose TCP and TLS connections start with a PROXY
+    /// protocol header (version 1 or 2) naming the client (repeat for several). Default:
+    /// none.
+    #[arg(long, value_name = "RANGE")]
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
     /// Address relay sockets are bound to (one per family). Default: the listening IPs.
     #[arg(long, value_name = "IP")]
     #[serde(default)]
@@ -303,7 +314,7 @@ impl RawConfig {
             opt: listening_port, tls_listening_port, alt_listening_port,
                 alt_tls_listening_port, no_udp, no_tcp, no_tls, no_dtls, cert, pkey,
                 max_tcp_connections, max_tcp_connections_per_ip, tcp_handshake_timeout,
-                tcp_idle_timeout, tcp_send_queue, max_bps, bps_capacity, new_peer_rate,
+                tcp_idle_timeout, tcp_send_queue, https_backend, max_bps, bps_capacity, new_peer_rate,
                 alternate_server, drain_timeout, allocation_default_address_family, mobility,
                 external_ip_interval,
                 min_port, max_port, realm, rest_api_separator,
@@ -318,7 +329,7 @@ impl RawConfig {
                 usage_webhook_interval, usage_webhook_queue,
                 api_listen, api_tls, credential_ttl, public_host;
             list: listening_ip, relay_ip, external_ip, external_ip_stun_servers, static_auth_secret, nonce_secret, user,
-                denied_peer_ip, allowed_peer_ip,
+                denied_peer_ip, allowed_peer_ip, proxy_protocol_from,
                 api_key_sha256, api_key, admin_key_sha256, turn_uris);
         self
     }

@@ -20,6 +20,8 @@ pub struct Config {
     /// Certificate and key files; `None` when TLS is off.
     pub tls: Option<TlsFiles>,
     pub streams: StreamLimits,
+    /// PROXY headers and the HTTPS backend in front of TURN on the stream listeners.
+    pub front: StreamFront,
     /// How long a drain waits for allocations to end.
     pub drain_timeout: Duration,
     pub server: ServerConfig,
@@ -124,6 +126,24 @@ pub struct StreamLimits {
     pub idle_timeout: Duration,
     /// Bytes queued toward the client beyond what the socket takes.
     pub send_queue: usize,
+}
+
+/// What comes before TURN on the TCP and TLS listeners (only a restart changes it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamFront {
+    /// `https-backend`: `host:port`, resolved when the server starts.
+    pub https_backend: Option<String>,
+    /// `proxy-protocol-from`: sources whose connections start with a PROXY header.
+    pub proxy_from: Vec<IpRange>,
+}
+
+impl StreamFront {
+    /// Whether a connection from `ip` must start with a PROXY header (an IPv4 address
+    /// written in IPv6, as a dual-stack listener reports it, counts as IPv4).
+    pub fn expects_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.proxy_from.iter().any(|r| r.contains(ip))
+    }
 }
 
 impl Config {
@@ -254,6 +274,10 @@ impl Config {
             own.push(r.advertised);
         }
         let policy = PeerPolicy::new(allowed, denied, own);
+        let front = StreamFront {
+            https_backend: https_backend(&raw, &listeners)?,
+            proxy_from: parse_ranges("proxy-protocol-from", &raw.proxy_protocol_from)?,
+        };
 
         let server = ServerConfig {
             credentials,
@@ -319,6 +343,7 @@ impl Config {
             listeners,
             tls,
             streams,
+            front,
             drain_timeout: Duration::from_secs(raw.drain_timeout.unwrap_or(d::DRAIN_TIMEOUT)),
             server,
             relay_threads,
@@ -429,6 +454,34 @@ fn listeners(
         );
     }
     Ok((listeners, tls))
+}
+
+/// `https-backend`: `host:port` (an IPv6 address in brackets), on a server with TLS
+/// listeners. Resolved at start, not here: checking a configuration looks nothing up.
+fn https_backend(raw: &RawConfig, listeners: &Listeners) -> Result<Option<String>, ConfigError> {
+    let Some(backend) = raw.https_backend.as_deref() else {
+        return Ok(None);
+    };
+    const KEY: &str = "https-backend";
+    let Some((host, port)) = backend.rsplit_once(':') else {
+        return err(KEY, format!("`{backend}`: expected `host:port`"));
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return err(KEY, format!("`{backend}`: expected `host:port`"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return err(
+            KEY,
+            format!("`{backend}`: write an IPv6 address as `[addr]:port`"),
+        );
+    }
+    if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+        return err(KEY, format!("`{backend}`: the port must be 1 to 65535"));
+    }
+    if listeners.tls.is_empty() {
+        return err(KEY, "needs TLS listeners (cert and pkey, without no-tls)");
+    }
+    Ok(Some(backend.to_owned()))
 }
 
 fn stream_limits(raw: &RawConfig) -> Result<StreamLimits, ConfigError> {

@@ -13,7 +13,7 @@ mod reload;
 mod usage;
 
 pub use certs::{CertError, CertStore, DerPair, watch as watch_certificates};
-pub use connections::{ConnLimits, DtlsCounters};
+pub use connections::{ConnLimits, DtlsCounters, FrontSnapshot, Refusal};
 pub use leases::{LeaseAsk, LeaseOp, Leases};
 pub use mailbox::{Command, MovedRelay, ShardLink, Wake};
 pub use reload::{
@@ -65,6 +65,8 @@ pub struct Metrics {
     pub dtls_handshakes_done: u64,
     pub dtls_handshakes_failed: u64,
     pub dtls_hello_verify: u64,
+    /// PROXY headers, refusals before TURN, HTTPS pass-through.
+    pub front: FrontSnapshot,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
     pub draining: bool,
@@ -268,6 +270,7 @@ impl Control {
             m.dtls_handshakes_failed,
             m.dtls_hello_verify,
         ) = self.conn_limits.dtls().snapshot();
+        m.front = self.conn_limits.front().snapshot();
         m.offload = self.offload.as_ref().map(|o| (o.totals(), o.installed()));
         m.usage = self.usage.totals();
         m.fleet_redis_up = match self.fleet_redis.load(Ordering::Relaxed) {

@@ -134,6 +134,7 @@ impl Control {
             "external-ip-stun-servers/interval",
         );
         restart(old.streams != new.streams, "tcp limits");
+        restart(old.front != new.front, "https-backend/proxy-protocol-from");
         restart(old.kernel_offload != new.kernel_offload, "kernel-offload");
         restart(old.usage != new.usage, "usage-webhook options");
         restart(

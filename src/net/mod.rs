@@ -8,7 +8,9 @@
 //! through their mailboxes ([`ShardLink`]).
 
 mod dtls;
+mod front;
 mod shard;
+mod sniff;
 mod socket;
 mod stream;
 mod tls;
@@ -92,6 +94,14 @@ pub fn start(
     } else if config.listeners.dtls.is_empty() {
         tracing::info!("DTLS off (no-dtls)");
     }
+    let backend = match (&config.front.https_backend, certs) {
+        (Some(backend), Some(_)) => {
+            let addr = front::resolve_backend(backend)?;
+            tracing::info!(%addr, "TLS ports shared with an HTTPS backend (ALPN h2, http/1.1)");
+            Some(addr)
+        }
+        _ => None,
+    };
     let bound = bind_streams(config, shards, certs.is_some())?;
     let stop = Arc::new(AtomicBool::new(false));
     // One nonce key for every shard: a nonce one shard issued is good at all of them. The
@@ -135,6 +145,8 @@ pub fn start(
             conn_limits.clone(),
             config.streams,
             tls_config.clone(),
+            config.front.clone(),
+            backend,
         );
         let dtls = match (certs, dtls_sockets.is_empty()) {
             (Some(certs), false) => Some(dtls::Dtls::new(

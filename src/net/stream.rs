@@ -21,17 +21,22 @@
 //! connection's life, not by the idle deadline. A connection whose ConnectionBind names
 //! another shard's CONNECTION-ID moves to that shard whole ([`Streams::detach`],
 //! [`Streams::adopt`]), TLS state and unread bytes included.
+//!
+//! A connection with a front ([`super::front`]: a PROXY header to read, a ClientHello
+//! that decides between TURN and the HTTPS backend, or a pass-through to that backend)
+//! is served by it until it is TURN.
 
+use super::front::{Front, Opening};
 use super::shard::Source;
-use crate::config::StreamLimits;
-use crate::control::ConnLimits;
+use crate::config::{StreamFront, StreamLimits};
+use crate::control::{ConnLimits, Refusal};
 use ferroturn_core::proto::stream::{Framer, MAX_STREAM_FRAME};
 use ferroturn_core::server::{ConnectionId, FiveTuple, ListenerId, Transport};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -63,6 +68,14 @@ pub enum Close {
     Framing(ferroturn_core::proto::stream::FramingError),
     #[error("handshake, first-message or idle timeout")]
     Timeout,
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    #[error("refused: the connection cap of the client its PROXY header names")]
+    Capped,
+    #[error("https-backend: {0}")]
+    Backend(io::Error),
+    #[error("passed through to https-backend until both sides closed")]
+    Passed,
 }
 
 /// One TCP or TLS connection.
@@ -84,6 +97,12 @@ pub struct Conn {
     pub data: Option<(usize, ConnectionId)>,
     /// Its first unread message is a ConnectionBind for this shard's sibling.
     pub handoff: Option<u32>,
+    /// Its PROXY header or ClientHello still to read, or its pass-through to the HTTPS
+    /// backend.
+    pub front: Option<Box<Front>>,
+    /// The client IP whose per-IP slot it holds (`None`: a slot in the total only,
+    /// until its PROXY header names the client).
+    pub counted: Option<IpAddr>,
 }
 
 impl Conn {
@@ -410,10 +429,14 @@ pub struct Streams {
     pub listeners: Vec<StreamListener>,
     pub conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    by_client: HashMap<(ListenerId, SocketAddr), usize>,
-    limits: Arc<ConnLimits>,
-    cfg: StreamLimits,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    pub(super) by_client: HashMap<(ListenerId, SocketAddr), usize>,
+    pub(super) limits: Arc<ConnLimits>,
+    pub(super) cfg: StreamLimits,
+    pub(super) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Sources whose connections start with a PROXY header.
+    front: StreamFront,
+    /// `https-backend`, resolved.
+    pub(super) backend: Option<SocketAddr>,
 }
 
 impl Streams {
@@ -422,6 +445,8 @@ impl Streams {
         limits: Arc<ConnLimits>,
         cfg: StreamLimits,
         tls: Option<Arc<rustls::ServerConfig>>,
+        front: StreamFront,
+        backend: Option<SocketAddr>,
     ) -> Self {
         Self {
             listeners,
@@ -431,6 +456,8 @@ impl Streams {
             limits,
             cfg,
             tls,
+            front,
+            backend,
         }
     }
 
@@ -455,31 +482,48 @@ impl Streams {
                 }
             };
             let tls = listener.tls;
-            if !self.limits.acquire(client.ip()) {
+            // A proxy's connection is charged to the client its header names.
+            let proxied = self.front.expects_proxy(client.ip());
+            let counted = (!proxied).then_some(client.ip());
+            let admitted = match counted {
+                Some(ip) => self.limits.acquire(ip),
+                None => self.limits.acquire_unattributed(),
+            };
+            if !admitted {
                 self.limits.count_refused();
                 tracing::debug!(%client, "connection refused: connection cap reached");
                 continue;
             }
             self.limits.count_accepted(tls);
-            if let Err(e) = self.admit(index, tls, socket, client, registry, now) {
-                self.limits.release(client.ip());
+            if let Err(e) = self.admit(index, tls, socket, client, counted, registry, now) {
+                self.limits.release_slot(counted);
                 tracing::debug!(%client, "connection dropped: {e}");
             }
         }
         true
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         listener: usize,
         tls: bool,
         mut socket: TcpStream,
         client: SocketAddr,
+        counted: Option<IpAddr>,
         registry: &Registry,
         now: Instant,
     ) -> io::Result<()> {
         let _ = socket.set_nodelay(true);
-        let tls = match (tls, &self.tls) {
+        // With an HTTPS backend, the ClientHello decides what the connection is.
+        let sniff = tls && self.backend.is_some();
+        let front = (counted.is_none() || sniff).then(|| {
+            Box::new(Front::Opening(Opening {
+                proxy: counted.is_none(),
+                sniff: sniff.then(Box::default),
+            }))
+        });
+        let tls = match (tls && !sniff, &self.tls) {
             (false, _) => None,
             (true, Some(cfg)) => {
                 let mut conn = rustls::ServerConnection::new(cfg.clone())
@@ -509,6 +553,8 @@ impl Streams {
             writable: false,
             data: None,
             handoff: None,
+            front,
+            counted,
         };
         if index == self.conns.len() {
             self.conns.push(Some(conn));
@@ -523,6 +569,10 @@ impl Streams {
     pub fn remove(&mut self, index: usize, registry: &Registry) -> Option<FiveTuple> {
         let mut conn = self.conns.get_mut(index)?.take()?;
         let _ = registry.deregister(&mut conn.socket);
+        if let Some(Front::Passing(pass)) = conn.front.as_deref_mut() {
+            let _ = registry.deregister(pass.backend_mut());
+            self.limits.front().count_passed(false);
+        }
         // What is queued goes out if the socket takes it now; nothing waits for it.
         let _ = conn.flush();
         if let Some(tls) = conn.tls.as_mut() {
@@ -531,7 +581,7 @@ impl Streams {
         }
         self.by_client
             .remove(&(conn.tuple.listener, conn.tuple.client));
-        self.limits.release(conn.tuple.client.ip());
+        self.limits.release_slot(conn.counted);
         self.free.push(index);
         Some(conn.tuple)
     }
@@ -557,7 +607,7 @@ impl Streams {
         };
         if let Err(e) = registry.register(&mut conn.socket, Source::Conn(index).token(), interest) {
             self.free.push(index);
-            self.limits.release(conn.tuple.client.ip());
+            self.limits.release_slot(conn.counted);
             return Err(e);
         }
         self.by_client
@@ -568,6 +618,30 @@ impl Streams {
             self.conns[index] = Some(conn);
         }
         Ok(index)
+    }
+
+    /// Whether connection `index` has a front to serve (see [`super::front`]).
+    pub fn has_front(&self, index: usize) -> bool {
+        matches!(self.conns.get(index), Some(Some(c)) if c.front.is_some())
+    }
+
+    /// Why connection `index` is closed at its deadline: late with its PROXY header or
+    /// ClientHello, or the handshake, first-message or idle timeout.
+    pub fn timeout_reason(&self, index: usize) -> Close {
+        match self.conns.get(index).and_then(Option::as_ref) {
+            Some(Conn {
+                front: Some(front), ..
+            }) => match &**front {
+                Front::Opening(o) => Close::Refused(o.timeout()),
+                Front::Passing(_) => Close::Timeout,
+            },
+            _ => Close::Timeout,
+        }
+    }
+
+    /// Counts a refusal for the metrics.
+    pub fn count_refusal(&self, why: Refusal) {
+        self.limits.front().count_refused(why);
     }
 
     /// The peer connection a data connection is spliced to.

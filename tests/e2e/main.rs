@@ -4,6 +4,8 @@
 //! - `udp`, `stream`, `dtls`: TURN over UDP, TCP, TLS and DTLS, relaying through echo
 //!   peers;
 //! - `tcp_relay`: TCP allocations (RFC 6062): Connect, ConnectionBind, peers connecting;
+//! - `https_backend`, `proxy_protocol`: what comes before TURN on the stream listeners:
+//!   the TLS port shared with an HTTPS server, PROXY headers from load balancers;
 //! - `api`: the HTTP API (credentials, metrics, health, admin, the status page);
 //! - `mobility`: RFC 8016 moves of an allocation between client ports and shards;
 //! - `nat`: many clients behind one address setting up allocations;
@@ -20,10 +22,12 @@ mod adversarial;
 mod api;
 mod dtls;
 mod fleet;
+mod https_backend;
 mod logging;
 mod mobility;
 mod nat;
 mod operations;
+mod proxy_protocol;
 mod stream;
 mod tcp_relay;
 mod udp;

@@ -2,12 +2,17 @@
 //! frames to the core in place, send what they relay toward peers from the framer's
 //! buffer, close on error or deadline (the allocation goes with the connection). A
 //! data connection (RFC 6062) is served by its pipe (`tcp_relay`) instead; one whose
-//! ConnectionBind belongs to another shard is handed over (`handoff`).
+//! ConnectionBind belongs to another shard is handed over (`handoff`). A connection
+//! with a front (a PROXY header or ClientHello to read, or passed through to the HTTPS
+//! backend: `net/front.rs`) is served by it until it is TURN.
 
 use super::Shard;
 use super::egress::{self, Sockets, Via};
 use super::token::Source;
+use crate::control::Refusal;
+use crate::net::front::Served;
 use crate::net::stream::{Close, Conn};
+use ferroturn_core::proto::proxy::{self, Start};
 use ferroturn_core::proto::stream::Frame;
 use ferroturn_core::server::{DataTransmit, Path};
 use std::io;
@@ -23,6 +28,9 @@ impl Shard {
     pub(super) fn serve_conn(&mut self, index: usize) -> bool {
         if let Some(link) = self.streams.data_link(index) {
             return self.serve_data_conn(index, link);
+        }
+        if self.streams.has_front(index) {
+            return self.serve_front(index);
         }
         // Taken out of the slab while the core runs, put back before anything else.
         let Some(mut conn) = self.streams.conns.get_mut(index).and_then(Option::take) else {
@@ -57,6 +65,30 @@ impl Shard {
         }
     }
 
+    /// Serves a connection's front: its PROXY header, its ClientHello, or its
+    /// pass-through to the HTTPS backend. Once it is TURN, serves it as such at once
+    /// (what followed the header or ClientHello may be waiting).
+    fn serve_front(&mut self, index: usize) -> bool {
+        let Some(mut conn) = self.streams.conns.get_mut(index).and_then(Option::take) else {
+            return false;
+        };
+        let served =
+            self.streams
+                .serve_front(index, &mut conn, self.poll.registry(), Instant::now());
+        if let Some(slot) = self.streams.conns.get_mut(index) {
+            *slot = Some(conn);
+        }
+        match served {
+            Ok(Served::Waiting) => false,
+            Ok(Served::Passing(more)) => more,
+            Ok(Served::Turn) => !self.streams.has_front(index) && self.serve_conn(index),
+            Err(why) => {
+                self.close_conn(index, why);
+                false
+            }
+        }
+    }
+
     fn read_conn(&mut self, conn: &mut Conn) -> Result<bool, Close> {
         conn.flush()?;
         // Frames already buffered first (a connection handed over by another shard).
@@ -77,6 +109,15 @@ impl Shard {
     fn conn_frames(&mut self, conn: &mut Conn) -> Result<(), Close> {
         if conn.data.is_some() || conn.handoff.is_some() {
             return Ok(());
+        }
+        // A PROXY header is read only from proxy-protocol-from sources, and only before
+        // anything else; elsewhere it is refused, never framed.
+        if !conn.greeted && conn.tls.is_none() {
+            match proxy::start(conn.framer.pending_bytes()) {
+                Start::Header => return Err(Close::Refused(Refusal::ProxyUntrusted)),
+                Start::Unsure => return Ok(()),
+                Start::Other => {}
+            }
         }
         let now = Instant::now();
         let idle = self.streams.limits().idle_timeout;
@@ -154,6 +195,9 @@ impl Shard {
     /// Closes connection `index` and deletes its allocation at once; a data connection
     /// takes its peer connection with it.
     pub(super) fn close_conn(&mut self, index: usize, why: Close) {
+        if let Close::Refused(refusal) = why {
+            self.streams.count_refusal(refusal);
+        }
         let link = self.streams.data_link(index);
         if let Some(tuple) = self.streams.remove(index, self.poll.registry()) {
             tracing::debug!(client = %tuple.client, "connection closed: {why}");
@@ -172,7 +216,8 @@ impl Shard {
         self.streams
             .expired(now, |t| core.relayed_address(t).is_some(), &mut expired);
         for &index in &expired {
-            self.close_conn(index, Close::Timeout);
+            let why = self.streams.timeout_reason(index);
+            self.close_conn(index, why);
         }
         expired.clear();
         self.failed = expired;

@@ -290,7 +290,7 @@ impl Shard {
     fn drain(&mut self, token: Token) {
         let source = Source::of(token);
         let more = match source {
-            Source::Conn(index) => self.serve_conn(index),
+            Source::Conn(index) | Source::Backend(index) => self.serve_conn(index),
             Source::StreamListener(index) => {
                 self.streams
                     .accept(index, self.poll.registry(), Instant::now())

@@ -10,6 +10,7 @@ const RELAY_BASE: usize = 1 << 16;
 const CONN_BASE: usize = 1 << 40;
 const TCP_RELAY_BASE: usize = 1 << 41;
 const PEER_BASE: usize = 1 << 42;
+const BACKEND_BASE: usize = 1 << 43;
 
 /// A source of events in a shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub enum Source {
     TcpRelay(usize),
     /// TCP peer connection `n` of a TCP allocation.
     Peer(usize),
+    /// The HTTPS backend connection of client connection `n` (passed through).
+    Backend(usize),
 }
 
 impl Source {
@@ -43,12 +46,14 @@ impl Source {
             Source::Conn(n) => CONN_BASE + n,
             Source::TcpRelay(n) => TCP_RELAY_BASE + n,
             Source::Peer(n) => PEER_BASE + n,
+            Source::Backend(n) => BACKEND_BASE + n,
         })
     }
 
     pub fn of(token: Token) -> Source {
         match token.0 {
             WAKER => Source::Waker,
+            t if t >= BACKEND_BASE => Source::Backend(t - BACKEND_BASE),
             t if t >= PEER_BASE => Source::Peer(t - PEER_BASE),
             t if t >= TCP_RELAY_BASE => Source::TcpRelay(t - TCP_RELAY_BASE),
             t if t >= CONN_BASE => Source::Conn(t - CONN_BASE),
@@ -81,6 +86,8 @@ mod tests {
             Source::TcpRelay(70_000),
             Source::Peer(0),
             Source::Peer(1 << 20),
+            Source::Backend(0),
+            Source::Backend(1 << 20),
         ] {
             assert_eq!(Source::of(s.token()), s);
         }
