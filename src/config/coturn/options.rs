@@ -331,7 +331,11 @@ pub fn left_out(name: &str) -> Option<LeftOut> {
         | "tls-alternate-server"
         | "tcp-alternate-server"
         | "udp-alternate-server" => (Unsupported, false, ALTERNATE),
-        "tcp-proxy-port" => (Unsupported, false, "no PROXY-protocol port in this version"),
+        "tcp-proxy-port" => (
+            Unsupported,
+            false,
+            "no port of its own for PROXY headers: set proxy-protocol-from to your load balancers' addresses, and their headers are read on the usual TCP and TLS ports",
+        ),
         "no-udp-relay" => (Unsupported, true, "ferroturn always offers UDP relays"),
         "server-relay" => (
             Unsupported,
