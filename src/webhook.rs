@@ -215,7 +215,13 @@ impl Delivery {
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
         loop {
-            match self.post(body.clone(), REQUEST_TIMEOUT).await {
+            // A stop cuts a request short: the batch is sent again by the flush, within
+            // its own time (records carry ids, so a receiver that got it twice can tell).
+            let outcome = tokio::select! {
+                o = self.post(body.clone(), REQUEST_TIMEOUT) => o,
+                _ = stop.wait_for(|s| *s) => return false,
+            };
+            match outcome {
                 Outcome::Failed(why) => {
                     failures += 1;
                     self.counters.retried();

@@ -198,11 +198,12 @@ impl Streams {
                 .ok_or(Close::Refused(Refusal::ProxyTooLong))?;
             conn.socket.read_exact(header).map_err(Close::Io)?;
             opening.proxy = false;
+            let client = source.unwrap_or(conn.tuple.client);
+            self.readdress(conn, client)?;
+            // Counted once the connection is kept (a refusal is counted as one).
             self.limits
                 .front()
                 .count_proxy_header(version == Version::V2, source.is_some());
-            let client = source.unwrap_or(conn.tuple.client);
-            self.readdress(conn, client)?;
         }
         let Some(sniffer) = opening.sniff.as_mut() else {
             return Ok(Opened::Turn);

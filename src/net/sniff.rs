@@ -10,7 +10,8 @@ use rustls::server::{Accepted, Acceptor};
 
 /// The most bytes read before the ClientHello is complete. A ClientHello is one
 /// handshake message, usually a few hundred bytes to 2 KiB (post-quantum key shares
-/// included); 16 KiB is one whole TLS record of it.
+/// included); 16 KiB is several times that, and a ClientHello that fills a whole TLS
+/// record (2^14 bytes of payload after a 5-byte header) is refused.
 pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 /// ALPN protocol ids (RFC 7301) of the HTTPS backend and of TURN (RFC 7443).

@@ -535,7 +535,12 @@ impl Streams {
             (true, None) => return Err(io::Error::other("TLS listener without TLS config")),
         };
         let index = self.free.pop().unwrap_or(self.conns.len());
-        registry.register(&mut socket, Source::Conn(index).token(), Interest::READABLE)?;
+        if let Err(e) =
+            registry.register(&mut socket, Source::Conn(index).token(), Interest::READABLE)
+        {
+            self.give_back(index);
+            return Err(e);
+        }
         let tuple = FiveTuple {
             client,
             listener: listener as ListenerId,
@@ -597,8 +602,25 @@ impl Streams {
         Some(conn)
     }
 
+    /// An index taken for a connection that did not come to be: back to the free list
+    /// if it names a slot (a new one past the end is simply not used).
+    fn give_back(&mut self, index: usize) {
+        if index < self.conns.len() {
+            self.free.push(index);
+        }
+    }
+
     /// Takes over a connection another shard detached; its index here.
     pub fn adopt(&mut self, mut conn: Conn, registry: &Registry) -> io::Result<usize> {
+        // One connection per client address and listener: a PROXY header may name an
+        // address already connected here through another shard.
+        if self
+            .by_client
+            .contains_key(&(conn.tuple.listener, conn.tuple.client))
+        {
+            self.limits.release_slot(conn.counted);
+            return Err(io::Error::other("client address already connected"));
+        }
         let index = self.free.pop().unwrap_or(self.conns.len());
         let interest = if conn.writable {
             Interest::READABLE | Interest::WRITABLE
@@ -606,7 +628,7 @@ impl Streams {
             Interest::READABLE
         };
         if let Err(e) = registry.register(&mut conn.socket, Source::Conn(index).token(), interest) {
-            self.free.push(index);
+            self.give_back(index);
             self.limits.release_slot(conn.counted);
             return Err(e);
         }
