@@ -30,6 +30,31 @@ impl IpRange {
         }
     }
 
+    /// The first address.
+    pub fn start(&self) -> IpAddr {
+        self.start
+    }
+
+    /// The prefix length when the range is exactly one aligned CIDR block
+    /// (`10.0.0.0-10.255.255.255` is `/8`; a single address is `/32` or `/128`).
+    pub fn prefix_len(&self) -> Option<u8> {
+        let (lo, hi, bits) = match (self.start, self.end) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                (u128::from(u32::from(a)), u128::from(u32::from(b)), 32)
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return None,
+        };
+        // The whole IPv6 space has 2^128 addresses, one more than u128 holds.
+        let host_bits = match (hi - lo).checked_add(1) {
+            None => 128,
+            Some(size) if size.is_power_of_two() => size.trailing_zeros(),
+            Some(_) => return None,
+        };
+        let aligned = host_bits == 128 || lo & ((1u128 << host_bits) - 1) == 0;
+        aligned.then(|| (bits - host_bits) as u8)
+    }
+
     fn cidr(ip: IpAddr, prefix: u8) -> Option<Self> {
         match ip {
             IpAddr::V4(v4) if prefix <= 32 => {

@@ -1,6 +1,7 @@
 //! Values whose spelling differs between coturn and ferroturn: peer address ranges and
 //! the Redis connection string.
 
+use ferroturn_core::server::policy::IpRange;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// coturn's `IP`, `IP-IP` or `IP/LEN` as ferroturn writes it: a single address as is, a
@@ -15,41 +16,14 @@ pub fn range_text(value: &str) -> Option<String> {
         let bits = if ip.is_ipv4() { 32 } else { 128 };
         return (len <= bits).then(|| format!("{ip}/{len}"));
     }
-    let (low, high) = match value.split_once('-') {
-        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
-        None => {
-            let ip: IpAddr = value.parse().ok()?;
-            (ip, ip)
-        }
-    };
-    let (lo, hi, bits) = match (low, high) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
-        _ => return None,
-    };
-    if lo > hi {
-        return None;
-    }
-    if lo == hi {
-        return Some(low.to_string());
-    }
-    match block_len(lo, hi, bits) {
-        Some(len) => Some(format!("{low}/{len}")),
-        None => Some(format!("{low}-{high}")),
-    }
-}
-
-/// The prefix length when `lo..=hi` is exactly one aligned block of a `bits`-bit space.
-fn block_len(lo: u128, hi: u128, bits: u32) -> Option<u32> {
-    let size = (hi - lo).checked_add(1);
-    // The whole IPv6 space has 2^128 addresses, one more than u128 holds.
-    let host_bits = match size {
-        None => 128,
-        Some(s) if s.is_power_of_two() => s.trailing_zeros(),
-        Some(_) => return None,
-    };
-    let aligned = host_bits == 128 || lo & ((1u128 << host_bits) - 1) == 0;
-    aligned.then_some(bits - host_bits)
+    // A single address or `low-high`, read as the peer policy reads it.
+    let range: IpRange = value.parse().ok()?;
+    let bits = if range.start().is_ipv4() { 32 } else { 128 };
+    Some(match range.prefix_len() {
+        // A single address is written as itself, by the range's Display.
+        Some(len) if len < bits => format!("{}/{len}", range.start()),
+        _ => range.to_string(),
+    })
 }
 
 /// coturn's Redis connection string (`host=... dbname=... password=... port=...`, space
