@@ -21,11 +21,15 @@ usage: bash benches/compare.sh [--quick] [--netns] [--rounds N] [--scenarios LIS
   --quick           1 round, 2 s per relay scenario, smaller counts
   --netns           server and generator in two network namespaces of their own, joined
                     by a veth pair, each side's receive work steered to its own CPU (RPS),
-                    as between two hosts; needs root
+                    as between two hosts; needs root. The echo peer is then a TC program
+                    in the generator's namespace (benches/echo.bpf.c) where clang and tc
+                    can load it
+  --user-echo       with --netns, keep the echo peer in user space (a thread of the
+                    generator, as on loopback)
   --rounds N        rounds (default 5; 1 with --quick)
-  --scenarios LIST  comma-separated subset of: relay-1x200 relay-64x200 relay-1x1200
-                    relay-64x1200 relay-cpu relay-half relay-tcp-64x200 setup
-                    idle-10k idle-30k flood flood-ips
+  --scenarios LIST  comma-separated subset of: relay-1x200 relay-64x200 relay-2x
+                    relay-1x1200 relay-64x1200 relay-cpu relay-half relay-tcp-64x200
+                    setup idle-10k idle-30k flood flood-ips
   --out DIR         results directory (default target/bench-results/<timestamp>)
 EOF
 }
@@ -33,6 +37,7 @@ EOF
 rounds=5
 rounds_set=0
 netns=0
+user_echo=0
 quick=0
 only=""
 out=""
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --quick) quick=1 ;;
     --netns) netns=1 ;;
+    --user-echo) user_echo=1 ;;
     --rounds) rounds="${2:?--rounds needs a number}"; rounds_set=1; shift ;;
     --scenarios) only="${2:?--scenarios needs a list}"; shift ;;
     --out) out="${2:?--out needs a directory}"; shift ;;
@@ -85,6 +91,10 @@ cleanup_ns() { :; }
 if [ "$netns" = 1 ]; then
     [ "$(id -u)" = 0 ] || die "--netns needs root"
     command -v ip >/dev/null || die "ip is needed (apt-get install -y iproute2)"
+    if ! command -v ethtool >/dev/null; then
+        echo "== installing ethtool"
+        apt-get install -y ethtool || { apt-get update && apt-get install -y ethtool; }
+    fi
     ns_srv="ftbench-srv-$$" ns_gen="ftbench-gen-$$"
     srv_ip=10.77.0.1 gen_ip=10.77.0.2
     cleanup_ns() { ip netns del "$ns_srv" 2>/dev/null || true; ip netns del "$ns_gen" 2>/dev/null || true; }
@@ -100,6 +110,15 @@ if [ "$netns" = 1 ]; then
     # of that side (the server's on 0, the generator's on 1), as on two hosts.
     ip netns exec "$ns_srv" sh -c 'echo 1 > /sys/class/net/vs/queues/rx-0/rps_cpus'
     ip netns exec "$ns_gen" sh -c 'echo 2 > /sys/class/net/vg/queues/rx-0/rps_cpus'
+    # Each UDP datagram leaves a veth as a datagram of its own, as on a wire: a GSO train
+    # is cut in the sender's namespace (software segmentation, charged to the sender)
+    # rather than crossing the pair whole and being cut by the receiver.
+    for side in "$ns_srv vs" "$ns_gen vg"; do
+        set -- $side
+        ip netns exec "$1" ethtool -K "$2" tx-udp-segmentation off >/dev/null ||
+            die "ethtool could not turn off UDP segmentation offload on $2"
+    done
+    set --
     # The kernel fast path forwards to the generator's namespace through bpf_fib_lookup,
     # which needs forwarding on lo (the server's namespace routes nothing itself).
     ip netns exec "$ns_srv" sh -c 'echo 1 > /proc/sys/net/ipv4/conf/lo/forwarding'
@@ -139,6 +158,11 @@ import sys
 METRICS = [
     # Media-like paced load first: what a server costs per relayed packet, and the tail
     # latency a call sees, with the generator far from busy.
+    # The server's CPU, all of it: its process and the kernel's work there (softirq
+    # included, which RPS steers to it in the namespace bed), charged to any process or
+    # none. The fair figure for user space and the kernel path alike; with --netns only
+    # (on loopback a datagram's receive work runs on the sender's CPU).
+    ("relay-cpu", "server core CPU us/round trip, 200 flows x 50 pps", "server_core_cpu_us_per_round_trip", "lower"),
     ("relay-cpu", "server CPU us/round trip, 200 flows x 50 pps", "server_cpu_us_per_round_trip", "lower"),
     # Every CPU's busy time: the only fair figure for the kernel path, whose work no
     # process is charged for (it includes the generator and the echo peer for everyone).
@@ -148,11 +172,20 @@ METRICS = [
     ("relay-half", "RTT p99 us at half ferroturn's max", "rtt_us.p99", "lower"),
     ("relay-half", "RTT p50 us at half ferroturn's max", "rtt_us.p50", "lower"),
     ("relay-1x200", "round trips/s, 1 flow, 200 B", "round_trips_per_s", "higher"),
+    ("relay-1x200", "server core CPU us/round trip, 1 flow, 200 B", "server_core_cpu_us_per_round_trip", "lower"),
     ("relay-1x200", "server CPU us/round trip, 1 flow, 200 B", "server_cpu_us_per_round_trip", "lower"),
     ("relay-1x200", "machine CPU us/round trip, 1 flow, 200 B", "machine_cpu_us_per_round_trip", "lower"),
     ("relay-64x200", "round trips/s, 64 flows, 200 B", "round_trips_per_s", "higher"),
+    ("relay-64x200", "server core CPU us/round trip, 64 flows, 200 B", "server_core_cpu_us_per_round_trip", "lower"),
     ("relay-64x200", "server CPU us/round trip, 64 flows, 200 B", "server_cpu_us_per_round_trip", "lower"),
     ("relay-64x200", "machine CPU us/round trip, 64 flows, 200 B", "machine_cpu_us_per_round_trip", "lower"),
+    # 64 flows offered twice coturn's 64-flow flood rate of the same round (paced, bursts
+    # of 4): a server that keeps up relays it all with the generator well below busy,
+    # which a flood row cannot show once a server outruns the generator.
+    # The ratio of the first row is to coturn's relay-64x200 rate of the same round.
+    ("relay-2x", "round trips/s relayed, offered 2.2x coturn's 64-flow max", "round_trips_per_s", "higher", "relay-64x200"),
+    ("relay-2x", "loss, offered 2.2x coturn's 64-flow max", "loss_ratio", "lower"),
+    ("relay-2x", "RTT p99 us, offered 2.2x coturn's 64-flow max", "rtt_us.p99", "lower"),
     ("relay-1x1200", "round trips/s, 1 flow, 1200 B", "round_trips_per_s", "higher"),
     ("relay-64x1200", "round trips/s, 64 flows, 1200 B", "round_trips_per_s", "higher"),
     ("relay-tcp-64x200", "round trips/s over TCP, 64 flows, 200 B", "round_trips_per_s", "higher"),
@@ -199,14 +232,21 @@ def record(results, rnd, impl, scenario, rc, outfile):
                     result = json.loads(line)
                 except ValueError:
                     pass
+    if result is not None:
+        # How busy the generator was: its process, or its CPU as a whole (the receive
+        # work and the echo program's softirq run there too), whichever is higher.
+        busy = [result.get(k) for k in ("gen_cpu_util", "gen_cores_busy")]
+        busy = [b for b in busy if isinstance(b, (int, float))]
+        if busy:
+            result["gen_busy"] = max(busy)
     entry = {"round": int(rnd), "impl": impl, "scenario": scenario, "rc": int(rc), "result": result}
     with open(results, "a") as f:
         f.write(json.dumps(entry) + "\n")
     if result is None:
         print(f"  {impl:9} no result (exit {rc}); see {outfile[:-4]}.err")
         return
-    shown = [f"{key}={fmt(lookup(result, key))}" for s, _, key, _ in METRICS if s == scenario]
-    for key in ("loss_ratio", "gen_cpu_util", "failures", "closed_connections"):
+    shown = [f"{key}={fmt(lookup(result, key))}" for s, _, key, *_ in METRICS if s == scenario]
+    for key in ("loss_ratio", "gen_busy", "failures", "closed_connections"):
         value = lookup(result, key)
         if value is not None and (value or key != "closed_connections"):
             shown.append(f"{key}={fmt(value)}")
@@ -264,29 +304,50 @@ def summarize(outdir):
     with open(f"{outdir}/machine.json") as f:
         machine = json.load(f)
     rows = []
-    for scenario, what, key, better in METRICS:
+    for scenario, what, key, better, *reference in METRICS:
         f, nf = medians(entries, scenario, "ferroturn", key)
         k, nk = medians(entries, scenario, "kernel", key)
         c, nc = medians(entries, scenario, "coturn", key)
         w, _ = medians(entries, scenario, "forwarder", key)
         if f is None and c is None:
             continue
-        gens = [medians(entries, scenario, impl, "gen_cpu_util")[0]
+        gens = [medians(entries, scenario, impl, "gen_busy")[0]
                 for impl in ("ferroturn", "kernel", "coturn")]
+        ref_gen = gens[2]
+        if reference:
+            ref_gen = medians(entries, reference[0], "coturn", "gen_busy")[0]
 
-        def ratio(x, gx):
+        def ratio(x, gx, impl):
             if x is None or not c:
                 return "-"
-            busy = max((g for g in (gx, gens[2]) if g is not None), default=None)
+            busy = max((g for g in (gx, ref_gen) if g is not None), default=None)
             if busy is not None and busy > GEN_BUSY_LIMIT:
                 return f"none (generator {busy:.0%})"
-            return f"{x / c:.2f}" if x / c >= 0.1 else f"{x / c:.2g}"
+            r = x / c
+            if reference:
+                # Median over rounds of this round's value over coturn's in the
+                # reference scenario of the same round.
+                per_round = []
+                for e in entries:
+                    if (e["scenario"], e["impl"]) != (scenario, impl) or not e["result"]:
+                        continue
+                    v = lookup(e["result"], key)
+                    base = [lookup(b["result"], key) for b in entries
+                            if (b["scenario"], b["impl"], b["round"]) == (reference[0], "coturn", e["round"])
+                            and b["result"]]
+                    if v is not None and base and base[0]:
+                        per_round.append(v / base[0])
+                if not per_round:
+                    return "-"
+                r = statistics.median(per_round)
+            return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
 
         gen_txt = " / ".join("-" if g is None else f"{g:.0%}" for g in gens)
         better_txt = {"higher": "higher is better", "lower": "lower is better"}.get(better, "")
         notes = notes_for(entries, scenario) if key == METRICS_FIRST_KEY.get(scenario) else ""
         rows.append([what, fmt(f), fmt(k) if k is not None else "", fmt(c),
-                     ratio(f, gens[0]), ratio(k, gens[1]) if k is not None else "",
+                     ratio(f, gens[0], "ferroturn"),
+                     ratio(k, gens[1], "kernel") if k is not None else "",
                      fmt(w) if w is not None else "", gen_txt, better_txt,
                      f"{nf}/{nk}/{nc}", notes])
     head = ["scenario", "ferroturn", "ferroturn kernel", "coturn", "ferroturn/coturn",
@@ -301,7 +362,8 @@ def summarize(outdir):
             f"{machine['server_cpu']}, generator on CPU {machine['gen_cpu']}, "
             f"{machine['threads']} relay thread(s), fd limit {machine['fd_limit']}; "
             + ("server and generator in two network namespaces over veth, receive work "
-               "steered to each side's CPU (RPS)" if machine.get("netns") else "loopback"))
+               "steered to each side's CPU (RPS)" if machine.get("netns") else "loopback")
+            + f"; echo peer: {machine.get('echo', 'user space')}")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     print(f"\n{title}\n{info}\n")
     for r in [head] + rows:
@@ -323,7 +385,7 @@ def summarize(outdir):
 
 
 METRICS_FIRST_KEY = {}
-for _s, _w, _k, _b in METRICS:
+for _s, _w, _k, *_ in METRICS:
     METRICS_FIRST_KEY.setdefault(_s, _k)
 
 if __name__ == "__main__":
@@ -345,24 +407,10 @@ else
 fi
 echo "== machine: $nproc_n CPUs, $cpu_model, kernel $kernel, fd limit $fd_limit"
 echo "== coturn $coturn_version, ferroturn $ft_version, $rounds round(s), results in $out"
-M_NPROC=$nproc_n M_CPU=$cpu_model M_KERNEL=$kernel M_COTURN=$coturn_version \
-    M_FERROTURN=$ft_version M_ROUNDS=$rounds M_QUICK=$quick M_SERVER_CPU=$server_cpu \
-    M_GEN_CPU=$gen_cpu M_THREADS=$threads M_FD_LIMIT=$fd_limit M_NETNS=$netns \
-    python3 - "$out/machine.json" <<'EOF'
-import json, os, sys
-e = os.environ
-json.dump({"nproc": int(e["M_NPROC"]), "cpu": e["M_CPU"], "kernel": e["M_KERNEL"],
-           "coturn": e["M_COTURN"], "ferroturn": e["M_FERROTURN"],
-           "rounds": int(e["M_ROUNDS"]), "quick": e["M_QUICK"] == "1",
-           "server_cpu": int(e["M_SERVER_CPU"]), "gen_cpu": int(e["M_GEN_CPU"]),
-           "threads": int(e["M_THREADS"]), "fd_limit": int(e["M_FD_LIMIT"]),
-           "netns": e["M_NETNS"] == "1"},
-          open(sys.argv[1], "w"))
-EOF
 
 # One port free for UDP and TCP for every server in turn (one runs at a time), one UDP
 # port for the forwarder's echo peer; both below the relay range.
-read -r lport peer_port < <(python3 - <<'EOF'
+read -r lport peer_port kecho_port < <(python3 - <<'EOF'
 import socket
 def free(port, kinds):
     for kind in kinds:
@@ -379,12 +427,51 @@ for port in range(13478, 19999):
     kinds = [socket.SOCK_DGRAM] + ([socket.SOCK_STREAM] if not found else [])
     if free(port, kinds):
         found.append(port)
-    if len(found) == 2:
+    if len(found) == 3:
         break
 print(*found)
 EOF
 )
-[ -n "${peer_port:-}" ] || die "no free UDP port between 13478 and 19999"
+[ -n "${kecho_port:-}" ] || die "no free UDP ports between 13478 and 19999"
+
+# With --netns the echo peer is a TC program on the generator's veth: each datagram to
+# its port goes straight back, so the generator's one CPU is not spent on a second thread
+# receiving and sending every datagram again. It is the same for every server, and its
+# work (softirq on the generator's CPU) counts in the generator's busy figure.
+echo_mode="user space"
+kernel_echo=0
+if [ "$netns" = 1 ] && [ "$user_echo" = 0 ]; then
+    multiarch=$(gcc -print-multiarch 2>/dev/null || true)
+    if ! command -v clang >/dev/null; then
+        echo "note: no clang, the echo peer stays in user space (apt-get install -y clang libbpf-dev)"
+    elif ! clang -O2 -g -Wall -Werror -target bpf -DECHO_PORT="$kecho_port" \
+        ${multiarch:+-I "/usr/include/$multiarch"} -c benches/echo.bpf.c -o "$out/echo.bpf.o" 2>"$out/echo.bpf.err"; then
+        echo "note: benches/echo.bpf.c did not build (see $out/echo.bpf.err), the echo peer stays in user space"
+    elif ! { "${in_gen[@]}" tc qdisc add dev vg clsact &&
+        "${in_gen[@]}" tc filter add dev vg ingress bpf direct-action obj "$out/echo.bpf.o" sec tc; } 2>"$out/echo.bpf.err"; then
+        echo "note: tc could not attach the echo program (see $out/echo.bpf.err), the echo peer stays in user space"
+    else
+        echo_mode="TC program on the generator's veth"
+        kernel_echo=1
+    fi
+fi
+# The echo peer's port for the scenario running now (relay_scenario sets it).
+echo_port=$peer_port
+echo "== echo peer: $echo_mode"
+M_NPROC=$nproc_n M_CPU=$cpu_model M_KERNEL=$kernel M_COTURN=$coturn_version \
+    M_FERROTURN=$ft_version M_ROUNDS=$rounds M_QUICK=$quick M_SERVER_CPU=$server_cpu \
+    M_GEN_CPU=$gen_cpu M_THREADS=$threads M_FD_LIMIT=$fd_limit M_NETNS=$netns M_ECHO="$echo_mode" \
+    python3 - "$out/machine.json" <<'EOF'
+import json, os, sys
+e = os.environ
+json.dump({"nproc": int(e["M_NPROC"]), "cpu": e["M_CPU"], "kernel": e["M_KERNEL"],
+           "coturn": e["M_COTURN"], "ferroturn": e["M_FERROTURN"],
+           "rounds": int(e["M_ROUNDS"]), "quick": e["M_QUICK"] == "1",
+           "server_cpu": int(e["M_SERVER_CPU"]), "gen_cpu": int(e["M_GEN_CPU"]),
+           "threads": int(e["M_THREADS"]), "fd_limit": int(e["M_FD_LIMIT"]),
+           "netns": e["M_NETNS"] == "1", "echo": e["M_ECHO"]},
+          open(sys.argv[1], "w"))
+EOF
 
 ft_threads=()
 if "$ft" --help | grep -q -- --relay-threads; then
@@ -418,9 +505,9 @@ fwd_help=$("$bench" forwarder --help 2>/dev/null || true)
 if grep -q -- --listen <<<"$fwd_help"; then
     fwd_args=(--listen "$srv_ip:$lport")
     if grep -q -- --peer-port <<<"$fwd_help"; then
-        fwd_args+=(--peer-port "$peer_port")
+        fwd_args+=(--peer-port "")
     elif grep -q -- --peer <<<"$fwd_help"; then
-        fwd_args+=(--peer "$gen_ip:$peer_port")
+        fwd_args+=(--peer "$gen_ip:")
     fi
 fi
 
@@ -483,7 +570,10 @@ start_server() {
             --no-stdout-log --log-file=/dev/null --simple-log >"$log" 2>&1 &
         ;;
     forwarder)
-        "${in_srv[@]}" taskset -c "$server_cpu" "$bench" forwarder "${fwd_args[@]}" >"$log" 2>&1 &
+        # The last flag of fwd_args takes the echo peer's port of this scenario.
+        local fwd=("${fwd_args[@]}")
+        fwd[${#fwd[@]} - 1]+=$echo_port
+        "${in_srv[@]}" taskset -c "$server_cpu" "$bench" forwarder "${fwd[@]}" >"$log" 2>&1 &
         ;;
     esac
     server_pid=$!
@@ -508,7 +598,7 @@ run() {
     local target=(--server "$srv_ip:$lport")
     [ "$1" = flood ] || target+=(--secret "$secret")
     if [ "$impl" = forwarder ]; then
-        target+=(--raw "$srv_ip:$lport" --peer-port "$peer_port")
+        target+=(--raw "$srv_ip:$lport")
     fi
     local rc=0
     if start_server "$impl" "$tag.server.log"; then
@@ -555,9 +645,12 @@ relay_scenario() {
         return 0
     fi
     echo "[round $round] $scenario"
+    echo_port=$peer_port
+    [ "$kernel_echo" = 1 ] && echo_port=$kecho_port
     for impl in "${relay_impls[@]}"; do
         run "$round" "$impl" "$scenario" "$relay_time" relay "$@" \
-            --duration "$duration" --warmup "$warmup" "${no_gso[@]}" "${gen_addrs[@]}"
+            --duration "$duration" --warmup "$warmup" "${no_gso[@]}" "${gen_addrs[@]}" \
+            --peer-port "$echo_port"
     done
 }
 
@@ -572,10 +665,12 @@ tcp_scenario() {
         return 0
     fi
     echo "[round $round] $scenario"
+    echo_port=$peer_port
+    [ "$kernel_echo" = 1 ] && echo_port=$kecho_port
     server_tcp=1
     for impl in ferroturn coturn; do
         run "$round" "$impl" "$scenario" "$relay_time" relay --transport tcp "$@" \
-            --duration "$duration" --warmup "$warmup" "${gen_addrs[@]}"
+            --duration "$duration" --warmup "$warmup" "${gen_addrs[@]}" --peer-port "$echo_port"
     done
     server_tcp=0
 }
@@ -609,6 +704,17 @@ for round in $(seq "$rounds"); do
     echo "== round $round of $rounds"
     relay_scenario "$round" relay-1x200 --flows 1 --size 200 --mode flood
     relay_scenario "$round" relay-64x200 --flows 64 --size 200 --mode flood
+    if selected relay-2x && [ "$relay_ok" = 1 ]; then
+        # 2.2 times coturn's 64-flow 200 B flood rate of this round, per flow, in bursts
+        # of 16 (the generator's cost per datagram then stays near a flood's).
+        cmax=$(python3 "$py" get "$results" "$round" coturn relay-64x200 round_trips_per_s)
+        if [ -n "$cmax" ]; then
+            pps=$(python3 -c "print(max(16, int(2.2 * $cmax / 64)))")
+            relay_scenario "$round" relay-2x --flows 64 --size 200 --mode paced --pps "$pps" --burst 16
+        else
+            skip "relay-2x: needs coturn's relay-64x200 result of the same round"
+        fi
+    fi
     relay_scenario "$round" relay-1x1200 --flows 1 --size 1200 --mode flood
     relay_scenario "$round" relay-64x1200 --flows 64 --size 1200 --mode flood
     relay_scenario "$round" relay-cpu --flows 200 --size 200 --mode paced --pps 50

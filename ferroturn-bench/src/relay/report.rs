@@ -25,6 +25,8 @@ struct Figures {
     /// Every CPU's busy time per round trip: server, generator, echo peer and kernel.
     machine_us_per_rt: Option<f64>,
     gen_cores_busy: Option<f64>,
+    /// The server's CPUs' busy time per round trip, softirq included.
+    server_cores_us_per_rt: Option<f64>,
 }
 
 fn figures(o: &Outcome) -> Figures {
@@ -47,6 +49,10 @@ fn figures(o: &Outcome) -> Figures {
             _ => None,
         },
         gen_cores_busy: o.gen_cores_busy.map(|(busy, _)| busy),
+        server_cores_us_per_rt: match (o.server_cores_cpu_s, o.window_replies) {
+            (Some(s), n) if n > 0 => Some(s * 1e6 / n as f64),
+            _ => None,
+        },
     }
 }
 
@@ -93,7 +99,7 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
          \"lost\":{},\"loss_ratio\":{},\"round_trips_per_s\":{},\"rtt_us\":{{\"p50\":{},\"p99\":{},\
          \"p999\":{},\"max\":{}}},\"server_cpu_s\":{},\"server_cpu_us_per_round_trip\":{},\
          \"gen_cpu_s\":{},\"gen_cpu_util\":{},\"gen_cores_busy\":{},\"machine_cpu_s\":{},\
-         \"machine_cpu_us_per_round_trip\":{},\"path\":\"{}\",\"transport\":\"{}\",\
+         \"machine_cpu_us_per_round_trip\":{},\"server_core_cpu_us_per_round_trip\":{},\"path\":\"{}\",\"transport\":\"{}\",\
          \"closed_connections\":{}}}",
         l.mode,
         l.flows,
@@ -115,6 +121,7 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
         json(f.gen_cores_busy, 3),
         json(o.machine_cpu_s, 3),
         json(f.machine_us_per_rt, 3),
+        json(f.server_cores_us_per_rt, 3),
         l.path,
         l.transport,
         o.closed,

@@ -79,6 +79,8 @@ struct CoreTicks {
     total: u64,
     busy: u64,
     softirq: u64,
+    /// Which CPUs were summed (bit n: CPU n, for the first 64).
+    cpus: u64,
 }
 
 impl CoreTicks {
@@ -101,16 +103,20 @@ impl CoreTicks {
             total,
             busy: total - idle - iowait,
             softirq,
+            cpus: u64::MAX,
         })
     }
 
-    fn read() -> Option<Self> {
+    /// The CPUs process `pid` may run on (0: this one), all their work counted: in the
+    /// namespace bed (`compare.sh --netns`) the server's CPU does the server's receive
+    /// work too, steered there by RPS, whichever process or none is charged for it.
+    fn read(pid: u32) -> Option<Self> {
         // SAFETY: cpu_set_t is plain data, valid when zeroed; sched_getaffinity only
         // writes into the set passed, of the size given.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::cpu_set_t>();
         // SAFETY: as above.
-        if unsafe { libc::sched_getaffinity(0, size, &mut set) } != 0 {
+        if unsafe { libc::sched_getaffinity(pid as libc::pid_t, size, &mut set) } != 0 {
             return None;
         }
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
@@ -136,6 +142,7 @@ impl CoreTicks {
             t.total += all;
             t.busy += all - idle - iowait;
             t.softirq += softirq;
+            t.cpus |= 1u64.checked_shl(cpu as u32).unwrap_or(0);
         }
         (t.total > 0).then_some(t)
     }
@@ -149,6 +156,7 @@ pub struct Sample {
     own_cpu: f64,
     thread_cpu: f64,
     cores: Option<CoreTicks>,
+    server_cores: Option<CoreTicks>,
     machine: Option<CoreTicks>,
 }
 
@@ -160,7 +168,8 @@ impl Sample {
             server_cpu: server_pid.and_then(process::process_cpu_seconds),
             own_cpu: process::own_cpu_seconds(),
             thread_cpu: process::thread_cpu_seconds(),
-            cores: CoreTicks::read(),
+            cores: CoreTicks::read(0),
+            server_cores: server_pid.filter(|&p| p > 0).and_then(CoreTicks::read),
             machine: CoreTicks::machine(),
         }
     }
@@ -183,6 +192,9 @@ pub struct Outcome {
     pub gen_cores_busy: Option<(f64, f64)>,
     /// Busy seconds of every CPU over the window (USER_HZ ticks).
     pub machine_cpu_s: Option<f64>,
+    /// Busy seconds of the server's allowed CPUs over the window, softirq included;
+    /// `None` without a server pid, or where they are the generator's too.
+    pub server_cores_cpu_s: Option<f64>,
     /// ICMP port unreachable seen on flow sockets.
     pub refused: u64,
     /// Times a paced flow fell more than 100 ms behind its schedule.
@@ -221,6 +233,12 @@ impl Outcome {
             },
             machine_cpu_s: match (start.machine, end.machine) {
                 (Some(a), Some(b)) => Some(b.busy.saturating_sub(a.busy) as f64 / user_hz()),
+                _ => None,
+            },
+            server_cores_cpu_s: match (start.server_cores, end.server_cores) {
+                (Some(a), Some(b)) if !shared_cores(a, start.cores) => {
+                    Some(b.busy.saturating_sub(a.busy) as f64 / user_hz())
+                }
                 _ => None,
             },
             refused: 0,
@@ -287,6 +305,12 @@ impl Progress {
             self.next = now + SECOND_NS;
         }
     }
+}
+
+/// Whether the server may run on one of the generator's CPUs: then their busy time is
+/// not the server's alone.
+fn shared_cores(server: CoreTicks, generator: Option<CoreTicks>) -> bool {
+    generator.is_none_or(|g| g.cpus & server.cpus != 0)
 }
 
 /// Clock ticks per second of /proc/stat.
