@@ -47,6 +47,10 @@ pub const EXTERNAL_IP_INTERVAL: u64 = 300;
 /// none.
 pub const STUN_PORT: u16 = 3478;
 pub const LOG_LEVEL: &str = "info";
+/// `busy-poll-us`: under load the next datagrams arrive within it.
+pub const BUSY_POLL_US: u32 = 50;
+/// The most `busy-poll-us` may ask for.
+pub const MAX_BUSY_POLL_US: u32 = 1000;
 pub const KERNEL_OFFLOAD: super::KernelOffload = super::KernelOffload::Off;
 /// RFC 8016 mobility: off, as in coturn.
 pub const MOBILITY: bool = false;
@@ -88,6 +92,7 @@ mod tests {
             ("tcp-handshake-timeout", TCP_HANDSHAKE_TIMEOUT.to_string()),
             ("tcp-idle-timeout", TCP_IDLE_TIMEOUT.to_string()),
             ("tcp-send-queue", TCP_SEND_QUEUE.to_string()),
+            ("busy-poll-us", BUSY_POLL_US.to_string()),
             ("min-port", MIN_PORT.to_string()),
             ("max-port", MAX_PORT.to_string()),
             ("realm", format!("\"{REALM}\"")),

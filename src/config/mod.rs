@@ -92,6 +92,18 @@ mod tests {
     }
 
     #[test]
+    fn busy_poll_defaults_to_50_us_and_is_bounded() {
+        let c = Config::from_toml_str(BASE).unwrap();
+        assert_eq!(c.busy_poll, Duration::from_micros(50));
+        let c = Config::from_toml_str(&format!("{BASE}busy-poll-us = 0\n")).unwrap();
+        assert_eq!(c.busy_poll, Duration::ZERO);
+        let c = Config::from_toml_str(&format!("{BASE}busy-poll-us = 1000\n")).unwrap();
+        assert_eq!(c.busy_poll, Duration::from_millis(1));
+        let e = Config::from_toml_str(&format!("{BASE}busy-poll-us = 1001\n")).unwrap_err();
+        assert!(e.to_string().contains("busy-poll-us"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let e = Config::from_toml_str(&format!("{BASE}no-such-option = 1\n")).unwrap_err();
         assert!(e.to_string().contains("no-such-option"), "{e}");

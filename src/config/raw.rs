@@ -215,6 +215,10 @@ pub struct RawConfig {
     /// sockets and a share of the port range. Default: the number of CPUs.
     #[arg(long, value_name = "N")]
     pub relay_threads: Option<usize>,
+    /// Microseconds a relay thread keeps polling without sleeping after a turn that
+    /// received several UDP datagrams (0 = sleep at once). Default 50.
+    #[arg(long, value_name = "US")]
+    pub busy_poll_us: Option<u32>,
     /// SO_RCVBUF of listener and relay sockets, in bytes. Default: 4 MiB for listeners
     /// (every client of a shard shares one), the OS default for relay sockets.
     #[arg(long, value_name = "BYTES")]
@@ -323,7 +327,7 @@ impl RawConfig {
                 channel_lifetime, user_quota, total_quota, max_permissions, max_channels,
                 no_tcp_relay, max_tcp_relay_connections,
                 relay_threads, unauthenticated_rate, unauthenticated_total_rate,
-                unauthenticated_credit, socket_recv_buffer_size, socket_send_buffer_size, log_level,
+                unauthenticated_credit, busy_poll_us, socket_recv_buffer_size, socket_send_buffer_size, log_level,
                 kernel_offload, redis, node_name, shared_state_failure,
                 usage_webhook, usage_webhook_secret, usage_webhook_ca_file, usage_webhook_batch,
                 usage_webhook_interval, usage_webhook_queue,

@@ -27,6 +27,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Number of shards (relay threads).
     pub relay_threads: usize,
+    /// How long a relay thread polls on after a busy turn (`busy-poll-us`).
+    pub busy_poll: Duration,
     pub socket_recv_buffer_size: Option<usize>,
     pub socket_send_buffer_size: Option<usize>,
     pub log_level: String,
@@ -188,6 +190,14 @@ impl Config {
                 .min(ports),
         };
 
+        let busy_poll_us = raw.busy_poll_us.unwrap_or(d::BUSY_POLL_US);
+        if busy_poll_us > d::MAX_BUSY_POLL_US {
+            return err(
+                "busy-poll-us",
+                format!("must be at most {}", d::MAX_BUSY_POLL_US),
+            );
+        }
+
         let realm = raw.realm.clone().unwrap_or_else(|| d::REALM.into());
         if realm.is_empty() || realm.len() > 763 {
             return err("realm", "must be 1 to 763 bytes");
@@ -347,6 +357,7 @@ impl Config {
             drain_timeout: Duration::from_secs(raw.drain_timeout.unwrap_or(d::DRAIN_TIMEOUT)),
             server,
             relay_threads,
+            busy_poll: Duration::from_micros(busy_poll_us.into()),
             socket_recv_buffer_size: raw.socket_recv_buffer_size,
             socket_send_buffer_size: raw.socket_send_buffer_size,
             log_level: raw.log_level.clone().unwrap_or_else(|| d::LOG_LEVEL.into()),

@@ -141,6 +141,7 @@ impl Control {
             (old.api.listen, old.api.tls) != (new.api.listen, new.api.tls),
             "api-listen/api-tls",
         );
+        restart(old.busy_poll != new.busy_poll, "busy-poll-us");
         restart(
             (old.socket_recv_buffer_size, old.socket_send_buffer_size)
                 != (new.socket_recv_buffer_size, new.socket_send_buffer_size),

@@ -167,6 +167,7 @@ pub fn start(
             stop.clone(),
             offload.cloned(),
         )?;
+        shard.set_busy_poll(config.busy_poll);
         let waker = shard.waker();
         let link = Arc::new(ShardLink::new(Box::new(move || {
             let _ = waker.wake();

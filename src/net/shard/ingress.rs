@@ -121,6 +121,7 @@ impl Shard {
         }
         let free = (SLOTS - start).min(BATCH);
         let n = udp::recv_batch(fd, &mut bufs[..free], &mut self.slots.meta)?;
+        self.turn_datagrams += n;
         let now = Instant::now();
         for i in 0..n {
             let RecvMeta { len, from, dst } = self.slots.meta[i];
