@@ -98,6 +98,7 @@ if [ "$netns" = 1 ]; then
     ns_srv="ftbench-srv-$$" ns_gen="ftbench-gen-$$"
     srv_ip=10.77.0.1 gen_ip=10.77.0.2
     cleanup_ns() { ip netns del "$ns_srv" 2>/dev/null || true; ip netns del "$ns_gen" 2>/dev/null || true; }
+    trap cleanup_ns EXIT
     ip netns add "$ns_srv" && ip netns add "$ns_gen" || die "cannot create network namespaces"
     ip -n "$ns_srv" link set lo up
     ip -n "$ns_gen" link set lo up
@@ -179,9 +180,9 @@ METRICS = [
     ("relay-64x200", "server core CPU us/round trip, 64 flows, 200 B", "server_core_cpu_us_per_round_trip", "lower"),
     ("relay-64x200", "server CPU us/round trip, 64 flows, 200 B", "server_cpu_us_per_round_trip", "lower"),
     ("relay-64x200", "machine CPU us/round trip, 64 flows, 200 B", "machine_cpu_us_per_round_trip", "lower"),
-    # 64 flows offered twice coturn's 64-flow flood rate of the same round (paced, bursts
-    # of 4): a server that keeps up relays it all with the generator well below busy,
-    # which a flood row cannot show once a server outruns the generator.
+    # 64 flows offered 2.2 times coturn's 64-flow flood rate of the same round (paced,
+    # bursts of 16): a server that keeps up relays it all with the generator below 80%
+    # busy, which a flood row cannot show once a server outruns the generator.
     # The ratio of the first row is to coturn's relay-64x200 rate of the same round.
     ("relay-2x", "round trips/s relayed, offered 2.2x coturn's 64-flow max", "round_trips_per_s", "higher", "relay-64x200"),
     ("relay-2x", "loss, offered 2.2x coturn's 64-flow max", "loss_ratio", "lower"),
@@ -245,9 +246,12 @@ def record(results, rnd, impl, scenario, rc, outfile):
         # CPU also does the generator's, so its busy time is not the server's.
         result.pop("server_core_cpu_us_per_round_trip", None)
     if result is not None:
-        # How busy the generator was: its process, or its CPU as a whole (the receive
-        # work and the echo program's softirq run there too), whichever is higher.
-        busy = [result.get(k) for k in ("gen_cpu_util", "gen_cores_busy")]
+        # How busy the generator was: its process, or in the namespace bed its CPU as a
+        # whole (its receive work and the echo program's softirq run there too),
+        # whichever is higher. On loopback the generator's CPU also does the server's
+        # receive work, so only the process counts there.
+        keys = ("gen_cpu_util", "gen_cores_busy") if bed_is_netns(results) else ("gen_cpu_util",)
+        busy = [result.get(k) for k in keys]
         busy = [b for b in busy if isinstance(b, (int, float))]
         if busy:
             result["gen_busy"] = max(busy)
@@ -316,6 +320,7 @@ def summarize(outdir):
     with open(f"{outdir}/machine.json") as f:
         machine = json.load(f)
     rows = []
+    noted = set()
     for scenario, what, key, better, *reference in METRICS:
         f, nf = medians(entries, scenario, "ferroturn", key)
         k, nk = medians(entries, scenario, "kernel", key)
@@ -356,7 +361,8 @@ def summarize(outdir):
 
         gen_txt = " / ".join("-" if g is None else f"{g:.0%}" for g in gens)
         better_txt = {"higher": "higher is better", "lower": "lower is better"}.get(better, "")
-        notes = notes_for(entries, scenario) if key == METRICS_FIRST_KEY.get(scenario) else ""
+        notes = notes_for(entries, scenario) if scenario not in noted else ""
+        noted.add(scenario)
         rows.append([what, fmt(f), fmt(k) if k is not None else "", fmt(c),
                      ratio(f, gens[0], "ferroturn"),
                      ratio(k, gens[1], "kernel") if k is not None else "",
@@ -395,10 +401,6 @@ def summarize(outdir):
             md.write("\nSkipped:\n\n" + "".join(f"- {s}\n" for s in skipped))
     print(f"\nresults: {outdir}/results.jsonl\nmarkdown: {outdir}/summary.md")
 
-
-METRICS_FIRST_KEY = {}
-for _s, _w, _k, *_ in METRICS:
-    METRICS_FIRST_KEY.setdefault(_s, _k)
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
@@ -513,13 +515,17 @@ elif ! "$ft" --help | grep -q -- --no-tcp; then
 fi
 # The forwarder's flags, read from its help (it is written separately).
 fwd_args=()
+# Set when the last element of fwd_args is to be completed with the echo peer's port.
+fwd_port_last=0
 fwd_help=$("$bench" forwarder --help 2>/dev/null || true)
 if grep -q -- --listen <<<"$fwd_help"; then
     fwd_args=(--listen "$srv_ip:$lport")
     if grep -q -- --peer-port <<<"$fwd_help"; then
         fwd_args+=(--peer-port "")
+        fwd_port_last=1
     elif grep -q -- --peer <<<"$fwd_help"; then
         fwd_args+=(--peer "$gen_ip:")
+        fwd_port_last=1
     fi
 fi
 
@@ -584,7 +590,7 @@ start_server() {
     forwarder)
         # The last flag of fwd_args takes the echo peer's port of this scenario.
         local fwd=("${fwd_args[@]}")
-        fwd[${#fwd[@]} - 1]+=$echo_port
+        [ "$fwd_port_last" = 0 ] || fwd[${#fwd[@]} - 1]+=$echo_port
         "${in_srv[@]}" taskset -c "$server_cpu" "$bench" forwarder "${fwd[@]}" >"$log" 2>&1 &
         ;;
     esac

@@ -216,7 +216,7 @@ pub struct RawConfig {
     #[arg(long, value_name = "N")]
     pub relay_threads: Option<usize>,
     /// Microseconds a relay thread keeps polling without sleeping after a turn that
-    /// received several UDP datagrams (0 = sleep at once). Default 50.
+    /// relayed 4 or more UDP datagrams (0 = sleep at once). Default 50.
     #[arg(long, value_name = "US")]
     pub busy_poll_us: Option<u32>,
     /// SO_RCVBUF of listener and relay sockets, in bytes. Default: 4 MiB for listeners

@@ -71,7 +71,8 @@ impl Counters {
     }
 }
 
-/// Busy and softirq jiffies summed over the CPUs this process may run on, from
+/// Busy (steal excluded: the hypervisor ran something else) and softirq jiffies summed
+/// over the CPUs this process may run on, from
 /// /proc/stat: what the generator's cores did, including softirq work that may not be
 /// charged to any process.
 #[derive(Clone, Copy, Default)]
@@ -79,8 +80,8 @@ struct CoreTicks {
     total: u64,
     busy: u64,
     softirq: u64,
-    /// Which CPUs were summed (bit n: CPU n, for the first 64).
-    cpus: u64,
+    /// Which CPUs were summed (bit n % 64 of word n / 64: CPU n, for the first 1024).
+    cpus: [u64; 16],
 }
 
 impl CoreTicks {
@@ -101,9 +102,9 @@ impl CoreTicks {
         let total = user + nice + system + idle + iowait + irq + softirq + steal;
         Some(Self {
             total,
-            busy: total - idle - iowait,
+            busy: total - idle - iowait - steal,
             softirq,
-            cpus: u64::MAX,
+            cpus: [u64::MAX; 16],
         })
     }
 
@@ -140,9 +141,11 @@ impl CoreTicks {
             };
             let all = user + nice + system + idle + iowait + irq + softirq + steal;
             t.total += all;
-            t.busy += all - idle - iowait;
+            t.busy += all - idle - iowait - steal;
             t.softirq += softirq;
-            t.cpus |= 1u64.checked_shl(cpu as u32).unwrap_or(0);
+            if let Some(word) = t.cpus.get_mut(cpu / 64) {
+                *word |= 1 << (cpu % 64);
+            }
         }
         (t.total > 0).then_some(t)
     }
@@ -310,7 +313,7 @@ impl Progress {
 /// Whether the server may run on one of the generator's CPUs: then their busy time is
 /// not the server's alone.
 fn shared_cores(server: CoreTicks, generator: Option<CoreTicks>) -> bool {
-    generator.is_none_or(|g| g.cpus & server.cpus != 0)
+    generator.is_none_or(|g| g.cpus.iter().zip(server.cpus).any(|(a, b)| a & b != 0))
 }
 
 /// Clock ticks per second of /proc/stat.

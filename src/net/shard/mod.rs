@@ -62,11 +62,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// A turn that received at least this many UDP datagrams keeps the loop polling without
+/// A turn that relayed at least this many UDP datagrams keeps the loop polling without
 /// sleeping for `busy-poll-us` afterwards: under load the next datagrams arrive within
 /// it, and taking them without a wake-up (an interrupt, a context switch, and in a
-/// virtual machine an exit from idle) shortens every round trip. At media rates, a
-/// datagram or two per turn, the loop sleeps at once.
+/// virtual machine an exit from idle) shortens every round trip. While turns relay a
+/// datagram or two, the loop sleeps at once. Polling ends `busy-poll-us` after the last
+/// busy turn; turns taken while polling are short and rarely busy themselves.
 const BUSY_TURN: usize = 4;
 
 pub struct Shard {
@@ -113,7 +114,7 @@ pub struct Shard {
     leases: Option<(Arc<Leases>, usize)>,
     /// Where usage records go (the log alone until [`Shard::set_usage`]).
     usage: Arc<UsageSink>,
-    /// UDP datagrams received in the current turn of the loop.
+    /// UDP datagrams relayed in the current turn of the loop.
     turn_datagrams: usize,
     /// How long to poll on after a turn of at least [`BUSY_TURN`] datagrams.
     busy_poll: Duration,
