@@ -114,12 +114,9 @@ if [ "$netns" = 1 ]; then
     # Each UDP datagram leaves a veth as a datagram of its own, as on a wire: a GSO train
     # is cut in the sender's namespace (software segmentation, charged to the sender)
     # rather than crossing the pair whole and being cut by the receiver.
-    for side in "$ns_srv vs" "$ns_gen vg"; do
-        set -- $side
-        ip netns exec "$1" ethtool -K "$2" tx-udp-segmentation off >/dev/null ||
-            die "ethtool could not turn off UDP segmentation offload on $2"
-    done
-    set --
+    ip netns exec "$ns_srv" ethtool -K vs tx-udp-segmentation off >/dev/null &&
+        ip netns exec "$ns_gen" ethtool -K vg tx-udp-segmentation off >/dev/null ||
+        die "ethtool could not turn off UDP segmentation offload on the veth pair"
     # The kernel fast path forwards to the generator's namespace through bpf_fib_lookup,
     # which needs forwarding on lo (the server's namespace routes nothing itself).
     ip netns exec "$ns_srv" sh -c 'echo 1 > /proc/sys/net/ipv4/conf/lo/forwarding'
@@ -241,7 +238,8 @@ def record(results, rnd, impl, scenario, rc, outfile):
                     result = json.loads(line)
                 except ValueError:
                     pass
-    if result is not None and not bed_is_netns(results):
+    netns = bed_is_netns(results)
+    if result is not None and not netns:
         # On loopback a datagram's receive work runs on the sender's CPU: the server's
         # CPU also does the generator's, so its busy time is not the server's.
         result.pop("server_core_cpu_us_per_round_trip", None)
@@ -250,7 +248,7 @@ def record(results, rnd, impl, scenario, rc, outfile):
         # whole (its receive work and the echo program's softirq run there too),
         # whichever is higher. On loopback the generator's CPU also does the server's
         # receive work, so only the process counts there.
-        keys = ("gen_cpu_util", "gen_cores_busy") if bed_is_netns(results) else ("gen_cpu_util",)
+        keys = ("gen_cpu_util", "gen_cores_busy") if netns else ("gen_cpu_util",)
         busy = [result.get(k) for k in keys]
         busy = [b for b in busy if isinstance(b, (int, float))]
         if busy:
@@ -423,8 +421,9 @@ echo "== machine: $nproc_n CPUs, $cpu_model, kernel $kernel, fd limit $fd_limit"
 echo "== coturn $coturn_version, ferroturn $ft_version, $rounds round(s), results in $out"
 
 # One port free for UDP and TCP for every server in turn (one runs at a time), one UDP
-# port for the forwarder's echo peer; both below the relay range.
-read -r lport peer_port kecho_port < <(python3 - <<'EOF'
+# port for the echo peer (a thread of the generator, or the TC program); both below the
+# relay range.
+read -r lport peer_port < <(python3 - <<'EOF'
 import socket
 def free(port, kinds):
     for kind in kinds:
@@ -441,24 +440,23 @@ for port in range(13478, 19999):
     kinds = [socket.SOCK_DGRAM] + ([socket.SOCK_STREAM] if not found else [])
     if free(port, kinds):
         found.append(port)
-    if len(found) == 3:
+    if len(found) == 2:
         break
 print(*found)
 EOF
 )
-[ -n "${kecho_port:-}" ] || die "no free UDP ports between 13478 and 19999"
+[ -n "${peer_port:-}" ] || die "no free UDP port between 13478 and 19999"
 
 # With --netns the echo peer is a TC program on the generator's veth: each datagram to
 # its port goes straight back, so the generator's one CPU is not spent on a second thread
 # receiving and sending every datagram again. It is the same for every server, and its
 # work (softirq on the generator's CPU) counts in the generator's busy figure.
 echo_mode="user space"
-kernel_echo=0
 if [ "$netns" = 1 ] && [ "$user_echo" = 0 ]; then
     multiarch=$(gcc -print-multiarch 2>/dev/null || true)
     if ! command -v clang >/dev/null; then
         echo "note: no clang, the echo peer stays in user space (apt-get install -y clang libbpf-dev)"
-    elif ! clang -O2 -g -Wall -Werror -target bpf -DECHO_PORT="$kecho_port" \
+    elif ! clang -O2 -g -Wall -Werror -target bpf -DECHO_PORT="$peer_port" \
         ${multiarch:+-I "/usr/include/$multiarch"} -c benches/echo.bpf.c -o "$out/echo.bpf.o" 2>"$out/echo.bpf.err"; then
         echo "note: benches/echo.bpf.c did not build (see $out/echo.bpf.err), the echo peer stays in user space"
     elif ! { "${in_gen[@]}" tc qdisc add dev vg clsact &&
@@ -466,11 +464,8 @@ if [ "$netns" = 1 ] && [ "$user_echo" = 0 ]; then
         echo "note: tc could not attach the echo program (see $out/echo.bpf.err), the echo peer stays in user space"
     else
         echo_mode="TC program on the generator's veth"
-        kernel_echo=1
     fi
 fi
-# The echo peer's port for the scenario running now (relay_scenario sets it).
-echo_port=$peer_port
 echo "== echo peer: $echo_mode"
 M_NPROC=$nproc_n M_CPU=$cpu_model M_KERNEL=$kernel M_COTURN=$coturn_version \
     M_FERROTURN=$ft_version M_ROUNDS=$rounds M_QUICK=$quick M_SERVER_CPU=$server_cpu \
@@ -515,17 +510,13 @@ elif ! "$ft" --help | grep -q -- --no-tcp; then
 fi
 # The forwarder's flags, read from its help (it is written separately).
 fwd_args=()
-# Set when the last element of fwd_args is to be completed with the echo peer's port.
-fwd_port_last=0
 fwd_help=$("$bench" forwarder --help 2>/dev/null || true)
 if grep -q -- --listen <<<"$fwd_help"; then
     fwd_args=(--listen "$srv_ip:$lport")
     if grep -q -- --peer-port <<<"$fwd_help"; then
-        fwd_args+=(--peer-port "")
-        fwd_port_last=1
+        fwd_args+=(--peer-port "$peer_port")
     elif grep -q -- --peer <<<"$fwd_help"; then
-        fwd_args+=(--peer "$gen_ip:")
-        fwd_port_last=1
+        fwd_args+=(--peer "$gen_ip:$peer_port")
     fi
 fi
 
@@ -588,10 +579,7 @@ start_server() {
             --no-stdout-log --log-file=/dev/null --simple-log >"$log" 2>&1 &
         ;;
     forwarder)
-        # The last flag of fwd_args takes the echo peer's port of this scenario.
-        local fwd=("${fwd_args[@]}")
-        [ "$fwd_port_last" = 0 ] || fwd[${#fwd[@]} - 1]+=$echo_port
-        "${in_srv[@]}" taskset -c "$server_cpu" "$bench" forwarder "${fwd[@]}" >"$log" 2>&1 &
+        "${in_srv[@]}" taskset -c "$server_cpu" "$bench" forwarder "${fwd_args[@]}" >"$log" 2>&1 &
         ;;
     esac
     server_pid=$!
@@ -663,12 +651,10 @@ relay_scenario() {
         return 0
     fi
     echo "[round $round] $scenario"
-    echo_port=$peer_port
-    [ "$kernel_echo" = 1 ] && echo_port=$kecho_port
     for impl in "${relay_impls[@]}"; do
         run "$round" "$impl" "$scenario" "$relay_time" relay "$@" \
             --duration "$duration" --warmup "$warmup" "${no_gso[@]}" "${gen_addrs[@]}" \
-            --peer-port "$echo_port"
+            --peer-port "$peer_port"
     done
 }
 
@@ -683,12 +669,10 @@ tcp_scenario() {
         return 0
     fi
     echo "[round $round] $scenario"
-    echo_port=$peer_port
-    [ "$kernel_echo" = 1 ] && echo_port=$kecho_port
     server_tcp=1
     for impl in ferroturn coturn; do
         run "$round" "$impl" "$scenario" "$relay_time" relay --transport tcp "$@" \
-            --duration "$duration" --warmup "$warmup" "${gen_addrs[@]}" --peer-port "$echo_port"
+            --duration "$duration" --warmup "$warmup" "${gen_addrs[@]}" --peer-port "$peer_port"
     done
     server_tcp=0
 }

@@ -86,23 +86,14 @@ struct CoreTicks {
 
 impl CoreTicks {
     /// Every CPU of the machine: the server, the generator and the kernel's own work
-    /// (softirq included), which a kernel fast path charges to no process.
-    fn machine() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    /// (softirq included), which a kernel fast path charges to no process. `stat` is
+    /// the text of /proc/stat.
+    fn machine(stat: &str) -> Option<Self> {
         let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
-            return None;
-        };
-        let total = user + nice + system + idle + iowait + irq + softirq + steal;
+        let (total, busy, softirq) = line_ticks(line.split_whitespace().skip(1))?;
         Some(Self {
             total,
-            busy: total - idle - iowait - steal,
+            busy,
             softirq,
             cpus: [u64::MAX; 16],
         })
@@ -111,7 +102,7 @@ impl CoreTicks {
     /// The CPUs process `pid` may run on (0: this one), all their work counted: in the
     /// namespace bed (`compare.sh --netns`) the server's CPU does the server's receive
     /// work too, steered there by RPS, whichever process or none is charged for it.
-    fn read(pid: u32) -> Option<Self> {
+    fn read(stat: &str, pid: u32) -> Option<Self> {
         // SAFETY: cpu_set_t is plain data, valid when zeroed; sched_getaffinity only
         // writes into the set passed, of the size given.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -120,7 +111,6 @@ impl CoreTicks {
         if unsafe { libc::sched_getaffinity(pid as libc::pid_t, size, &mut set) } != 0 {
             return None;
         }
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let mut t = Self::default();
         for line in stat.lines() {
             let mut f = line.split_whitespace();
@@ -134,14 +124,11 @@ impl CoreTicks {
             if cpu >= 8 * size || !unsafe { libc::CPU_ISSET(cpu, &set) } {
                 continue;
             }
-            // user nice system idle iowait irq softirq steal ...
-            let v: Vec<u64> = f.take(8).filter_map(|x| x.parse().ok()).collect();
-            let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
+            let Some((total, busy, softirq)) = line_ticks(f) else {
                 continue;
             };
-            let all = user + nice + system + idle + iowait + irq + softirq + steal;
-            t.total += all;
-            t.busy += all - idle - iowait - steal;
+            t.total += total;
+            t.busy += busy;
             t.softirq += softirq;
             if let Some(word) = t.cpus.get_mut(cpu / 64) {
                 *word |= 1 << (cpu % 64);
@@ -149,6 +136,18 @@ impl CoreTicks {
         }
         (t.total > 0).then_some(t)
     }
+}
+
+/// Total, busy (idle, iowait and steal left out) and softirq ticks of one /proc/stat
+/// CPU line, from its fields after the name: user nice system idle iowait irq softirq
+/// steal ...
+fn line_ticks<'a>(fields: impl Iterator<Item = &'a str>) -> Option<(u64, u64, u64)> {
+    let v: Vec<u64> = fields.take(8).filter_map(|x| x.parse().ok()).collect();
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = v[..] else {
+        return None;
+    };
+    let total = user + nice + system + idle + iowait + irq + softirq + steal;
+    Some((total, total - idle - iowait - steal, softirq))
 }
 
 /// CPU counters read at one edge of the window.
@@ -166,14 +165,19 @@ pub struct Sample {
 impl Sample {
     /// Reads the counters; call it from the generator thread.
     pub fn take(at: u64, server_pid: Option<u32>) -> Self {
+        // One reading of /proc/stat serves the three views of it.
+        let stat = std::fs::read_to_string("/proc/stat").ok();
+        let stat = stat.as_deref().unwrap_or_default();
         Self {
             at,
             server_cpu: server_pid.and_then(process::process_cpu_seconds),
             own_cpu: process::own_cpu_seconds(),
             thread_cpu: process::thread_cpu_seconds(),
-            cores: CoreTicks::read(0),
-            server_cores: server_pid.filter(|&p| p > 0).and_then(CoreTicks::read),
-            machine: CoreTicks::machine(),
+            cores: CoreTicks::read(stat, 0),
+            server_cores: server_pid
+                .filter(|&p| p > 0)
+                .and_then(|p| CoreTicks::read(stat, p)),
+            machine: CoreTicks::machine(stat),
         }
     }
 }

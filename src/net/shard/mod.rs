@@ -208,10 +208,12 @@ impl Shard {
         let mut events = Events::with_capacity(1024);
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
         let mut last_clock = Instant::now();
-        // Polling without sleeping until then (see BUSY_TURN).
-        let mut spin_until = Instant::now();
+        // Polling without sleeping until then (see BUSY_TURN); the clock is read for it
+        // only while it is set.
+        let mut spin_until: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
-            let timeout = if self.backlog.is_empty() && Instant::now() >= spin_until {
+            spin_until = spin_until.filter(|&t| Instant::now() < t);
+            let timeout = if self.backlog.is_empty() && spin_until.is_none() {
                 let next = match (self.core.poll_timeout(), self.peers.next_resume()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -250,8 +252,8 @@ impl Shard {
                 self.publish();
                 last_clock = now;
             }
-            if std::mem::take(&mut self.turn_datagrams) >= BUSY_TURN {
-                spin_until = now + self.busy_poll;
+            if std::mem::take(&mut self.turn_datagrams) >= BUSY_TURN && !self.busy_poll.is_zero() {
+                spin_until = Some(now + self.busy_poll);
             }
             self.resume_paused(now);
             self.core.handle_timeout(now);
