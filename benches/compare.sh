@@ -453,10 +453,12 @@ EOF
 # work (softirq on the generator's CPU) counts in the generator's busy figure.
 echo_mode="user space"
 if [ "$netns" = 1 ] && [ "$user_echo" = 0 ]; then
+    if ! command -v clang >/dev/null || [ ! -e /usr/include/bpf/bpf_helpers.h ]; then
+        echo "== installing clang and libbpf-dev (the echo program)"
+        apt-get install -y clang libbpf-dev || { apt-get update && apt-get install -y clang libbpf-dev; }
+    fi
     multiarch=$(gcc -print-multiarch 2>/dev/null || true)
-    if ! command -v clang >/dev/null; then
-        echo "note: no clang, the echo peer stays in user space (apt-get install -y clang libbpf-dev)"
-    elif ! clang -O2 -g -Wall -Werror -target bpf -DECHO_PORT="$peer_port" \
+    if ! clang -O2 -g -Wall -Werror -target bpf -DECHO_PORT="$peer_port" \
         ${multiarch:+-I "/usr/include/$multiarch"} -c benches/echo.bpf.c -o "$out/echo.bpf.o" 2>"$out/echo.bpf.err"; then
         echo "note: benches/echo.bpf.c did not build (see $out/echo.bpf.err), the echo peer stays in user space"
     elif ! { "${in_gen[@]}" tc qdisc add dev vg clsact &&
