@@ -1,5 +1,6 @@
 //! Control messages on batched calls: the destination address of a received datagram
-//! (IP_PKTINFO, IPV6_PKTINFO) and, on send, the source address to use and the GSO
+//! (IP_PKTINFO, IPV6_PKTINFO) and the time the kernel received it (SO_TIMESTAMPNS, for
+//! load tools), and, on send, the source address to use and the GSO
 //! segment size (UDP_SEGMENT). A socket that receives on a wildcard address learns from
 //! the first which of the host's addresses a client sent to, and answers from it with
 //! the second, so clients behind NATs and firewalls see replies from the address they
@@ -9,14 +10,18 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
+use std::time::Duration;
 
-/// Room for the control messages of one datagram, 8-byte aligned: a UDP_SEGMENT (u16)
-/// and an in6_pktinfo (the larger of the two PKTINFO forms) with their headers.
-pub(crate) type Buffer = [u64; 10];
+/// Room for the control messages of one datagram, 8-byte aligned: a UDP_SEGMENT (u16),
+/// an in6_pktinfo (the larger of the two PKTINFO forms) and a timespec, with their
+/// headers.
+pub(crate) type Buffer = [u64; 12];
 
 const _: () = assert!(
     size_of::<Buffer>()
-        >= cmsg_space(size_of::<u16>()) + cmsg_space(size_of::<libc::in6_pktinfo>())
+        >= cmsg_space(size_of::<u16>())
+            + cmsg_space(size_of::<libc::in6_pktinfo>())
+            + cmsg_space(size_of::<libc::timespec>())
 );
 
 /// CMSG_SPACE, computed without the libc call (a const).
@@ -35,6 +40,15 @@ pub fn enable_destination_address(fd: RawFd, ipv6: bool) -> io::Result<()> {
     } else {
         set_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
     }
+}
+
+/// Asks the kernel to stamp each datagram this socket receives with the time it took it
+/// in (SO_TIMESTAMPNS, the real-time clock); [`crate::Slots::stamp`] then carries it.
+/// The stamp is taken as the datagram enters the receiving host's stack (for loopback
+/// and veth, when the sending side hands it over), before any wait for this process to
+/// wake: a load generator reads round-trip times off it without its own wake-up.
+pub fn enable_receive_timestamps(fd: RawFd) -> io::Result<()> {
+    set_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
 /// RFC 8656 section 18.9 (DONT-FRAGMENT): every datagram this socket sends leaves with
@@ -71,14 +85,23 @@ fn set_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int)
     Ok(())
 }
 
-/// The destination address among the control messages the kernel wrote into `h`'s
-/// control buffer, if it reported one.
+/// What the kernel reported in a received datagram's control messages.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Reported {
+    /// The destination address ([`enable_destination_address`]).
+    pub dst: Option<IpAddr>,
+    /// When the kernel received it, since the Unix epoch ([`enable_receive_timestamps`]).
+    pub stamp: Option<Duration>,
+}
+
+/// What the control messages the kernel wrote into `h`'s control buffer report.
 ///
 /// # Safety
 /// `h.msg_control` is null or points at `h.msg_controllen` bytes the kernel wrote.
-pub(crate) unsafe fn destination(h: &libc::msghdr) -> Option<IpAddr> {
-    if h.msg_control.is_null() {
-        return None;
+pub(crate) unsafe fn received(h: &libc::msghdr) -> Reported {
+    let mut r = Reported::default();
+    if h.msg_control.is_null() || h.msg_controllen == 0 {
+        return r;
     }
     // SAFETY: the caller's promise; CMSG_FIRSTHDR and CMSG_NXTHDR stay within
     // msg_controllen and return null past the end.
@@ -90,18 +113,25 @@ pub(crate) unsafe fn destination(h: &libc::msghdr) -> Option<IpAddr> {
                 (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
                     let info = data.cast::<libc::in_pktinfo>().read_unaligned();
                     let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
-                    return Some(IpAddr::V4(ip));
+                    r.dst = Some(IpAddr::V4(ip));
                 }
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
                     let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
-                    return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                    r.dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let t = data.cast::<libc::timespec>().read_unaligned();
+                    r.stamp = match (u64::try_from(t.tv_sec), u32::try_from(t.tv_nsec)) {
+                        (Ok(s), Ok(ns)) if ns < 1_000_000_000 => Some(Duration::new(s, ns)),
+                        _ => None,
+                    };
                 }
                 _ => {}
             }
             c = libc::CMSG_NXTHDR(h, c);
         }
     }
-    None
+    r
 }
 
 /// Writes the send-side control messages of one message into `buffer` and points `h`
@@ -116,7 +146,7 @@ pub(crate) fn write_send(
     if segment.is_none() && src.is_none() {
         return;
     }
-    let buffer = buffer.write([0; 10]);
+    let buffer = buffer.write([0; 12]);
     h.msg_control = buffer.as_mut_ptr().cast();
     h.msg_controllen = size_of::<Buffer>() as _;
     let mut used = 0;

@@ -22,7 +22,7 @@ mod sockaddr;
 #[cfg(feature = "uring")]
 pub mod uring;
 
-pub use cmsg::{enable_destination_address, set_dont_fragment};
+pub use cmsg::{enable_destination_address, enable_receive_timestamps, set_dont_fragment};
 pub use slots::{Slots, Wait};
 
 use std::io;

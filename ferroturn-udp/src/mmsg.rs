@@ -20,6 +20,9 @@ pub(crate) struct Received {
     /// The address the datagram was sent to, when the socket reports it
     /// ([`crate::enable_destination_address`]).
     pub dst: Option<IpAddr>,
+    /// When the kernel received it, since the Unix epoch, when the socket reports it
+    /// ([`crate::enable_receive_timestamps`]).
+    pub stamp: Option<std::time::Duration>,
 }
 
 /// `recvmmsg` into the first `N` of `bufs`, one datagram each, with `flags`
@@ -88,14 +91,15 @@ pub(crate) fn recv<'a, const N: usize>(
         let from = unsafe { sockaddr::read(&names[i], h.msg_hdr.msg_namelen) };
         // SAFETY: msg_control points at controls[i], of which the kernel wrote
         // msg_controllen bytes (0 when the socket reports nothing).
-        let dst = unsafe { cmsg::destination(&h.msg_hdr) };
+        let reported = unsafe { cmsg::received(&h.msg_hdr) };
         on(
             i,
             Received {
                 len: (h.msg_len as usize).min(iov.iov_len),
                 truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
                 from,
-                dst,
+                dst: reported.dst,
+                stamp: reported.stamp,
             },
         );
     }

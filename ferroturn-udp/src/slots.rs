@@ -7,6 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 /// Whether a receive waits for a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,7 +20,7 @@ pub enum Wait {
 }
 
 /// A fixed set of datagram slots, allocated once: one buffer of `stride` bytes, one
-/// length, one address and one truncation flag per slot.
+/// length, one address, one truncation flag and one receive time per slot.
 ///
 /// A receive records each datagram's source as its slot's address, so a received slot
 /// can be sent straight back (an echo), or on after [`Slots::set_addr`], without copying
@@ -32,6 +33,7 @@ pub struct Slots {
     len: Box<[usize]>,
     truncated: Box<[bool]>,
     addr: Box<[Option<SocketAddr>]>,
+    stamp: Box<[Option<Duration>]>,
     gso: bool,
 }
 
@@ -47,6 +49,7 @@ impl Slots {
             len: vec![0; capacity].into_boxed_slice(),
             truncated: vec![false; capacity].into_boxed_slice(),
             addr: vec![None; capacity].into_boxed_slice(),
+            stamp: vec![None; capacity].into_boxed_slice(),
             gso: false,
         }
     }
@@ -105,6 +108,12 @@ impl Slots {
         self.addr[i] = addr;
     }
 
+    /// When the kernel received the datagram in slot `i`, since the Unix epoch, on a
+    /// socket that asked for it ([`crate::enable_receive_timestamps`]); `None` otherwise.
+    pub fn stamp(&self, i: usize) -> Option<Duration> {
+        self.stamp[i]
+    }
+
     /// Receives into `slots` (cut to the capacity), one datagram per slot from
     /// `slots.start` on; returns how many arrived. `WouldBlock` when none did (at once
     /// with [`Wait::No`], after the socket's receive timeout with [`Wait::ForOne`]).
@@ -117,11 +126,13 @@ impl Slots {
         let area = &mut self.buf[slots.start * self.stride..slots.end * self.stride];
         let bufs = area.chunks_exact_mut(self.stride);
         let (len, truncated, addr) = (&mut self.len, &mut self.truncated, &mut self.addr);
+        let stamp = &mut self.stamp;
         mmsg::recv::<MAX_ITEMS>(fd, bufs, flags, |k, r| {
             let i = slots.start + k;
             len[i] = r.len;
             truncated[i] = r.truncated;
             addr[i] = r.from;
+            stamp[i] = r.stamp;
         })
     }
 
@@ -257,6 +268,33 @@ mod tests {
         for i in 0..4 {
             let n = b.recv(&mut buf).unwrap();
             assert_eq!(&buf[..n], &[i as u8; 32][..]);
+        }
+    }
+
+    #[test]
+    fn receive_times_come_with_datagrams_only_where_asked_for() {
+        use std::time::SystemTime;
+        for local in LOOPBACKS {
+            let (a, b, plain) = (socket(local), socket(local), socket(local));
+            crate::enable_receive_timestamps(b.as_raw_fd()).unwrap();
+            let before = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap();
+            for to in [&b, &plain] {
+                a.send_to(b"x", to.local_addr().unwrap()).unwrap();
+            }
+            let mut slots = Slots::new(2, 16);
+            recv_all(&mut slots, &b, 1);
+            let after = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap();
+            let stamp = slots.stamp(0).expect("a stamped datagram");
+            assert!(
+                before <= stamp && stamp <= after,
+                "{before:?} {stamp:?} {after:?}"
+            );
+            slots.recv(plain.as_raw_fd(), 1..2, Wait::ForOne).unwrap();
+            assert_eq!(slots.stamp(1), None);
         }
     }
 

@@ -1,7 +1,8 @@
 //! The flow sockets as the generator sees them: a flow takes stamped copies of the
 //! template and hands back the messages the server sent it, whatever the transport.
 //!
-//! - UDP: one datagram per message, `sendmmsg` (GSO trains) and `recvmmsg` in batches.
+//! - UDP: one datagram per message, `sendmmsg` (GSO trains) and `recvmmsg` in batches,
+//!   each datagram stamped by the kernel as it arrives (SO_TIMESTAMPNS).
 //! - TCP: one connection per flow; messages back to back on the stream, ChannelData
 //!   padded to a multiple of 4 (RFC 8656 section 12.5). Each flow has a bounded send
 //!   queue for what the kernel did not take yet, and a [`Framer`] that splits what
@@ -16,6 +17,7 @@ use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 /// Datagrams per recvmmsg / sendmmsg, and the most messages one send takes.
 pub const BATCH: usize = 64;
@@ -113,6 +115,7 @@ impl Flows {
             Flows::Udp { sockets, .. } => {
                 for (i, s) in sockets.iter_mut().enumerate() {
                     registry.register(s, Token(i), Interest::READABLE)?;
+                    ferroturn_udp::enable_receive_timestamps(s.as_raw_fd())?;
                 }
             }
             Flows::Tcp { conns, .. } => {
@@ -202,8 +205,13 @@ impl Flows {
         }
     }
 
-    /// Receives what is waiting on flow `i` and passes each message to `on`.
-    pub fn drain(&mut self, i: usize, on: &mut impl FnMut(&[u8])) -> Result<Drained, String> {
+    /// Receives what is waiting on flow `i` and passes each message to `on`, with the
+    /// time the kernel received it (UDP, since the Unix epoch; `None` over TCP).
+    pub fn drain(
+        &mut self,
+        i: usize,
+        on: &mut impl FnMut(&[u8], Option<Duration>),
+    ) -> Result<Drained, String> {
         let mut d = Drained::default();
         match self {
             Flows::Udp { sockets, inb, .. } => {
@@ -221,7 +229,7 @@ impl Flows {
                         Err(e) => return Err(format!("receive on flow {i}: {e}")),
                     };
                     for j in 0..n {
-                        on(inb.data(j));
+                        on(inb.data(j), inb.stamp(j));
                     }
                     if n < BATCH {
                         return Ok(d);
@@ -229,7 +237,7 @@ impl Flows {
                 }
             }
             Flows::Tcp { conns, .. } => {
-                d.more = conns[i].read(on);
+                d.more = conns[i].read(&mut |bytes| on(bytes, None));
                 Ok(d)
             }
         }
@@ -327,7 +335,7 @@ mod tests {
         let mut got = Vec::new();
         let until = Instant::now() + Duration::from_secs(1);
         while got.len() < want && Instant::now() < until {
-            flows.drain(0, &mut |m| got.push(m.to_vec())).unwrap();
+            flows.drain(0, &mut |m, _| got.push(m.to_vec())).unwrap();
             std::thread::sleep(Duration::from_millis(1));
         }
         got

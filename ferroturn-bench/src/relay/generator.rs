@@ -226,14 +226,17 @@ impl Generator {
             &mut self.refresher,
             &mut self.control,
         );
+        // Kernel receive times are real time; one reading of both clocks places them.
+        let pair = clock.pair();
         let drained = self
             .io
-            .drain(i, &mut |bytes| match classify(framing, bytes) {
+            .drain(i, &mut |bytes, stamp| match classify(framing, bytes) {
                 Incoming::Payload(p) => match Probe::read(p) {
                     Some(probe) if probe.flow == f.id => {
                         let now = clock.now();
                         if let Some(sent) = f.ring.reply(probe.seq, probe.ts, &mut |t| c.lost(t)) {
-                            c.reply(sent, now);
+                            let arrived = stamp.and_then(|s| Clock::arrival(pair, s));
+                            c.reply(sent, now, arrived);
                             let rtt = now.saturating_sub(sent);
                             *srtt = (*srtt * 31 + rtt) / 32;
                         }

@@ -20,6 +20,10 @@ struct Figures {
     p99: Option<f64>,
     p999: Option<f64>,
     max: Option<f64>,
+    /// Round-trip time to the reply's kernel receive time (UDP).
+    arrival_p50: Option<f64>,
+    arrival_p99: Option<f64>,
+    arrival_p999: Option<f64>,
     server_us_per_rt: Option<f64>,
     gen_util: Option<f64>,
     /// Every CPU's busy time per round trip: server, generator, echo peer and kernel.
@@ -39,6 +43,9 @@ fn figures(o: &Outcome) -> Figures {
         p99: us(o.rtt.quantile(0.99)),
         p999: us(o.rtt.quantile(0.999)),
         max: us(o.rtt.max()),
+        arrival_p50: us(o.rtt_arrival.quantile(0.50)),
+        arrival_p99: us(o.rtt_arrival.quantile(0.99)),
+        arrival_p999: us(o.rtt_arrival.quantile(0.999)),
         server_us_per_rt: match (o.server_cpu_s, o.window_replies) {
             (Some(s), n) if n > 0 => Some(s * 1e6 / n as f64),
             _ => None,
@@ -74,7 +81,7 @@ pub fn summary(l: &Labels, o: &Outcome) -> String {
     let f = figures(o);
     format!(
         "relay: flows={} size={} mode={} transport={} rt_per_s={} loss={}% p50_us={} p99_us={} p999_us={} \
-         server_cpu_us_per_rt={} gen_cpu={}%",
+         arrival_p50_us={} arrival_p99_us={} server_cpu_us_per_rt={} gen_cpu={}%",
         l.flows,
         l.size,
         l.mode,
@@ -84,6 +91,8 @@ pub fn summary(l: &Labels, o: &Outcome) -> String {
         text(f.p50, 0),
         text(f.p99, 0),
         text(f.p999, 0),
+        text(f.arrival_p50, 0),
+        text(f.arrival_p99, 0),
         text(f.server_us_per_rt, 2),
         text(f.gen_util.map(|u| u * 100.0), 0),
     )
@@ -97,7 +106,8 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
         s,
         "{{\"mode\":\"{}\",\"flows\":{},\"size\":{},\"duration_s\":{},\"sent\":{},\"received\":{},\
          \"lost\":{},\"loss_ratio\":{},\"round_trips_per_s\":{},\"rtt_us\":{{\"p50\":{},\"p99\":{},\
-         \"p999\":{},\"max\":{}}},\"server_cpu_s\":{},\"server_cpu_us_per_round_trip\":{},\
+         \"p999\":{},\"max\":{}}},\"rtt_arrival_us\":{{\"p50\":{},\"p99\":{},\"p999\":{}}},\
+         \"server_cpu_s\":{},\"server_cpu_us_per_round_trip\":{},\
          \"gen_cpu_s\":{},\"gen_cpu_util\":{},\"gen_cores_busy\":{},\"machine_cpu_s\":{},\
          \"machine_cpu_us_per_round_trip\":{},\"server_core_cpu_us_per_round_trip\":{},\"path\":\"{}\",\"transport\":\"{}\",\
          \"closed_connections\":{}}}",
@@ -114,6 +124,9 @@ pub fn json_line(l: &Labels, o: &Outcome) -> String {
         json(f.p99, 1),
         json(f.p999, 1),
         json(f.max, 1),
+        json(f.arrival_p50, 1),
+        json(f.arrival_p99, 1),
+        json(f.arrival_p999, 1),
         json(o.server_cpu_s, 3),
         json(f.server_us_per_rt, 3),
         json(Some(o.gen_cpu_s), 3),

@@ -4,7 +4,7 @@
 use super::histogram::Histogram;
 use crate::process;
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 pub const SECOND_NS: u64 = 1_000_000_000;
 
@@ -20,6 +20,26 @@ impl Clock {
     pub fn now(&self) -> u64 {
         self.0.elapsed().as_nanos() as u64 + 1
     }
+
+    /// Reads this clock and the real-time clock together, to place kernel receive
+    /// times (real time) on this clock: see [`Clock::arrival`]. A step of the real-time
+    /// clock between the two readings misplaces them; [`Counters::reply`] keeps them
+    /// within the round trip.
+    pub fn pair(&self) -> (u64, Duration) {
+        let now = self.now();
+        let real = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now, real)
+    }
+
+    /// A real-time `stamp` on this clock, given a `pair` read about then (before or
+    /// after it); `None` if that falls before this clock started.
+    pub fn arrival(pair: (u64, Duration), stamp: Duration) -> Option<u64> {
+        let (now, real) = pair;
+        let at = i128::from(now) + stamp.as_nanos() as i128 - real.as_nanos() as i128;
+        u64::try_from(at).ok()
+    }
 }
 
 /// Packets are attributed to the window by send time (so `sent = received + lost` once
@@ -31,6 +51,9 @@ pub struct Counters {
     pub lost: u64,
     pub window_replies: u64,
     pub rtt: Histogram,
+    /// Round-trip times to the reply's arrival in this host's stack (its kernel receive
+    /// time), leaving out how long the generator took to wake and read it (UDP only).
+    pub rtt_arrival: Histogram,
     /// For progress: every reply and loss, window or not.
     all_replies: u64,
     all_lost: u64,
@@ -45,6 +68,7 @@ impl Counters {
             lost: 0,
             window_replies: 0,
             rtt: Histogram::new(),
+            rtt_arrival: Histogram::new(),
             all_replies: 0,
             all_lost: 0,
         }
@@ -61,12 +85,18 @@ impl Counters {
         self.lost += u64::from(self.window.contains(&sent_at));
     }
 
-    pub fn reply(&mut self, sent_at: u64, now: u64) {
+    /// A reply to a packet sent at `sent_at`, read at `now`; `arrived` is when the
+    /// kernel received it, where known (at most `now`).
+    pub fn reply(&mut self, sent_at: u64, now: u64, arrived: Option<u64>) {
         self.all_replies += 1;
         self.window_replies += u64::from(self.window.contains(&now));
         if self.window.contains(&sent_at) {
             self.received += 1;
             self.rtt.record(now.saturating_sub(sent_at));
+            if let Some(at) = arrived {
+                self.rtt_arrival
+                    .record(at.clamp(sent_at, now).saturating_sub(sent_at));
+            }
         }
     }
 }
@@ -190,6 +220,7 @@ pub struct Outcome {
     pub window_replies: u64,
     pub window_s: f64,
     pub rtt: Histogram,
+    pub rtt_arrival: Histogram,
     pub server_cpu_s: Option<f64>,
     /// This whole process (generator and echo peer) over the window.
     pub gen_cpu_s: f64,
@@ -225,6 +256,7 @@ impl Outcome {
             window_replies: c.window_replies,
             window_s: end.at.saturating_sub(start.at) as f64 / 1e9,
             rtt: c.rtt,
+            rtt_arrival: c.rtt_arrival,
             server_cpu_s,
             gen_cpu_s: (end.own_cpu - start.own_cpu).max(0.0),
             gen_thread_cpu_s: (end.thread_cpu - start.thread_cpu).max(0.0),
@@ -325,4 +357,42 @@ fn user_hz() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if hz > 0 { hz as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_receive_times_land_on_the_run_clock() {
+        let pair = (1_000_000, Duration::from_secs(1_700_000_000));
+        // Stamped 300 us before the pair was read, or 20 us after it (a datagram that
+        // arrived between the reading and the receive).
+        let early = pair.1 - Duration::from_micros(300);
+        let late = pair.1 + Duration::from_micros(20);
+        assert_eq!(Clock::arrival(pair, early), Some(700_000));
+        assert_eq!(Clock::arrival(pair, late), Some(1_020_000));
+        // Before the run's clock started.
+        assert_eq!(Clock::arrival(pair, pair.1 - Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn arrival_times_stay_within_their_round_trip() {
+        let mut c = Counters::new();
+        c.window = 0..u64::MAX;
+        c.reply(1_000, 5_000, Some(3_000));
+        // A misplaced stamp (the real-time clock stepped) is kept inside the round trip.
+        c.reply(1_000, 5_000, Some(9_000));
+        c.reply(1_000, 5_000, Some(10));
+        c.reply(1_000, 5_000, None);
+        assert_eq!(c.received, 4);
+        assert_eq!(c.rtt.quantile(1.0), Some(4_000));
+        // Three arrival times (0, 2000 and 4000 ns: the bucket of 2000 is 1.6% wide).
+        let h = &c.rtt_arrival;
+        assert_eq!((h.quantile(0.0), h.max()), (Some(0), Some(4_000)));
+        let median = h.quantile(0.5).unwrap();
+        assert!((1_968..=2_032).contains(&median), "{median}");
+        // Two thirds in is the last of three: the reply without a stamp added none.
+        assert_eq!(h.quantile(0.67), Some(4_000));
+    }
 }
