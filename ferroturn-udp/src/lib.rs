@@ -90,12 +90,27 @@ pub fn recv_batch(fd: RawFd, bufs: &mut [&mut [u8]], meta: &mut [RecvMeta]) -> i
 /// datagrams at the last possible moment. `gso` false sends one message per item.
 /// Returns how many items the kernel took.
 pub fn send_segmented(fd: RawFd, items: &[SendItem<'_>], gso: bool) -> io::Result<usize> {
-    let item = |i: usize| mmsg::Datagram {
-        bytes: items[i].bytes,
-        to: Some(items[i].to),
-        src: items[i].src,
+    send_each(fd, items.len(), |i| items[i], gso)
+}
+
+/// [`send_segmented`] of the `count` items `item(0)`, `item(1)`, ... (at most
+/// [`MAX_ITEMS`]), for a caller whose datagrams are not in a slice: nothing is gathered
+/// into a table first.
+pub fn send_each<'a>(
+    fd: RawFd,
+    count: usize,
+    item: impl Fn(usize) -> SendItem<'a>,
+    gso: bool,
+) -> io::Result<usize> {
+    let datagram = |i: usize| {
+        let it = item(i);
+        mmsg::Datagram {
+            bytes: it.bytes,
+            to: Some(it.to),
+            src: it.src,
+        }
     };
-    mmsg::send::<BATCH>(fd, items.len(), item, gso)
+    mmsg::send::<BATCH>(fd, count, datagram, gso)
 }
 
 /// Whether a failed GSO send means the kernel or the device cannot do UDP GSO (then the

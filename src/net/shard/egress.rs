@@ -183,27 +183,22 @@ fn send_runs<'a>(
 ) {
     let mut i = 0;
     while i < n {
-        let (through, _, to) = item(i);
+        let (through, _, _) = item(i);
         let route = sockets.fd(through);
         let src = route.and_then(|(_, src)| src);
-        let mut items = [SendItem {
-            bytes: &[],
-            to,
-            src,
-        }; udp::MAX_ITEMS];
-        let mut m = 0;
-        while i + m < n && m < udp::MAX_ITEMS {
-            let (v, bytes, to) = item(i + m);
-            if v != through {
-                break;
-            }
-            items[m] = SendItem { bytes, to, src };
+        let mut m = 1;
+        while i + m < n && m < udp::MAX_ITEMS && item(i + m).0 == through {
             m += 1;
         }
         if let Some((fd, _)) = route {
             let mut sent = 0;
             while sent < m {
-                match udp::send_segmented(fd, &items[sent..m], *gso) {
+                let at = i + sent;
+                let each = |k: usize| {
+                    let (_, bytes, to) = item(at + k);
+                    SendItem { bytes, to, src }
+                };
+                match udp::send_each(fd, m - sent, each, *gso) {
                     Ok(0) => break,
                     Ok(k) => sent += k,
                     Err(e) if *gso && udp::is_gso_refusal(&e) => {

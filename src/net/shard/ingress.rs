@@ -78,7 +78,7 @@ impl Shard {
             let received = self.receive(source);
             // What this batch relays leaves now: a datagram waits for its own batch only,
             // never for the other sockets of the turn. Only relayed datagrams make a
-            // turn busy (see BUSY_TURN): what no allocation carries buys no polling.
+            // turn busy (see `busy`): what no allocation carries buys no polling.
             self.turn_datagrams += self.slots.pending.len();
             if !self.slots.pending.is_empty() {
                 self.flush_data();

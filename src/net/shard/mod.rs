@@ -25,6 +25,7 @@
 //! control messages, and last the pipes spliced this turn (after their ConnectionBind
 //! responses).
 
+mod busy;
 mod conns;
 mod dtls;
 mod egress;
@@ -61,14 +62,6 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// A turn that relayed at least this many UDP datagrams keeps the loop polling without
-/// sleeping for `busy-poll-us` afterwards: under load the next datagrams arrive within
-/// it, and taking them without a wake-up (an interrupt, a context switch, and in a
-/// virtual machine an exit from idle) shortens every round trip. While turns relay a
-/// datagram or two, the loop sleeps at once. Polling ends `busy-poll-us` after the last
-/// busy turn; turns taken while polling are short and rarely busy themselves.
-const BUSY_TURN: usize = 4;
 
 pub struct Shard {
     poll: Poll,
@@ -116,7 +109,7 @@ pub struct Shard {
     usage: Arc<UsageSink>,
     /// UDP datagrams relayed in the current turn of the loop.
     turn_datagrams: usize,
-    /// How long to poll on after a turn of at least [`BUSY_TURN`] datagrams.
+    /// How long to poll on after a busy turn ([`busy`]).
     busy_poll: Duration,
 }
 
@@ -208,12 +201,10 @@ impl Shard {
         let mut events = Events::with_capacity(1024);
         let mut ready: Vec<Token> = Vec::with_capacity(1024);
         let mut last_clock = Instant::now();
-        // Polling without sleeping until then (see BUSY_TURN); the clock is read for it
-        // only while it is set.
-        let mut spin_until: Option<Instant> = None;
+        let mut busy = busy::BusyPoll::new(self.busy_poll);
         while !self.stop.load(Ordering::Acquire) {
-            spin_until = spin_until.filter(|&t| Instant::now() < t);
-            let timeout = if self.backlog.is_empty() && spin_until.is_none() {
+            let polling = busy.polling(Instant::now);
+            let timeout = if self.backlog.is_empty() && !polling {
                 let next = match (self.core.poll_timeout(), self.peers.next_resume()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -252,9 +243,7 @@ impl Shard {
                 self.publish();
                 last_clock = now;
             }
-            if std::mem::take(&mut self.turn_datagrams) >= BUSY_TURN && !self.busy_poll.is_zero() {
-                spin_until = Some(now + self.busy_poll);
-            }
+            busy.after_turn(now, std::mem::take(&mut self.turn_datagrams));
             self.resume_paused(now);
             self.core.handle_timeout(now);
             self.handle_events();
