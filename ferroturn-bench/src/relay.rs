@@ -123,6 +123,11 @@ pub struct Args {
     /// path before it (the kernel fast path) sees one train, not its datagrams.
     #[arg(long)]
     no_gso: bool,
+    /// Also time each reply to its arrival in this host's kernel (SO_TIMESTAMPNS, UDP
+    /// only): `rtt_arrival_us`, without the generator's own wake-up. Each stamp costs the
+    /// generator a little CPU per datagram; meant for paced runs.
+    #[arg(long)]
+    arrival_times: bool,
 }
 
 fn validate(a: &Args) -> Result<(), String> {
@@ -292,6 +297,7 @@ fn measure(
         duration_ns: (args.duration * 1e9) as u64,
         server_pid: args.server_pid,
         gso: !args.no_gso,
+        arrival_times: args.arrival_times,
     };
     let channels = (0..sockets.len()).map(turn::channel).collect();
     let outcome = Generator::new(plan, flows, channels, refresher)?.run(stop)?;

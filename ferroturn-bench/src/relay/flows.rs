@@ -2,7 +2,7 @@
 //! template and hands back the messages the server sent it, whatever the transport.
 //!
 //! - UDP: one datagram per message, `sendmmsg` (GSO trains) and `recvmmsg` in batches,
-//!   each datagram stamped by the kernel as it arrives (SO_TIMESTAMPNS).
+//!   each datagram stamped by the kernel as it arrives where asked (SO_TIMESTAMPNS).
 //! - TCP: one connection per flow; messages back to back on the stream, ChannelData
 //!   padded to a multiple of 4 (RFC 8656 section 12.5). Each flow has a bounded send
 //!   queue for what the kernel did not take yet, and a [`Framer`] that splits what
@@ -115,7 +115,6 @@ impl Flows {
             Flows::Udp { sockets, .. } => {
                 for (i, s) in sockets.iter_mut().enumerate() {
                     registry.register(s, Token(i), Interest::READABLE)?;
-                    ferroturn_udp::enable_receive_timestamps(s.as_raw_fd())?;
                 }
             }
             Flows::Tcp { conns, .. } => {
@@ -123,6 +122,17 @@ impl Flows {
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     registry.register(&mut c.stream, Token(i), interest)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Has the kernel stamp each datagram the UDP flows receive (SO_TIMESTAMPNS), for
+    /// round-trip times to arrival; TCP has no per-message stamps.
+    pub fn stamp_arrivals(&self) -> std::io::Result<()> {
+        if let Flows::Udp { sockets, .. } = self {
+            for s in sockets {
+                ferroturn_udp::enable_receive_timestamps(s.as_raw_fd())?;
             }
         }
         Ok(())

@@ -43,6 +43,8 @@ pub struct Plan {
     pub server_pid: Option<u32>,
     /// Send runs of equal datagrams as GSO trains.
     pub gso: bool,
+    /// Have the kernel stamp replies as they arrive, for `rtt_arrival`.
+    pub arrival_times: bool,
 }
 
 /// Per-flow generator state besides its socket.
@@ -390,6 +392,11 @@ impl Generator {
         self.io
             .register(poll.registry())
             .map_err(|e| format!("poll: {e}"))?;
+        if self.plan.arrival_times {
+            self.io
+                .stamp_arrivals()
+                .map_err(|e| format!("receive timestamps: {e}"))?;
+        }
         Ok(poll)
     }
 
