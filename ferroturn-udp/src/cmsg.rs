@@ -103,23 +103,32 @@ pub(crate) unsafe fn received(h: &libc::msghdr) -> Reported {
     if h.msg_control.is_null() || h.msg_controllen == 0 {
         return r;
     }
+    // msg_controllen is a size_t here and a socklen_t on some other C libraries.
+    #[allow(clippy::unnecessary_cast)]
+    let (start, len) = (h.msg_control as usize, h.msg_controllen as usize);
     // SAFETY: the caller's promise; CMSG_FIRSTHDR and CMSG_NXTHDR stay within
-    // msg_controllen and return null past the end.
+    // msg_controllen and return null past the end; each message's data is read only
+    // where its length (the kernel shortens it when the buffer was too small, with
+    // MSG_CTRUNC) covers the type read and lies within msg_controllen.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(h);
         while !c.is_null() {
             let data = libc::CMSG_DATA(c);
+            let have = (*c).cmsg_len as usize;
+            let within = (c as usize - start).saturating_add(have) <= len;
+            let fits = |size: usize| within && have >= libc::CMSG_LEN(size as u32) as usize;
             match ((*c).cmsg_level, (*c).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                _ if !fits(0) => {}
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) if fits(size_of::<libc::in_pktinfo>()) => {
                     let info = data.cast::<libc::in_pktinfo>().read_unaligned();
                     let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
                     r.dst = Some(IpAddr::V4(ip));
                 }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if fits(size_of::<libc::in6_pktinfo>()) => {
                     let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
                     r.dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
                 }
-                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if fits(size_of::<libc::timespec>()) => {
                     let t = data.cast::<libc::timespec>().read_unaligned();
                     r.stamp = match (u64::try_from(t.tv_sec), u32::try_from(t.tv_nsec)) {
                         (Ok(s), Ok(ns)) if ns < 1_000_000_000 => Some(Duration::new(s, ns)),

@@ -155,13 +155,15 @@ pub fn diagnostics(o: &Outcome) -> String {
     });
     format!(
         "relay: generator thread cpu {:.0}% of the window, whole process {:.0}%{cores}; \
-         icmp refused {}, schedule slips {}, connections closed {}, refreshes {} ok {} failed",
+         icmp refused {}, schedule slips {}, connections closed {}, refreshes {} ok {} failed, \
+         arrival times misplaced {}",
         share(o.gen_thread_cpu_s),
         share(o.gen_cpu_s),
         o.refused,
         o.slips,
         o.closed,
         o.refreshes,
-        o.refresh_failures
+        o.refresh_failures,
+        o.arrival_misplaced
     )
 }

@@ -6,14 +6,16 @@
 //! next datagrams are taken without a wake-up (an interrupt, a context switch, and in a
 //! virtual machine an exit from idle). Each busy turn inside the window extends it.
 //!
-//! Polling costs the CPU all the time it spins, a wake-up a few microseconds: a window
-//! is worth it only if datagrams kept coming while it was open, at least one per
-//! [`CATCH_EVERY`] on average. One that closes having caught fewer polled in vain: the
-//! next window may open only after a rest that doubles with each such window in a row
-//! (from two windows' length up to [`MAX_REST_SHIFT`] doublings, 51 ms at 50 us), and a
-//! window that catches its share ends the series. A flood keeps polling; media at tens
-//! of packets a second per call, whose datagrams come a few per turn with tens of
-//! microseconds between them, stops within a few windows.
+//! Polling costs the CPU all the time it spins, a wake-up a few microseconds: polling
+//! is worth it only if datagrams keep coming while it goes on, at least one per
+//! [`CATCH_EVERY`] on average, judged over each window's length of polling (so busy
+//! turns extending a window cannot keep a slower trickle polling, and a flood's
+//! datagrams are no credit for later). A stretch that caught fewer polled in vain: it
+//! ends the window, and the next may open only after a rest that doubles with each
+//! such stretch in a row (from two windows' length up to [`MAX_REST_SHIFT`] doublings,
+//! 51 ms at 50 us); a stretch that catches its share ends the series. A flood keeps
+//! polling; media at tens of packets a second per call, whose datagrams come a few per
+//! turn with tens of microseconds between them, stops within a few windows.
 
 use std::time::{Duration, Instant};
 
@@ -54,24 +56,15 @@ impl BusyPoll {
     /// Whether the loop should poll without sleeping now; closes a window that has run
     /// out. The clock is read only while a window is open.
     pub fn polling(&mut self, now: impl FnOnce() -> Instant) -> bool {
-        let Some((opened, until)) = self.open else {
+        let Some((_, until)) = self.open else {
             return false;
         };
         let now = now();
         if now < until {
             return true;
         }
+        self.judge(now);
         self.open = None;
-        let caught = u32::try_from(self.caught).unwrap_or(u32::MAX);
-        let worth = CATCH_EVERY
-            .checked_mul(caught)
-            .is_none_or(|d| d >= now - opened);
-        if worth {
-            self.misses = 0;
-        } else {
-            self.misses = (self.misses + 1).min(MAX_REST_SHIFT);
-            self.rest_until = Some(now + self.window * (1 << self.misses));
-        }
         false
     }
 
@@ -81,9 +74,15 @@ impl BusyPoll {
             return;
         }
         let busy = relayed >= BUSY_TURN;
-        if let Some((_, until)) = &mut self.open {
+        if let Some((opened, _)) = self.open {
             self.caught = self.caught.saturating_add(relayed);
-            if busy {
+            // Each window's length of polling is judged on its own, so busy turns that
+            // keep extending a window cannot keep it open at a rate below its cost.
+            if now.saturating_duration_since(opened) >= self.window && !self.judge(now) {
+                self.open = None;
+            } else if let Some((_, until)) = &mut self.open
+                && busy
+            {
                 *until = now + self.window;
             }
         } else if busy && self.rest_until.is_none_or(|t| now >= t) {
@@ -91,6 +90,28 @@ impl BusyPoll {
             self.caught = 0;
             self.rest_until = None;
         }
+    }
+
+    /// Judges the polling since the open window's start (or its last judgement) at
+    /// `now`: whether it caught a datagram per [`CATCH_EVERY`]. If so the next stretch
+    /// starts afresh; if not, a rest starts, one doubling longer than the last.
+    fn judge(&mut self, now: Instant) -> bool {
+        let Some((opened, until)) = self.open else {
+            return false;
+        };
+        let caught = u32::try_from(self.caught).unwrap_or(u32::MAX);
+        let worth = CATCH_EVERY
+            .checked_mul(caught)
+            .is_none_or(|d| d >= now.saturating_duration_since(opened));
+        if worth {
+            self.misses = 0;
+            self.open = Some((now, until));
+            self.caught = 0;
+        } else {
+            self.misses = (self.misses + 1).min(MAX_REST_SHIFT);
+            self.rest_until = Some(now + self.window * (1 << self.misses));
+        }
+        worth
     }
 }
 
@@ -128,8 +149,8 @@ mod tests {
         // A busy turn every 10 us: each extends the window.
         let turns: Vec<_> = (0..1000).map(|i| (i * 10, 8)).collect();
         assert_eq!(drive(&mut b, t, &turns), 1000);
-        // Small turns that still catch 4 datagrams per window keep it worth its cost:
-        // after it closes, the next busy turn opens one at once.
+        // The flood's datagrams buy nothing later: four more in the next 100 us are
+        // too few, and the next busy turn finds polling resting.
         let turns = [
             (10_000, 8),
             (10_010, 2),
@@ -137,8 +158,21 @@ mod tests {
             (10_100, 0),
             (10_101, 8),
         ];
-        assert_eq!(drive(&mut b, t, &turns), 4);
-        assert!(b.polling(|| t + Duration::from_micros(10_102)));
+        assert_eq!(drive(&mut b, t, &turns), 3);
+        assert!(!b.polling(|| t + Duration::from_micros(10_102)));
+        assert_eq!(b.misses, 1);
+    }
+
+    #[test]
+    fn busy_turns_too_far_apart_cannot_hold_a_window_open() {
+        let mut b = BusyPoll::new(50 * US);
+        let t = Instant::now();
+        // 4 datagrams every 40 us (100,000 a second): each turn is busy and would
+        // extend the window, but it catches one datagram per 10 us.
+        let turns: Vec<_> = (0..5_000).map(|i| (i * 40, 4)).collect();
+        let open = drive(&mut b, t, &turns);
+        assert!(open < 40, "{open} of 5000 turns polled");
+        assert_eq!(b.misses, MAX_REST_SHIFT);
     }
 
     #[test]
