@@ -228,8 +228,9 @@ impl Generator {
             &mut self.refresher,
             &mut self.control,
         );
-        // Kernel receive times are real time; one reading of both clocks places them.
-        let pair = clock.pair();
+        // Kernel receive times are real time; one reading of both clocks places them
+        // (only where the run asked for them: floods spare the clock reads).
+        let pair = self.plan.arrival_times.then(|| clock.pair());
         let drained = self
             .io
             .drain(i, &mut |bytes, stamp| match classify(framing, bytes) {
@@ -237,7 +238,7 @@ impl Generator {
                     Some(probe) if probe.flow == f.id => {
                         let now = clock.now();
                         if let Some(sent) = f.ring.reply(probe.seq, probe.ts, &mut |t| c.lost(t)) {
-                            let arrived = stamp.and_then(|s| Clock::arrival(pair, s));
+                            let arrived = stamp.zip(pair).and_then(|(s, p)| Clock::arrival(p, s));
                             c.reply(sent, now, arrived);
                             let rtt = now.saturating_sub(sent);
                             *srtt = (*srtt * 31 + rtt) / 32;

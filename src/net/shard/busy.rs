@@ -56,14 +56,14 @@ impl BusyPoll {
     /// Whether the loop should poll without sleeping now; closes a window that has run
     /// out. The clock is read only while a window is open.
     pub fn polling(&mut self, now: impl FnOnce() -> Instant) -> bool {
-        let Some((_, until)) = self.open else {
+        let Some((opened, until)) = self.open else {
             return false;
         };
         let now = now();
         if now < until {
             return true;
         }
-        self.judge(now);
+        self.judge(now, opened);
         self.open = None;
         false
     }
@@ -74,17 +74,21 @@ impl BusyPoll {
             return;
         }
         let busy = relayed >= BUSY_TURN;
-        if let Some((opened, _)) = self.open {
+        if let Some((mut opened, mut until)) = self.open {
             self.caught = self.caught.saturating_add(relayed);
             // Each window's length of polling is judged on its own, so busy turns that
             // keep extending a window cannot keep it open at a rate below its cost.
-            if now.saturating_duration_since(opened) >= self.window && !self.judge(now) {
-                self.open = None;
-            } else if let Some((_, until)) = &mut self.open
-                && busy
-            {
-                *until = now + self.window;
+            if now.saturating_duration_since(opened) >= self.window {
+                if !self.judge(now, opened) {
+                    self.open = None;
+                    return;
+                }
+                opened = now;
             }
+            if busy {
+                until = now + self.window;
+            }
+            self.open = Some((opened, until));
         } else if busy && self.rest_until.is_none_or(|t| now >= t) {
             self.open = Some((now, now + self.window));
             self.caught = 0;
@@ -92,20 +96,17 @@ impl BusyPoll {
         }
     }
 
-    /// Judges the polling since the open window's start (or its last judgement) at
-    /// `now`: whether it caught a datagram per [`CATCH_EVERY`]. If so the next stretch
-    /// starts afresh; if not, a rest starts, one doubling longer than the last.
-    fn judge(&mut self, now: Instant) -> bool {
-        let Some((opened, until)) = self.open else {
-            return false;
-        };
+    /// Judges the polling from `opened` (the window's start or its last judgement) to
+    /// `now`: whether it caught a datagram per [`CATCH_EVERY`]. If so the count starts
+    /// afresh; if not, a rest starts, one doubling longer than the last. The caller
+    /// moves or closes the window.
+    fn judge(&mut self, now: Instant, opened: Instant) -> bool {
         let caught = u32::try_from(self.caught).unwrap_or(u32::MAX);
         let worth = CATCH_EVERY
             .checked_mul(caught)
             .is_none_or(|d| d >= now.saturating_duration_since(opened));
         if worth {
             self.misses = 0;
-            self.open = Some((now, until));
             self.caught = 0;
         } else {
             self.misses = (self.misses + 1).min(MAX_REST_SHIFT);
