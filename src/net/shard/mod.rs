@@ -243,7 +243,11 @@ impl Shard {
                 self.publish();
                 last_clock = now;
             }
-            busy.after_turn(now, std::mem::take(&mut self.turn_datagrams));
+            busy.after_turn(
+                now,
+                !ready.is_empty(),
+                std::mem::take(&mut self.turn_datagrams),
+            );
             self.resume_paused(now);
             self.core.handle_timeout(now);
             self.handle_events();
