@@ -1,5 +1,6 @@
-//! Adaptive busy polling: when the loop may skip sleeping, decided from the datagrams
-//! each turn relayed and the clock, with no I/O (the loop does the polling).
+//! Adaptive busy polling: when the loop may skip sleeping, decided from what each
+//! turn's poll found, the datagrams it relayed and the clock, with no I/O (the loop
+//! does the polling).
 //!
 //! A turn that relayed at least [`BUSY_TURN`] UDP datagrams opens a polling window of
 //! `busy-poll-us`: until it closes the loop polls without sleeping, so under load the
@@ -15,9 +16,9 @@
 //! keep a slower trickle polling, and a flood is no credit for later). A stretch that
 //! spent more ends the window, and the next may open only after a rest that doubles
 //! with each such stretch in a row (from two windows' length up to [`MAX_REST_SHIFT`]
-//! doublings, 51 ms at 50 us); a stretch worth it ends the series. Turns back to back
-//! (a flood that keeps the thread busy, or one turn longer than the window) give no
-//! verdict: they neither need polling nor clear the series. A window's tail, polled in
+//! doublings, 51 ms at 50 us); a stretch worth it ends the series. A stretch with no
+//! poll in vain (a flood that keeps the thread busy, or one turn longer than the
+//! window) gives no verdict: it neither needs polling nor clears the series. A window's tail, polled in
 //! vain after its last busy turn, is usually a miss, so the rests grow over a run of
 //! short bursts. A flood with gaps keeps polling; media at tens of packets a second
 //! per call, whose datagrams come in clumps (a few clients' packets and, straight
@@ -45,11 +46,11 @@ pub struct BusyPoll {
     open: Option<(Instant, Instant)>,
     /// When the last turn ended, while a window is open.
     last: Instant,
-    /// Whether the last turn in the window relayed nothing.
+    /// Whether the last turn in the window found nothing.
     after_empty: bool,
-    /// Time spent in turns that relayed nothing, since the window opened or was judged.
+    /// Time spent in turns that found nothing, since the window opened or was judged.
     idle: Duration,
-    /// Turns that relayed datagrams right after one that relayed none, since then.
+    /// Turns that relayed datagrams right after one that found nothing, since then.
     saved: u32,
     /// Windows in a row that were not worth it.
     misses: u32,
@@ -95,8 +96,7 @@ impl BusyPoll {
         }
         let busy = relayed >= BUSY_TURN;
         if let Some((mut opened, mut until)) = self.open {
-            // The loop's round since the last turn ended: the poll, and what the turn
-            // and the one before it did.
+            // The loop's round since the last turn ended: its poll and what it did.
             let took = now.saturating_duration_since(self.last);
             self.last = now;
             if !found {
@@ -231,8 +231,8 @@ mod tests {
         b.after_turn(at(3), true, 10);
         assert_eq!(b.saved, 1);
         // Media-like: 10 clients' datagrams, their peers' replies at the next poll,
-        // then nothing for 500 us. About ten windows open, not 400, as the rest
-        // doubles up to 51.2 ms.
+        // then nothing for 500 us. About a dozen windows open (two turns each), not
+        // 400, as the rest doubles up to 51.2 ms.
         let mut b = BusyPoll::new(50 * US);
         let mut turns = Vec::new();
         for i in 0..400u64 {
@@ -310,8 +310,62 @@ mod tests {
         b.after_turn(at(560), true, 8);
         assert!(b.open.is_some(), "a window with no verdict stays open");
         assert_eq!((b.misses, b.saved, b.idle), (2, 0, Duration::ZERO));
-        // Polled in vain after it, the window is the series' third miss.
+        // Polled in vain after it, the window is the series' third miss, and the rest
+        // doubles to 8 windows.
         drive(&mut b, t, &[(561, 0)]);
-        assert_eq!(b.misses, 3);
+        assert_eq!((b.misses, b.rest_until), (3, Some(at(610) + 8 * 50 * US)));
+    }
+
+    #[test]
+    fn only_polls_that_found_nothing_are_in_vain() {
+        let mut b = BusyPoll::new(50 * US);
+        let t = Instant::now();
+        let at = |us: u64| t + Duration::from_micros(us);
+        b.after_turn(at(0), true, 8);
+        // A turn busy with something else (a TCP connection, a request) found
+        // something: not in vain, and the datagrams after it saved no wake-up.
+        b.after_turn(at(20), true, 0);
+        b.after_turn(at(21), true, 8);
+        assert_eq!((b.idle, b.saved), (Duration::ZERO, 0));
+        // After a poll that found nothing they did.
+        b.after_turn(at(22), false, 0);
+        b.after_turn(at(23), true, 8);
+        assert_eq!((b.idle, b.saved), (US, 1));
+        // Other work found after a poll in vain is no relaying saved.
+        b.after_turn(at(24), false, 0);
+        b.after_turn(at(25), true, 0);
+        assert_eq!((b.idle, b.saved), (2 * US, 1));
+    }
+
+    #[test]
+    fn a_stretch_with_no_verdict_carries_no_saves() {
+        let mut b = BusyPoll::new(50 * US);
+        let t = Instant::now();
+        let at = |us: u64| t + Duration::from_micros(us);
+        // A stretch worth it (2 us in vain, one save), judged at an empty poll.
+        b.after_turn(at(0), true, 8);
+        b.after_turn(at(1), false, 0);
+        for us in 2..50 {
+            b.after_turn(at(us), true, 8);
+        }
+        b.after_turn(at(50), false, 0);
+        assert_eq!((b.misses, b.saved, b.idle), (0, 0, Duration::ZERO));
+        // The next turn relays after that empty poll: a save, in the new stretch.
+        b.after_turn(at(51), true, 8);
+        assert_eq!(b.saved, 1);
+        // Turns back to back to its end: no verdict, and the save is dropped.
+        for us in 52..=101 {
+            b.after_turn(at(us), true, 8);
+        }
+        assert_eq!((b.saved, b.idle), (0, Duration::ZERO));
+        // So 4 us in vain for one save in the next stretch is a miss (with the
+        // dropped save it would have been worth it).
+        for us in [102, 103, 104, 105] {
+            b.after_turn(at(us), false, 0);
+        }
+        for us in 106..=151 {
+            b.after_turn(at(us), true, 8);
+        }
+        assert_eq!(b.misses, 1);
     }
 }

@@ -228,6 +228,9 @@ impl Shard {
             ready.append(&mut self.backlog);
             let waker = Source::Waker.token();
             ready.extend(events.iter().map(|e| e.token()).filter(|t| *t != waker));
+            // Whether the poll found anything: sockets, left-over sockets or the waker
+            // (commands, handoffs). A turn that found nothing polled in vain.
+            let found = !events.is_empty() || !ready.is_empty();
             for &token in &ready {
                 self.drain(token);
             }
@@ -243,16 +246,14 @@ impl Shard {
                 self.publish();
                 last_clock = now;
             }
-            busy.after_turn(
-                now,
-                !ready.is_empty(),
-                std::mem::take(&mut self.turn_datagrams),
-            );
             self.resume_paused(now);
             self.core.handle_timeout(now);
             self.handle_events();
             self.send_control();
             self.activate_splices();
+            // The turn's whole round is timed, to its end.
+            let relayed = std::mem::take(&mut self.turn_datagrams);
+            busy.after_turn(Instant::now(), found, relayed);
         }
         // Every allocation still open ends here, with its usage record.
         self.core
