@@ -88,14 +88,16 @@ impl BusyPoll {
         false
     }
 
-    /// After a turn ending at `now`: whether its poll `found` anything (events or
-    /// sockets left over from the last turn), and how many UDP datagrams it `relayed`.
-    pub fn after_turn(&mut self, now: Instant, found: bool, relayed: usize) {
+    /// After a turn ending `now`: whether its poll `found` anything (events or sockets
+    /// left over from the last turn), and how many UDP datagrams it `relayed`. The
+    /// clock is read only while a window is open or after a busy turn.
+    pub fn after_turn(&mut self, now: impl FnOnce() -> Instant, found: bool, relayed: usize) {
         if self.window.is_zero() {
             return;
         }
         let busy = relayed >= BUSY_TURN;
         if let Some((mut opened, mut until)) = self.open {
+            let now = now();
             // The loop's round since the last turn ended: its poll and what it did.
             let took = now.saturating_duration_since(self.last);
             self.last = now;
@@ -120,7 +122,11 @@ impl BusyPoll {
                 until = now + self.window;
             }
             self.open = Some((opened, until));
-        } else if busy && self.rest_until.is_none_or(|t| now >= t) {
+        } else if busy {
+            let now = now();
+            if self.rest_until.is_some_and(|t| now < t) {
+                return;
+            }
             self.open = Some((now, now + self.window));
             self.last = now;
             self.after_empty = false;
@@ -175,14 +181,15 @@ mod tests {
         let spin = |b: &mut BusyPoll, clock: &mut u64, until: u64| {
             while *clock + 1 < until && b.polling(|| at(*clock + 1)) {
                 *clock += 1;
-                b.after_turn(at(*clock), false, 0);
+                let now = at(*clock);
+                b.after_turn(|| now, false, 0);
             }
         };
         for &(due, relayed) in turns {
             spin(b, &mut clock, due);
             clock = due;
             b.polling(|| at(due));
-            b.after_turn(at(due), relayed > 0, relayed);
+            b.after_turn(|| at(due), relayed > 0, relayed);
             open += usize::from(b.open.is_some());
         }
         spin(b, &mut clock, u64::MAX);
@@ -223,12 +230,12 @@ mod tests {
         let t = Instant::now();
         let at = |us: u64| t + Duration::from_micros(us);
         // Replies waiting for the very next poll: a wake-up would not have slept.
-        b.after_turn(at(0), true, 10);
-        b.after_turn(at(1), true, 10);
+        b.after_turn(|| at(0), true, 10);
+        b.after_turn(|| at(1), true, 10);
         assert_eq!(b.saved, 0);
         // Replies found after a poll that found nothing: one wake-up saved.
-        b.after_turn(at(2), false, 0);
-        b.after_turn(at(3), true, 10);
+        b.after_turn(|| at(2), false, 0);
+        b.after_turn(|| at(3), true, 10);
         assert_eq!(b.saved, 1);
         // Media-like: 10 clients' datagrams, their peers' replies at the next poll,
         // then nothing for 500 us. About a dozen windows open (two turns each), not
@@ -305,9 +312,9 @@ mod tests {
         assert_eq!(b.misses, 2);
         // A busy turn opens a window, and the next turn ends only after it ran out:
         // no poll was in vain and none saved anything.
-        b.after_turn(at(500), true, 8);
+        b.after_turn(|| at(500), true, 8);
         assert!(b.open.is_some());
-        b.after_turn(at(560), true, 8);
+        b.after_turn(|| at(560), true, 8);
         assert!(b.open.is_some(), "a window with no verdict stays open");
         assert_eq!((b.misses, b.saved, b.idle), (2, 0, Duration::ZERO));
         // Polled in vain after it, the window is the series' third miss, and the rest
@@ -321,19 +328,19 @@ mod tests {
         let mut b = BusyPoll::new(50 * US);
         let t = Instant::now();
         let at = |us: u64| t + Duration::from_micros(us);
-        b.after_turn(at(0), true, 8);
+        b.after_turn(|| at(0), true, 8);
         // A turn busy with something else (a TCP connection, a request) found
         // something: not in vain, and the datagrams after it saved no wake-up.
-        b.after_turn(at(20), true, 0);
-        b.after_turn(at(21), true, 8);
+        b.after_turn(|| at(20), true, 0);
+        b.after_turn(|| at(21), true, 8);
         assert_eq!((b.idle, b.saved), (Duration::ZERO, 0));
         // After a poll that found nothing they did.
-        b.after_turn(at(22), false, 0);
-        b.after_turn(at(23), true, 8);
+        b.after_turn(|| at(22), false, 0);
+        b.after_turn(|| at(23), true, 8);
         assert_eq!((b.idle, b.saved), (US, 1));
         // Other work found after a poll in vain is no relaying saved.
-        b.after_turn(at(24), false, 0);
-        b.after_turn(at(25), true, 0);
+        b.after_turn(|| at(24), false, 0);
+        b.after_turn(|| at(25), true, 0);
         assert_eq!((b.idle, b.saved), (2 * US, 1));
     }
 
@@ -343,28 +350,28 @@ mod tests {
         let t = Instant::now();
         let at = |us: u64| t + Duration::from_micros(us);
         // A stretch worth it (2 us in vain, one save), judged at an empty poll.
-        b.after_turn(at(0), true, 8);
-        b.after_turn(at(1), false, 0);
+        b.after_turn(|| at(0), true, 8);
+        b.after_turn(|| at(1), false, 0);
         for us in 2..50 {
-            b.after_turn(at(us), true, 8);
+            b.after_turn(|| at(us), true, 8);
         }
-        b.after_turn(at(50), false, 0);
+        b.after_turn(|| at(50), false, 0);
         assert_eq!((b.misses, b.saved, b.idle), (0, 0, Duration::ZERO));
         // The next turn relays after that empty poll: a save, in the new stretch.
-        b.after_turn(at(51), true, 8);
+        b.after_turn(|| at(51), true, 8);
         assert_eq!(b.saved, 1);
         // Turns back to back to its end: no verdict, and the save is dropped.
         for us in 52..=101 {
-            b.after_turn(at(us), true, 8);
+            b.after_turn(|| at(us), true, 8);
         }
         assert_eq!((b.saved, b.idle), (0, Duration::ZERO));
         // So 4 us in vain for one save in the next stretch is a miss (with the
         // dropped save it would have been worth it).
         for us in [102, 103, 104, 105] {
-            b.after_turn(at(us), false, 0);
+            b.after_turn(|| at(us), false, 0);
         }
         for us in 106..=151 {
-            b.after_turn(at(us), true, 8);
+            b.after_turn(|| at(us), true, 8);
         }
         assert_eq!(b.misses, 1);
     }

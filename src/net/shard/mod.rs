@@ -253,7 +253,7 @@ impl Shard {
             self.activate_splices();
             // The turn's whole round is timed, to its end.
             let relayed = std::mem::take(&mut self.turn_datagrams);
-            busy.after_turn(Instant::now(), found, relayed);
+            busy.after_turn(Instant::now, found, relayed);
         }
         // Every allocation still open ends here, with its usage record.
         self.core
