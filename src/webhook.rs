@@ -13,7 +13,8 @@
 //! - **Delivery is at least once**: a batch whose answer was lost is sent again; each
 //!   record's `id` lets the receiver drop the repeat.
 //! - **Stopping**: what is queued is sent for at most [`FLUSH_TIME`], the rest counted
-//!   (`shutdown`).
+//!   (`shutdown`). A request in flight at the stop waits for its answer within that
+//!   time rather than being cut short and sent again.
 //!
 //! HTTPS goes through rustls (ring, as the TLS listeners) with Mozilla's roots or the
 //! operator's `usage-webhook-ca-file`; hyper-util's client keeps the connection alive
@@ -113,6 +114,15 @@ enum Outcome {
     Failed(String),
 }
 
+/// How [`Delivery::deliver`] ended.
+enum Delivered {
+    /// The batch was delivered or refused.
+    Settled,
+    /// Told to stop: the batch was settled by the request in flight then (`sent`) or
+    /// is still to be sent, and the flush ends at `deadline`.
+    Stopping { sent: bool, deadline: Instant },
+}
+
 /// The webhook's side: the client, where to, and how records are batched.
 struct Delivery {
     client: HttpsClient,
@@ -169,14 +179,20 @@ impl Delivery {
             };
             let Some(first) = first else { break };
             batch.push(first);
-            if self.fill(&mut rx, &mut batch, &mut stop).await
-                || !self.deliver(&batch, &mut stop).await
-            {
+            if self.fill(&mut rx, &mut batch, &mut stop).await {
                 break;
             }
-            batch.clear();
+            match self.deliver(&batch, &mut stop).await {
+                Delivered::Settled => batch.clear(),
+                Delivered::Stopping { sent, deadline } => {
+                    if sent {
+                        batch.clear();
+                    }
+                    return self.flush(rx, batch, deadline).await;
+                }
+            }
         }
-        self.flush(rx, batch).await;
+        self.flush(rx, batch, Instant::now() + FLUSH_TIME).await;
     }
 
     /// Adds records to `batch` until it is full or its first record has waited
@@ -208,18 +224,31 @@ impl Delivery {
         false
     }
 
-    /// Sends `batch` until it is delivered or refused (true), trying again after each
-    /// failure; false if told to stop first (the batch is still to be sent).
-    async fn deliver(&self, batch: &[UsageRecord], stop: &mut watch::Receiver<bool>) -> bool {
+    /// Sends `batch` until it is delivered or refused, trying again after each failure,
+    /// or until told to stop.
+    async fn deliver(&self, batch: &[UsageRecord], stop: &mut watch::Receiver<bool>) -> Delivered {
         let body = body_of(batch);
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
         loop {
-            // A stop cuts a request short: the batch is sent again by the flush, within
-            // its own time (records carry ids, so a receiver that got it twice can tell).
+            let post = self.post(body.clone(), REQUEST_TIMEOUT);
+            tokio::pin!(post);
             let outcome = tokio::select! {
-                o = self.post(body.clone(), REQUEST_TIMEOUT) => o,
-                _ = stop.wait_for(|s| *s) => return false,
+                o = &mut post => o,
+                _ = stop.wait_for(|s| *s) => {
+                    // A request in flight gets its answer within the flush time: cut
+                    // short, its batch would be sent again, and the receiver would most
+                    // likely get it twice. Failed or late, the flush sends it again.
+                    let deadline = Instant::now() + FLUSH_TIME;
+                    let sent = match tokio::time::timeout_at(deadline, post).await {
+                        Ok(Outcome::Failed(_)) | Err(_) => false,
+                        Ok(done) => {
+                            self.settle(done, batch.len());
+                            true
+                        }
+                    };
+                    return Delivered::Stopping { sent, deadline };
+                }
             };
             match outcome {
                 Outcome::Failed(why) => {
@@ -236,26 +265,35 @@ impl Delivery {
                     if failures > 0 {
                         tracing::info!(failures, "usage webhook: answering again");
                     }
-                    return true;
+                    return Delivered::Settled;
                 }
             }
             let pause = backoff.mul_f64(rand::rng().random_range(0.75..1.25));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.wait_for(|s| *s) => return false,
+                _ = stop.wait_for(|s| *s) => {
+                    return Delivered::Stopping {
+                        sent: false,
+                        deadline: Instant::now() + FLUSH_TIME,
+                    };
+                }
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
-    /// The server stopped: sends `pending` and whatever is queued, in batches, for at
-    /// most [`FLUSH_TIME`]; what is left is counted as dropped.
-    async fn flush(&self, mut rx: mpsc::Receiver<UsageRecord>, mut pending: Vec<UsageRecord>) {
+    /// The server stopped: sends `pending` and whatever is queued, in batches, until
+    /// `deadline`; what is left is counted as dropped.
+    async fn flush(
+        &self,
+        mut rx: mpsc::Receiver<UsageRecord>,
+        mut pending: Vec<UsageRecord>,
+        deadline: Instant,
+    ) {
         rx.close();
         while let Ok(r) = rx.try_recv() {
             pending.push(r);
         }
-        let deadline = Instant::now() + FLUSH_TIME;
         let mut left: &[UsageRecord] = &pending;
         while !left.is_empty() {
             let (batch, rest) = left.split_at(left.len().min(self.batch));

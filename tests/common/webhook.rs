@@ -9,7 +9,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -23,11 +23,13 @@ pub const HOOK_SECRET: &str = "hook-secret-123";
 pub type Post = (u16, Option<String>, Value);
 
 /// A webhook receiver: records every POST and answers it with the status `answer`
-/// holds (200 unless a test changes it); stops when dropped.
+/// holds (200 unless a test changes it), `delay_ms` milliseconds after recording it (0
+/// unless a test changes it); stops when dropped.
 pub struct Receiver {
     pub url: String,
     pub posts: mpsc::UnboundedReceiver<Post>,
     pub answer: Arc<AtomicU16>,
+    pub delay_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -49,13 +51,16 @@ impl Receiver {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (tx, posts) = mpsc::unbounded_channel();
         let answer = Arc::new(AtomicU16::new(200));
-        let status = answer.clone();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (status, delay) = (answer.clone(), delay_ms.clone());
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (tx, status, tls) = (tx.clone(), status.clone(), tls.clone());
+                let (tx, status, delay, tls) =
+                    (tx.clone(), status.clone(), delay.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<Incoming>| {
                         let (tx, status) = (tx.clone(), status.load(Ordering::Relaxed));
+                        let delay = Duration::from_millis(delay.load(Ordering::Relaxed));
                         async move {
                             let auth = req
                                 .headers()
@@ -65,6 +70,7 @@ impl Receiver {
                             let body = req.into_body().collect().await?.to_bytes();
                             let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
                             let _ = tx.send((status, auth, json));
+                            tokio::time::sleep(delay).await;
                             let mut answer = hyper::Response::new(Full::new(Bytes::new()));
                             *answer.status_mut() = hyper::StatusCode::from_u16(status)
                                 .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
@@ -89,6 +95,7 @@ impl Receiver {
             url: format!("{scheme}://127.0.0.1:{}/usage", addr.port()),
             posts,
             answer,
+            delay_ms,
             task,
         }
     }

@@ -189,6 +189,29 @@ async fn each_end_names_its_reason() {
     );
 }
 
+/// A stop while a batch waits for its answer lets that answer come (within the flush
+/// time): the batch is delivered once, not cut short and sent again. (Two runtime
+/// threads, as above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_the_answer_in_flight() {
+    let mut hook = Receiver::plain().await;
+    hook.delay_ms.store(1000, Ordering::Relaxed);
+    let mut server = server_with_hook(&hook.url, "").await;
+    let mut c = client(&server, "una").await;
+    c.allocate().await.unwrap();
+    c.refresh(0).await.unwrap();
+    let r = &hook.records(1, WAIT).await[0];
+    assert_eq!((s(r, "reason"), s(r, "user")), ("client", "una"));
+    // The receiver has the batch and answers in 1 s; the server stops meanwhile.
+    server.handle.stop();
+    let m = server.handle.metrics().usage;
+    assert_eq!((m.delivered, m.retries, m.dropped), (1, 0, [0; 3]));
+    assert!(
+        hook.posts.try_recv().is_err(),
+        "the batch was not sent again"
+    );
+}
+
 /// The receiver refuses connections at first (its socket is bound, not listening):
 /// the batch is tried again with backoff, and once the receiver listens, the records
 /// arrive; the retries are counted.
