@@ -3,9 +3,22 @@
 //! driver grants it; every way an allocation ends gives the lease back.
 
 use crate::prelude::*;
-use ferroturn_core::server::LeaseAnswer;
+use ferroturn_core::server::{AllocId, LeaseAnswer};
 
 const FLEET: &str = "redis = \"redis://127.0.0.1:1/0\"\nuser-quota = 2";
+
+/// Alice's Allocate, left waiting for its lease (the test answers it): the pending
+/// allocation and the lease it asks for.
+fn allocate_asking_for_a_lease(h: &mut Harness) -> (AllocId, u64) {
+    h.lease_answer = None;
+    let mut c = alice();
+    let attrs = [RequestAttr::RequestedTransport(UDP)];
+    h.challenge(&mut c, method::ALLOCATE, &attrs);
+    let msg = c.signed(&h.next_txn(), method::ALLOCATE, &attrs, &[], true);
+    h.send(c.tuple, &msg);
+    let (relay, lease, _, _) = h.lease_asks[0].clone();
+    (relay, lease)
+}
 
 /// No bind, no answer while the lease is asked for; granted, the relay is bound and
 /// the Allocate succeeds; the allocation's end gives the lease back.
@@ -67,13 +80,7 @@ fn a_refused_lease_is_486_and_an_unavailable_store_508() {
 #[test]
 fn a_late_grant_and_an_expiry_give_the_lease_back() {
     let mut h = Harness::new(&format!("{FLEET}\nmax-allocate-lifetime = 600"));
-    h.lease_answer = None;
-    let mut c = alice();
-    let attrs = [RequestAttr::RequestedTransport(UDP)];
-    h.challenge(&mut c, method::ALLOCATE, &attrs);
-    let msg = c.signed(&h.next_txn(), method::ALLOCATE, &attrs, &[], true);
-    h.send(c.tuple, &msg);
-    let (relay, lease, _, _) = h.lease_asks[0].clone();
+    let (relay, lease) = allocate_asking_for_a_lease(&mut h);
     // An operator deletes every allocation, this pending one included: its lease goes
     // back (the store may have granted it already)...
     h.delete_sessions(&ferroturn_core::server::SessionFilter::All);
@@ -101,4 +108,26 @@ fn no_fleet_or_no_user_quota_asks_for_no_lease() {
         h.allocate(&mut alice(), &[]);
         assert!(h.lease_asks.is_empty(), "{config}");
     }
+}
+
+/// An allocation starts when it is granted: the time its Allocate waited for the lease
+/// (or for its relay socket) is not part of its usage record, whose duration at expiry
+/// is the lifetime exactly and whose start is the grant.
+#[test]
+fn the_wait_for_the_lease_is_not_part_of_the_usage_record() {
+    let mut h = Harness::new(&format!("{FLEET}\ndefault-allocate-lifetime = 60"));
+    let (relay, lease) = allocate_asking_for_a_lease(&mut h);
+    h.jump(std::time::Duration::from_millis(2500));
+    let out = h.answer_lease(relay, lease, LeaseAnswer::Granted);
+    success(&out[0].payload, method::ALLOCATE);
+    h.jump(std::time::Duration::from_secs(61));
+    assert_eq!(h.ended.len(), 1, "{:#?}", h.ended);
+    let u = &h.ended[0];
+    assert_eq!(u.reason, ferroturn_core::server::Deletion::Expired);
+    assert_eq!(u.duration, std::time::Duration::from_secs(60));
+    assert_eq!(
+        u.start_unix,
+        UNIX0 + 2,
+        "the grant, 2.5 s after the request"
+    );
 }

@@ -420,6 +420,9 @@ impl Server {
             return;
         };
         a.reservation = token;
+        // It starts now, as its lifetime does: a usage record's duration is the time
+        // granted, not the time the request waited for its relay socket as well.
+        a.created = now;
         a.expires = now + Duration::from_secs(u64::from(lifetime));
         // A dual allocation's success carries both relayed addresses, IPv4 first.
         let mut attrs: Vec<ResponseAttr<'_>> = a

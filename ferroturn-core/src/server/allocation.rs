@@ -176,6 +176,8 @@ pub struct Allocation {
     pub bw_down: Bucket,
     /// `new-peer-rate` bucket.
     pub new_peers: Bucket,
+    /// When its Allocate arrived, and from the success on, when it was granted (its
+    /// lifetime and usage record count from there).
     pub created: Instant,
     /// Packets and payload bytes relayed in user space: client to peer, peer to client
     /// (for a TCP allocation, the reads of its connections). Its usage record.

@@ -84,9 +84,10 @@ pub struct Usage {
     pub relays: Relays,
     /// RFC 6062: a TCP allocation (its packets are the reads of its connections).
     pub tcp: bool,
-    /// Unix seconds when the Allocate arrived.
+    /// Unix seconds when the allocation was granted (one never granted: when its
+    /// Allocate arrived).
     pub start_unix: u64,
-    /// From the Allocate to the end: for an expiry, to the moment its lifetime ran out.
+    /// From the start to the end: for an expiry, to the moment its lifetime ran out.
     pub duration: Duration,
     /// Packets and payload bytes relayed in user space: client to peer, peer to client.
     pub traffic: [Traffic; 2],
