@@ -196,6 +196,21 @@ impl Session {
         recv_from(&self.socket, wait).await.map(|(d, _)| d)
     }
 
+    /// The next datagram from the server within `wait` that is not a STUN response: a
+    /// late answer to a retransmitted request of [`Session::exchange`] is skipped.
+    pub async fn recv_relayed(&self, wait: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (d, _) = recv_from(&self.socket, left).await?;
+            // A STUN message (top two bits zero) of class success or error (C1 set).
+            let response = d.len() >= HEADER_LEN && d[0] & 0xC0 == 0 && d[0] & 0x01 != 0;
+            if !response {
+                return Some(d);
+            }
+        }
+    }
+
     /// Sends `msg` (retransmitting) until the response with its transaction id arrives;
     /// other datagrams are skipped (RFC 8489 section 6.2.1 style, 250 ms doubling).
     /// `None` if none arrives within [`WAIT`].

@@ -98,7 +98,10 @@ async fn an_allocation_moves_between_local_ports_and_shards_with_its_channel() {
     assert!(c.refresh(600).await.is_ok());
     echoes(&mut c, b"at the end", "at the end").await;
 
-    let m = published_metrics(&server, "the moves", |m| m.stats.allocations_moved >= moves).await;
+    let m = published_metrics(&server, "the moves and tickets", |m| {
+        m.stats.allocations_moved >= moves && m.stats.tickets_issued > moves
+    })
+    .await;
     assert_eq!(m.stats.allocations_moved, moves);
     assert_eq!(m.stats.allocations_moved_across_shards, across);
     assert!(m.stats.tickets_issued > moves, "{:?}", m.stats);

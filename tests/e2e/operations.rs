@@ -6,7 +6,7 @@ use crate::common::{
     PROCESS_WAIT, WAIT, client, client_with, code, config_toml, echo_peer, rest_credentials,
     start_server, start_server_raw,
 };
-use ferroturn::client::{Relayed, TurnClient};
+use ferroturn::client::{ClientError, Relayed, TurnClient};
 use ferroturn::config::RawConfig;
 use ferroturn_core::server::SessionFilter;
 use std::time::Duration;
@@ -253,11 +253,23 @@ async fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
         server.exited().is_none(),
         "draining while allocations remain"
     );
-    assert_eq!(
-        code(client("after", "oz").await.allocate().await),
-        508,
-        "no new allocations"
-    );
+    // The drain has begun once the signal is handled: a new allocation is refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = client("after", "oz").await;
+        match c.allocate().await {
+            Err(ClientError::Error(508)) => break,
+            Ok(_) => {
+                c.refresh(0).await.unwrap();
+            }
+            other => panic!("expected 508, got {other:?}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new allocations are still accepted while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(old.refresh(600).await.unwrap(), 600, "existing ones run on");
     // A second SIGTERM ends the drain at once.
     server.signal(libc::SIGTERM);

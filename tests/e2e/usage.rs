@@ -260,11 +260,18 @@ async fn records_arrive_once_the_receiver_comes_up() {
 /// relay goes on relaying as if nothing happened.
 #[tokio::test]
 async fn a_receiver_that_stays_down_costs_records_not_relaying() {
-    // A port nothing listens on: bound and released.
-    let url = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://127.0.0.1:{}/usage", l.local_addr().unwrap().port())
-    };
+    // A port nothing listens on: bound (so no other test's listener takes it) and never
+    // listening, so connections are refused.
+    let down = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    down.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let port = down.local_addr().unwrap().as_socket().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/usage");
     let server = server_with_hook(
         &url,
         "usage-webhook-queue = 2\nusage-webhook-batch = 1\napi-listen = \"127.0.0.1:0\"",

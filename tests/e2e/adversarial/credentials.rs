@@ -59,12 +59,19 @@ async fn attributes_appended_after_message_integrity_are_ignored() {
         .await
         .unwrap();
     peer.send_to(b"from the peer", relayed).await.unwrap();
-    let got = s.recv(WAIT).await.expect("the permitted peer's datagram");
+    let got = s
+        .recv_relayed(WAIT)
+        .await
+        .expect("the permitted peer's datagram");
     assert_eq!(
         parse_relayed(&got).map(data_of).as_deref(),
         Some(&b"from the peer"[..])
     );
-    assert_eq!(s.recv(QUIET).await, None, "the outsider got a permission");
+    assert_eq!(
+        s.recv_relayed(QUIET).await,
+        None,
+        "the outsider got a permission"
+    );
     // An unknown comprehension-required attribute, a second MESSAGE-INTEGRITY and an
     // oversize NONCE after it change nothing.
     let r = exchange(
@@ -159,12 +166,19 @@ async fn another_user_on_an_existing_five_tuple_gets_437_or_441_and_changes_noth
         .await
         .unwrap();
     peer.send_to(b"from the peer", relayed).await.unwrap();
-    let got = s.recv(WAIT).await.expect("the permitted peer's datagram");
+    let got = s
+        .recv_relayed(WAIT)
+        .await
+        .expect("the permitted peer's datagram");
     assert_eq!(
         parse_relayed(&got).map(data_of).as_deref(),
         Some(&b"from the peer"[..])
     );
-    assert_eq!(s.recv(QUIET).await, None, "eve's permission was installed");
+    assert_eq!(
+        s.recv_relayed(QUIET).await,
+        None,
+        "eve's permission was installed"
+    );
     let r = s
         .request(method::CHANNEL_BIND, |m| {
             m.channel(0x4001).peer(outsider.local_addr().unwrap())
