@@ -43,6 +43,18 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// An anchor for the cores' wall clocks (`WallClock`): the unix second now, and the
+/// `Instant` it began at. Anchored at `now` instead, a core would lag the wall clock by
+/// up to a second (the seconds elapsed are counted from a point inside a second), and
+/// would accept a REST credential for up to a second after it expired.
+pub fn wall_anchor(now: Instant) -> (Instant, u64) {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let into = Duration::from_nanos(u64::from(since.subsec_nanos()));
+    (now.checked_sub(into).unwrap_or(now), since.as_secs())
+}
+
 /// This machine's host name (empty if it cannot be read).
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -464,5 +476,34 @@ impl Control {
         (0..self.shards.len())
             .map_while(|_| rx.recv_timeout(SHARD_REPLY).ok())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferroturn_core::clock::WallClock;
+
+    /// A core anchored with `wall_anchor` tells the same unix second as the system
+    /// clock, read just before and after, across more than a second's boundary.
+    /// Anchored at the moment of reading, it lagged by a second for most of each one.
+    #[test]
+    fn a_wall_anchor_keeps_the_core_on_the_second() {
+        let (at, unix) = wall_anchor(Instant::now());
+        let clock = WallClock::new(at, unix);
+        let start = unix_now();
+        for _ in 0..3000 {
+            let before = unix_now();
+            let derived = clock.unix(Instant::now());
+            let after = unix_now();
+            assert!(
+                before <= derived && derived <= after,
+                "{derived} outside {before}..={after}"
+            );
+            if after >= start + 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

@@ -17,7 +17,7 @@ mod tls;
 
 use crate::config::Config;
 use crate::control::{
-    BoundAddrs, CertStore, ConnLimits, Leases, ShardLink, UsageSink, shard_config, unix_now,
+    BoundAddrs, CertStore, ConnLimits, Leases, ShardLink, UsageSink, shard_config, wall_anchor,
 };
 use crate::offload::Offload;
 use ferroturn_core::dtls::Gate;
@@ -133,7 +133,10 @@ pub fn start(
             nonce_key,
             seed: rand::rng().random(),
         };
-        let mut core = Server::new(cfg, shared.clone(), secrets, Instant::now(), unix_now());
+        let mut core = {
+            let (at, unix) = wall_anchor(Instant::now());
+            Server::new(cfg, shared.clone(), secrets, at, unix)
+        };
         // relay-threads is at most 256, so the index fits a byte (MOBILITY-TICKETs name
         // the owning shard by it).
         core.set_shard(
@@ -151,7 +154,10 @@ pub fn start(
         let dtls = match (certs, dtls_sockets.is_empty()) {
             (Some(certs), false) => Some(dtls::Dtls::new(
                 dtls_sockets,
-                Gate::new(cookie_key, Instant::now(), unix_now()),
+                {
+                    let (at, unix) = wall_anchor(Instant::now());
+                    Gate::new(cookie_key, at, unix)
+                },
                 certs.clone(),
                 conn_limits.clone(),
                 config.streams,

@@ -42,7 +42,7 @@ mod usage;
 pub use handoff::{Inbox, Siblings};
 pub use token::Source;
 
-use crate::control::{Command, LeaseAsk, Leases, ShardLink, UsageSink, unix_now};
+use crate::control::{Command, LeaseAsk, Leases, ShardLink, UsageSink, wall_anchor};
 use crate::net::dtls::Dtls;
 use crate::net::socket::SocketOptions;
 use crate::net::stream::Streams;
@@ -237,9 +237,10 @@ impl Shard {
             self.flush_data();
             let now = Instant::now();
             if now.duration_since(last_clock) >= Duration::from_secs(1) {
-                self.core.set_wall_clock(now, unix_now());
+                let (at, unix) = wall_anchor(now);
+                self.core.set_wall_clock(at, unix);
                 if let Some(d) = &mut self.dtls {
-                    d.set_wall_clock(now, unix_now());
+                    d.set_wall_clock(at, unix);
                 }
                 self.close_expired(now);
                 self.tick_dtls(now);
