@@ -140,7 +140,11 @@ impl Node {
 
     async fn client(&self, user: &str) -> TurnClient {
         let (u, p) = rest_credentials(SECRET, user, Duration::from_secs(600));
-        TurnClient::new(self.udp(), &u, &p).await.expect("a client")
+        let mut c = TurnClient::new(self.udp(), &u, &p).await.expect("a client");
+        // An answer may wait for the store's timeouts (a second or two while Redis is
+        // stopped), longer on a loaded machine: more than the client's default 3 s.
+        c.request_timeout = Duration::from_secs(10);
+        c
     }
 }
 
