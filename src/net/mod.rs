@@ -133,10 +133,9 @@ pub fn start(
             nonce_key,
             seed: rand::rng().random(),
         };
-        let mut core = {
-            let (at, unix) = wall_anchor(Instant::now());
-            Server::new(cfg, shared.clone(), secrets, at, unix)
-        };
+        // One anchor for the core and the DTLS gate, as the shard re-anchors both.
+        let (at, unix) = wall_anchor(Instant::now());
+        let mut core = Server::new(cfg, shared.clone(), secrets, at, unix);
         // relay-threads is at most 256, so the index fits a byte (MOBILITY-TICKETs name
         // the owning shard by it).
         core.set_shard(
@@ -154,10 +153,7 @@ pub fn start(
         let dtls = match (certs, dtls_sockets.is_empty()) {
             (Some(certs), false) => Some(dtls::Dtls::new(
                 dtls_sockets,
-                {
-                    let (at, unix) = wall_anchor(Instant::now());
-                    Gate::new(cookie_key, at, unix)
-                },
+                Gate::new(cookie_key, at, unix),
                 certs.clone(),
                 conn_limits.clone(),
                 config.streams,
