@@ -203,8 +203,10 @@ impl Session {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let (d, _) = recv_from(&self.socket, left).await?;
-            // A STUN message (top two bits zero) of class success or error (C1 set).
-            let response = d.len() >= HEADER_LEN && d[0] & 0xC0 == 0 && d[0] & 0x01 != 0;
+            // A STUN message (top two bits zero) of class success or error.
+            let response = d.len() >= HEADER_LEN
+                && d[0] & 0xC0 == 0
+                && matches!(super::wire::class_of(&d).1, Class::Success | Class::Error);
             if !response {
                 return Some(d);
             }

@@ -48,6 +48,23 @@ async fn relay_known_packets(c: &mut TurnClient, send_peer: SocketAddr, sizes: &
     2 * sizes.iter().sum::<usize>() as u64
 }
 
+/// A webhook URL whose port is bound (so no other test's listener takes it) and not
+/// listening, so connections are refused while the socket is kept; `listen` on it
+/// brings the receiver up.
+fn refusing_receiver() -> (socket2::Socket, String) {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, format!("http://127.0.0.1:{port}/usage"))
+}
+
 /// The usage counters once `delivered` records are counted as delivered (the webhook
 /// counts a batch after its answer, which the receiver sent before the test saw it).
 async fn usage_after_delivery(server: &TestServer, delivered: u64) -> UsageTotals {
@@ -217,17 +234,7 @@ async fn a_stop_waits_for_the_answer_in_flight() {
 /// arrive; the retries are counted.
 #[tokio::test]
 async fn records_arrive_once_the_receiver_comes_up() {
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap();
-    socket
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/usage");
+    let (socket, url) = refusing_receiver();
     let server = server_with_hook(&url, "").await;
     for user in ["ann", "ben"] {
         let mut c = client(&server, user).await;
@@ -260,18 +267,7 @@ async fn records_arrive_once_the_receiver_comes_up() {
 /// relay goes on relaying as if nothing happened.
 #[tokio::test]
 async fn a_receiver_that_stays_down_costs_records_not_relaying() {
-    // A port nothing listens on: bound (so no other test's listener takes it) and never
-    // listening, so connections are refused.
-    let down = socket2::Socket::new(
-        socket2::Domain::IPV4,
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )
-    .unwrap();
-    down.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    let port = down.local_addr().unwrap().as_socket().unwrap().port();
-    let url = format!("http://127.0.0.1:{port}/usage");
+    let (_down, url) = refusing_receiver();
     let server = server_with_hook(
         &url,
         "usage-webhook-queue = 2\nusage-webhook-batch = 1\napi-listen = \"127.0.0.1:0\"",
